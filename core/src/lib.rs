@@ -1,0 +1,22 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod channel;
+pub mod codec;
+pub mod model;
+pub mod rules;
+pub mod sensor;
+pub mod stager;
+pub mod store;
+pub mod time;
