@@ -339,7 +339,11 @@ impl ChannelSpec {
                 }
                 let scale = pow10(decimals);
                 let steps = x * scale;
-                let rounded = if steps >= 0.0 { steps + 0.5 } else { steps - 0.5 };
+                let rounded = if steps >= 0.0 {
+                    steps + 0.5
+                } else {
+                    steps - 0.5
+                };
                 if !(rounded > -2_147_483_648.0 && rounded < 2_147_483_648.0) {
                     return Err(QuantizeError::Overflow);
                 }

@@ -216,7 +216,7 @@ impl fmt::Display for RuleError {
 #[cfg(feature = "std")]
 impl std::error::Error for RuleError {}
 
-/// The run-time state of one channel's rules: 24 bytes.
+/// The run-time state of one channel's rules: 32 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RuleState {
@@ -312,9 +312,7 @@ impl RuleState {
             }
         }
 
-        let same = self
-            .last
-            .is_some_and(|(_, v0)| v0.same_as(reading.value));
+        let same = self.last.is_some_and(|(_, v0)| v0.same_as(reading.value));
         if same {
             self.same_run = self.same_run.saturating_add(1);
         } else {

@@ -123,5 +123,6 @@ pub trait AsyncSensor {
     fn channels(&self) -> &[ChannelSpec];
 
     /// Measures now and writes one reading per channel into `sink`.
-    async fn sample(&mut self, now: Instant, sink: &mut dyn ReadingSink) -> Result<(), Self::Error>;
+    async fn sample(&mut self, now: Instant, sink: &mut dyn ReadingSink)
+        -> Result<(), Self::Error>;
 }

@@ -265,7 +265,11 @@ impl<C: BlockCodec, const N: usize> Stager<C, N> {
     /// If the reading would take the block past its byte budget, the block
     /// is sealed first and the reading starts the next one. At most one
     /// block is sealed per call.
-    pub fn push(&mut self, reading: Reading, out: &mut [u8]) -> Result<Option<SealedBlock>, StageError> {
+    pub fn push(
+        &mut self,
+        reading: Reading,
+        out: &mut [u8],
+    ) -> Result<Option<SealedBlock>, StageError> {
         let budget = usize::from(self.config.max_bytes).min(out.len());
         let mut sealed = None;
         let mut failed = None;
@@ -279,14 +283,20 @@ impl<C: BlockCodec, const N: usize> Stager<C, N> {
             }
         }
         if let Err(reading) = self.readings.push(reading) {
-            return Err(StageError::Full { reading, cause: failed });
+            return Err(StageError::Full {
+                reading,
+                cause: failed,
+            });
         }
         self.estimated_len = self.codec.estimate(&mut self.estimate, &reading);
         if let Some(e) = failed {
             return Err(StageError::Seal(e));
         }
         if sealed.is_none() && self.readings.len() >= self.max_readings() {
-            sealed = Some(self.seal(out, SealReason::Count).map_err(StageError::Seal)?);
+            sealed = Some(
+                self.seal(out, SealReason::Count)
+                    .map_err(StageError::Seal)?,
+            );
         }
         Ok(sealed)
     }
@@ -322,7 +332,10 @@ impl<C: BlockCodec, const N: usize> Stager<C, N> {
                 Err(e) => return Err(SealError::Codec(e)),
             }
         };
-        let (first, last) = match (self.readings.first(), self.readings.get(n.saturating_sub(1))) {
+        let (first, last) = match (
+            self.readings.first(),
+            self.readings.get(n.saturating_sub(1)),
+        ) {
             (Some(f), Some(l)) => (f.time, l.time),
             _ => (Instant::ZERO, Instant::ZERO),
         };

@@ -252,7 +252,8 @@ pub trait RecordStore {
     /// Bytes of payload plus headers the lane can hold.
     fn capacity(&self, lane: Lane) -> usize;
 
-    /// Largest payload the lane accepts right now without evicting.
+    /// Largest record, its 8-byte header included, the lane accepts right
+    /// now without evicting.
     fn free(&self, lane: Lane) -> usize;
 
     /// Bytes of the lane in use, headers included.

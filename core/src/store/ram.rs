@@ -10,7 +10,7 @@ use crate::model::Severity;
 
 /// Bytes of a [`RamStore`] beyond its two capacities (for capacities that
 /// are multiples of 4): two ring states and the next sequence number.
-pub const RAM_STORE_STATE_BYTES: usize = 2 * super::RING_STATE_BYTES + 8;
+pub const RAM_STORE_STATE_BYTES: usize = 2 * super::RING_STATE_BYTES + 4;
 
 /// A two-lane record store in RAM: `ALERT` bytes reserved for alerts,
 /// `ROUTINE` bytes for routine blocks. No allocation.

@@ -140,16 +140,9 @@ impl<const N: usize> RecordRing<N> {
         }
     }
 
-    /// Largest payload accepted right now without evicting.
+    /// Largest record, header included, accepted right now without
+    /// evicting: a payload of `len` bytes fits if `len + 8 <= free()`.
     pub fn free(&self) -> usize {
-        self.contiguous_free().saturating_sub(RECORD_OVERHEAD).min(MAX_PAYLOAD)
-    }
-
-    fn wrapped(&self) -> bool {
-        self.wrap_end != NOT_WRAPPED
-    }
-
-    fn contiguous_free(&self) -> usize {
         let (head, tail) = (self.head as usize, self.tail as usize);
         if self.records == 0 {
             N
@@ -158,6 +151,10 @@ impl<const N: usize> RecordRing<N> {
         } else {
             (N - tail).max(head)
         }
+    }
+
+    fn wrapped(&self) -> bool {
+        self.wrap_end != NOT_WRAPPED
     }
 
     /// Where a record of `size` bytes would go, if it fits now.
@@ -190,7 +187,8 @@ impl<const N: usize> RecordRing<N> {
             acked: len_flags & ACKED != 0,
             meta: RecordMeta {
                 lane: self.lane,
-                severity: Severity::from_bits((count_sev >> 14) as u8).unwrap_or(Severity::Critical),
+                severity: Severity::from_bits((count_sev >> 14) as u8)
+                    .unwrap_or(Severity::Critical),
                 readings: count_sev & LEN_MASK,
                 decimated: len_flags & DECIMATED != 0,
             },
@@ -289,7 +287,9 @@ impl<const N: usize> RecordRing<N> {
         self.pending = self.pending.saturating_sub(1);
         let c = &mut self.counters;
         c.evicted_records = c.evicted_records.saturating_add(1);
-        c.evicted_readings = c.evicted_readings.saturating_add(u32::from(slot.meta.readings));
+        c.evicted_readings = c
+            .evicted_readings
+            .saturating_add(u32::from(slot.meta.readings));
         self.reclaim();
         true
     }
@@ -305,9 +305,8 @@ impl<const N: usize> RecordRing<N> {
                 break;
             }
             if !slot.acked && range.contains(slot.seq) {
-                let flags = slot.len as u16
-                    | ACKED
-                    | if slot.meta.decimated { DECIMATED } else { 0 };
+                let flags =
+                    slot.len as u16 | ACKED | if slot.meta.decimated { DECIMATED } else { 0 };
                 if let Some(b) = self.buf.get_mut(pos + 4..pos + 6) {
                     b.copy_from_slice(&flags.to_le_bytes());
                 }
