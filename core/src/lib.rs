@@ -20,3 +20,8 @@ pub mod sensor;
 pub mod stager;
 pub mod store;
 pub mod time;
+
+/// The workspace README's quickstart, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct WorkspaceReadmeDoctests;

@@ -43,7 +43,7 @@ pub enum Value {
 impl Value {
     /// The value as a float in raw units (steps for `Scaled`, 0/1 for `Bool`).
     ///
-    /// Use [`crate::channel::Resolution::to_units`] for engineering units.
+    /// Use [`ChannelSpec::to_units`](crate::channel::ChannelSpec::to_units) for engineering units.
     pub fn raw_f32(self) -> f32 {
         match self {
             Value::Scaled(v) => v as f32,

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The one check command: what CI runs, and what to run before a commit.
+#
+#   ./scripts/check.sh
+#
+# Installs the rustup targets and components it needs, then runs, in order:
+# rustfmt, clippy (warnings denied), the whole test suite, the no_std builds of
+# the core and drivers for Cortex-M0 and Cortex-M4F, and rustdoc (warnings
+# denied). Stops at the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain: rustup components and targets"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+for target in thumbv6m-none-eabi thumbv7em-none-eabihf; do
+    rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+done
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (host, all targets)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
+cargo clippy -p telemark-core --no-default-features --features defmt --target thumbv7em-none-eabihf --locked -- -D warnings
+
+step "cargo test --workspace"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+
+step "no_std builds"
+cargo build -p telemark-core --no-default-features --target thumbv6m-none-eabi --locked
+cargo build -p telemark-core --no-default-features --target thumbv7em-none-eabihf --locked
+cargo build -p telemark-core --no-default-features --features serde,defmt --target thumbv6m-none-eabi --locked
+cargo build -p telemark-sensors --target thumbv6m-none-eabi --locked
+
+step "fuzz targets type-check (they run under cargo +nightly fuzz)"
+cargo check --manifest-path fuzz/Cargo.toml --locked
+
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+printf '\n== all checks passed\n'
+echo "check: ${passed} passed, ${failed} failed"
