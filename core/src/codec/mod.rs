@@ -2,15 +2,26 @@
 //!
 //! The [`Stager`](crate::stager::Stager) seals blocks through the
 //! [`BlockCodec`] trait, so the codec can be swapped without touching the
-//! store or the uplink. [`PlainCodec`] (postcard of the readings) is the
-//! reference every other codec is checked against.
+//! store or the uplink. [`CompactCodec`] is the default: columns per
+//! channel, predicted and bit-packed, about one byte per reading on real
+//! sensor data. [`PlainCodec`] (postcard of the readings) is the reference
+//! it is checked against.
 
 use core::fmt;
 
 use crate::model::{Reading, ReadingSink};
 
+mod bits;
+mod columns;
+mod compact;
+mod pack;
+mod timestamps;
+mod values;
+
 #[cfg(feature = "serde")]
 mod plain;
+
+pub use compact::{raw_len, CompactCodec, Estimate, MAX_CHANNELS, RAW_READING_BYTES};
 #[cfg(feature = "serde")]
 pub use plain::PlainCodec;
 
@@ -72,6 +83,9 @@ pub enum DecodeError {
     TrailingBytes,
     /// The block declares more readings than it can hold.
     BadCount,
+    /// The block uses a mode this build cannot decode (lz4 needs the
+    /// `lz4` and `std` features).
+    Unsupported,
     /// The sink refused a reading after `decoded` were delivered.
     SinkFull {
         /// Readings delivered before the sink filled.
@@ -86,6 +100,7 @@ impl fmt::Display for DecodeError {
             DecodeError::Malformed => f.write_str("block malformed"),
             DecodeError::TrailingBytes => f.write_str("trailing bytes after block"),
             DecodeError::BadCount => f.write_str("reading count exceeds block size"),
+            DecodeError::Unsupported => f.write_str("block mode not supported by this build"),
             DecodeError::SinkFull { decoded } => {
                 write!(f, "sink full after {decoded} readings")
             }

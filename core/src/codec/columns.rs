@@ -1,0 +1,556 @@
+//! Column mode: each channel's timestamps, values and quality flags as
+//! separate, predicted and bit-packed columns.
+//!
+//! | part | encoding |
+//! | --- | --- |
+//! | header | mode byte 2, varint readings `n`, varint base time, u8 flags (bit 0: explicit order), varint channels `C` |
+//! | columns | per channel in table order: time column (unless shared), value column, quality column (if flagged) |
+//! | order | if explicit: each reading's channel index, `ceil(log2 C)` bits each |
+//! | table | per channel: varint id, u8 descriptor, varint count, time (varint length, or varint channel index + varint offset when shared), varint value length, varint quality length (if flagged); then varint order length (if explicit) |
+//! | table length | u16 little endian: bytes of the table |
+//!
+//! Descriptor: value kind in bits 0-1 (0 scaled, 1 float, 2 bool,
+//! 3 counter), bit 2 quality column present, bit 3 timestamps shared.
+//!
+//! Readings come back in arrival order: by default the order is the merge of
+//! the channels by (time, table position), which the encoder checks holds;
+//! otherwise an explicit order column says which channel comes next.
+
+use super::bits::{width, BitReader, BitWriter, ByteReader, ByteWriter};
+use super::pack::{PackCost, PackReader, PackWriter};
+use super::timestamps::{self, TimeCursor};
+use super::values::{self, FloatCursor, IntCursor};
+use super::{DecodeError, EncodeError};
+use crate::model::{ChannelId, Quality, Reading, ReadingSink, Value};
+use crate::time::Instant;
+
+/// Most channels a column-mode block holds; blocks with more fall back to
+/// lz4 or raw. 15 keeps the decoder's state (128 bytes a channel on a
+/// 32-bit target) within 2 KiB.
+pub const MAX_CHANNELS: usize = 15;
+
+pub(crate) const MODE_COLUMNS: u8 = 2;
+const FLAG_EXPLICIT_ORDER: u8 = 1;
+const DESC_QUALITY: u8 = 1 << 2;
+const DESC_TIME_REF: u8 = 1 << 3;
+
+pub(crate) fn kind_of(v: Value) -> u8 {
+    match v {
+        Value::Scaled(_) => 0,
+        Value::Float(_) => 1,
+        Value::Bool(_) => 2,
+        Value::Counter(_) => 3,
+    }
+}
+
+pub(crate) fn int_of(v: Value) -> i32 {
+    match v {
+        Value::Scaled(x) => x,
+        Value::Float(f) => f.to_bits() as i32,
+        Value::Bool(b) => i32::from(b),
+        Value::Counter(c) => c as i32,
+    }
+}
+
+pub(crate) fn value_from(kind: u8, bits: u32) -> Result<Value, DecodeError> {
+    Ok(match kind {
+        0 => Value::Scaled(bits as i32),
+        1 => Value::Float(f32::from_bits(bits)),
+        2 if bits <= 1 => Value::Bool(bits == 1),
+        3 => Value::Counter(bits),
+        _ => return Err(DecodeError::Malformed),
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Chan {
+    id: ChannelId,
+    kind: u8,
+    count: u16,
+    quality: bool,
+}
+
+/// Why column mode cannot take a batch.
+pub(crate) enum Unsuitable {
+    TooManyChannels,
+    MixedKinds,
+    Encode(EncodeError),
+}
+
+impl From<EncodeError> for Unsuitable {
+    fn from(e: EncodeError) -> Self {
+        Unsuitable::Encode(e)
+    }
+}
+
+type Table = heapless::Vec<Chan, MAX_CHANNELS>;
+
+fn build_table(readings: &[Reading]) -> Result<Table, Unsuitable> {
+    let mut table = Table::new();
+    for r in readings {
+        match table.iter_mut().find(|c| c.id == r.channel) {
+            Some(c) => {
+                if c.kind != kind_of(r.value) {
+                    return Err(Unsuitable::MixedKinds);
+                }
+                c.count += 1;
+                c.quality |= !r.quality.is_good();
+            }
+            None => table
+                .push(Chan {
+                    id: r.channel,
+                    kind: kind_of(r.value),
+                    count: 1,
+                    quality: !r.quality.is_good(),
+                })
+                .map_err(|_| Unsuitable::TooManyChannels)?,
+        }
+    }
+    // Order channels as they appear in the largest group of readings that
+    // share a timestamp, so that merging by (time, order) restores arrival
+    // order without an order column.
+    let (mut best, mut start) = ((0, 0), 0);
+    for i in 1..=readings.len() {
+        let same = match (readings.get(i), readings.get(i - 1)) {
+            (Some(a), Some(b)) => a.time == b.time,
+            _ => false,
+        };
+        if !same {
+            if i - start > best.1 {
+                best = (start, i - start);
+            }
+            start = i;
+        }
+    }
+    let mut ordered = Table::new();
+    let row = readings.get(best.0..best.0 + best.1).unwrap_or_default();
+    for id in row
+        .iter()
+        .map(|r| r.channel)
+        .chain(readings.iter().map(|r| r.channel))
+    {
+        if !ordered.iter().any(|c| c.id == id) {
+            if let Some(c) = table.iter().find(|c| c.id == id) {
+                let _ = ordered.push(*c);
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+fn rank(table: &Table, id: ChannelId) -> usize {
+    table
+        .iter()
+        .position(|c| c.id == id)
+        .unwrap_or(MAX_CHANNELS)
+}
+
+/// True if arrival order is the merge of the channels by (time, rank).
+fn canonical(table: &Table, readings: &[Reading]) -> bool {
+    readings.windows(2).all(|w| match w {
+        [a, b] => (a.time, rank(table, a.channel)) < (b.time, rank(table, b.channel)),
+        _ => true,
+    })
+}
+
+fn times(readings: &[Reading], id: ChannelId) -> impl Iterator<Item = u64> + '_ {
+    readings
+        .iter()
+        .filter(move |r| r.channel == id)
+        .map(|r| r.time.as_millis())
+}
+
+/// A channel's timestamp column: its own, or a run of an earlier channel's.
+#[derive(Clone, Copy, Debug)]
+enum TimeColumn {
+    /// Its own column of this many bytes.
+    Own(usize),
+    /// The earlier channel's times from this offset on.
+    Shared(usize, usize),
+}
+
+impl Default for TimeColumn {
+    fn default() -> Self {
+        TimeColumn::Own(0)
+    }
+}
+
+/// The columns written for one channel.
+#[derive(Clone, Copy, Debug, Default)]
+struct Written {
+    time: TimeColumn,
+    value: usize,
+    quality: usize,
+}
+
+/// An earlier channel with its own timestamps that contain this channel's
+/// as a run; `earlier` holds what was written for the channels before `c`.
+fn find_time_ref(
+    readings: &[Reading],
+    table: &Table,
+    earlier: &[Written],
+    c: usize,
+) -> Option<(usize, usize)> {
+    let me = table.get(c)?;
+    let first = times(readings, me.id).next()?;
+    (0..c).find_map(|r| {
+        let other = table.get(r)?;
+        let own = matches!(earlier.get(r).map(|w| w.time), Some(TimeColumn::Own(_)));
+        if !own || other.count < me.count {
+            return None;
+        }
+        let offset = times(readings, other.id).position(|t| t == first)?;
+        let fits = offset + usize::from(me.count) <= usize::from(other.count);
+        let same = fits
+            && times(readings, other.id)
+                .skip(offset)
+                .take(usize::from(me.count))
+                .eq(times(readings, me.id));
+        same.then_some((r, offset))
+    })
+}
+
+/// Writes `readings` in column mode, mode byte included.
+pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsuitable> {
+    let table = build_table(readings)?;
+    let explicit = !canonical(&table, readings);
+    let base = readings.first().map_or(0, |r| r.time.as_millis());
+    let mut w = ByteWriter::new(out);
+    w.u8(MODE_COLUMNS)?;
+    w.varint(readings.len() as u64)?;
+    w.varint(base)?;
+    w.u8(if explicit { FLAG_EXPLICIT_ORDER } else { 0 })?;
+    w.varint(table.len() as u64)?;
+
+    // Where each channel's columns went, for the table at the end.
+    let mut written = [Written::default(); MAX_CHANNELS];
+    for (c, chan) in table.iter().enumerate() {
+        let id = chan.id;
+        let time = match find_time_ref(readings, &table, written.get(..c).unwrap_or_default(), c) {
+            Some((r, offset)) => TimeColumn::Shared(r, offset),
+            None => {
+                let plan = timestamps::plan(|| times(readings, id), usize::from(chan.count));
+                let len = timestamps::write(&plan, base, times(readings, id), w.rest())?;
+                w.advance(len);
+                TimeColumn::Own(len)
+            }
+        };
+        let of_channel = move || readings.iter().filter(move |r| r.channel == id);
+        let value = if chan.kind == 1 {
+            let floats = of_channel().map(|r| f32::from_bits(int_of(r.value) as u32));
+            values::write_float(floats, w.rest())?
+        } else {
+            let ints = || of_channel().map(|r| int_of(r.value));
+            let plan = values::plan_int(ints);
+            values::write_int(&plan, ints(), w.rest())?
+        };
+        w.advance(value);
+        let mut quality = 0;
+        if chan.quality {
+            quality = write_quality(of_channel().map(|r| r.quality), w.rest())?;
+            w.advance(quality);
+        }
+        if let Some(slot) = written.get_mut(c) {
+            *slot = Written {
+                time,
+                value,
+                quality,
+            };
+        }
+    }
+    let mut order_len = 0;
+    if explicit {
+        let bits_per = width(table.len().saturating_sub(1) as u64);
+        let mut bits = BitWriter::new(w.rest());
+        for r in readings {
+            bits.bits(rank(&table, r.channel) as u64, bits_per)?;
+        }
+        order_len = bits.finish()?;
+        w.advance(order_len);
+    }
+
+    let table_start = w.position();
+    for (chan, cols) in table.iter().zip(written) {
+        let shared = matches!(cols.time, TimeColumn::Shared(..));
+        let desc = chan.kind
+            | if chan.quality { DESC_QUALITY } else { 0 }
+            | if shared { DESC_TIME_REF } else { 0 };
+        w.varint(u64::from(chan.id.0))?;
+        w.u8(desc)?;
+        w.varint(u64::from(chan.count))?;
+        match cols.time {
+            TimeColumn::Shared(r, offset) => {
+                w.varint(r as u64)?;
+                w.varint(offset as u64)?;
+            }
+            TimeColumn::Own(len) => w.varint(len as u64)?,
+        }
+        w.varint(cols.value as u64)?;
+        if chan.quality {
+            w.varint(cols.quality as u64)?;
+        }
+    }
+    if explicit {
+        w.varint(order_len as u64)?;
+    }
+    let table_len =
+        u16::try_from(w.position() - table_start).map_err(|_| EncodeError::BufferTooSmall)?;
+    w.bytes(&table_len.to_le_bytes())?;
+    Ok(w.position())
+}
+
+fn write_quality(
+    q: impl Iterator<Item = Quality> + Clone,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut cost = PackCost::default();
+    q.clone().for_each(|q| cost.push(u64::from(q.bits())));
+    let (group, _) = cost.best();
+    let mut head = ByteWriter::new(out);
+    head.u8(group)?;
+    let mut bits = BitWriter::new(head.rest());
+    let mut pack = PackWriter::new(group);
+    for q in q {
+        pack.push(&mut bits, u64::from(q.bits()))?;
+    }
+    pack.finish(&mut bits)?;
+    Ok(1 + bits.finish()?)
+}
+
+/// Reads a quality column.
+#[derive(Clone, Debug)]
+struct QualityCursor<'a> {
+    bits: BitReader<'a>,
+    pack: PackReader,
+}
+
+impl<'a> QualityCursor<'a> {
+    fn new(column: &'a [u8], count: u16) -> Result<Self, DecodeError> {
+        let mut r = ByteReader::new(column);
+        let group = r.u8()?;
+        Ok(QualityCursor {
+            pack: PackReader::new(group, count)?,
+            bits: BitReader::new(r.rest()),
+        })
+    }
+
+    fn next(&mut self) -> Result<Quality, DecodeError> {
+        let q = self.pack.next(&mut self.bits)?;
+        u8::try_from(q)
+            .map(Quality::from_bits)
+            .map_err(|_| DecodeError::Malformed)
+    }
+}
+
+/// Keeps the value cursors of one channel.
+#[derive(Clone, Debug)]
+enum ValueCursor<'a> {
+    Int(IntCursor<'a>),
+    Float(FloatCursor<'a>),
+}
+
+impl ValueCursor<'_> {
+    fn next(&mut self, kind: u8) -> Result<Value, DecodeError> {
+        match self {
+            ValueCursor::Int(c) => value_from(kind, c.next()? as u32),
+            ValueCursor::Float(c) => Ok(Value::Float(c.next()?)),
+        }
+    }
+}
+
+/// One channel being decoded.
+#[derive(Clone, Debug)]
+struct ChannelCursor<'a> {
+    id: ChannelId,
+    kind: u8,
+    left: u16,
+    /// The next timestamp, read ahead for the merge.
+    next_time: u64,
+    time: TimeCursor<'a>,
+    value: ValueCursor<'a>,
+    quality: Option<QualityCursor<'a>>,
+}
+
+impl ChannelCursor<'_> {
+    fn next(&mut self) -> Result<Reading, DecodeError> {
+        let time = self.next_time;
+        self.left = self.left.checked_sub(1).ok_or(DecodeError::Malformed)?;
+        if self.left > 0 {
+            self.next_time = self.time.next()?;
+        }
+        Ok(Reading {
+            channel: self.id,
+            time: Instant::from_millis(time),
+            value: self.value.next(self.kind)?,
+            quality: match &mut self.quality {
+                Some(q) => q.next()?,
+                None => Quality::GOOD,
+            },
+        })
+    }
+}
+
+/// Everything the column decoder keeps while it streams a block out.
+pub(crate) struct ColumnDecoder<'a> {
+    channels: heapless::Vec<ChannelCursor<'a>, MAX_CHANNELS>,
+    order: Option<(BitReader<'a>, u32)>,
+    left: u16,
+}
+
+// The decoder's state must stay within 2 KiB on a microcontroller.
+#[cfg(target_pointer_width = "32")]
+const _: () = assert!(core::mem::size_of::<ColumnDecoder<'static>>() <= 2048);
+
+impl<'a> ColumnDecoder<'a> {
+    /// Parses and checks the header and table of a block (mode byte excluded).
+    pub(crate) fn new(body: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = ByteReader::new(body);
+        let n = r.len(usize::from(u16::MAX))? as u16;
+        let base = r.varint()?;
+        let flags = r.u8()?;
+        if flags & !FLAG_EXPLICIT_ORDER != 0 {
+            return Err(DecodeError::Malformed);
+        }
+        let c = r.len(MAX_CHANNELS)?;
+        if (c == 0) != (n == 0) {
+            return Err(DecodeError::Malformed);
+        }
+        let rest = r.rest();
+        let split = rest.len().checked_sub(2).ok_or(DecodeError::Truncated)?;
+        let (front, tail) = rest.split_at(split);
+        let table_len = usize::from(u16::from_le_bytes(
+            tail.try_into().map_err(|_| DecodeError::Truncated)?,
+        ));
+        let cut = front
+            .len()
+            .checked_sub(table_len)
+            .ok_or(DecodeError::Malformed)?;
+        let (columns, table) = front.split_at(cut);
+        let mut t = ByteReader::new(table);
+        let mut cols = ByteReader::new(columns);
+
+        let mut channels: heapless::Vec<ChannelCursor<'a>, MAX_CHANNELS> = heapless::Vec::new();
+        let mut own_time = [false; MAX_CHANNELS];
+        let mut total = 0u32;
+        for i in 0..c {
+            let id = ChannelId(u16::try_from(t.varint()?).map_err(|_| DecodeError::Malformed)?);
+            if channels.iter().any(|ch| ch.id == id) {
+                return Err(DecodeError::Malformed);
+            }
+            let desc = t.u8()?;
+            if desc & !(3 | DESC_QUALITY | DESC_TIME_REF) != 0 {
+                return Err(DecodeError::Malformed);
+            }
+            let kind = desc & 3;
+            let count = t.len(usize::from(n))? as u16;
+            total += u32::from(count);
+            if count == 0 || total > u32::from(n) {
+                return Err(DecodeError::BadCount);
+            }
+            let (time, next_time) = if desc & DESC_TIME_REF != 0 {
+                let target = t.len(i)?;
+                let offset = t.len(usize::from(n))?;
+                let shared = channels
+                    .get(target)
+                    .filter(|_| own_time.get(target) == Some(&true));
+                let shared = shared.ok_or(DecodeError::Malformed)?;
+                if offset + usize::from(count) > usize::from(shared.left) {
+                    return Err(DecodeError::Malformed);
+                }
+                // The shared cursor has read only its first time, kept in
+                // `next_time`; copy it and skip ahead to `offset`.
+                let mut time = shared.time.clone();
+                let mut first = shared.next_time;
+                for _ in 0..offset {
+                    first = time.next()?;
+                }
+                (time, first)
+            } else {
+                if let Some(own) = own_time.get_mut(i) {
+                    *own = true;
+                }
+                let len = t.len(cols.remaining())?;
+                let mut time = TimeCursor::new(cols.take(len)?, base, count)?;
+                let first = time.next()?;
+                (time, first)
+            };
+            let len = t.len(cols.remaining())?;
+            let bytes = cols.take(len)?;
+            let value = if kind == 1 {
+                ValueCursor::Float(FloatCursor::new(bytes)?)
+            } else {
+                ValueCursor::Int(IntCursor::new(bytes, count)?)
+            };
+            let quality = if desc & DESC_QUALITY != 0 {
+                let len = t.len(cols.remaining())?;
+                Some(QualityCursor::new(cols.take(len)?, count)?)
+            } else {
+                None
+            };
+            channels
+                .push(ChannelCursor {
+                    id,
+                    kind,
+                    left: count,
+                    next_time,
+                    time,
+                    value,
+                    quality,
+                })
+                .map_err(|_| DecodeError::Malformed)?;
+        }
+        if total != u32::from(n) {
+            return Err(DecodeError::BadCount);
+        }
+        let order = if flags & FLAG_EXPLICIT_ORDER != 0 {
+            let len = t.len(cols.remaining())?;
+            Some((
+                BitReader::new(cols.take(len)?),
+                width(c.saturating_sub(1) as u64),
+            ))
+        } else {
+            None
+        };
+        if t.remaining() != 0 || cols.remaining() != 0 {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(ColumnDecoder {
+            channels,
+            order,
+            left: n,
+        })
+    }
+
+    /// The next reading in arrival order, or `None` at the end.
+    pub(crate) fn next(&mut self) -> Result<Option<Reading>, DecodeError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let index = match &mut self.order {
+            Some((bits, w)) => bits.bits(*w)? as usize,
+            None => self
+                .channels
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.left > 0)
+                .min_by_key(|(i, c)| (c.next_time, *i))
+                .map(|(i, _)| i)
+                .ok_or(DecodeError::Malformed)?,
+        };
+        let channel = self.channels.get_mut(index).ok_or(DecodeError::Malformed)?;
+        channel.next().map(Some)
+    }
+}
+
+/// Decodes a column-mode block (mode byte excluded) into `sink`.
+pub(crate) fn decode(body: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, DecodeError> {
+    let mut decoder = ColumnDecoder::new(body)?;
+    let mut decoded = 0;
+    while let Some(reading) = decoder.next()? {
+        sink.push_reading(reading)
+            .map_err(|_| DecodeError::SinkFull { decoded })?;
+        decoded += 1;
+    }
+    Ok(decoded)
+}

@@ -1,0 +1,221 @@
+//! Bit-packing of unsigned integers in small groups, each with a width
+//! header; runs of all-zero groups collapse into one header.
+//!
+//! A packed stream of `n` values is a sequence of group headers, each a
+//! 6-bit width `w` (0..=62 as is, 63 meaning 64 bits):
+//!
+//! - `w > 0`: the next `min(G, left)` values follow, `w` bits each;
+//! - `w = 0`: an Elias-gamma count `k >= 1` follows: the next `k` groups are
+//!   all zeros and take no further bits.
+//!
+//! `G`, the group size, is 8, 16 or 32 and is chosen per stream by
+//! [`PackCost`], which prices all three in one pass.
+
+use super::bits::{gamma_bits, width, BitReader, BitWriter};
+use super::{DecodeError, EncodeError};
+
+/// Group sizes a stream may use, by their 2-bit code.
+pub(crate) const GROUP_SIZES: [usize; 3] = [8, 16, 32];
+const WIDTH_BITS: u32 = 6;
+const MAX_GROUP: usize = 32;
+
+fn width_code(w: u32) -> (u64, u32) {
+    if w >= 63 {
+        (63, 64)
+    } else {
+        (u64::from(w), w)
+    }
+}
+
+/// The price in bits of packing a stream, for each group size at once.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PackCost {
+    bits: [u64; 3],
+    or: [u64; 3],
+    fill: [u32; 3],
+    zero_run: [u64; 3],
+    count: u64,
+}
+
+impl PackCost {
+    pub(crate) fn push(&mut self, v: u64) {
+        self.count += 1;
+        for k in 0..GROUP_SIZES.len() {
+            let (Some(or), Some(fill)) = (self.or.get_mut(k), self.fill.get_mut(k)) else {
+                continue;
+            };
+            *or |= v;
+            *fill += 1;
+            if *fill as usize == GROUP_SIZES.get(k).copied().unwrap_or(MAX_GROUP) {
+                self.close(k);
+            }
+        }
+    }
+
+    fn close(&mut self, k: usize) {
+        let (Some(bits), Some(or), Some(fill), Some(run)) = (
+            self.bits.get_mut(k),
+            self.or.get_mut(k),
+            self.fill.get_mut(k),
+            self.zero_run.get_mut(k),
+        ) else {
+            return;
+        };
+        if *fill == 0 {
+            return;
+        }
+        if *or == 0 {
+            *run += 1;
+        } else {
+            if *run > 0 {
+                *bits += u64::from(WIDTH_BITS) + gamma_bits(*run);
+                *run = 0;
+            }
+            let (_, w) = width_code(width(*or));
+            *bits += u64::from(WIDTH_BITS) + u64::from(w) * u64::from(*fill);
+        }
+        *or = 0;
+        *fill = 0;
+    }
+
+    /// The cheapest group-size code and its cost in bits.
+    pub(crate) fn best(mut self) -> (u8, u64) {
+        let mut best = (0u8, u64::MAX);
+        for k in 0..GROUP_SIZES.len() {
+            self.close(k);
+            if let (Some(bits), Some(run)) = (self.bits.get_mut(k), self.zero_run.get(k)) {
+                if *run > 0 {
+                    *bits += u64::from(WIDTH_BITS) + gamma_bits(*run);
+                }
+                if *bits < best.1 {
+                    best = (k as u8, *bits);
+                }
+            }
+        }
+        best
+    }
+}
+
+/// Packs a stream with group-size code `group`.
+pub(crate) struct PackWriter {
+    group: usize,
+    buf: [u64; MAX_GROUP],
+    fill: usize,
+    zero_run: u64,
+}
+
+impl PackWriter {
+    pub(crate) fn new(group_code: u8) -> Self {
+        PackWriter {
+            group: GROUP_SIZES
+                .get(usize::from(group_code))
+                .copied()
+                .unwrap_or(MAX_GROUP),
+            buf: [0; MAX_GROUP],
+            fill: 0,
+            zero_run: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, w: &mut BitWriter<'_>, v: u64) -> Result<(), EncodeError> {
+        if let Some(slot) = self.buf.get_mut(self.fill) {
+            *slot = v;
+            self.fill += 1;
+        }
+        if self.fill == self.group {
+            self.flush_group(w)?;
+        }
+        Ok(())
+    }
+
+    fn flush_group(&mut self, w: &mut BitWriter<'_>) -> Result<(), EncodeError> {
+        if self.fill == 0 {
+            return Ok(());
+        }
+        let or = self.group().iter().fold(0, |a, &v| a | v);
+        if or == 0 {
+            self.zero_run += 1;
+        } else {
+            self.flush_zeros(w)?;
+            let (code, bits) = width_code(width(or));
+            w.bits(code, WIDTH_BITS)?;
+            for &v in self.group() {
+                w.bits(v, bits)?;
+            }
+        }
+        self.fill = 0;
+        Ok(())
+    }
+
+    fn group(&self) -> &[u64] {
+        self.buf.get(..self.fill).unwrap_or_default()
+    }
+
+    fn flush_zeros(&mut self, w: &mut BitWriter<'_>) -> Result<(), EncodeError> {
+        if self.zero_run > 0 {
+            w.bits(0, WIDTH_BITS)?;
+            w.gamma(self.zero_run)?;
+            self.zero_run = 0;
+        }
+        Ok(())
+    }
+
+    /// Writes the last, possibly partial, group and any pending zero run.
+    pub(crate) fn finish(mut self, w: &mut BitWriter<'_>) -> Result<(), EncodeError> {
+        self.flush_group(w)?;
+        self.flush_zeros(w)
+    }
+}
+
+/// Reads a packed stream of a known number of values.
+#[derive(Clone, Debug)]
+pub(crate) struct PackReader {
+    group: u8,
+    width: u8,
+    in_group: u8,
+    zero_groups: u16,
+    left: u16,
+}
+
+impl PackReader {
+    pub(crate) fn new(group_code: u8, count: u16) -> Result<Self, DecodeError> {
+        let group = *GROUP_SIZES
+            .get(usize::from(group_code))
+            .ok_or(DecodeError::Malformed)? as u8;
+        Ok(PackReader {
+            group,
+            width: 0,
+            in_group: 0,
+            zero_groups: 0,
+            left: count,
+        })
+    }
+
+    pub(crate) fn next(&mut self, r: &mut BitReader<'_>) -> Result<u64, DecodeError> {
+        if self.left == 0 {
+            return Err(DecodeError::Malformed);
+        }
+        if self.in_group == 0 {
+            if self.zero_groups > 0 {
+                self.zero_groups -= 1;
+                self.width = 0;
+            } else {
+                let code = r.bits(WIDTH_BITS)? as u8;
+                if code == 0 {
+                    // Every group of the run must hold at least one value.
+                    let groups_left = self.left.div_ceil(u16::from(self.group));
+                    let run = r.gamma()?;
+                    if run > u64::from(groups_left) {
+                        return Err(DecodeError::Malformed);
+                    }
+                    self.zero_groups = run as u16 - 1;
+                }
+                self.width = if code == 63 { 64 } else { code };
+            }
+            self.in_group = self.group.min(self.left.min(255) as u8);
+        }
+        self.in_group -= 1;
+        self.left -= 1;
+        r.bits(u32::from(self.width))
+    }
+}

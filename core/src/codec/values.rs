@@ -1,0 +1,304 @@
+//! Value columns: integers by prediction, zigzag and bit-packing; floats
+//! bit-exact by XOR coding.
+//!
+//! Integer column (scaled values, counters, booleans as 0/1):
+//!
+//! | field | encoding |
+//! | --- | --- |
+//! | header | u8: predictor (bits 0-1), group-size code (bits 2-3), has-factor (bit 4) |
+//! | first | varint of zigzag(first value) |
+//! | factor | varint, if has-factor: every value is `first + k * factor` |
+//! | residuals | packed stream of zigzag residuals for values 2..n |
+//!
+//! Predictors: 0 = the first value, 1 = the previous value (delta), 2 = linear
+//! extrapolation from the previous two (`2a - b`). Arithmetic wraps at 32 bits.
+//!
+//! Float column: header u8 = 0, then a bit stream: the first value's 32 bits,
+//! then per value `0` if equal to the previous, else `1` followed by the XOR
+//! with the previous as `0` + the meaningful bits in the previous window, or
+//! `1` + 5 bits of leading zeros + 5 bits of (length - 1) + the bits.
+
+use super::bits::{zigzag, BitReader, BitWriter, ByteReader, ByteWriter};
+use super::pack::{PackCost, PackReader, PackWriter};
+use super::{DecodeError, EncodeError};
+
+const PREDICTORS: usize = 3;
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+const fn zigzag32(v: i32) -> u64 {
+    ((v << 1) ^ (v >> 31)) as u32 as u64
+}
+
+fn predict(predictor: u8, i: usize, y0: i32, prev: i32, prev2: i32) -> i32 {
+    match predictor {
+        1 => prev,
+        2 if i >= 2 => prev.wrapping_mul(2).wrapping_sub(prev2),
+        2 => prev,
+        _ => y0,
+    }
+}
+
+/// How an integer column will be written, and its cost.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IntPlan {
+    predictor: u8,
+    group: u8,
+    factor: u32,
+    first: i32,
+    /// Estimated bits of the residual stream.
+    pub(crate) bits: u64,
+}
+
+/// Reduces values by the common factor of their distances from the first.
+#[derive(Clone, Copy)]
+struct Reduce {
+    first: i32,
+    factor: u32,
+}
+
+impl Reduce {
+    fn apply(self, x: i32) -> i32 {
+        if self.factor > 1 {
+            ((i64::from(x) - i64::from(self.first)) / i64::from(self.factor)) as i32
+        } else {
+            x
+        }
+    }
+}
+
+/// Chooses factor, predictor and group size for a column of `values`.
+pub(crate) fn plan_int<I: Iterator<Item = i32>>(values: impl Fn() -> I) -> IntPlan {
+    let first = values().next().unwrap_or(0);
+    let mut g = 0u64;
+    for x in values() {
+        g = gcd(g, (i64::from(x) - i64::from(first)).unsigned_abs());
+        if g == 1 {
+            break;
+        }
+    }
+    let factor = if g > 1 {
+        u32::try_from(g).unwrap_or(1)
+    } else {
+        1
+    };
+    let reduce = Reduce { first, factor };
+
+    let mut costs: [PackCost; PREDICTORS] = Default::default();
+    let mut it = values().map(|x| reduce.apply(x));
+    let y0 = it.next().unwrap_or(0);
+    let (mut prev, mut prev2) = (y0, y0);
+    for (i, y) in it.enumerate() {
+        let i = i + 1;
+        for (p, cost) in costs.iter_mut().enumerate() {
+            cost.push(zigzag32(
+                y.wrapping_sub(predict(p as u8, i, y0, prev, prev2)),
+            ));
+        }
+        prev2 = prev;
+        prev = y;
+    }
+    let mut plan = IntPlan {
+        predictor: 0,
+        group: 0,
+        factor,
+        first,
+        bits: u64::MAX,
+    };
+    for (p, cost) in costs.into_iter().enumerate() {
+        let (group, bits) = cost.best();
+        if bits < plan.bits {
+            plan.predictor = p as u8;
+            plan.group = group;
+            plan.bits = bits;
+        }
+    }
+    plan
+}
+
+/// Writes an integer column as planned; returns its length in bytes.
+pub(crate) fn write_int(
+    plan: &IntPlan,
+    values: impl Iterator<Item = i32>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut head = ByteWriter::new(out);
+    let has_factor = plan.factor > 1;
+    head.u8(plan.predictor | plan.group << 2 | u8::from(has_factor) << 4)?;
+    head.varint(zigzag(i64::from(plan.first)))?;
+    if has_factor {
+        head.varint(u64::from(plan.factor))?;
+    }
+    let start = head.position();
+    let mut bits = BitWriter::new(head.rest());
+    let mut pack = PackWriter::new(plan.group);
+    let reduce = Reduce {
+        first: plan.first,
+        factor: plan.factor,
+    };
+    let mut it = values.map(|x| reduce.apply(x));
+    let y0 = it.next().unwrap_or(0);
+    let (mut prev, mut prev2) = (y0, y0);
+    for (i, y) in it.enumerate() {
+        let pred = predict(plan.predictor, i + 1, y0, prev, prev2);
+        pack.push(&mut bits, zigzag32(y.wrapping_sub(pred)))?;
+        prev2 = prev;
+        prev = y;
+    }
+    pack.finish(&mut bits)?;
+    Ok(start + bits.finish()?)
+}
+
+/// Decodes an integer column value by value.
+#[derive(Clone, Debug)]
+pub(crate) struct IntCursor<'a> {
+    bits: BitReader<'a>,
+    pack: PackReader,
+    predictor: u8,
+    factor: u32,
+    first: i32,
+    prev: i32,
+    prev2: i32,
+    index: u16,
+}
+
+impl<'a> IntCursor<'a> {
+    pub(crate) fn new(column: &'a [u8], count: u16) -> Result<Self, DecodeError> {
+        let mut r = ByteReader::new(column);
+        let header = r.u8()?;
+        let (predictor, group, has_factor) = (header & 3, (header >> 2) & 3, header & 0x10 != 0);
+        if predictor as usize >= PREDICTORS || header & 0xe0 != 0 {
+            return Err(DecodeError::Malformed);
+        }
+        let first = i32::try_from(super::bits::unzigzag(r.varint()?))
+            .map_err(|_| DecodeError::Malformed)?;
+        let factor = if has_factor { r.varint_u32()? } else { 1 };
+        if has_factor && factor < 2 {
+            return Err(DecodeError::Malformed);
+        }
+        let y0 = if factor > 1 { 0 } else { first };
+        Ok(IntCursor {
+            bits: BitReader::new(r.rest()),
+            pack: PackReader::new(group, count.saturating_sub(1))?,
+            predictor,
+            factor,
+            first,
+            prev: y0,
+            prev2: y0,
+            index: 0,
+        })
+    }
+
+    pub(crate) fn next(&mut self) -> Result<i32, DecodeError> {
+        let i = usize::from(self.index);
+        let y0 = if self.factor > 1 { 0 } else { self.first };
+        let y = if i == 0 {
+            y0
+        } else {
+            let z = self.pack.next(&mut self.bits)?;
+            let r = u32::try_from(z).map_err(|_| DecodeError::Malformed)?;
+            let r = ((r >> 1) as i32) ^ -((r & 1) as i32);
+            let y = predict(self.predictor, i, y0, self.prev, self.prev2).wrapping_add(r);
+            self.prev2 = self.prev;
+            y
+        };
+        self.prev = y;
+        self.index = self.index.saturating_add(1);
+        if self.factor > 1 {
+            let x = i64::from(self.first) + i64::from(y) * i64::from(self.factor);
+            i32::try_from(x).map_err(|_| DecodeError::Malformed)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// Writes a float column; returns its length in bytes.
+pub(crate) fn write_float(
+    values: impl Iterator<Item = f32>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut head = ByteWriter::new(out);
+    head.u8(0)?;
+    let mut w = BitWriter::new(head.rest());
+    let mut prev: Option<u32> = None;
+    let (mut lead, mut trail) = (u32::MAX, 0u32);
+    for v in values {
+        let bits = v.to_bits();
+        let Some(p) = prev else {
+            w.bits(u64::from(bits), 32)?;
+            prev = Some(bits);
+            continue;
+        };
+        prev = Some(bits);
+        let x = bits ^ p;
+        if x == 0 {
+            w.bits(0, 1)?;
+            continue;
+        }
+        w.bits(1, 1)?;
+        let (l, t) = (x.leading_zeros(), x.trailing_zeros());
+        if lead != u32::MAX && l >= lead && t >= trail {
+            w.bits(0, 1)?;
+            w.bits(u64::from(x >> trail), 32 - lead - trail)?;
+        } else {
+            let len = 32 - l - t;
+            w.bits(1, 1)?;
+            w.bits(u64::from(l), 5)?;
+            w.bits(u64::from(len - 1), 5)?;
+            w.bits(u64::from(x >> t), len)?;
+            (lead, trail) = (l, t);
+        }
+    }
+    Ok(1 + w.finish()?)
+}
+
+/// Decodes a float column value by value.
+#[derive(Clone, Debug)]
+pub(crate) struct FloatCursor<'a> {
+    bits: BitReader<'a>,
+    prev: Option<u32>,
+    /// Leading and trailing zeros of the current XOR window, once set.
+    window: Option<(u8, u8)>,
+}
+
+impl<'a> FloatCursor<'a> {
+    pub(crate) fn new(column: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = ByteReader::new(column);
+        if r.u8()? != 0 {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(FloatCursor {
+            bits: BitReader::new(r.rest()),
+            prev: None,
+            window: None,
+        })
+    }
+
+    pub(crate) fn next(&mut self) -> Result<f32, DecodeError> {
+        let bits = match self.prev {
+            None => self.bits.bits(32)? as u32,
+            Some(p) if !self.bits.bit()? => p,
+            Some(p) => {
+                if self.bits.bit()? {
+                    let lead = self.bits.bits(5)? as u8;
+                    let len = self.bits.bits(5)? as u8 + 1;
+                    if lead + len > 32 {
+                        return Err(DecodeError::Malformed);
+                    }
+                    self.window = Some((lead, 32 - lead - len));
+                }
+                let (lead, trail) = self.window.ok_or(DecodeError::Malformed)?;
+                let len = 32 - u32::from(lead) - u32::from(trail);
+                p ^ (self.bits.bits(len)? as u32) << trail
+            }
+        };
+        self.prev = Some(bits);
+        Ok(f32::from_bits(bits))
+    }
+}
