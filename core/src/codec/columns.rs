@@ -85,10 +85,30 @@ impl From<EncodeError> for Unsuitable {
 
 type Table = heapless::Vec<Chan, MAX_CHANNELS>;
 
+/// Finds `id` in `table`, trying the entry after `guess` and `guess` itself
+/// first: sensors emit their channels in a fixed cycle. Updates `guess`.
+#[inline]
+fn find(table: &Table, id: ChannelId, guess: &mut usize) -> Option<usize> {
+    let next = if *guess + 1 < table.len() { *guess + 1 } else { 0 };
+    let found = if table.get(next).is_some_and(|c| c.id == id) {
+        Some(next)
+    } else if table.get(*guess).is_some_and(|c| c.id == id) {
+        Some(*guess)
+    } else {
+        table.iter().position(|c| c.id == id)
+    };
+    if let Some(i) = found {
+        *guess = i;
+    }
+    found
+}
+
 fn build_table(readings: &[Reading]) -> Result<Table, Unsuitable> {
     let mut table = Table::new();
+    let mut guess = 0;
     for r in readings {
-        match table.iter_mut().find(|c| c.id == r.channel) {
+        let found = find(&table, r.channel, &mut guess);
+        match found.and_then(|i| table.get_mut(i)) {
             Some(c) => {
                 if c.kind != kind_of(r.value) {
                     return Err(Unsuitable::MixedKinds);
@@ -146,18 +166,109 @@ fn rank(table: &Table, id: ChannelId) -> usize {
 }
 
 /// True if arrival order is the merge of the channels by (time, rank).
-fn canonical(table: &Table, readings: &[Reading]) -> bool {
+fn canonical_scan(table: &Table, readings: &[Reading]) -> bool {
     readings.windows(2).all(|w| match w {
         [a, b] => (a.time, rank(table, a.channel)) < (b.time, rank(table, b.channel)),
         _ => true,
     })
 }
 
-fn times(readings: &[Reading], id: ChannelId) -> impl Iterator<Item = u64> + '_ {
-    readings
-        .iter()
-        .filter(move |r| r.channel == id)
-        .map(|r| r.time.as_millis())
+/// Batches up to this size are indexed by channel before encoding (2 KiB
+/// of stack); larger ones are scanned once per channel instead.
+const INDEXED: usize = 1024;
+
+/// The readings of each channel, without scanning the batch per channel.
+struct ByChannel<'r> {
+    readings: &'r [Reading],
+    ids: [ChannelId; MAX_CHANNELS],
+    /// Reading indices grouped by channel, and where each group starts.
+    index: [u16; INDEXED],
+    starts: [u16; MAX_CHANNELS + 1],
+    indexed: bool,
+    /// Arrival order is the merge of the channels by (time, rank).
+    canonical: bool,
+}
+
+impl<'r> ByChannel<'r> {
+    fn new(readings: &'r [Reading], table: &Table) -> Self {
+        let mut by = ByChannel {
+            readings,
+            ids: [ChannelId(0); MAX_CHANNELS],
+            index: [0; INDEXED],
+            starts: [0; MAX_CHANNELS + 1],
+            indexed: readings.len() <= INDEXED,
+            canonical: true,
+        };
+        for (slot, chan) in by.ids.iter_mut().zip(table) {
+            *slot = chan.id;
+        }
+        if by.indexed {
+            let mut next = [0u16; MAX_CHANNELS];
+            let mut at = 0u16;
+            for (c, chan) in table.iter().enumerate() {
+                if let (Some(s), Some(n)) = (by.starts.get_mut(c), next.get_mut(c)) {
+                    (*s, *n) = (at, at);
+                }
+                at += chan.count;
+            }
+            if let Some(end) = by.starts.get_mut(table.len()) {
+                *end = at;
+            }
+            let (mut guess, mut prev) = (0, None);
+            for (i, r) in readings.iter().enumerate() {
+                let c = find(table, r.channel, &mut guess).unwrap_or(MAX_CHANNELS);
+                let key = (r.time, c);
+                by.canonical &= prev.is_none_or(|p| p < key);
+                prev = Some(key);
+                if let Some(n) = next.get_mut(c) {
+                    if let Some(slot) = by.index.get_mut(usize::from(*n)) {
+                        *slot = i as u16;
+                    }
+                    *n += 1;
+                }
+            }
+        } else {
+            by.canonical = canonical_scan(table, readings);
+        }
+        by
+    }
+
+    /// The readings of the channel at table position `c`, in arrival order.
+    fn of(&self, c: usize) -> ChannelReadings<'_> {
+        let id = self.ids.get(c).copied().unwrap_or_default();
+        if self.indexed {
+            let (start, end) = (self.starts.get(c).copied(), self.starts.get(c + 1).copied());
+            let idx = match (start, end) {
+                (Some(s), Some(e)) => self.index.get(usize::from(s)..usize::from(e)).unwrap_or_default(),
+                _ => &[],
+            };
+            ChannelReadings::Indexed(self.readings, idx.iter())
+        } else {
+            ChannelReadings::Scan(self.readings.iter(), id)
+        }
+    }
+
+    fn times(&self, c: usize) -> impl Iterator<Item = u64> + Clone + '_ {
+        self.of(c).map(|r| r.time.as_millis())
+    }
+}
+
+#[derive(Clone)]
+enum ChannelReadings<'a> {
+    Indexed(&'a [Reading], core::slice::Iter<'a, u16>),
+    Scan(core::slice::Iter<'a, Reading>, ChannelId),
+}
+
+impl<'a> Iterator for ChannelReadings<'a> {
+    type Item = &'a Reading;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Reading> {
+        match self {
+            ChannelReadings::Indexed(readings, idx) => idx.next().and_then(|&i| readings.get(usize::from(i))),
+            ChannelReadings::Scan(it, id) => it.find(|r| r.channel == *id),
+        }
+    }
 }
 
 /// A channel's timestamp column: its own, or a run of an earlier channel's.
@@ -185,35 +296,31 @@ struct Written {
 
 /// An earlier channel with its own timestamps that contain this channel's
 /// as a run; `earlier` holds what was written for the channels before `c`.
-fn find_time_ref(
-    readings: &[Reading],
-    table: &Table,
-    earlier: &[Written],
-    c: usize,
-) -> Option<(usize, usize)> {
+/// Only the earlier channel with the most readings is tried: in the common
+/// case every channel is sampled with the first.
+fn find_time_ref(by: &ByChannel<'_>, table: &Table, earlier: &[Written], c: usize) -> Option<(usize, usize)> {
     let me = table.get(c)?;
-    let first = times(readings, me.id).next()?;
-    (0..c).find_map(|r| {
-        let other = table.get(r)?;
-        let own = matches!(earlier.get(r).map(|w| w.time), Some(TimeColumn::Own(_)));
-        if !own || other.count < me.count {
-            return None;
-        }
-        let offset = times(readings, other.id).position(|t| t == first)?;
-        let fits = offset + usize::from(me.count) <= usize::from(other.count);
-        let same = fits
-            && times(readings, other.id)
-                .skip(offset)
-                .take(usize::from(me.count))
-                .eq(times(readings, me.id));
-        same.then_some((r, offset))
-    })
+    let (r, other) = table
+        .iter()
+        .enumerate()
+        .take(c)
+        .filter(|(r, _)| matches!(earlier.get(*r).map(|w| w.time), Some(TimeColumn::Own(_))))
+        .max_by_key(|(r, ch)| (ch.count, core::cmp::Reverse(*r)))?;
+    if other.count < me.count {
+        return None;
+    }
+    let first = by.times(c).next()?;
+    let offset = by.times(r).position(|t| t == first)?;
+    let fits = offset + usize::from(me.count) <= usize::from(other.count);
+    let same = fits && by.times(r).skip(offset).take(usize::from(me.count)).eq(by.times(c));
+    same.then_some((r, offset))
 }
 
 /// Writes `readings` in column mode, mode byte included.
 pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsuitable> {
     let table = build_table(readings)?;
-    let explicit = !canonical(&table, readings);
+    let by = ByChannel::new(readings, &table);
+    let explicit = !by.canonical;
     let base = readings.first().map_or(0, |r| r.time.as_millis());
     let mut w = ByteWriter::new(out);
     w.u8(MODE_COLUMNS)?;
@@ -225,17 +332,16 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
     // Where each channel's columns went, for the table at the end.
     let mut written = [Written::default(); MAX_CHANNELS];
     for (c, chan) in table.iter().enumerate() {
-        let id = chan.id;
-        let time = match find_time_ref(readings, &table, written.get(..c).unwrap_or_default(), c) {
+        let time = match find_time_ref(&by, &table, written.get(..c).unwrap_or_default(), c) {
             Some((r, offset)) => TimeColumn::Shared(r, offset),
             None => {
-                let plan = timestamps::plan(|| times(readings, id), usize::from(chan.count));
-                let len = timestamps::write(&plan, base, times(readings, id), w.rest())?;
+                let plan = timestamps::plan(|| by.times(c), usize::from(chan.count));
+                let len = timestamps::write(&plan, base, by.times(c), w.rest())?;
                 w.advance(len);
                 TimeColumn::Own(len)
             }
         };
-        let of_channel = move || readings.iter().filter(move |r| r.channel == id);
+        let of_channel = || by.of(c);
         let value = if chan.kind == 1 {
             let floats = of_channel().map(|r| f32::from_bits(int_of(r.value) as u32));
             values::write_float(floats, w.rest())?

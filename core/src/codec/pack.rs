@@ -28,71 +28,105 @@ fn width_code(w: u32) -> (u64, u32) {
 }
 
 /// The price in bits of packing a stream, for each group size at once.
+///
+/// One OR per value: groups of 16 and 32 are priced from the ORs of the
+/// groups of 8 they are made of.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PackCost {
+    or8: u64,
+    or16: u64,
+    or32: u64,
+    fill: u32,
+    eights: u32,
     bits: [u64; 3],
-    or: [u64; 3],
-    fill: [u32; 3],
     zero_run: [u64; 3],
-    count: u64,
 }
 
 impl PackCost {
+    #[inline]
     pub(crate) fn push(&mut self, v: u64) {
-        self.count += 1;
-        for k in 0..GROUP_SIZES.len() {
-            let (Some(or), Some(fill)) = (self.or.get_mut(k), self.fill.get_mut(k)) else {
-                continue;
-            };
-            *or |= v;
-            *fill += 1;
-            if *fill as usize == GROUP_SIZES.get(k).copied().unwrap_or(MAX_GROUP) {
-                self.close(k);
-            }
+        self.or8 |= v;
+        self.fill += 1;
+        if self.fill == 8 {
+            self.close_eight();
         }
     }
 
-    fn close(&mut self, k: usize) {
-        let (Some(bits), Some(or), Some(fill), Some(run)) = (
-            self.bits.get_mut(k),
-            self.or.get_mut(k),
-            self.fill.get_mut(k),
-            self.zero_run.get_mut(k),
-        ) else {
+    fn close_eight(&mut self) {
+        let or8 = self.or8;
+        self.price(0, or8, 8);
+        self.or16 |= or8;
+        self.or32 |= or8;
+        self.or8 = 0;
+        self.fill = 0;
+        self.eights += 1;
+        if self.eights % 2 == 0 {
+            self.price(1, self.or16, 16);
+            self.or16 = 0;
+        }
+        if self.eights % 4 == 0 {
+            self.price(2, self.or32, 32);
+            self.or32 = 0;
+        }
+    }
+
+    /// Adds a group of `fill` values whose OR is `or` to size code `k`.
+    fn price(&mut self, k: usize, or: u64, fill: u32) {
+        let (Some(bits), Some(run)) = (self.bits.get_mut(k), self.zero_run.get_mut(k)) else {
             return;
         };
-        if *fill == 0 {
-            return;
-        }
-        if *or == 0 {
+        if or == 0 {
             *run += 1;
         } else {
             if *run > 0 {
                 *bits += u64::from(WIDTH_BITS) + gamma_bits(*run);
                 *run = 0;
             }
-            let (_, w) = width_code(width(*or));
-            *bits += u64::from(WIDTH_BITS) + u64::from(w) * u64::from(*fill);
+            let (_, w) = width_code(width(or));
+            *bits += u64::from(WIDTH_BITS) + u64::from(w) * u64::from(fill);
         }
-        *or = 0;
-        *fill = 0;
     }
 
     /// The cheapest group-size code and its cost in bits.
-    pub(crate) fn best(mut self) -> (u8, u64) {
+    pub(crate) fn best(self) -> (u8, u64) {
+        let totals = self.totals();
         let mut best = (0u8, u64::MAX);
-        for k in 0..GROUP_SIZES.len() {
-            self.close(k);
-            if let (Some(bits), Some(run)) = (self.bits.get_mut(k), self.zero_run.get(k)) {
-                if *run > 0 {
-                    *bits += u64::from(WIDTH_BITS) + gamma_bits(*run);
-                }
-                if *bits < best.1 {
-                    best = (k as u8, *bits);
-                }
+        for (k, &total) in totals.iter().enumerate() {
+            if total < best.1 {
+                best = (k as u8, total);
             }
         }
         best
+    }
+
+    /// The cost in bits with group-size code `code`.
+    #[cfg(test)]
+    fn price_of(self, code: u8) -> u64 {
+        self.totals().get(usize::from(code)).copied().unwrap_or(u64::MAX)
+    }
+
+    fn totals(mut self) -> [u64; 3] {
+        // Close the partial groups at the end.
+        let tail = self.fill;
+        let (or8, or16, or32) = (self.or8, self.or16 | self.or8, self.or32 | self.or8);
+        if tail > 0 {
+            self.price(0, or8, tail);
+        }
+        let fill16 = (self.eights % 2) * 8 + tail;
+        if fill16 > 0 {
+            self.price(1, or16, fill16);
+        }
+        let fill32 = (self.eights % 4) * 8 + tail;
+        if fill32 > 0 {
+            self.price(2, or32, fill32);
+        }
+        let mut totals = self.bits;
+        for (total, run) in totals.iter_mut().zip(self.zero_run) {
+            if run > 0 {
+                *total += u64::from(WIDTH_BITS) + gamma_bits(run);
+            }
+        }
+        totals
     }
 }
 
@@ -217,5 +251,46 @@ impl PackReader {
         self.in_group -= 1;
         self.left -= 1;
         r.bits(u32::from(self.width))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The price is exactly what the writer writes, for every group size,
+        /// and the reader gets the values back.
+        #[test]
+        fn cost_is_exact_and_streams_round_trip(
+            values in prop::collection::vec(prop_oneof![Just(0u64), 0u64..4, any::<u64>()], 0..200),
+        ) {
+            for code in 0..GROUP_SIZES.len() as u8 {
+                let mut cost = PackCost::default();
+                values.iter().for_each(|&v| cost.push(v));
+                let mut buf = vec![0u8; 16 + values.len() * 9];
+                let mut w = BitWriter::new(&mut buf);
+                let mut pack = PackWriter::new(code);
+                for &v in &values {
+                    pack.push(&mut w, v).unwrap();
+                }
+                pack.finish(&mut w).unwrap();
+                let bytes = w.finish().unwrap();
+                let priced = {
+                    let mut c = PackCost::default();
+                    values.iter().for_each(|&v| c.push(v));
+                    c.price_of(code)
+                };
+                prop_assert_eq!(bytes as u64, priced.div_ceil(8));
+                let mut r = BitReader::new(&buf[..bytes]);
+                let mut reader = PackReader::new(code, values.len() as u16).unwrap();
+                for &v in &values {
+                    prop_assert_eq!(reader.next(&mut r).unwrap(), v);
+                }
+                prop_assert!(reader.next(&mut r).is_err());
+                let _ = cost.best();
+            }
+        }
     }
 }

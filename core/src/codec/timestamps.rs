@@ -54,7 +54,7 @@ fn linear_cost<I: Iterator<Item = u64>>(times: I, interval: u64, phase: u64) -> 
 }
 
 /// Chooses the cheaper of delta-of-delta and a fitted linear clock.
-pub(crate) fn plan<I: Iterator<Item = u64>>(times: impl Fn() -> I, count: usize) -> TimePlan {
+pub(crate) fn plan<I: Iterator<Item = u64> + Clone>(times: impl Fn() -> I, count: usize) -> TimePlan {
     let mut dod = PackCost::default();
     let mut it = times();
     let (t0, mut last) = (it.next().unwrap_or(0), 0u64);
@@ -83,42 +83,79 @@ pub(crate) fn plan<I: Iterator<Item = u64>>(times: impl Fn() -> I, count: usize)
     let Ok(centre) = u64::try_from(span / u128::from(n - 1)) else {
         return best;
     };
-    // The end points are rounded by up to half a millisecond each, so the
-    // true interval lies within 1 ms / (n - 1) of the estimate.
-    let spread = (MAX_PHASE / (n - 1)).max(1);
-    let step = (spread / 4).max(1);
-    let try_fit = |interval: u64, phase: u64, best: &mut TimePlan| {
-        let (group, bits) = linear_cost(times(), interval, phase);
-        // The interval and phase varints cost about 5 bytes.
-        let bits = bits + 40;
-        if bits < best.bits {
-            *best = TimePlan {
-                mode: Mode::Linear { interval, phase },
-                group,
-                bits,
-            };
-        }
-    };
-    for k in 0..=8u64 {
-        let interval = (centre + k * step).saturating_sub(spread);
-        try_fit(interval, MAX_PHASE / 2, &mut best);
-    }
-    if let Mode::Linear { mut interval, .. } = best.mode {
-        // Refine around the best interval, halving the step.
-        let mut step = step / 2;
-        while step > 0 {
-            try_fit(interval.saturating_sub(step), MAX_PHASE / 2, &mut best);
-            try_fit(interval + step, MAX_PHASE / 2, &mut best);
-            if let Mode::Linear { interval: i, .. } = best.mode {
-                interval = i;
-            }
-            step /= 2;
-        }
-        for phase in [0, MAX_PHASE / 4, 3 * MAX_PHASE / 4] {
-            try_fit(interval, phase, &mut best);
-        }
+    let (interval, phase) = fit_clock(times(), centre, n);
+    let (group, bits) = linear_cost(times(), interval, phase);
+    // The interval and phase varints cost about 5 bytes.
+    let bits = bits + 40;
+    if bits < best.bits {
+        best = TimePlan {
+            mode: Mode::Linear { interval, phase },
+            group,
+            bits,
+        };
     }
     best
+}
+
+/// Fits `t0 + (i * interval + phase) >> 16` to the times, minimising the
+/// largest error: exact (all residuals zero) for any clock rounded to
+/// milliseconds, such as 360 Hz (3, 3, 2, 3, ... ms).
+///
+/// Time `i` allows `interval * i + phase` in `[d_i << 16, (d_i + 1) << 16)`.
+/// For a given interval the phase must lie between the largest lower and
+/// the smallest upper bound; the gap between the two is convex in the
+/// interval, so a binary search on its slope finds the best interval within
+/// the rounding uncertainty of the estimate `centre`.
+fn fit_clock<I: Iterator<Item = u64> + Clone>(times: I, centre: u64, n: u64) -> (u64, u64) {
+    const S: i64 = 1 << FRAC;
+    let fallback = (centre, MAX_PHASE / 2);
+    let mut it = times;
+    let Some(t0) = it.next() else {
+        return fallback;
+    };
+    // Keep the products in i64: clocks slower than one tick in 24 days, or
+    // blocks longer than that, use the estimate.
+    let Ok(centre_i) = i64::try_from(centre) else {
+        return fallback;
+    };
+    if centre_i >= 1 << 46 {
+        return fallback;
+    }
+    let offsets = it.enumerate().map(move |(i, t)| (i as i64 + 1, t.wrapping_sub(t0) as i64));
+    if offsets.clone().any(|(_, d)| !(0..1 << 31).contains(&d)) {
+        return fallback;
+    }
+    // (largest lower bound, its i, smallest upper bound, its i) for the phase.
+    let bounds = |interval: i64| {
+        let (mut lo, mut lo_i, mut hi, mut hi_i) = (i64::MIN, 0, i64::MAX, 0);
+        for (i, d) in offsets.clone() {
+            let l = d * S - i * interval;
+            let u = (d + 1) * S - 1 - i * interval;
+            if l > lo {
+                (lo, lo_i) = (l, i);
+            }
+            if u < hi {
+                (hi, hi_i) = (u, i);
+            }
+        }
+        (lo, lo_i, hi, hi_i)
+    };
+    let spread = S / (n as i64 - 1).max(1) + 1;
+    let (mut lo, mut hi) = ((centre_i - spread).max(0), centre_i + spread);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let (_, lo_i, _, hi_i) = bounds(mid);
+        // The lower bound falls by lo_i per unit of interval and the upper
+        // by hi_i, so the gap grows with the interval when hi_i > lo_i.
+        match hi_i.cmp(&lo_i) {
+            core::cmp::Ordering::Greater => hi = mid,
+            core::cmp::Ordering::Less => lo = mid + 1,
+            core::cmp::Ordering::Equal => (lo, hi) = (mid, mid),
+        }
+    }
+    let (l, _, u, _) = bounds(lo);
+    let phase = (l + (u - l) / 2).clamp(0, S - 1);
+    (lo as u64, phase as u64)
 }
 
 /// Writes a timestamp column as planned; returns its length in bytes.
