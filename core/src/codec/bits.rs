@@ -31,6 +31,7 @@ impl<'a> ByteWriter<'a> {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self, b: &[u8]) -> Result<(), EncodeError> {
         let end = self.pos + b.len();
         self.buf
@@ -150,29 +151,22 @@ impl<'a> BitWriter<'a> {
     }
 
     /// Writes the low `width` bits of `v` (`width <= 64`).
+    #[inline]
     pub(crate) fn bits(&mut self, v: u64, width: u32) -> Result<(), EncodeError> {
+        if width > 32 {
+            self.bits(v & 0xffff_ffff, 32)?;
+            return self.bits(v >> 32, width - 32);
+        }
         if width == 0 {
             return Ok(());
         }
-        let v = if width < 64 {
-            v & ((1u64 << width) - 1)
-        } else {
-            v
-        };
-        let room = 64 - self.nbits;
-        if width <= room {
-            self.acc |= v.checked_shl(self.nbits).unwrap_or(0);
-            self.nbits += width;
-        } else {
-            self.acc |= v << self.nbits;
-            let spill = v >> room;
-            self.nbits = 64;
-            self.flush_full()?;
-            self.acc = spill;
-            self.nbits = width - room;
-        }
+        // Invariant: fewer than 32 bits are pending, so 32 more fit.
+        self.acc |= (v & (u64::MAX >> (64 - width))) << self.nbits;
+        self.nbits += width;
         if self.nbits >= 32 {
-            self.flush_full()?;
+            self.out.bytes(&(self.acc as u32).to_le_bytes())?;
+            self.acc >>= 32;
+            self.nbits -= 32;
         }
         Ok(())
     }
@@ -185,20 +179,12 @@ impl<'a> BitWriter<'a> {
         self.bits(v, n)
     }
 
-    fn flush_full(&mut self) -> Result<(), EncodeError> {
-        while self.nbits >= 8 {
-            self.out.u8(self.acc as u8)?;
-            self.acc >>= 8;
-            self.nbits -= 8;
-        }
-        Ok(())
-    }
-
     /// Pads to a byte boundary and returns the bytes written.
     pub(crate) fn finish(mut self) -> Result<usize, EncodeError> {
-        self.flush_full()?;
-        if self.nbits > 0 {
+        while self.nbits > 0 {
             self.out.u8(self.acc as u8)?;
+            self.acc >>= 8;
+            self.nbits = self.nbits.saturating_sub(8);
         }
         Ok(self.out.position())
     }

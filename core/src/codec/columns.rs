@@ -176,6 +176,9 @@ fn canonical_scan(table: &Table, readings: &[Reading]) -> bool {
 /// Batches up to this size are indexed by channel before encoding (2 KiB
 /// of stack); larger ones are scanned once per channel instead.
 const INDEXED: usize = 1024;
+/// Columns up to this length are gathered into a stack buffer (2 KiB for
+/// timestamps, 1 KiB for values, one at a time) and planned from there.
+const GATHER: usize = 256;
 
 /// The readings of each channel, without scanning the batch per channel.
 struct ByChannel<'r> {
@@ -335,8 +338,19 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
         let time = match find_time_ref(&by, &table, written.get(..c).unwrap_or_default(), c) {
             Some((r, offset)) => TimeColumn::Shared(r, offset),
             None => {
-                let plan = timestamps::plan(|| by.times(c), usize::from(chan.count));
-                let len = timestamps::write(&plan, base, by.times(c), w.rest())?;
+                let count = usize::from(chan.count);
+                let len = if count <= GATHER {
+                    let mut gathered = [0u64; GATHER];
+                    for (slot, t) in gathered.iter_mut().zip(by.times(c)) {
+                        *slot = t;
+                    }
+                    let col = gathered.get(..count).unwrap_or_default();
+                    let plan = timestamps::plan(|| col.iter().copied(), count);
+                    timestamps::write(&plan, base, col.iter().copied(), w.rest())?
+                } else {
+                    let plan = timestamps::plan(|| by.times(c), count);
+                    timestamps::write(&plan, base, by.times(c), w.rest())?
+                };
                 w.advance(len);
                 TimeColumn::Own(len)
             }
@@ -345,6 +359,15 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
         let value = if chan.kind == 1 {
             let floats = of_channel().map(|r| f32::from_bits(int_of(r.value) as u32));
             values::write_float(floats, w.rest())?
+        } else if usize::from(chan.count) <= GATHER {
+            // Gathered once, the column is planned and written from a slice.
+            let mut gathered = [0i32; GATHER];
+            for (slot, r) in gathered.iter_mut().zip(of_channel()) {
+                *slot = int_of(r.value);
+            }
+            let col = gathered.get(..usize::from(chan.count)).unwrap_or_default();
+            let plan = values::plan_int(|| col.iter().copied());
+            values::write_int(&plan, col.iter().copied(), w.rest())?
         } else {
             let ints = || of_channel().map(|r| int_of(r.value));
             let plan = values::plan_int(ints);

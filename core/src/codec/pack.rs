@@ -151,6 +151,7 @@ impl PackWriter {
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, w: &mut BitWriter<'_>, v: u64) -> Result<(), EncodeError> {
         if let Some(slot) = self.buf.get_mut(self.fill) {
             *slot = v;
@@ -162,6 +163,7 @@ impl PackWriter {
         Ok(())
     }
 
+    #[inline]
     fn flush_group(&mut self, w: &mut BitWriter<'_>) -> Result<(), EncodeError> {
         if self.fill == 0 {
             return Ok(());

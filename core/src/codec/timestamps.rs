@@ -125,10 +125,11 @@ fn fit_clock<I: Iterator<Item = u64> + Clone>(times: I, centre: u64, n: u64) -> 
     if offsets.clone().any(|(_, d)| !(0..1 << 31).contains(&d)) {
         return fallback;
     }
-    // (largest lower bound, its i, smallest upper bound, its i) for the phase.
-    let bounds = |interval: i64| {
+    // (largest lower bound, its i, smallest upper bound, its i) for the
+    // phase, from every `stride`-th time.
+    let bounds = |interval: i64, stride: usize| {
         let (mut lo, mut lo_i, mut hi, mut hi_i) = (i64::MIN, 0, i64::MAX, 0);
-        for (i, d) in offsets.clone() {
+        for (i, d) in offsets.clone().step_by(stride) {
             let l = d * S - i * interval;
             let u = (d + 1) * S - 1 - i * interval;
             if l > lo {
@@ -140,22 +141,33 @@ fn fit_clock<I: Iterator<Item = u64> + Clone>(times: I, centre: u64, n: u64) -> 
         }
         (lo, lo_i, hi, hi_i)
     };
-    let spread = S / (n as i64 - 1).max(1) + 1;
-    let (mut lo, mut hi) = ((centre_i - spread).max(0), centre_i + spread);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        let (_, lo_i, _, hi_i) = bounds(mid);
-        // The lower bound falls by lo_i per unit of interval and the upper
-        // by hi_i, so the gap grows with the interval when hi_i > lo_i.
-        match hi_i.cmp(&lo_i) {
-            core::cmp::Ordering::Greater => hi = mid,
-            core::cmp::Ordering::Less => lo = mid + 1,
-            core::cmp::Ordering::Equal => (lo, hi) = (mid, mid),
+    // Binary search on the sign of the gap's slope: the lower bound falls by
+    // lo_i per unit of interval and the upper by hi_i, so the gap grows with
+    // the interval when hi_i > lo_i.
+    let search = |mut lo: i64, mut hi: i64, stride: usize| {
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (_, lo_i, _, hi_i) = bounds(mid, stride);
+            match hi_i.cmp(&lo_i) {
+                core::cmp::Ordering::Greater => hi = mid,
+                core::cmp::Ordering::Less => lo = mid + 1,
+                core::cmp::Ordering::Equal => (lo, hi) = (mid, mid),
+            }
         }
+        lo
+    };
+    let spread = S / (n as i64 - 1).max(1) + 1;
+    let (lo, hi) = ((centre_i - spread).max(0), centre_i + spread);
+    // Search on a sample of the times first (cheap), then check against all
+    // of them and search again nearby only if the sample misled.
+    let mut interval = search(lo, hi, 16);
+    let (mut l, _, mut u, _) = bounds(interval, 1);
+    if l > u {
+        interval = search((interval - 32).max(lo), (interval + 32).min(hi), 1);
+        (l, _, u, _) = bounds(interval, 1);
     }
-    let (l, _, u, _) = bounds(lo);
     let phase = (l + (u - l) / 2).clamp(0, S - 1);
-    (lo as u64, phase as u64)
+    (interval as u64, phase as u64)
 }
 
 /// Writes a timestamp column as planned; returns its length in bytes.

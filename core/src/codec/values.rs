@@ -35,11 +35,13 @@ const fn zigzag32(v: i32) -> u64 {
     ((v << 1) ^ (v >> 31)) as u32 as u64
 }
 
-fn predict(predictor: u8, i: usize, y0: i32, prev: i32, prev2: i32) -> i32 {
+/// The prediction of the next value. Before the second value `prev` and
+/// `prev2` are both the first value, so the linear predictor starts as delta.
+#[inline]
+fn predict(predictor: u8, y0: i32, prev: i32, prev2: i32) -> i32 {
     match predictor {
         1 => prev,
-        2 if i >= 2 => prev.wrapping_mul(2).wrapping_sub(prev2),
-        2 => prev,
+        2 => prev.wrapping_mul(2).wrapping_sub(prev2),
         _ => y0,
     }
 }
@@ -55,19 +57,62 @@ pub(crate) struct IntPlan {
     pub(crate) bits: u64,
 }
 
+/// Exact division by a constant without a divide instruction: shift out
+/// the factor's power of two, then multiply by the inverse of its odd part
+/// modulo 2^32. Exact for multiples of the factor, which is all it is used on.
+#[derive(Clone, Copy, Debug)]
+struct Divisor {
+    shift: u32,
+    inverse: u32,
+    /// Largest `u32` quotient: `x * inverse <= limit` iff the odd part divides `x`.
+    limit: u32,
+}
+
+impl Divisor {
+    fn new(factor: u32) -> Self {
+        let shift = factor.trailing_zeros();
+        let odd = factor >> shift;
+        // Newton's iteration doubles the correct low bits each step: 3, 6, 12, 24, 48.
+        let mut inverse = odd;
+        for _ in 0..4 {
+            inverse = inverse.wrapping_mul(2u32.wrapping_sub(odd.wrapping_mul(inverse)));
+        }
+        Divisor { shift, inverse, limit: u32::MAX / odd.max(1) }
+    }
+
+    /// True if the factor divides `x`.
+    #[inline]
+    fn divides(self, x: u32) -> bool {
+        x.trailing_zeros() >= self.shift && (x >> self.shift).wrapping_mul(self.inverse) <= self.limit
+    }
+
+    /// `x / factor` for a multiple `x` of the factor whose quotient fits `i32`.
+    #[inline]
+    fn exact(self, x: i64) -> i32 {
+        ((x >> self.shift) as u32).wrapping_mul(self.inverse) as i32
+    }
+}
+
 /// Reduces values by the common factor of their distances from the first.
 #[derive(Clone, Copy)]
 struct Reduce {
     first: i32,
-    factor: u32,
+    divisor: Option<Divisor>,
 }
 
 impl Reduce {
+    fn new(first: i32, factor: u32) -> Self {
+        Reduce {
+            first,
+            divisor: (factor > 1).then(|| Divisor::new(factor)),
+        }
+    }
+
+    #[inline]
     fn apply(self, x: i32) -> i32 {
-        if self.factor > 1 {
-            ((i64::from(x) - i64::from(self.first)) / i64::from(self.factor)) as i32
-        } else {
-            x
+        match self.divisor {
+            Some(d) => d.exact(i64::from(x) - i64::from(self.first)),
+            None => x,
         }
     }
 }
@@ -76,30 +121,35 @@ impl Reduce {
 pub(crate) fn plan_int<I: Iterator<Item = i32>>(values: impl Fn() -> I) -> IntPlan {
     let first = values().next().unwrap_or(0);
     let mut g = 0u64;
+    let mut divisor = Divisor::new(1);
     for x in values() {
-        g = gcd(g, (i64::from(x) - i64::from(first)).unsigned_abs());
+        // Distances between i32 values fit u32.
+        let d = (i64::from(x) - i64::from(first)).unsigned_abs();
+        if d == 0 || (g != 0 && divisor.divides(d as u32)) {
+            continue;
+        }
+        g = gcd(g, d);
         if g == 1 {
             break;
         }
+        divisor = Divisor::new(g as u32);
     }
     let factor = if g > 1 {
         u32::try_from(g).unwrap_or(1)
     } else {
         1
     };
-    let reduce = Reduce { first, factor };
+    let reduce = Reduce::new(first, factor);
 
     let mut costs: [PackCost; PREDICTORS] = Default::default();
     let mut it = values().map(|x| reduce.apply(x));
     let y0 = it.next().unwrap_or(0);
     let (mut prev, mut prev2) = (y0, y0);
-    for (i, y) in it.enumerate() {
-        let i = i + 1;
-        for (p, cost) in costs.iter_mut().enumerate() {
-            cost.push(zigzag32(
-                y.wrapping_sub(predict(p as u8, i, y0, prev, prev2)),
-            ));
-        }
+    let [offset, delta, linear] = &mut costs;
+    for y in it {
+        offset.push(zigzag32(y.wrapping_sub(y0)));
+        delta.push(zigzag32(y.wrapping_sub(prev)));
+        linear.push(zigzag32(y.wrapping_sub(prev.wrapping_mul(2).wrapping_sub(prev2))));
         prev2 = prev;
         prev = y;
     }
@@ -137,15 +187,12 @@ pub(crate) fn write_int(
     let start = head.position();
     let mut bits = BitWriter::new(head.rest());
     let mut pack = PackWriter::new(plan.group);
-    let reduce = Reduce {
-        first: plan.first,
-        factor: plan.factor,
-    };
+    let reduce = Reduce::new(plan.first, plan.factor);
     let mut it = values.map(|x| reduce.apply(x));
     let y0 = it.next().unwrap_or(0);
     let (mut prev, mut prev2) = (y0, y0);
-    for (i, y) in it.enumerate() {
-        let pred = predict(plan.predictor, i + 1, y0, prev, prev2);
+    for y in it {
+        let pred = predict(plan.predictor, y0, prev, prev2);
         pack.push(&mut bits, zigzag32(y.wrapping_sub(pred)))?;
         prev2 = prev;
         prev = y;
@@ -203,7 +250,7 @@ impl<'a> IntCursor<'a> {
             let z = self.pack.next(&mut self.bits)?;
             let r = u32::try_from(z).map_err(|_| DecodeError::Malformed)?;
             let r = ((r >> 1) as i32) ^ -((r & 1) as i32);
-            let y = predict(self.predictor, i, y0, self.prev, self.prev2).wrapping_add(r);
+            let y = predict(self.predictor, y0, self.prev, self.prev2).wrapping_add(r);
             self.prev2 = self.prev;
             y
         };
@@ -300,5 +347,23 @@ impl<'a> FloatCursor<'a> {
         };
         self.prev = Some(bits);
         Ok(f32::from_bits(bits))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn divisor_agrees_with_division(factor in 1u32.., k in any::<i32>(), x in any::<u32>()) {
+            let d = Divisor::new(factor);
+            prop_assert_eq!(d.divides(x), x % factor == 0);
+            let multiple = i64::from(k) * i64::from(factor);
+            if i32::try_from(multiple / i64::from(factor)).is_ok() {
+                prop_assert_eq!(d.exact(multiple), k);
+            }
+        }
     }
 }
