@@ -171,6 +171,30 @@ impl<'a> BitWriter<'a> {
         Ok(())
     }
 
+    /// Writes the low `width` bits of each value.
+    #[inline]
+    pub(crate) fn pack(&mut self, values: &[u64], width: u32) -> Result<(), EncodeError> {
+        if width == 0 || width > 32 {
+            for &v in values {
+                self.bits(v, width)?;
+            }
+            return Ok(());
+        }
+        let mask = u64::MAX >> (64 - width);
+        let (mut acc, mut n) = (self.acc, self.nbits);
+        for &v in values {
+            acc |= (v & mask) << n;
+            n += width;
+            if n >= 32 {
+                self.out.bytes(&(acc as u32).to_le_bytes())?;
+                acc >>= 32;
+                n -= 32;
+            }
+        }
+        (self.acc, self.nbits) = (acc, n);
+        Ok(())
+    }
+
     /// Elias-gamma code of `v >= 1`.
     pub(crate) fn gamma(&mut self, v: u64) -> Result<(), EncodeError> {
         let n = 63 - v.max(1).leading_zeros();

@@ -106,7 +106,16 @@ fn find(table: &Table, id: ChannelId, guess: &mut usize) -> Option<usize> {
 fn build_table(readings: &[Reading]) -> Result<Table, Unsuitable> {
     let mut table = Table::new();
     let mut guess = 0;
-    for r in readings {
+    // The largest run of readings sharing a timestamp: (start, length).
+    let (mut best, mut start, mut run_time) = ((0, 0), 0, None);
+    for (i, r) in readings.iter().enumerate() {
+        if run_time != Some(r.time) {
+            start = i;
+            run_time = Some(r.time);
+        }
+        if i + 1 - start > best.1 {
+            best = (start, i + 1 - start);
+        }
         let found = find(&table, r.channel, &mut guess);
         match found.and_then(|i| table.get_mut(i)) {
             Some(c) => {
@@ -129,19 +138,6 @@ fn build_table(readings: &[Reading]) -> Result<Table, Unsuitable> {
     // Order channels as they appear in the largest group of readings that
     // share a timestamp, so that merging by (time, order) restores arrival
     // order without an order column.
-    let (mut best, mut start) = ((0, 0), 0);
-    for i in 1..=readings.len() {
-        let same = match (readings.get(i), readings.get(i - 1)) {
-            (Some(a), Some(b)) => a.time == b.time,
-            _ => false,
-        };
-        if !same {
-            if i - start > best.1 {
-                best = (start, i - start);
-            }
-            start = i;
-        }
-    }
     let mut ordered = Table::new();
     let row = readings.get(best.0..best.0 + best.1).unwrap_or_default();
     for id in row
@@ -149,6 +145,9 @@ fn build_table(readings: &[Reading]) -> Result<Table, Unsuitable> {
         .map(|r| r.channel)
         .chain(readings.iter().map(|r| r.channel))
     {
+        if ordered.len() == table.len() {
+            break;
+        }
         if !ordered.iter().any(|c| c.id == id) {
             if let Some(c) = table.iter().find(|c| c.id == id) {
                 let _ = ordered.push(*c);
@@ -345,10 +344,10 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
                         *slot = t;
                     }
                     let col = gathered.get(..count).unwrap_or_default();
-                    let plan = timestamps::plan(|| col.iter().copied(), count);
+                    let plan = timestamps::plan(|| col.iter().copied(), count, Some(col));
                     timestamps::write(&plan, base, col.iter().copied(), w.rest())?
                 } else {
-                    let plan = timestamps::plan(|| by.times(c), count);
+                    let plan = timestamps::plan(|| by.times(c), count, None);
                     timestamps::write(&plan, base, by.times(c), w.rest())?
                 };
                 w.advance(len);
@@ -366,11 +365,12 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
                 *slot = int_of(r.value);
             }
             let col = gathered.get(..usize::from(chan.count)).unwrap_or_default();
-            let plan = values::plan_int(|| col.iter().copied());
+            let factor = values::common_factor(col.iter().copied());
+            let plan = values::plan_int(|| col.iter().copied(), factor);
             values::write_int(&plan, col.iter().copied(), w.rest())?
         } else {
             let ints = || of_channel().map(|r| int_of(r.value));
-            let plan = values::plan_int(ints);
+            let plan = values::plan_int(ints, values::common_factor(ints()));
             values::write_int(&plan, ints(), w.rest())?
         };
         w.advance(value);

@@ -135,6 +135,8 @@ pub(crate) struct PackWriter {
     group: usize,
     buf: [u64; MAX_GROUP],
     fill: usize,
+    /// OR of the values in `buf`.
+    or: u64,
     zero_run: u64,
 }
 
@@ -147,6 +149,7 @@ impl PackWriter {
                 .unwrap_or(MAX_GROUP),
             buf: [0; MAX_GROUP],
             fill: 0,
+            or: 0,
             zero_run: 0,
         }
     }
@@ -156,6 +159,7 @@ impl PackWriter {
         if let Some(slot) = self.buf.get_mut(self.fill) {
             *slot = v;
             self.fill += 1;
+            self.or |= v;
         }
         if self.fill == self.group {
             self.flush_group(w)?;
@@ -168,18 +172,16 @@ impl PackWriter {
         if self.fill == 0 {
             return Ok(());
         }
-        let or = self.group().iter().fold(0, |a, &v| a | v);
-        if or == 0 {
+        if self.or == 0 {
             self.zero_run += 1;
         } else {
             self.flush_zeros(w)?;
-            let (code, bits) = width_code(width(or));
+            let (code, bits) = width_code(width(self.or));
             w.bits(code, WIDTH_BITS)?;
-            for &v in self.group() {
-                w.bits(v, bits)?;
-            }
+            w.pack(self.group(), bits)?;
         }
         self.fill = 0;
+        self.or = 0;
         Ok(())
     }
 

@@ -54,7 +54,10 @@ fn linear_cost<I: Iterator<Item = u64>>(times: I, interval: u64, phase: u64) -> 
 }
 
 /// Chooses the cheaper of delta-of-delta and a fitted linear clock.
-pub(crate) fn plan<I: Iterator<Item = u64> + Clone>(times: impl Fn() -> I, count: usize) -> TimePlan {
+///
+/// The linear fit needs the times as a slice (`gathered`); columns too long
+/// to gather use delta-of-delta.
+pub(crate) fn plan<I: Iterator<Item = u64>>(times: impl Fn() -> I, count: usize, gathered: Option<&[u64]>) -> TimePlan {
     let mut dod = PackCost::default();
     let mut it = times();
     let (t0, mut last) = (it.next().unwrap_or(0), 0u64);
@@ -76,6 +79,9 @@ pub(crate) fn plan<I: Iterator<Item = u64> + Clone>(times: impl Fn() -> I, count
     // Only a jittered clock can gain from a fitted line; a regular one is
     // already a single run of zeros.
     let n = count as u64;
+    let Some(gathered) = gathered else {
+        return best;
+    };
     if n < 3 || bits <= 16 || last <= t0 {
         return best;
     }
@@ -83,7 +89,7 @@ pub(crate) fn plan<I: Iterator<Item = u64> + Clone>(times: impl Fn() -> I, count
     let Ok(centre) = u64::try_from(span / u128::from(n - 1)) else {
         return best;
     };
-    let (interval, phase) = fit_clock(times(), centre, n);
+    let (interval, phase) = fit_clock(gathered, centre);
     let (group, bits) = linear_cost(times(), interval, phase);
     // The interval and phase varints cost about 5 bytes.
     let bits = bits + 40;
@@ -106,30 +112,24 @@ pub(crate) fn plan<I: Iterator<Item = u64> + Clone>(times: impl Fn() -> I, count
 /// the smallest upper bound; the gap between the two is convex in the
 /// interval, so a binary search on its slope finds the best interval within
 /// the rounding uncertainty of the estimate `centre`.
-fn fit_clock<I: Iterator<Item = u64> + Clone>(times: I, centre: u64, n: u64) -> (u64, u64) {
+fn fit_clock(times: &[u64], centre: u64) -> (u64, u64) {
     const S: i64 = 1 << FRAC;
     let fallback = (centre, MAX_PHASE / 2);
-    let mut it = times;
-    let Some(t0) = it.next() else {
+    let (Some((&t0, rest)), Ok(centre_i)) = (times.split_first(), i64::try_from(centre)) else {
         return fallback;
     };
     // Keep the products in i64: clocks slower than one tick in 24 days, or
     // blocks longer than that, use the estimate.
-    let Ok(centre_i) = i64::try_from(centre) else {
-        return fallback;
-    };
-    if centre_i >= 1 << 46 {
+    if centre_i >= 1 << 46 || rest.iter().any(|t| t.wrapping_sub(t0) >= 1 << 31) {
         return fallback;
     }
-    let offsets = it.enumerate().map(move |(i, t)| (i as i64 + 1, t.wrapping_sub(t0) as i64));
-    if offsets.clone().any(|(_, d)| !(0..1 << 31).contains(&d)) {
-        return fallback;
-    }
+    let n = times.len() as i64;
     // (largest lower bound, its i, smallest upper bound, its i) for the
     // phase, from every `stride`-th time.
     let bounds = |interval: i64, stride: usize| {
         let (mut lo, mut lo_i, mut hi, mut hi_i) = (i64::MIN, 0, i64::MAX, 0);
-        for (i, d) in offsets.clone().step_by(stride) {
+        for (k, t) in rest.iter().enumerate().step_by(stride) {
+            let (i, d) = (k as i64 + 1, t.wrapping_sub(t0) as i64);
             let l = d * S - i * interval;
             let u = (d + 1) * S - 1 - i * interval;
             if l > lo {
@@ -156,7 +156,7 @@ fn fit_clock<I: Iterator<Item = u64> + Clone>(times: I, centre: u64, n: u64) -> 
         }
         lo
     };
-    let spread = S / (n as i64 - 1).max(1) + 1;
+    let spread = S / (n - 1).max(1) + 1;
     let (lo, hi) = ((centre_i - spread).max(0), centre_i + spread);
     // Search on a sample of the times first (cheap), then check against all
     // of them and search again nearby only if the sample misled.

@@ -117,12 +117,15 @@ impl Reduce {
     }
 }
 
-/// Chooses factor, predictor and group size for a column of `values`.
-pub(crate) fn plan_int<I: Iterator<Item = i32>>(values: impl Fn() -> I) -> IntPlan {
-    let first = values().next().unwrap_or(0);
+/// The largest factor dividing every distance from the first value, or 1.
+pub(crate) fn common_factor(values: impl Iterator<Item = i32>) -> u32 {
+    let mut values = values;
+    let Some(first) = values.next() else {
+        return 1;
+    };
     let mut g = 0u64;
     let mut divisor = Divisor::new(1);
-    for x in values() {
+    for x in values {
         // Distances between i32 values fit u32.
         let d = (i64::from(x) - i64::from(first)).unsigned_abs();
         if d == 0 || (g != 0 && divisor.divides(d as u32)) {
@@ -134,11 +137,17 @@ pub(crate) fn plan_int<I: Iterator<Item = i32>>(values: impl Fn() -> I) -> IntPl
         }
         divisor = Divisor::new(g as u32);
     }
-    let factor = if g > 1 {
+    if g > 1 {
         u32::try_from(g).unwrap_or(1)
     } else {
         1
-    };
+    }
+}
+
+/// Chooses predictor and group size for a column of `values` whose
+/// distances from the first value are all multiples of `factor`.
+pub(crate) fn plan_int<I: Iterator<Item = i32>>(values: impl Fn() -> I, factor: u32) -> IntPlan {
+    let first = values().next().unwrap_or(0);
     let reduce = Reduce::new(first, factor);
 
     let mut costs: [PackCost; PREDICTORS] = Default::default();
