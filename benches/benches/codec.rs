@@ -11,7 +11,11 @@ use telemark_benches::{load_csv, postcard_bytes};
 use telemark_core::codec::{raw_len, BlockCodec, CompactCodec};
 
 const BATCH: usize = 256;
-const FILES: [&str; 3] = ["weather-greensboro-hourly.csv", "motion-basicmotions-10hz.csv", "ecg-mitdb-360hz.csv"];
+const FILES: [&str; 3] = [
+    "weather-greensboro-hourly.csv",
+    "motion-basicmotions-10hz.csv",
+    "ecg-mitdb-360hz.csv",
+];
 
 fn codecs(c: &mut Criterion) {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");

@@ -30,5 +30,9 @@ fn main() {
         }
     }
     let rate = readings as f64 / start.elapsed().as_secs_f64();
-    println!("{readings} readings, {:.3} B/reading, {:.1} M readings/s", bytes as f64 / readings as f64, rate / 1e6);
+    println!(
+        "{readings} readings, {:.3} B/reading, {:.1} M readings/s",
+        bytes as f64 / readings as f64,
+        rate / 1e6
+    );
 }

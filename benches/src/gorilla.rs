@@ -127,7 +127,10 @@ pub fn batch_len(readings: &[Reading], floats: &[f64]) -> usize {
         channels[i].1.push(r.time.as_millis());
         channels[i].2.push(v);
     }
-    channels.iter().map(|(_, t, v)| stream_bits(t, v).div_ceil(8)).sum()
+    channels
+        .iter()
+        .map(|(_, t, v)| stream_bits(t, v).div_ceil(8))
+        .sum()
 }
 
 #[cfg(test)]

@@ -106,13 +106,19 @@ pub fn parse_csv(text: &str) -> Result<Recording, LoadError> {
         if line.is_empty() || line.starts_with('#') || line.starts_with("timestamp") {
             continue;
         }
-        let bad = |reason| LoadError::Line { line: i + 1, reason };
+        let bad = |reason| LoadError::Line {
+            line: i + 1,
+            reason,
+        };
         let mut parts = line.split(',');
-        let (Some(t), Some(name), Some(value), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(t), Some(name), Some(value), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(bad("expected three fields"));
         };
         let t: u64 = t.parse().map_err(|_| bad("timestamp is not an integer"))?;
-        let (digits, decimals) = parse_decimal(value).ok_or_else(|| bad("value is not a decimal number"))?;
+        let (digits, decimals) =
+            parse_decimal(value).ok_or_else(|| bad("value is not a decimal number"))?;
         let float: f64 = value.parse().map_err(|_| bad("value is not a number"))?;
         let channel = match rec.channels.iter().position(|c| c == name) {
             Some(c) => c,
@@ -134,8 +140,15 @@ pub fn parse_csv(text: &str) -> Result<Recording, LoadError> {
         let scaled = digits
             .checked_mul(scale)
             .and_then(|v| i32::try_from(v).ok())
-            .ok_or(LoadError::Line { line: 0, reason: "value does not fit i32 at its resolution" })?;
-        rec.readings.push(Reading::new(ChannelId(channel as u16), Instant::from_millis(t), Value::Scaled(scaled)));
+            .ok_or(LoadError::Line {
+                line: 0,
+                reason: "value does not fit i32 at its resolution",
+            })?;
+        rec.readings.push(Reading::new(
+            ChannelId(channel as u16),
+            Instant::from_millis(t),
+            Value::Scaled(scaled),
+        ));
         rec.floats.push(float);
     }
     Ok(rec)
@@ -169,7 +182,9 @@ impl Baseline {
     pub fn encoded_len(self, readings: &[Reading], floats: &[f64]) -> usize {
         match self {
             Baseline::Lz4Flex => lz4_flex::block::compress(&postcard_bytes(readings)).len(),
-            Baseline::Zstd19 => zstd::bulk::compress(&postcard_bytes(readings), 19).map_or(usize::MAX, |b| b.len()),
+            Baseline::Zstd19 => {
+                zstd::bulk::compress(&postcard_bytes(readings), 19).map_or(usize::MAX, |b| b.len())
+            }
             Baseline::Gorilla => gorilla::batch_len(readings, floats),
         }
     }
@@ -193,7 +208,10 @@ mod tests {
         // 7.5e-3 is 0.0075: channel a carries 4 decimals.
         assert_eq!(rec.decimals, [4, 0]);
         let values: Vec<Value> = rec.readings.iter().map(|r| r.value).collect();
-        assert_eq!(values, [100_000, -2_500, 7, 30_000, 15, 75].map(Value::Scaled));
+        assert_eq!(
+            values,
+            [100_000, -2_500, 7, 30_000, 15, 75].map(Value::Scaled)
+        );
     }
 
     #[test]

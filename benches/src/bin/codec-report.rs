@@ -28,13 +28,19 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { batches: Vec::new(), json: false, files: Vec::new() };
+    let mut args = Args {
+        batches: Vec::new(),
+        json: false,
+        files: Vec::new(),
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--batch" => {
                 let n = it.next().ok_or("--batch needs a number")?;
-                let n: usize = n.parse().map_err(|_| format!("--batch {n}: not a number"))?;
+                let n: usize = n
+                    .parse()
+                    .map_err(|_| format!("--batch {n}: not a number"))?;
                 if n == 0 || n > usize::from(u16::MAX) {
                     return Err(format!("--batch {n}: must be 1..=65535"));
                 }
@@ -51,7 +57,11 @@ fn parse_args() -> Result<Args, String> {
     }
     if args.files.is_empty() {
         let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-        for name in ["weather-greensboro-hourly.csv", "motion-basicmotions-10hz.csv", "ecg-mitdb-360hz.csv"] {
+        for name in [
+            "weather-greensboro-hourly.csv",
+            "motion-basicmotions-10hz.csv",
+            "ecg-mitdb-360hz.csv",
+        ] {
             args.files.push(data.join(name));
         }
     }
@@ -66,8 +76,9 @@ struct Row {
     roundtrip_ok: bool,
     telemark: usize,
     baselines: Vec<(Baseline, usize)>,
-    /// Readings per second: telemark encode, decode; lz4_flex compress, decompress.
-    speed: [f64; 4],
+    /// Readings per second: telemark encode, decode; lz4_flex compress,
+    /// decompress; postcard serialisation plus lz4_flex compress.
+    speed: [f64; 5],
 }
 
 fn per_reading(bytes: usize, readings: usize) -> f64 {
@@ -89,7 +100,10 @@ fn throughput(per_round: usize, mut work: impl FnMut()) -> f64 {
 fn same(a: &[Reading], b: &[Reading]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            x.channel == y.channel && x.time == y.time && x.quality == y.quality && x.value.same_as(y.value)
+            x.channel == y.channel
+                && x.time == y.time
+                && x.quality == y.quality
+                && x.value.same_as(y.value)
         })
 }
 
@@ -114,7 +128,11 @@ fn measure(file: &str, rec: &Recording, batch: usize) -> Row {
     let baselines = Baseline::ALL
         .iter()
         .map(|&base| {
-            let bytes = batches.iter().zip(&float_batches).map(|(b, f)| base.encoded_len(b, f)).sum();
+            let bytes = batches
+                .iter()
+                .zip(&float_batches)
+                .map(|(b, f)| base.encoded_len(b, f))
+                .sum();
             (base, bytes)
         })
         .collect();
@@ -132,11 +150,23 @@ fn measure(file: &str, rec: &Recording, batch: usize) -> Row {
         }
     });
     let plain: Vec<Vec<u8>> = batches.iter().map(|b| postcard_bytes(b)).collect();
-    let mut lz4_buf = vec![0u8; lz4_flex::block::get_maximum_output_size(plain.iter().map(Vec::len).max().unwrap_or(0))];
+    let mut lz4_buf =
+        vec![
+            0u8;
+            lz4_flex::block::get_maximum_output_size(plain.iter().map(Vec::len).max().unwrap_or(0))
+        ];
     let lz4: Vec<Vec<u8>> = plain.iter().map(|p| lz4_flex::block::compress(p)).collect();
     let lz4_enc = throughput(n, || {
         for p in &plain {
             let _ = std::hint::black_box(lz4_flex::block::compress_into(p, &mut lz4_buf));
+        }
+    });
+    let mut scratch = vec![0u8; raw_len(batch) * 2];
+    let pipeline = throughput(n, || {
+        for b in &batches {
+            if let Ok(bytes) = postcard::to_slice(b, &mut scratch) {
+                let _ = std::hint::black_box(lz4_flex::block::compress_into(bytes, &mut lz4_buf));
+            }
         }
     });
     let mut out = vec![0u8; plain.iter().map(Vec::len).max().unwrap_or(0)];
@@ -153,7 +183,7 @@ fn measure(file: &str, rec: &Recording, batch: usize) -> Row {
         roundtrip_ok,
         telemark,
         baselines,
-        speed: [enc, dec, lz4_enc, lz4_dec],
+        speed: [enc, dec, lz4_enc, lz4_dec, pipeline],
     }
 }
 
@@ -170,11 +200,12 @@ fn json(row: &Row) -> String {
             per_reading(*bytes, row.readings)
         ));
     }
-    let [enc, dec, lz4_enc, lz4_dec] = row.speed;
+    let [enc, dec, lz4_enc, lz4_dec, pipeline] = row.speed;
     format!(
         "{{\"file\": \"{}\", \"readings\": {}, \"batch\": {}, \"roundtrip_ok\": {}, \"codecs\": {{{}}}, \
          \"readings_per_sec\": {{\"telemark_encode\": {enc:.0}, \"telemark_decode\": {dec:.0}, \
-         \"lz4_flex_compress\": {lz4_enc:.0}, \"lz4_flex_decompress\": {lz4_dec:.0}}}}}",
+         \"lz4_flex_compress\": {lz4_enc:.0}, \"lz4_flex_decompress\": {lz4_dec:.0}, \
+         \"postcard_lz4_flex_encode\": {pipeline:.0}}}}}",
         row.file.replace('\\', "\\\\").replace('"', "\\\""),
         row.readings,
         row.batch,
@@ -184,21 +215,23 @@ fn json(row: &Row) -> String {
 }
 
 fn bytes_of(row: &Row, base: Baseline) -> usize {
-    row.baselines.iter().find(|(b, _)| *b == base).map_or(usize::MAX, |(_, n)| *n)
+    row.baselines
+        .iter()
+        .find(|(b, _)| *b == base)
+        .map_or(usize::MAX, |(_, n)| *n)
 }
 
 fn print_table(rows: &[Row]) {
+    println!("bytes per reading (lower is better)");
     println!(
-        "{:<32} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}  round trip",
-        "file", "batch", "telemark", "lz4_flex", "gorilla", "zstd19", "tm/zstd", "tm/lz4", "enc tm", "enc lz4", "dec tm", "dec lz4"
+        "{:<32} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}  round trip",
+        "file", "batch", "telemark", "lz4_flex", "gorilla", "zstd19", "tm/zstd", "tm/lz4"
     );
-    println!("{:<32} {:>6} {:>39} {:>17} {:>43}", "", "", "bytes per reading", "ratios", "million readings per second");
     for r in rows {
         let bpr = |b| per_reading(b, r.readings);
         let tm = bpr(r.telemark);
-        let m = |x: f64| x / 1e6;
         println!(
-            "{:<32} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8.3} {:>8.3} {:>10.1} {:>10.1} {:>10.1} {:>10.1}  {}",
+            "{:<32} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8.3} {:>8.3}  {}",
             r.file,
             r.batch,
             tm,
@@ -207,33 +240,61 @@ fn print_table(rows: &[Row]) {
             bpr(bytes_of(r, Baseline::Zstd19)),
             tm / bpr(bytes_of(r, Baseline::Zstd19)),
             tm / bpr(bytes_of(r, Baseline::Lz4Flex)),
-            m(r.speed[0]),
-            m(r.speed[2]),
-            m(r.speed[1]),
-            m(r.speed[3]),
             if r.roundtrip_ok { "ok" } else { "FAILED" }
         );
     }
+    println!("\nmillion readings per second (higher is better)");
+    println!(
+        "{:<32} {:>6} {:>10} {:>10} {:>12} {:>10} {:>10} {:>8}",
+        "file", "batch", "tm encode", "lz4 comp", "pc+lz4 enc", "tm decode", "lz4 dec", "enc/lz4"
+    );
+    for r in rows {
+        let [enc, dec, lz4_enc, lz4_dec, pipeline] = r.speed.map(|x| x / 1e6);
+        println!(
+            "{:<32} {:>6} {:>10.1} {:>10.1} {:>12.1} {:>10.1} {:>10.1} {:>8.2}",
+            r.file,
+            r.batch,
+            enc,
+            lz4_enc,
+            pipeline,
+            dec,
+            lz4_dec,
+            enc / lz4_enc
+        );
+    }
+    println!(
+        "\n(lz4 comp: lz4_flex compressing postcard bytes already serialised; pc+lz4 enc: postcard"
+    );
+    println!(
+        " serialisation plus lz4_flex compression, both from the readings, as telemark encodes)\n"
+    );
     let mut batches: Vec<usize> = rows.iter().map(|r| r.batch).collect();
+    batches.sort_unstable();
     batches.dedup();
     for batch in batches {
         let at: Vec<&Row> = rows.iter().filter(|r| r.batch == batch).collect();
         let ratio = |base| -> Vec<f64> {
-            at.iter().map(|r| r.telemark as f64 / bytes_of(r, base) as f64).collect()
+            at.iter()
+                .map(|r| r.telemark as f64 / bytes_of(r, base) as f64)
+                .collect()
         };
         let geo = |v: &[f64]| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp();
-        let zstd = ratio(Baseline::Zstd19);
-        let lz4 = ratio(Baseline::Lz4Flex);
         let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
-        let speed = at.iter().map(|r| r.speed[0] / r.speed[2]).fold(f64::INFINITY, f64::min);
+        let (zstd, lz4) = (ratio(Baseline::Zstd19), ratio(Baseline::Lz4Flex));
+        let slowest = |k: usize| {
+            at.iter()
+                .map(|r| r.speed[0] / r.speed[k])
+                .fold(f64::INFINITY, f64::min)
+        };
         println!(
             "batch {batch}: telemark/zstd19 geomean {:.3} (max {:.3}); telemark/lz4_flex geomean {:.3} (max {:.3}); \
-             encode speed vs lz4_flex compress, slowest file: {:.2}x",
+             encode vs lz4_flex compress, slowest file {:.2}x; vs postcard+lz4_flex {:.2}x",
             geo(&zstd),
             max(&zstd),
             geo(&lz4),
             max(&lz4),
-            speed
+            slowest(2),
+            slowest(4)
         );
     }
 }
@@ -255,7 +316,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
         for &batch in &args.batches {
             let row = measure(&name, &rec, batch);
             if args.json {

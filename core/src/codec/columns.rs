@@ -89,7 +89,11 @@ type Table = heapless::Vec<Chan, MAX_CHANNELS>;
 /// first: sensors emit their channels in a fixed cycle. Updates `guess`.
 #[inline]
 fn find(table: &Table, id: ChannelId, guess: &mut usize) -> Option<usize> {
-    let next = if *guess + 1 < table.len() { *guess + 1 } else { 0 };
+    let next = if *guess + 1 < table.len() {
+        *guess + 1
+    } else {
+        0
+    };
     let found = if table.get(next).is_some_and(|c| c.id == id) {
         Some(next)
     } else if table.get(*guess).is_some_and(|c| c.id == id) {
@@ -241,7 +245,10 @@ impl<'r> ByChannel<'r> {
         if self.indexed {
             let (start, end) = (self.starts.get(c).copied(), self.starts.get(c + 1).copied());
             let idx = match (start, end) {
-                (Some(s), Some(e)) => self.index.get(usize::from(s)..usize::from(e)).unwrap_or_default(),
+                (Some(s), Some(e)) => self
+                    .index
+                    .get(usize::from(s)..usize::from(e))
+                    .unwrap_or_default(),
                 _ => &[],
             };
             ChannelReadings::Indexed(self.readings, idx.iter())
@@ -267,7 +274,9 @@ impl<'a> Iterator for ChannelReadings<'a> {
     #[inline]
     fn next(&mut self) -> Option<&'a Reading> {
         match self {
-            ChannelReadings::Indexed(readings, idx) => idx.next().and_then(|&i| readings.get(usize::from(i))),
+            ChannelReadings::Indexed(readings, idx) => {
+                idx.next().and_then(|&i| readings.get(usize::from(i)))
+            }
             ChannelReadings::Scan(it, id) => it.find(|r| r.channel == *id),
         }
     }
@@ -300,7 +309,12 @@ struct Written {
 /// as a run; `earlier` holds what was written for the channels before `c`.
 /// Only the earlier channel with the most readings is tried: in the common
 /// case every channel is sampled with the first.
-fn find_time_ref(by: &ByChannel<'_>, table: &Table, earlier: &[Written], c: usize) -> Option<(usize, usize)> {
+fn find_time_ref(
+    by: &ByChannel<'_>,
+    table: &Table,
+    earlier: &[Written],
+    c: usize,
+) -> Option<(usize, usize)> {
     let me = table.get(c)?;
     let (r, other) = table
         .iter()
@@ -314,7 +328,12 @@ fn find_time_ref(by: &ByChannel<'_>, table: &Table, earlier: &[Written], c: usiz
     let first = by.times(c).next()?;
     let offset = by.times(r).position(|t| t == first)?;
     let fits = offset + usize::from(me.count) <= usize::from(other.count);
-    let same = fits && by.times(r).skip(offset).take(usize::from(me.count)).eq(by.times(c));
+    let same = fits
+        && by
+            .times(r)
+            .skip(offset)
+            .take(usize::from(me.count))
+            .eq(by.times(c));
     same.then_some((r, offset))
 }
 
@@ -338,16 +357,18 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
             Some((r, offset)) => TimeColumn::Shared(r, offset),
             None => {
                 let count = usize::from(chan.count);
+                // The clock is fitted on the first times; longer columns
+                // are checked against it in full.
+                let mut gathered = [0u64; GATHER];
+                for (slot, t) in gathered.iter_mut().zip(by.times(c)) {
+                    *slot = t;
+                }
+                let prefix = gathered.get(..count.min(GATHER)).unwrap_or_default();
                 let len = if count <= GATHER {
-                    let mut gathered = [0u64; GATHER];
-                    for (slot, t) in gathered.iter_mut().zip(by.times(c)) {
-                        *slot = t;
-                    }
-                    let col = gathered.get(..count).unwrap_or_default();
-                    let plan = timestamps::plan(|| col.iter().copied(), count, Some(col));
-                    timestamps::write(&plan, base, col.iter().copied(), w.rest())?
+                    let plan = timestamps::plan(|| prefix.iter().copied(), count, prefix);
+                    timestamps::write(&plan, base, prefix.iter().copied(), w.rest())?
                 } else {
-                    let plan = timestamps::plan(|| by.times(c), count, None);
+                    let plan = timestamps::plan(|| by.times(c), count, prefix);
                     timestamps::write(&plan, base, by.times(c), w.rest())?
                 };
                 w.advance(len);

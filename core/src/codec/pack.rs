@@ -102,7 +102,10 @@ impl PackCost {
     /// The cost in bits with group-size code `code`.
     #[cfg(test)]
     fn price_of(self, code: u8) -> u64 {
-        self.totals().get(usize::from(code)).copied().unwrap_or(u64::MAX)
+        self.totals()
+            .get(usize::from(code))
+            .copied()
+            .unwrap_or(u64::MAX)
     }
 
     fn totals(mut self) -> [u64; 3] {

@@ -55,9 +55,13 @@ fn linear_cost<I: Iterator<Item = u64>>(times: I, interval: u64, phase: u64) -> 
 
 /// Chooses the cheaper of delta-of-delta and a fitted linear clock.
 ///
-/// The linear fit needs the times as a slice (`gathered`); columns too long
-/// to gather use delta-of-delta.
-pub(crate) fn plan<I: Iterator<Item = u64>>(times: impl Fn() -> I, count: usize, gathered: Option<&[u64]>) -> TimePlan {
+/// The clock is fitted on `prefix`, the first times of the column (all of
+/// them when it is short), and priced on the whole column.
+pub(crate) fn plan<I: Iterator<Item = u64>>(
+    times: impl Fn() -> I,
+    count: usize,
+    prefix: &[u64],
+) -> TimePlan {
     let mut dod = PackCost::default();
     let mut it = times();
     let (t0, mut last) = (it.next().unwrap_or(0), 0u64);
@@ -79,9 +83,6 @@ pub(crate) fn plan<I: Iterator<Item = u64>>(times: impl Fn() -> I, count: usize,
     // Only a jittered clock can gain from a fitted line; a regular one is
     // already a single run of zeros.
     let n = count as u64;
-    let Some(gathered) = gathered else {
-        return best;
-    };
     if n < 3 || bits <= 16 || last <= t0 {
         return best;
     }
@@ -89,7 +90,7 @@ pub(crate) fn plan<I: Iterator<Item = u64>>(times: impl Fn() -> I, count: usize,
     let Ok(centre) = u64::try_from(span / u128::from(n - 1)) else {
         return best;
     };
-    let (interval, phase) = fit_clock(gathered, centre);
+    let (interval, phase) = fit_clock(prefix, centre);
     let (group, bits) = linear_cost(times(), interval, phase);
     // The interval and phase varints cost about 5 bytes.
     let bits = bits + 40;

@@ -77,13 +77,18 @@ impl Divisor {
         for _ in 0..4 {
             inverse = inverse.wrapping_mul(2u32.wrapping_sub(odd.wrapping_mul(inverse)));
         }
-        Divisor { shift, inverse, limit: u32::MAX / odd.max(1) }
+        Divisor {
+            shift,
+            inverse,
+            limit: u32::MAX / odd.max(1),
+        }
     }
 
     /// True if the factor divides `x`.
     #[inline]
     fn divides(self, x: u32) -> bool {
-        x.trailing_zeros() >= self.shift && (x >> self.shift).wrapping_mul(self.inverse) <= self.limit
+        x.trailing_zeros() >= self.shift
+            && (x >> self.shift).wrapping_mul(self.inverse) <= self.limit
     }
 
     /// `x / factor` for a multiple `x` of the factor whose quotient fits `i32`.
@@ -158,7 +163,9 @@ pub(crate) fn plan_int<I: Iterator<Item = i32>>(values: impl Fn() -> I, factor: 
     for y in it {
         offset.push(zigzag32(y.wrapping_sub(y0)));
         delta.push(zigzag32(y.wrapping_sub(prev)));
-        linear.push(zigzag32(y.wrapping_sub(prev.wrapping_mul(2).wrapping_sub(prev2))));
+        linear.push(zigzag32(
+            y.wrapping_sub(prev.wrapping_mul(2).wrapping_sub(prev2)),
+        ));
         prev2 = prev;
         prev = y;
     }
