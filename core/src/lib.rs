@@ -14,6 +14,7 @@
 
 pub mod channel;
 pub mod codec;
+pub mod frame;
 pub mod model;
 pub mod rules;
 pub mod sensor;

@@ -7,13 +7,13 @@
 //! those bytes into the store.
 //!
 //! ```
-//! use telemark_core::codec::PlainCodec;
+//! use telemark_core::codec::CompactCodec;
 //! use telemark_core::model::{ChannelId, Reading, Value};
 //! use telemark_core::stager::{SealReason, Stager, StagerConfig};
 //! use telemark_core::time::{Duration, Instant};
 //!
 //! const CONFIG: StagerConfig = StagerConfig::new(4, 256, Duration::from_mins(15));
-//! let mut stager: Stager<PlainCodec, 16> = Stager::new(PlainCodec, CONFIG);
+//! let mut stager: Stager<16> = Stager::new(CompactCodec, CONFIG);
 //! let mut block = [0u8; 256];
 //!
 //! let mut sealed = None;
@@ -29,7 +29,7 @@
 
 use core::fmt;
 
-use crate::codec::{BlockCodec, EncodeError};
+use crate::codec::{BlockCodec, CompactCodec, EncodeError};
 use crate::model::Reading;
 use crate::time::{Duration, Instant};
 
@@ -200,8 +200,9 @@ impl fmt::Display for StageError {
 #[cfg(feature = "std")]
 impl std::error::Error for StageError {}
 
-/// Stages up to `N` readings and seals them into blocks with codec `C`.
-pub struct Stager<C: BlockCodec, const N: usize> {
+/// Stages up to `N` readings and seals them into blocks with codec `C`,
+/// [`CompactCodec`] unless chosen otherwise.
+pub struct Stager<const N: usize, C: BlockCodec = CompactCodec> {
     codec: C,
     config: StagerConfig,
     readings: heapless::Vec<Reading, N>,
@@ -209,7 +210,7 @@ pub struct Stager<C: BlockCodec, const N: usize> {
     estimated_len: usize,
 }
 
-impl<C: BlockCodec, const N: usize> Stager<C, N> {
+impl<const N: usize, C: BlockCodec> Stager<N, C> {
     /// An empty stager. Blocks hold at most `min(N, config.max_readings)`.
     pub fn new(codec: C, config: StagerConfig) -> Self {
         Stager {

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use proptest::prelude::*;
-use telemark_core::codec::{BlockCodec, DecodeError, EncodeError, PlainCodec};
+use telemark_core::codec::{BlockCodec, CompactCodec, DecodeError, EncodeError, PlainCodec};
 use telemark_core::model::{ChannelId, Reading, ReadingSink, Value};
 use telemark_core::stager::{SealError, SealReason, SealedBlock, StageError, Stager, StagerConfig};
 use telemark_core::time::{Duration, Instant};
@@ -31,7 +31,7 @@ fn decode(block: &[u8]) -> Vec<Reading> {
 
 #[test]
 fn seals_on_count() {
-    let mut s: Stager<PlainCodec, 32> = Stager::new(
+    let mut s: Stager<32, PlainCodec> = Stager::new(
         PlainCodec,
         StagerConfig::new(10, 1024, Duration::from_mins(60)),
     );
@@ -58,7 +58,7 @@ fn seals_on_count() {
 
 #[test]
 fn count_is_capped_by_the_stager_capacity() {
-    let mut s: Stager<PlainCodec, 4> = Stager::new(
+    let mut s: Stager<4, PlainCodec> = Stager::new(
         PlainCodec,
         StagerConfig::new(100, 1024, Duration::from_mins(60)),
     );
@@ -74,7 +74,7 @@ fn count_is_capped_by_the_stager_capacity() {
 
 #[test]
 fn seals_before_the_byte_budget_is_passed() {
-    let mut s: Stager<PlainCodec, 64> = Stager::new(
+    let mut s: Stager<64, PlainCodec> = Stager::new(
         PlainCodec,
         StagerConfig::new(64, 100, Duration::from_mins(60)),
     );
@@ -101,7 +101,7 @@ fn seals_before_the_byte_budget_is_passed() {
 
 #[test]
 fn the_output_buffer_is_a_byte_budget_too() {
-    let mut s: Stager<PlainCodec, 64> = Stager::new(
+    let mut s: Stager<64, PlainCodec> = Stager::new(
         PlainCodec,
         StagerConfig::new(64, 4096, Duration::from_mins(60)),
     );
@@ -115,7 +115,7 @@ fn the_output_buffer_is_a_byte_budget_too() {
 
 #[test]
 fn seals_on_age_of_the_first_reading() {
-    let mut s: Stager<PlainCodec, 32> = Stager::new(
+    let mut s: Stager<32, PlainCodec> = Stager::new(
         PlainCodec,
         StagerConfig::new(32, 1024, Duration::from_secs(30)),
     );
@@ -139,7 +139,7 @@ fn seals_on_age_of_the_first_reading() {
 
 #[test]
 fn flush_seals_what_is_staged() {
-    let mut s: Stager<PlainCodec, 32> = Stager::new(
+    let mut s: Stager<32, PlainCodec> = Stager::new(
         PlainCodec,
         StagerConfig::new(32, 1024, Duration::from_secs(30)),
     );
@@ -171,7 +171,7 @@ impl BlockCodec for Optimist {
 
 #[test]
 fn a_short_estimate_seals_fewer_readings_and_keeps_the_rest() {
-    let mut s: Stager<Optimist, 16> =
+    let mut s: Stager<16, Optimist> =
         Stager::new(Optimist, StagerConfig::new(10, 64, Duration::from_secs(30)));
     let mut buf = [0u8; 64];
     let mut blocks: Vec<SealedBlock> = Vec::new();
@@ -187,7 +187,7 @@ fn a_short_estimate_seals_fewer_readings_and_keeps_the_rest() {
 
 #[test]
 fn a_buffer_too_small_for_one_reading_loses_nothing() {
-    let mut s: Stager<Optimist, 2> =
+    let mut s: Stager<2, Optimist> =
         Stager::new(Optimist, StagerConfig::new(2, 64, Duration::from_secs(30)));
     let mut tiny = [0u8; 8];
     assert_eq!(s.push(reading(0), &mut tiny), Ok(None));
@@ -210,7 +210,77 @@ fn a_buffer_too_small_for_one_reading_loses_nothing() {
     assert_eq!(b.readings, 2);
 }
 
+/// Readings of a few channels sampled together, with slow drift.
+fn sensor_like(n: usize) -> Vec<Reading> {
+    (0..n)
+        .map(|i| {
+            let row = (i / 3) as u64;
+            Reading::new(
+                ChannelId((i % 3) as u16),
+                Instant::from_millis(row * 10_000),
+                Value::Scaled((row as i32 / 4) * (i as i32 % 3 + 1)),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_compact_codec_is_the_default_and_its_estimate_fills_blocks() {
+    // The byte budget, not the count, closes these blocks.
+    let mut s: Stager<1024> = Stager::new(
+        CompactCodec,
+        StagerConfig::new(1024, 128, Duration::from_mins(600)),
+    );
+    let mut buf = [0u8; 128];
+    let mut blocks = Vec::new();
+    for r in sensor_like(3000) {
+        if let Some(b) = s.push(r, &mut buf).unwrap() {
+            assert_eq!(b.reason, SealReason::Bytes);
+            assert!(b.len <= 128);
+            blocks.push(b);
+        }
+    }
+    // Sealed close to the budget: the estimate is an upper bound, not a wild one.
+    let fill: usize = blocks.iter().map(|b| b.len).sum::<usize>() / blocks.len();
+    assert!(fill >= 64, "blocks average {fill} of 128 bytes");
+    let readings: usize = blocks.iter().map(|b| usize::from(b.readings)).sum();
+    assert!(
+        readings / blocks.len() > 40,
+        "{readings} readings in {} blocks",
+        blocks.len()
+    );
+}
+
 proptest! {
+    /// With the compact codec too, every reading comes out once, in order.
+    #[test]
+    fn compact_blocks_hold_every_reading_once_in_order(
+        max_readings in 1u16..300,
+        max_bytes in 32u16..600,
+        n in 1usize..700,
+    ) {
+        let mut s: Stager<256> = Stager::new(CompactCodec, StagerConfig::new(max_readings, max_bytes, Duration::from_secs(60)));
+        let mut buf = [0u8; 600];
+        let input = sensor_like(n);
+        let mut output = Vec::new();
+        let mut take = |buf: &[u8], b: SealedBlock, out: &mut Vec<Reading>| {
+            prop_assert!(b.len <= usize::from(max_bytes));
+            let before = out.len();
+            CompactCodec.decode(&buf[..b.len], out).unwrap();
+            prop_assert_eq!(out.len() - before, usize::from(b.readings));
+            Ok(())
+        };
+        for &r in &input {
+            if let Some(b) = s.push(r, &mut buf).unwrap() {
+                take(&buf, b, &mut output)?;
+            }
+        }
+        if let Some(b) = s.flush(&mut buf).unwrap() {
+            take(&buf, b, &mut output)?;
+        }
+        prop_assert_eq!(output, input);
+    }
+
     /// Whatever the config, every reading comes out of some block, once, in order.
     #[test]
     fn every_reading_is_sealed_once_in_order(
@@ -218,7 +288,7 @@ proptest! {
         max_bytes in 32u16..400,
         values in prop::collection::vec((0u16..5, any::<i32>(), 0u64..5000), 1..300),
     ) {
-        let mut s: Stager<PlainCodec, 32> =
+        let mut s: Stager<32, PlainCodec> =
             Stager::new(PlainCodec, StagerConfig::new(max_readings, max_bytes, Duration::from_secs(60)));
         let mut buf = [0u8; 512];
         let mut t = 0;

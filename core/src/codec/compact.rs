@@ -188,46 +188,116 @@ fn decode_lz4(_: &[u8], _: &mut dyn ReadingSink) -> Result<usize, DecodeError> {
     Err(DecodeError::Unsupported)
 }
 
-/// The stager's running estimate of a compact block's size: an upper
-/// bound in practice, from per-channel deltas.
+/// The stager's running estimate of a compact block's size.
+///
+/// It prices each channel's values with the delta predictor and its
+/// timestamps with delta-of-delta, both in groups of 8, plus generous
+/// headers: one of the options the encoder weighs, so the block it writes is
+/// no larger.
 #[derive(Clone, Debug, Default)]
 pub struct Estimate {
-    channels: heapless::Vec<(ChannelId, i32, u64, u64), MAX_CHANNELS>,
-    bits: u64,
+    channels: heapless::Vec<ChannelEstimate, MAX_CHANNELS>,
     readings: usize,
     overflow: bool,
 }
+
+#[derive(Clone, Copy, Debug)]
+struct ChannelEstimate {
+    id: ChannelId,
+    first: i32,
+    value: i32,
+    time: u64,
+    delta: u64,
+    values: GroupEstimate,
+    times: GroupEstimate,
+    quality_bits: u32,
+}
+
+/// Bits of a packed stream in groups of 8, as [`super::pack`] writes it.
+#[derive(Clone, Copy, Debug, Default)]
+struct GroupEstimate {
+    or: u64,
+    fill: u8,
+    bits: u32,
+}
+
+impl GroupEstimate {
+    fn push(&mut self, v: u64) {
+        self.or |= v;
+        self.fill += 1;
+        if self.fill == 8 {
+            self.bits += self.cost();
+            (self.or, self.fill) = (0, 0);
+        }
+    }
+
+    /// Bits of the open group: a header and its values at their width; a
+    /// group of zeros joins a run, whose header is shared by many groups.
+    fn cost(&self) -> u32 {
+        match (self.fill, self.or) {
+            (0, _) => 0,
+            (_, 0) => 2,
+            (fill, or) => 6 + width(or).min(64) * u32::from(fill),
+        }
+    }
+
+    fn total(&self) -> u32 {
+        self.bits + self.cost()
+    }
+}
+
+/// Bytes of a block's header (base time included) and table length.
+const BLOCK_HEADER: usize = 16;
+/// Bytes of a channel's table entry and value-column header, besides its
+/// first value; and of a timestamp column's header.
+const CHANNEL_HEADER: usize = 8;
+const TIME_HEADER: usize = 6;
 
 impl Estimate {
     fn add(&mut self, r: &Reading) -> usize {
         self.readings += 1;
         let v = int_of(r.value);
         let t = r.time.as_millis();
-        match self.channels.iter_mut().find(|c| c.0 == r.channel) {
-            Some((_, last_v, last_t, last_dt)) => {
-                let dt = t.wrapping_sub(*last_t);
-                let dod = dt.wrapping_sub(*last_dt);
-                self.bits += 3 + u64::from(width(zigzag(i64::from(v.wrapping_sub(*last_v)))));
-                if dod != 0 {
-                    self.bits += 2 + u64::from(width(zigzag(dod as i64)));
+        // Channels sampled with the first share its timestamps.
+        let leader_time = self.channels.first().map(|c| c.time);
+        let leader = self.channels.first().is_some_and(|c| c.id == r.channel);
+        match self.channels.iter_mut().find(|c| c.id == r.channel) {
+            Some(c) => {
+                let dt = t.wrapping_sub(c.time);
+                c.values.push(zigzag(i64::from(v.wrapping_sub(c.value))));
+                if leader || leader_time != Some(t) {
+                    c.times.push(zigzag(dt.wrapping_sub(c.delta) as i64));
                 }
-                (*last_v, *last_t, *last_dt) = (v, t, dt);
+                (c.value, c.time, c.delta) = (v, t, dt);
+                c.quality_bits += if r.quality.is_good() { 0 } else { 8 };
             }
             None => {
-                // Table entry, column headers, first value and time.
-                self.bits += 8 * 24;
-                self.overflow |= self.channels.push((r.channel, v, t, 0)).is_err();
+                self.overflow |= self
+                    .channels
+                    .push(ChannelEstimate {
+                        id: r.channel,
+                        first: v,
+                        value: v,
+                        time: t,
+                        delta: 0,
+                        values: GroupEstimate::default(),
+                        times: GroupEstimate::default(),
+                        quality_bits: 0,
+                    })
+                    .is_err();
             }
         }
-        if !r.quality.is_good() {
-            self.bits += 8;
-        }
-        let columns = 24 + (self.bits / 8) as usize * 9 / 8;
         let raw = raw_len(self.readings);
         if self.overflow {
-            raw
-        } else {
-            columns.min(raw)
+            return raw;
         }
+        let mut bytes = BLOCK_HEADER + TIME_HEADER;
+        let mut bits = 0u32;
+        for c in &self.channels {
+            bytes += CHANNEL_HEADER + varint_len(zigzag(i64::from(c.first)));
+            bits += c.values.total() + c.times.total() + c.quality_bits;
+        }
+        let columns = bytes + (bits as usize).div_ceil(8);
+        columns.min(raw)
     }
 }

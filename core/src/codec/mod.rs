@@ -11,7 +11,7 @@ use core::fmt;
 
 use crate::model::{Reading, ReadingSink};
 
-mod bits;
+pub(crate) mod bits;
 mod columns;
 mod compact;
 mod pack;

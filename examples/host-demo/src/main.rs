@@ -10,7 +10,7 @@
 //! Run it with `cargo run -p telemark-host-demo`.
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::codec::{BlockCodec, PlainCodec};
+use telemark_core::codec::{BlockCodec, CompactCodec};
 use telemark_core::model::{Alert, ChannelId, Reading, Severity};
 use telemark_core::rules::{RuleState, Rules};
 use telemark_core::sensor::{Sensor, SensorErrorKind};
@@ -40,7 +40,7 @@ const GAS: ChannelSpec = ChannelSpec::new(
     Rules::NONE,
 );
 
-const BLOCKS: StagerConfig = StagerConfig::new(128, 480, Duration::from_mins(30));
+const BLOCKS: StagerConfig = StagerConfig::new(256, 480, Duration::from_mins(30));
 const HOURS: u64 = 3;
 
 fn minutes(m: u64) -> Instant {
@@ -77,8 +77,8 @@ fn main() {
     let mut gas = Synthetic::new([GAS], [Signal::Pulses { per_sample: 3 }], 1);
 
     let mut boiler_rules = RuleState::new();
-    let mut stager: Stager<PlainCodec, 128> = Stager::new(PlainCodec, BLOCKS);
-    let mut store: RamStore<512, 8192> = RamStore::new(FullPolicy::EvictOldest);
+    let mut stager: Stager<256> = Stager::new(CompactCodec, BLOCKS);
+    let mut store: RamStore<512, 1024> = RamStore::new(FullPolicy::EvictOldest);
     let mut block = [0u8; 512];
 
     let (mut next_boiler, mut next_gas) = (Instant::ZERO, Instant::ZERO);
@@ -143,7 +143,7 @@ fn main() {
             },
             Lane::Routine => {
                 let mut readings = Vec::new();
-                match PlainCodec.decode(record.payload, &mut readings) {
+                match CompactCodec.decode(record.payload, &mut readings) {
                     Ok(n) => format!(
                         "block of {n} readings, {} B ({:.1} B/reading), {} .. {}",
                         record.payload.len(),
@@ -192,7 +192,7 @@ fn main() {
     }
 }
 
-fn push_alert(store: &mut RamStore<512, 8192>, alert: Alert) {
+fn push_alert(store: &mut RamStore<512, 1024>, alert: Alert) {
     let mut buf = [0u8; 32];
     let Ok(bytes) = postcard::to_slice(&alert, &mut buf) else {
         println!("alert did not encode: {alert:?}");
@@ -207,7 +207,7 @@ fn push_alert(store: &mut RamStore<512, 8192>, alert: Alert) {
     }
 }
 
-fn push_block(store: &mut RamStore<512, 8192>, block: &[u8], sealed: SealedBlock) {
+fn push_block(store: &mut RamStore<512, 1024>, block: &[u8], sealed: SealedBlock) {
     let Some(bytes) = block.get(..sealed.len) else {
         return;
     };
