@@ -38,6 +38,9 @@ cargo build -p telemark-core --no-default-features --target thumbv7em-none-eabih
 cargo build -p telemark-core --no-default-features --features serde,defmt --target thumbv6m-none-eabi --locked
 cargo build -p telemark-sensors --target thumbv6m-none-eabi --locked
 
+step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
+cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
+
 step "fuzz targets type-check (they run under cargo +nightly fuzz)"
 cargo check --manifest-path fuzz/Cargo.toml --locked
 

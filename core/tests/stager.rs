@@ -263,7 +263,7 @@ proptest! {
         let mut buf = [0u8; 600];
         let input = sensor_like(n);
         let mut output = Vec::new();
-        let mut take = |buf: &[u8], b: SealedBlock, out: &mut Vec<Reading>| {
+        let take = |buf: &[u8], b: SealedBlock, out: &mut Vec<Reading>| {
             prop_assert!(b.len <= usize::from(max_bytes));
             let before = out.len();
             CompactCodec.decode(&buf[..b.len], out).unwrap();

@@ -323,7 +323,11 @@ fn main() -> ExitCode {
         for &batch in &args.batches {
             let row = measure(&name, &rec, batch);
             if args.json {
-                println!("{}", json(&row));
+                use std::io::Write as _;
+                // A closed pipe (`| head`) ends the report quietly.
+                if writeln!(std::io::stdout().lock(), "{}", json(&row)).is_err() {
+                    return ExitCode::SUCCESS;
+                }
             }
             rows.push(row);
         }
