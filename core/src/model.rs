@@ -144,6 +144,15 @@ impl Reading {
         }
     }
 
+    /// True if both readings are identical, bit for bit (a NaN float
+    /// equals itself here, unlike `==`): what a lossless codec must return.
+    pub fn same_as(&self, other: &Reading) -> bool {
+        self.channel == other.channel
+            && self.time == other.time
+            && self.quality == other.quality
+            && self.value.same_as(other.value)
+    }
+
     /// The same reading with `quality` added.
     pub const fn with_quality(mut self, quality: Quality) -> Self {
         self.quality = self.quality.union(quality);

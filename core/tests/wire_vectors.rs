@@ -160,13 +160,23 @@ fn parse_reading(line: &str) -> Reading {
 }
 
 fn same(a: &[Reading], b: &[Reading]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.channel == y.channel
-                && x.time == y.time
-                && x.quality == y.quality
-                && x.value.same_as(y.value)
-        })
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
+}
+
+fn record_line(rec: &Record<'_>) -> String {
+    let m = rec.meta;
+    format!(
+        "record: seq={} lane={:?} severity={:?} readings={} decimated={} payload={}",
+        rec.seq.0,
+        m.lane,
+        m.severity,
+        m.readings,
+        m.decimated,
+        rec.payload
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 fn write_mode() -> bool {
@@ -229,21 +239,7 @@ fn frame_vector_parses_to_its_records() {
         text.push_str(&hex(&buf[..n]));
         writeln!(text, "device: {device}").unwrap();
         for rec in &records {
-            let m = rec.meta;
-            writeln!(
-                text,
-                "record: seq={} lane={:?} severity={:?} readings={} decimated={} payload={}",
-                rec.seq.0,
-                m.lane,
-                m.severity,
-                m.readings,
-                m.decimated,
-                rec.payload
-                    .iter()
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            )
-            .unwrap();
+            writeln!(text, "{}", record_line(rec)).unwrap();
         }
         std::fs::write(&path, text).unwrap();
     }
@@ -261,19 +257,6 @@ fn frame_vector_parses_to_its_records() {
     let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("record: ")).collect();
     assert_eq!(frame.len(), lines.len());
     for (rec, line) in frame.records().zip(lines) {
-        let m = rec.meta;
-        let shown = format!(
-            "record: seq={} lane={:?} severity={:?} readings={} decimated={} payload={}",
-            rec.seq.0,
-            m.lane,
-            m.severity,
-            m.readings,
-            m.decimated,
-            rec.payload
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        assert_eq!(shown, line);
+        assert_eq!(record_line(&rec), line);
     }
 }

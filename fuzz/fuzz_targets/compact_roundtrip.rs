@@ -34,7 +34,5 @@ fuzz_target!(|input: Input| {
     let mut back = Vec::new();
     CompactCodec.decode(&buf[..n], &mut back).expect("own blocks decode");
     assert_eq!(back.len(), readings.len());
-    for (a, b) in back.iter().zip(&readings) {
-        assert!(a.channel == b.channel && a.time == b.time && a.quality == b.quality && a.value.same_as(b.value));
-    }
+    assert!(back.iter().zip(&readings).all(|(a, b)| a.same_as(b)));
 });
