@@ -352,6 +352,9 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
 
     // Where each channel's columns went, for the table at the end.
     let mut written = [Written::default(); MAX_CHANNELS];
+    // Scratch for one channel's column at a time.
+    let mut gathered_times = [0u64; GATHER];
+    let mut gathered_values = [0i32; GATHER];
     for (c, chan) in table.iter().enumerate() {
         let time = match find_time_ref(&by, &table, written.get(..c).unwrap_or_default(), c) {
             Some((r, offset)) => TimeColumn::Shared(r, offset),
@@ -359,11 +362,10 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
                 let count = usize::from(chan.count);
                 // The clock is fitted on the first times; longer columns
                 // are checked against it in full.
-                let mut gathered = [0u64; GATHER];
-                for (slot, t) in gathered.iter_mut().zip(by.times(c)) {
+                for (slot, t) in gathered_times.iter_mut().zip(by.times(c)) {
                     *slot = t;
                 }
-                let prefix = gathered.get(..count.min(GATHER)).unwrap_or_default();
+                let prefix = gathered_times.get(..count.min(GATHER)).unwrap_or_default();
                 let len = if count <= GATHER {
                     let plan = timestamps::plan(|| prefix.iter().copied(), count, prefix);
                     timestamps::write(&plan, base, prefix.iter().copied(), w.rest())?
@@ -381,13 +383,15 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
             values::write_float(floats, w.rest())?
         } else if usize::from(chan.count) <= GATHER {
             // Gathered once, the column is planned and written from a slice.
-            let mut gathered = [0i32; GATHER];
-            for (slot, r) in gathered.iter_mut().zip(of_channel()) {
+            let mut factor = values::CommonFactor::default();
+            for (slot, r) in gathered_values.iter_mut().zip(of_channel()) {
                 *slot = int_of(r.value);
+                factor.push(*slot);
             }
-            let col = gathered.get(..usize::from(chan.count)).unwrap_or_default();
-            let factor = values::common_factor(col.iter().copied());
-            let plan = values::plan_int(|| col.iter().copied(), factor);
+            let col = gathered_values
+                .get(..usize::from(chan.count))
+                .unwrap_or_default();
+            let plan = values::plan_int(|| col.iter().copied(), factor.factor());
             values::write_int(&plan, col.iter().copied(), w.rest())?
         } else {
             let ints = || of_channel().map(|r| int_of(r.value));

@@ -62,9 +62,41 @@ pub(crate) fn plan<I: Iterator<Item = u64>>(
     count: usize,
     prefix: &[u64],
 ) -> TimePlan {
+    let whole = count == prefix.len();
+    // A regular clock is a single run of zero delta-of-deltas.
+    if whole && is_regular(prefix) {
+        return TimePlan {
+            mode: Mode::DeltaOfDelta,
+            group: 0,
+            bits: zero_run_bits(count.saturating_sub(2)),
+        };
+    }
+    let (t0, last) = (
+        prefix.first().copied().unwrap_or(0),
+        times().last().unwrap_or(0),
+    );
+    let n = count as u64;
+    let fitted = if n >= 3 && last > t0 {
+        let span = u128::from(last - t0) << FRAC;
+        u64::try_from(span / u128::from(n - 1))
+            .ok()
+            .map(|centre| fit_clock(prefix, centre))
+    } else {
+        None
+    };
+    // A clock that fits every time exactly leaves only zeros to write.
+    if let Some((interval, phase, true)) = fitted {
+        if whole {
+            return TimePlan {
+                mode: Mode::Linear { interval, phase },
+                group: 0,
+                bits: zero_run_bits(count - 1),
+            };
+        }
+    }
     let mut dod = PackCost::default();
     let mut it = times();
-    let (t0, mut last) = (it.next().unwrap_or(0), 0u64);
+    let t0 = it.next().unwrap_or(0);
     if let Some(t1) = it.next() {
         let mut prev = (t1, t1.wrapping_sub(t0));
         for t in it {
@@ -72,7 +104,6 @@ pub(crate) fn plan<I: Iterator<Item = u64>>(
             dod.push(zigzag(delta.wrapping_sub(prev.1) as i64));
             prev = (t, delta);
         }
-        last = prev.0;
     }
     let (group, bits) = dod.best();
     let mut best = TimePlan {
@@ -80,28 +111,44 @@ pub(crate) fn plan<I: Iterator<Item = u64>>(
         group,
         bits,
     };
-    // Only a jittered clock can gain from a fitted line; a regular one is
-    // already a single run of zeros.
-    let n = count as u64;
-    if n < 3 || bits <= 16 || last <= t0 {
-        return best;
-    }
-    let span = u128::from(last - t0) << FRAC;
-    let Ok(centre) = u64::try_from(span / u128::from(n - 1)) else {
-        return best;
-    };
-    let (interval, phase) = fit_clock(prefix, centre);
-    let (group, bits) = linear_cost(times(), interval, phase);
-    // The interval and phase varints cost about 5 bytes.
-    let bits = bits + 40;
-    if bits < best.bits {
-        best = TimePlan {
-            mode: Mode::Linear { interval, phase },
-            group,
-            bits,
-        };
+    if let Some((interval, phase, _)) = fitted {
+        let (group, bits) = linear_cost(times(), interval, phase);
+        // The interval and phase varints cost about 5 bytes.
+        let bits = bits + 40;
+        if bits < best.bits {
+            best = TimePlan {
+                mode: Mode::Linear { interval, phase },
+                group,
+                bits,
+            };
+        }
     }
     best
+}
+
+/// True if the times are evenly spaced.
+fn is_regular(times: &[u64]) -> bool {
+    match times {
+        [a, b, rest @ ..] => {
+            let step = b.wrapping_sub(*a);
+            let mut prev = *b;
+            rest.iter().all(|&t| {
+                let ok = t.wrapping_sub(prev) == step;
+                prev = t;
+                ok
+            })
+        }
+        _ => true,
+    }
+}
+
+/// Bits of a packed stream of `n` zeros in groups of 8: one run header.
+fn zero_run_bits(n: usize) -> u64 {
+    if n == 0 {
+        0
+    } else {
+        6 + super::bits::gamma_bits(n.div_ceil(8) as u64)
+    }
 }
 
 /// Fits `t0 + (i * interval + phase) >> 16` to the times, minimising the
@@ -113,9 +160,9 @@ pub(crate) fn plan<I: Iterator<Item = u64>>(
 /// the smallest upper bound; the gap between the two is convex in the
 /// interval, so a binary search on its slope finds the best interval within
 /// the rounding uncertainty of the estimate `centre`.
-fn fit_clock(times: &[u64], centre: u64) -> (u64, u64) {
+fn fit_clock(times: &[u64], centre: u64) -> (u64, u64, bool) {
     const S: i64 = 1 << FRAC;
-    let fallback = (centre, MAX_PHASE / 2);
+    let fallback = (centre, MAX_PHASE / 2, false);
     let (Some((&t0, rest)), Ok(centre_i)) = (times.split_first(), i64::try_from(centre)) else {
         return fallback;
     };
@@ -167,8 +214,15 @@ fn fit_clock(times: &[u64], centre: u64) -> (u64, u64) {
         interval = search((interval - 32).max(lo), (interval + 32).min(hi), 1);
         (l, _, u, _) = bounds(interval, 1);
     }
-    let phase = (l + (u - l) / 2).clamp(0, S - 1);
-    (interval as u64, phase as u64)
+    // The phase must also lie in 0..S; the fit is exact when the bounds
+    // leave room for it there.
+    let (l, u) = (l.max(0), u.min(S - 1));
+    let phase = if l <= u {
+        l + (u - l) / 2
+    } else {
+        ((l + u) / 2).clamp(0, S - 1)
+    };
+    (interval as u64, phase as u64, l <= u)
 }
 
 /// Writes a timestamp column as planned; returns its length in bytes.

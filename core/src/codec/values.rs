@@ -122,31 +122,61 @@ impl Reduce {
     }
 }
 
-/// The largest factor dividing every distance from the first value, or 1.
-pub(crate) fn common_factor(values: impl Iterator<Item = i32>) -> u32 {
-    let mut values = values;
-    let Some(first) = values.next() else {
-        return 1;
-    };
-    let mut g = 0u64;
-    let mut divisor = Divisor::new(1);
-    for x in values {
+/// Finds the largest factor dividing every distance from the first value,
+/// one value at a time.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CommonFactor {
+    first: Option<i32>,
+    g: u64,
+    divisor: Divisor,
+}
+
+impl Default for CommonFactor {
+    fn default() -> Self {
+        CommonFactor {
+            first: None,
+            g: 0,
+            divisor: Divisor::new(1),
+        }
+    }
+}
+
+impl CommonFactor {
+    #[inline]
+    pub(crate) fn push(&mut self, x: i32) {
+        let Some(first) = self.first else {
+            self.first = Some(x);
+            return;
+        };
         // Distances between i32 values fit u32.
         let d = (i64::from(x) - i64::from(first)).unsigned_abs();
-        if d == 0 || (g != 0 && divisor.divides(d as u32)) {
-            continue;
+        if self.g == 1 || d == 0 || (self.g != 0 && self.divisor.divides(d as u32)) {
+            return;
         }
-        g = gcd(g, d);
-        if g == 1 {
+        self.g = gcd(self.g, d);
+        self.divisor = Divisor::new(self.g as u32);
+    }
+
+    /// The factor, or 1 when there is none.
+    pub(crate) fn factor(&self) -> u32 {
+        if self.g > 1 {
+            u32::try_from(self.g).unwrap_or(1)
+        } else {
+            1
+        }
+    }
+}
+
+/// The largest factor dividing every distance from the first value, or 1.
+pub(crate) fn common_factor(values: impl Iterator<Item = i32>) -> u32 {
+    let mut f = CommonFactor::default();
+    for x in values {
+        f.push(x);
+        if f.g == 1 {
             break;
         }
-        divisor = Divisor::new(g as u32);
     }
-    if g > 1 {
-        u32::try_from(g).unwrap_or(1)
-    } else {
-        1
-    }
+    f.factor()
 }
 
 /// Chooses predictor and group size for a column of `values` whose
