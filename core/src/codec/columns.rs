@@ -107,12 +107,16 @@ fn find(table: &Table, id: ChannelId, guess: &mut usize) -> Option<usize> {
     found
 }
 
-fn build_table(readings: &[Reading]) -> Result<Table, Unsuitable> {
+/// The channels of a batch, in merge order, and whether the batch's times
+/// strictly increase.
+fn build_table(readings: &[Reading]) -> Result<(Table, bool), Unsuitable> {
     let mut table = Table::new();
     let mut guess = 0;
     // The largest run of readings sharing a timestamp: (start, length).
     let (mut best, mut start, mut run_time) = ((0, 0), 0, None);
+    let mut increasing = true;
     for (i, r) in readings.iter().enumerate() {
+        increasing &= run_time.is_none_or(|t| t < r.time);
         if run_time != Some(r.time) {
             start = i;
             run_time = Some(r.time);
@@ -158,7 +162,7 @@ fn build_table(readings: &[Reading]) -> Result<Table, Unsuitable> {
             }
         }
     }
-    Ok(ordered)
+    Ok((ordered, increasing))
 }
 
 fn rank(table: &Table, id: ChannelId) -> usize {
@@ -196,13 +200,15 @@ struct ByChannel<'r> {
 }
 
 impl<'r> ByChannel<'r> {
-    fn new(readings: &'r [Reading], table: &Table) -> Self {
+    fn new(readings: &'r [Reading], table: &Table, increasing: bool) -> Self {
+        let single = table.len() == 1;
         let mut by = ByChannel {
             readings,
             ids: [ChannelId(0); MAX_CHANNELS],
             index: [0; INDEXED],
             starts: [0; MAX_CHANNELS + 1],
-            indexed: readings.len() <= INDEXED,
+            // One channel needs no index: its readings are all of them.
+            indexed: !single && readings.len() <= INDEXED,
             canonical: true,
         };
         for (slot, chan) in by.ids.iter_mut().zip(table) {
@@ -234,7 +240,12 @@ impl<'r> ByChannel<'r> {
                 }
             }
         } else {
-            by.canonical = canonical_scan(table, readings);
+            // With one channel, the merge is arrival order if times increase.
+            by.canonical = if single {
+                increasing
+            } else {
+                canonical_scan(table, readings)
+            };
         }
         by
     }
@@ -339,8 +350,8 @@ fn find_time_ref(
 
 /// Writes `readings` in column mode, mode byte included.
 pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsuitable> {
-    let table = build_table(readings)?;
-    let by = ByChannel::new(readings, &table);
+    let (table, increasing) = build_table(readings)?;
+    let by = ByChannel::new(readings, &table, increasing);
     let explicit = !by.canonical;
     let base = readings.first().map_or(0, |r| r.time.as_millis());
     let mut w = ByteWriter::new(out);

@@ -52,6 +52,14 @@ impl PackCost {
         }
     }
 
+    /// Adds eight values at once, by their OR. Only at a group boundary
+    /// (after a multiple of eight values).
+    #[inline]
+    pub(crate) fn push_eight(&mut self, or: u64) {
+        self.or8 = or;
+        self.close_eight();
+    }
+
     fn close_eight(&mut self) {
         let or8 = self.or8;
         self.price(0, or8, 8);

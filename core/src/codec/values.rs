@@ -190,14 +190,38 @@ pub(crate) fn plan_int<I: Iterator<Item = i32>>(values: impl Fn() -> I, factor: 
     let y0 = it.next().unwrap_or(0);
     let (mut prev, mut prev2) = (y0, y0);
     let [offset, delta, linear] = &mut costs;
-    for y in it {
-        offset.push(zigzag32(y.wrapping_sub(y0)));
-        delta.push(zigzag32(y.wrapping_sub(prev)));
-        linear.push(zigzag32(
-            y.wrapping_sub(prev.wrapping_mul(2).wrapping_sub(prev2)),
-        ));
-        prev2 = prev;
-        prev = y;
+    // Eight values at a time: the residual ORs of a group vectorise.
+    let mut group = [0i32; 8];
+    loop {
+        let mut fill = 0;
+        for (slot, y) in group.iter_mut().zip(it.by_ref()) {
+            *slot = y;
+            fill += 1;
+        }
+        if fill == group.len() {
+            let (mut or_o, mut or_d, mut or_l) = (0u64, 0u64, 0u64);
+            for &y in &group {
+                or_o |= zigzag32(y.wrapping_sub(y0));
+                or_d |= zigzag32(y.wrapping_sub(prev));
+                or_l |= zigzag32(y.wrapping_sub(prev.wrapping_mul(2).wrapping_sub(prev2)));
+                prev2 = prev;
+                prev = y;
+            }
+            offset.push_eight(or_o);
+            delta.push_eight(or_d);
+            linear.push_eight(or_l);
+        } else {
+            for &y in group.iter().take(fill) {
+                offset.push(zigzag32(y.wrapping_sub(y0)));
+                delta.push(zigzag32(y.wrapping_sub(prev)));
+                linear.push(zigzag32(
+                    y.wrapping_sub(prev.wrapping_mul(2).wrapping_sub(prev2)),
+                ));
+                prev2 = prev;
+                prev = y;
+            }
+            break;
+        }
     }
     let mut plan = IntPlan {
         predictor: 0,
