@@ -60,7 +60,12 @@ const FLAG_DECIMATED: u8 = 2;
 pub enum FrameKind {
     /// Device to server: stored records.
     Records = 0,
+    /// Server to device: sequence numbers stored durably, and the time.
+    Ack = 1,
 }
+
+/// Most ranges one acknowledgement carries.
+pub const MAX_ACK_RANGES: usize = 64;
 
 /// Why a frame could not be written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,25 +261,51 @@ pub struct RecordsFrame<'a> {
     records: &'a [u8],
 }
 
+/// Checks a frame's CRC and version; returns its kind, device and body.
+fn open(bytes: &[u8]) -> Result<(u8, u64, ByteReader<'_>), FrameError> {
+    let split = bytes.len().checked_sub(4).ok_or(FrameError::Truncated)?;
+    let (body, crc) = bytes.split_at(split);
+    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| FrameError::Truncated)?);
+    if CRC.checksum(body) != crc {
+        return Err(FrameError::Crc);
+    }
+    let mut r = ByteReader::new(body);
+    let version = r.u8()?;
+    if version != FRAME_VERSION {
+        return Err(FrameError::Version(version));
+    }
+    let kind = r.u8()?;
+    let device = r.varint()?;
+    Ok((kind, device, r))
+}
+
+/// Any frame this build reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Frame<'a> {
+    /// Records, from a device.
+    Records(RecordsFrame<'a>),
+    /// An acknowledgement, from the server.
+    Ack(AckFrame<'a>),
+}
+
+impl<'a> Frame<'a> {
+    /// Checks and parses a frame of any kind.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, FrameError> {
+        match open(bytes)?.0 {
+            0 => RecordsFrame::parse(bytes).map(Frame::Records),
+            1 => AckFrame::parse(bytes).map(Frame::Ack),
+            kind => Err(FrameError::Kind(kind)),
+        }
+    }
+}
+
 impl<'a> RecordsFrame<'a> {
     /// Checks the CRC, the header and every record's length.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FrameError> {
-        let split = bytes.len().checked_sub(4).ok_or(FrameError::Truncated)?;
-        let (body, crc) = bytes.split_at(split);
-        let crc = u32::from_le_bytes(crc.try_into().map_err(|_| FrameError::Truncated)?);
-        if CRC.checksum(body) != crc {
-            return Err(FrameError::Crc);
-        }
-        let mut r = ByteReader::new(body);
-        let version = r.u8()?;
-        if version != FRAME_VERSION {
-            return Err(FrameError::Version(version));
-        }
-        let kind = r.u8()?;
+        let (kind, device, mut r) = open(bytes)?;
         if kind != FrameKind::Records as u8 {
             return Err(FrameError::Kind(kind));
         }
-        let device = r.varint()?;
         let count = r.len(0x3fff)?;
         if count == 0 {
             return Err(FrameError::Malformed);
@@ -340,4 +371,100 @@ fn parse_record<'a>(r: &mut ByteReader<'a>) -> Result<Record<'a>, FrameError> {
         },
         payload,
     })
+}
+
+/// Writes an acknowledgement frame: the server stored `ranges` durably; its
+/// clock read `server_time` (Unix milliseconds), if it has one to share.
+pub fn write_ack(
+    buf: &mut [u8],
+    device: u64,
+    server_time: Option<u64>,
+    ranges: &[crate::store::SeqRange],
+) -> Result<usize, FrameWriteError> {
+    if ranges.is_empty() {
+        return Err(FrameWriteError::Empty);
+    }
+    if ranges.len() > MAX_ACK_RANGES {
+        return Err(FrameWriteError::Full);
+    }
+    let mut w = ByteWriter::new(buf);
+    let body = (|| {
+        w.u8(FRAME_VERSION)?;
+        w.u8(FrameKind::Ack as u8)?;
+        w.varint(device)?;
+        w.varint(server_time.map_or(0, |t| t.saturating_add(1)))?;
+        w.varint(ranges.len() as u64)?;
+        for r in ranges {
+            w.varint(u64::from(r.first.0))?;
+            w.varint(u64::from(r.last.0.saturating_sub(r.first.0)))?;
+        }
+        Ok::<usize, crate::codec::EncodeError>(w.position())
+    })();
+    let len = body.map_err(|_| FrameWriteError::BufferTooSmall)?;
+    let crc = CRC.checksum(buf.get(..len).unwrap_or_default());
+    buf.get_mut(len..len + 4)
+        .ok_or(FrameWriteError::BufferTooSmall)?
+        .copy_from_slice(&crc.to_le_bytes());
+    Ok(len + 4)
+}
+
+/// A parsed, checked acknowledgement frame.
+#[derive(Clone, Copy, Debug)]
+pub struct AckFrame<'a> {
+    device: u64,
+    server_time: Option<u64>,
+    count: usize,
+    ranges: &'a [u8],
+}
+
+impl<'a> AckFrame<'a> {
+    /// Checks the CRC, the header and every range.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, FrameError> {
+        let (kind, device, mut r) = open(bytes)?;
+        if kind != FrameKind::Ack as u8 {
+            return Err(FrameError::Kind(kind));
+        }
+        let server_time = r.varint()?.checked_sub(1);
+        let count = r.len(MAX_ACK_RANGES)?;
+        if count == 0 {
+            return Err(FrameError::Malformed);
+        }
+        let ranges = r.rest();
+        let mut walk = ByteReader::new(ranges);
+        for _ in 0..count {
+            parse_range(&mut walk)?;
+        }
+        if walk.remaining() != 0 {
+            return Err(FrameError::Malformed);
+        }
+        Ok(AckFrame {
+            device,
+            server_time,
+            count,
+            ranges,
+        })
+    }
+
+    /// The device the acknowledgement is for.
+    pub fn device(&self) -> u64 {
+        self.device
+    }
+
+    /// The server's clock when it sent the acknowledgement, Unix ms.
+    pub fn server_time(&self) -> Option<u64> {
+        self.server_time
+    }
+
+    /// The acknowledged ranges.
+    pub fn ranges(&self) -> impl Iterator<Item = crate::store::SeqRange> + 'a {
+        let mut r = ByteReader::new(self.ranges);
+        (0..self.count).map_while(move |_| parse_range(&mut r).ok())
+    }
+}
+
+fn parse_range(r: &mut ByteReader<'_>) -> Result<crate::store::SeqRange, FrameError> {
+    let first = r.varint_u32()?;
+    let span = r.varint_u32()?;
+    let last = first.checked_add(span).ok_or(FrameError::Malformed)?;
+    Ok(crate::store::SeqRange::new(Seq(first), Seq(last)))
 }

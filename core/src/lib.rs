@@ -21,6 +21,7 @@ pub mod sensor;
 pub mod stager;
 pub mod store;
 pub mod time;
+pub mod uplink;
 
 /// The workspace README's quickstart, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -1,0 +1,484 @@
+//! The uplink: when to wake the radio, what to send, and what to do when the
+//! link loses frames.
+//!
+//! [`Uplink`] is a sans-IO state machine. The driver calls
+//! [`Uplink::poll`] and carries out what it answers ([`UplinkAction`]):
+//! power the radio, send the frame it built in the driver's buffer, power
+//! down. It reports what happened ([`Uplink::on_sent`],
+//! [`Uplink::on_send_failed`], [`Uplink::on_link_down`],
+//! [`Uplink::on_frame`]) and sleeps until [`Uplink::deadline`].
+//!
+//! The protocol is stop and wait, with end-to-end acknowledgement:
+//!
+//! - a frame packs as many records as the MTU allows, alerts first;
+//! - the server acknowledges the sequence numbers it stored durably, and
+//!   only then does the device free them from its store;
+//! - a frame not acknowledged within the timeout is rebuilt from what is
+//!   still in the store and sent again, with exponential backoff and jitter;
+//!   after `max_attempts` the session ends, the radio goes off, and the next
+//!   session waits out a growing, bounded backoff;
+//! - duplicates are harmless: the server keeps one copy per (device, seq).
+//!
+//! The radio wakes at once for an alert, and for routine data when the
+//! report interval has passed or the routine lane reaches its high-water
+//! mark; a session sends until the store is empty.
+//!
+//! ```
+//! use telemark_core::frame::{write_ack, RecordsFrame};
+//! use telemark_core::model::Severity;
+//! use telemark_core::store::{FullPolicy, RamStore, RecordMeta, RecordStore, SeqRange};
+//! use telemark_core::time::{Duration, Instant};
+//! use telemark_core::uplink::{Uplink, UplinkAction, UplinkConfig};
+//!
+//! let mut store: RamStore<128, 1024> = RamStore::new(FullPolicy::EvictOldest);
+//! let mut uplink = Uplink::new(UplinkConfig::new(7, 64, Duration::from_mins(15)));
+//! let mut buf = [0u8; 64];
+//! let now = Instant::from_millis(1_000);
+//!
+//! // An alert wakes the radio at once and goes out in the first frame.
+//! let seq = store.push(RecordMeta::alert(Severity::Critical, 1), b"too hot").unwrap();
+//! assert_eq!(uplink.poll(now, &mut store, &mut buf), Some(UplinkAction::RadioOn));
+//! let Some(UplinkAction::Send(len)) = uplink.poll(now, &mut store, &mut buf) else { panic!() };
+//! assert_eq!(RecordsFrame::parse(&buf[..len]).unwrap().records().next().unwrap().seq, seq);
+//! uplink.on_sent(now);
+//!
+//! // The server stores it and acknowledges; only now is it freed.
+//! let mut ack = [0u8; 32];
+//! let n = write_ack(&mut ack, 7, Some(1_700_000_000_000), &[SeqRange::single(seq)]).unwrap();
+//! uplink.on_frame(now, &ack[..n], &mut store).unwrap();
+//! assert!(store.is_empty());
+//! assert_eq!(uplink.poll(now, &mut store, &mut buf), Some(UplinkAction::RadioOff));
+//! ```
+
+use core::fmt;
+
+use crate::frame::{AckFrame, FrameError, FrameWriteError, FrameWriter};
+use crate::store::{Lane, RecordStore};
+use crate::time::{Duration, Instant, WallClock};
+
+/// How the uplink behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct UplinkConfig {
+    /// This device's id, sent in every frame.
+    pub device: u64,
+    /// Largest frame the link carries, in bytes.
+    pub mtu: u16,
+    /// Routine data goes out at least this often.
+    pub report_interval: Duration,
+    /// Routine data goes out early when the routine lane is this full (%).
+    pub high_water_percent: u8,
+    /// How long to wait for an acknowledgement before the first resend.
+    pub ack_timeout: Duration,
+    /// Upper bound of every backoff.
+    pub max_backoff: Duration,
+    /// Sends of one frame before the session gives up.
+    pub max_attempts: u8,
+}
+
+/// Why an [`UplinkConfig`] was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum UplinkConfigError {
+    /// The MTU cannot hold a frame with one small record.
+    MtuTooSmall,
+    /// A zero report interval or acknowledgement timeout.
+    ZeroInterval,
+    /// The high-water mark is 0 or above 100 %.
+    BadHighWater,
+    /// Zero attempts, or a backoff bound below the timeout.
+    BadRetry,
+}
+
+impl fmt::Display for UplinkConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UplinkConfigError::MtuTooSmall => "MTU below 32 bytes",
+            UplinkConfigError::ZeroInterval => "zero report interval or ack timeout",
+            UplinkConfigError::BadHighWater => "high-water mark must be 1..=100 %",
+            UplinkConfigError::BadRetry => "zero attempts, or max backoff below the ack timeout",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for UplinkConfigError {}
+
+impl UplinkConfig {
+    /// Smallest MTU: a frame header, one record header and a few bytes.
+    pub const MIN_MTU: u16 = 32;
+
+    /// Defaults for a cellular or LoRa link: 80 % high water, 10 s first
+    /// timeout, backoff up to an hour, 5 attempts per session.
+    ///
+    /// # Panics
+    /// If [`UplinkConfig::validate`] refuses it; in a `const` that is a
+    /// build error.
+    pub const fn new(device: u64, mtu: u16, report_interval: Duration) -> Self {
+        let config = UplinkConfig {
+            device,
+            mtu,
+            report_interval,
+            high_water_percent: 80,
+            ack_timeout: Duration::from_secs(10),
+            max_backoff: Duration::from_mins(60),
+            max_attempts: 5,
+        };
+        match config.validate() {
+            Ok(()) => config,
+            #[allow(clippy::panic)] // a build error when evaluated in a const
+            Err(_) => panic!("invalid UplinkConfig"),
+        }
+    }
+
+    /// Checks the config.
+    pub const fn validate(&self) -> Result<(), UplinkConfigError> {
+        if self.mtu < Self::MIN_MTU {
+            Err(UplinkConfigError::MtuTooSmall)
+        } else if self.report_interval.is_zero() || self.ack_timeout.is_zero() {
+            Err(UplinkConfigError::ZeroInterval)
+        } else if self.high_water_percent == 0 || self.high_water_percent > 100 {
+            Err(UplinkConfigError::BadHighWater)
+        } else if self.max_attempts == 0
+            || self.max_backoff.as_millis() < self.ack_timeout.as_millis()
+        {
+            Err(UplinkConfigError::BadRetry)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// What the driver should do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum UplinkAction {
+    /// Power the radio and bring the link up.
+    RadioOn,
+    /// Send the first `n` bytes of the buffer given to `poll` as one frame.
+    Send(usize),
+    /// Nothing more to send: power the radio down.
+    RadioOff,
+}
+
+/// Counts of what the uplink did. All saturate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct UplinkCounters {
+    /// Times the radio was woken.
+    pub wakeups: u32,
+    /// Frames handed to the link, resends included.
+    pub frames_sent: u32,
+    /// Records in those frames, resends included.
+    pub records_sent: u32,
+    /// Bytes of those frames.
+    pub bytes_sent: u64,
+    /// Frames sent again after a timeout or a failed send.
+    pub retries: u32,
+    /// Sessions that ended without emptying the store.
+    pub failed_sessions: u32,
+    /// Acknowledgement frames accepted.
+    pub acks: u32,
+    /// Records freed by acknowledgements.
+    pub acked_records: u32,
+    /// Readings in the records freed by acknowledgements.
+    pub acked_readings: u32,
+    /// Frames from the link that were refused (bad CRC, other device, ...).
+    pub bad_frames: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Radio off, and not to be woken before `backoff_until`.
+    Asleep { backoff_until: Instant },
+    /// Radio on, nothing in flight: the next poll sends or powers down.
+    Ready,
+    /// A frame is in flight; resend at `deadline` unless acknowledged.
+    Waiting { deadline: Instant },
+}
+
+/// The uplink state machine. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Uplink {
+    config: UplinkConfig,
+    state: State,
+    /// Sends of the current frame so far in this session.
+    attempt: u8,
+    /// Consecutive failed sessions, for the session backoff.
+    failures: u8,
+    next_report: Instant,
+    flush: bool,
+    rng: u32,
+    clock: WallClock,
+    counters: UplinkCounters,
+}
+
+impl Uplink {
+    /// A fresh uplink; the first routine report is due one interval after boot.
+    pub fn new(config: UplinkConfig) -> Self {
+        Uplink {
+            config,
+            state: State::Asleep {
+                backoff_until: Instant::ZERO,
+            },
+            attempt: 0,
+            failures: 0,
+            next_report: Instant::ZERO + config.report_interval,
+            flush: false,
+            // Jitter differs per device, and never starts at zero.
+            rng: (config.device as u32 ^ (config.device >> 32) as u32) | 1,
+            clock: WallClock::unsynced(),
+            counters: UplinkCounters::default(),
+        }
+    }
+
+    /// The config.
+    pub fn config(&self) -> &UplinkConfig {
+        &self.config
+    }
+
+    /// Replaces the config; takes effect from the next decision.
+    pub fn set_config(&mut self, config: UplinkConfig) {
+        self.config = config;
+    }
+
+    /// What the uplink did so far.
+    pub fn counters(&self) -> UplinkCounters {
+        self.counters
+    }
+
+    /// Wall-clock time as learnt from the server's acknowledgements.
+    pub fn clock(&self) -> WallClock {
+        self.clock
+    }
+
+    /// True while the radio should be on.
+    pub fn radio_on(&self) -> bool {
+        !matches!(self.state, State::Asleep { .. })
+    }
+
+    /// Sends everything stored at the next poll, whatever the schedule
+    /// (a "flush now" command, a button press).
+    pub fn flush_now(&mut self) {
+        self.flush = true;
+    }
+
+    fn jitter(&mut self, d: Duration) -> Duration {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 17;
+        self.rng ^= self.rng << 5;
+        // Up to half again as long: devices that lost the link together do
+        // not all come back at the same instant.
+        let extra = d.as_millis() / 2 * u64::from(self.rng % 1024) / 1024;
+        Duration::from_millis(d.as_millis() + extra)
+    }
+
+    fn backoff(&mut self, exponent: u8) -> Duration {
+        let base = self.config.ack_timeout.as_millis();
+        let grown = base.saturating_mul(1u64 << exponent.min(30));
+        let bounded = grown.min(self.config.max_backoff.as_millis());
+        self.jitter(Duration::from_millis(bounded))
+    }
+
+    fn wake_due<S: RecordStore>(&self, now: Instant, store: &mut S) -> bool {
+        let next = match store.peek(0) {
+            Ok(Some(r)) => r.meta.lane,
+            _ => return false,
+        };
+        let capacity = store.capacity(Lane::Routine).max(1);
+        let high_water = store.used(Lane::Routine) * 100
+            >= capacity * usize::from(self.config.high_water_percent);
+        next == Lane::Alert || self.flush || now >= self.next_report || high_water
+    }
+
+    /// Decides what to do at `now`; builds frames in `buf` (at most the MTU
+    /// of it is used). `None` means nothing until [`Uplink::deadline`] or
+    /// the next event.
+    pub fn poll<S: RecordStore>(
+        &mut self,
+        now: Instant,
+        store: &mut S,
+        buf: &mut [u8],
+    ) -> Option<UplinkAction> {
+        match self.state {
+            State::Asleep { backoff_until } => {
+                if now >= backoff_until && self.wake_due(now, store) {
+                    self.state = State::Ready;
+                    self.attempt = 0;
+                    self.counters.wakeups = self.counters.wakeups.saturating_add(1);
+                    return Some(UplinkAction::RadioOn);
+                }
+                if store.is_empty() && now >= self.next_report {
+                    // Nothing was due: the next report is one interval on.
+                    self.next_report = now + self.config.report_interval;
+                }
+                None
+            }
+            State::Waiting { deadline } if now < deadline => None,
+            State::Waiting { .. } => {
+                // No acknowledgement in time.
+                if self.attempt >= self.config.max_attempts {
+                    return Some(self.end_session(now, false));
+                }
+                self.counters.retries = self.counters.retries.saturating_add(1);
+                self.send(now, store, buf)
+            }
+            State::Ready => self.send(now, store, buf),
+        }
+    }
+
+    fn end_session(&mut self, now: Instant, emptied: bool) -> UplinkAction {
+        if emptied {
+            self.failures = 0;
+            self.flush = false;
+            self.next_report = now + self.config.report_interval;
+            self.state = State::Asleep { backoff_until: now };
+        } else {
+            self.counters.failed_sessions = self.counters.failed_sessions.saturating_add(1);
+            self.failures = self.failures.saturating_add(1);
+            let wait = self.backoff(self.failures);
+            self.state = State::Asleep {
+                backoff_until: now + wait,
+            };
+        }
+        UplinkAction::RadioOff
+    }
+
+    fn send<S: RecordStore>(
+        &mut self,
+        now: Instant,
+        store: &mut S,
+        buf: &mut [u8],
+    ) -> Option<UplinkAction> {
+        let mtu = usize::from(self.config.mtu).min(buf.len());
+        let Some(frame_buf) = buf.get_mut(..mtu) else {
+            return Some(self.end_session(now, false));
+        };
+        let Ok(mut frame) = FrameWriter::new(frame_buf, self.config.device) else {
+            return Some(self.end_session(now, false));
+        };
+        let mut nth = 0;
+        loop {
+            let record = match store.peek(nth) {
+                Ok(Some(r)) => r,
+                _ => break,
+            };
+            match frame.push(&record) {
+                Ok(()) => nth += 1,
+                Err(FrameWriteError::Full) => break,
+                Err(_) => break,
+            }
+        }
+        if frame.count() == 0 {
+            if nth == 0 && store.is_empty() {
+                return Some(self.end_session(now, true));
+            }
+            // The next record is larger than the MTU: it can never be sent.
+            // The store's sealing budget must stay below the MTU.
+            return Some(self.end_session(now, false));
+        }
+        let records = u32::from(frame.count());
+        let Ok(len) = frame.finish() else {
+            return Some(self.end_session(now, false));
+        };
+        self.attempt = self.attempt.saturating_add(1);
+        let exponent = self.attempt.saturating_sub(1);
+        let timeout = self.backoff(exponent);
+        self.state = State::Waiting {
+            deadline: now + timeout,
+        };
+        let c = &mut self.counters;
+        c.frames_sent = c.frames_sent.saturating_add(1);
+        c.records_sent = c.records_sent.saturating_add(records);
+        c.bytes_sent = c.bytes_sent.saturating_add(len as u64);
+        Some(UplinkAction::Send(len))
+    }
+
+    /// The link took the frame. (The timeout runs from the send.)
+    pub fn on_sent(&mut self, _now: Instant) {}
+
+    /// The link could not send the frame: resend as after a timeout.
+    pub fn on_send_failed(&mut self, now: Instant) {
+        if let State::Waiting { .. } = self.state {
+            self.state = State::Waiting { deadline: now };
+        }
+    }
+
+    /// The link went down: the session ends; the next waits out a backoff.
+    pub fn on_link_down(&mut self, now: Instant) -> Option<UplinkAction> {
+        if self.radio_on() {
+            Some(self.end_session(now, false))
+        } else {
+            None
+        }
+    }
+
+    /// A frame arrived from the server. Acknowledgements free their records
+    /// from the store and set the clock; anything else is refused, counted,
+    /// and returned as an error.
+    pub fn on_frame<S: RecordStore>(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        store: &mut S,
+    ) -> Result<AckInfo, FrameError> {
+        let ack = match AckFrame::parse(bytes) {
+            Ok(a) if a.device() == self.config.device => a,
+            Ok(_) => {
+                self.counters.bad_frames = self.counters.bad_frames.saturating_add(1);
+                return Err(FrameError::Malformed);
+            }
+            Err(e) => {
+                self.counters.bad_frames = self.counters.bad_frames.saturating_add(1);
+                return Err(e);
+            }
+        };
+        let mut info = AckInfo::default();
+        for range in ack.ranges() {
+            if let Ok(freed) = store.ack(range) {
+                info.records += freed.records;
+                info.readings += freed.readings;
+            }
+        }
+        if let Some(t) = ack.server_time().and_then(|t| i64::try_from(t).ok()) {
+            self.clock.sync(now, t);
+        }
+        let c = &mut self.counters;
+        c.acks = c.acks.saturating_add(1);
+        c.acked_records = c.acked_records.saturating_add(info.records);
+        c.acked_readings = c.acked_readings.saturating_add(info.readings);
+        if let State::Waiting { .. } = self.state {
+            // Whatever is left is sent next, from a fresh attempt count.
+            self.state = State::Ready;
+            self.attempt = 0;
+        }
+        Ok(info)
+    }
+
+    /// When the uplink next needs a poll, if no event comes first: now
+    /// while the radio is on and nothing is in flight; the resend time while
+    /// a frame is; else when stored data falls due.
+    pub fn deadline<S: RecordStore>(&self, now: Instant, store: &mut S) -> Option<Instant> {
+        match self.state {
+            State::Ready => Some(now),
+            State::Waiting { deadline } => Some(deadline),
+            State::Asleep { .. } if store.is_empty() => None,
+            State::Asleep { backoff_until } if self.wake_due(now, store) => {
+                Some(backoff_until.max(now))
+            }
+            State::Asleep { backoff_until } => Some(backoff_until.max(self.next_report)),
+        }
+    }
+}
+
+/// What an acknowledgement freed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct AckInfo {
+    /// Records freed from the store.
+    pub records: u32,
+    /// Readings in them.
+    pub readings: u32,
+}
