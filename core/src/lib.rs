@@ -14,8 +14,10 @@
 
 pub mod channel;
 pub mod codec;
+pub mod engine;
 pub mod frame;
 pub mod model;
+pub mod report;
 pub mod rules;
 pub mod sensor;
 pub mod stager;

@@ -22,6 +22,11 @@ mod values;
 mod plain;
 
 pub use compact::{raw_len, CompactCodec, Estimate, MAX_CHANNELS, RAW_READING_BYTES};
+
+/// A value from its wire kind (0 scaled, 1 float, 2 bool, 3 counter) and bits.
+pub(crate) fn value_of(kind: u8, bits: u32) -> Result<crate::model::Value, DecodeError> {
+    columns::value_from(kind, bits)
+}
 #[cfg(feature = "serde")]
 pub use plain::PlainCodec;
 

@@ -1,0 +1,396 @@
+//! The device engine: one sans-IO state machine from sampling to delivery.
+//!
+//! [`Engine`] owns the channels and their rules, the stager, the store and
+//! the uplink. It never touches hardware: the driver feeds it events
+//! (a reading, a failed sample, a frame sent or received) and carries out
+//! the [`Action`] that [`Engine::poll`] answers, until the answer is
+//! [`Action::Sleep`]. The same engine runs under a bare-metal loop, an
+//! embassy task and the simulator.
+//!
+//! ```
+//! use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
+//! use telemark_core::engine::{Action, Engine, EngineConfig};
+//! use telemark_core::model::{ChannelId, Reading, Severity, Value};
+//! use telemark_core::report::ResetReason;
+//! use telemark_core::rules::Rules;
+//! use telemark_core::stager::StagerConfig;
+//! use telemark_core::store::{FullPolicy, RamStore};
+//! use telemark_core::time::{Duration, Instant};
+//! use telemark_core::uplink::UplinkConfig;
+//!
+//! const TEMP: ChannelSpec = ChannelSpec::new(
+//!     ChannelId(1), Unit::Celsius, ValueKind::Scaled { decimals: 1 },
+//!     Range::new(-20.0, 60.0), Duration::from_mins(1),
+//!     Rules::NONE.high(30.0, 1.0, Severity::Critical),
+//! );
+//! let config = EngineConfig {
+//!     uplink: UplinkConfig::new(7, 128, Duration::from_mins(30)),
+//!     stager: StagerConfig::new(64, 96, Duration::from_mins(30)),
+//!     heartbeat: Duration::from_mins(60 * 6),
+//! };
+//! let store: RamStore<128, 2048> = RamStore::new(FullPolicy::EvictOldest);
+//! let mut engine: Engine<_, 4, 64, 128> =
+//!     Engine::new(&[TEMP], store, config, ResetReason::PowerOn).unwrap();
+//!
+//! let now = Instant::from_millis(0);
+//! assert_eq!(engine.poll(now), Action::Sample(ChannelId(1)));
+//! engine.on_reading(now, Reading::new(ChannelId(1), now, Value::Scaled(312)));
+//! // 31.2 °C is over the threshold: the alert wakes the radio at once.
+//! assert_eq!(engine.poll(now), Action::RadioOn);
+//! assert!(matches!(engine.poll(now), Action::Send(_)));
+//! ```
+
+use core::fmt;
+
+use crate::channel::ChannelSpec;
+use crate::codec::CompactCodec;
+use crate::frame::{FrameError, FRAME_OVERHEAD_MAX, RECORD_HEADER_MAX};
+use crate::model::{Alert, ChannelId, Reading};
+use crate::report::{Heartbeat, Report, ResetReason};
+use crate::rules::RuleState;
+use crate::sensor::SensorErrorKind;
+use crate::stager::{SealedBlock, Stager, StagerConfig};
+use crate::store::{RecordMeta, RecordStore};
+use crate::time::{Duration, Instant};
+use crate::uplink::{AckInfo, Uplink, UplinkAction, UplinkConfig};
+
+/// What the engine needs to know besides its channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct EngineConfig {
+    /// When and how to send.
+    pub uplink: UplinkConfig,
+    /// When blocks seal. `max_bytes` must leave room for the frame envelope
+    /// within the MTU.
+    pub stager: StagerConfig,
+    /// How often to report health.
+    pub heartbeat: Duration,
+}
+
+/// Why an [`Engine`] could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum EngineError {
+    /// More channels than the engine's capacity.
+    TooManyChannels,
+    /// Two channels with one id.
+    DuplicateChannel(ChannelId),
+    /// A channel spec is invalid.
+    Channel(ChannelId),
+    /// The uplink config is invalid.
+    Uplink(crate::uplink::UplinkConfigError),
+    /// The stager config is invalid.
+    Stager(crate::stager::StagerConfigError),
+    /// The MTU is larger than the engine's frame buffer.
+    MtuOverBuffer,
+    /// A sealed block could not fit in a frame: lower `stager.max_bytes`.
+    BlockOverMtu,
+    /// A zero heartbeat interval.
+    ZeroHeartbeat,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::TooManyChannels => f.write_str("more channels than the engine holds"),
+            EngineError::DuplicateChannel(c) => write!(f, "channel {c} declared twice"),
+            EngineError::Channel(c) => write!(f, "channel {c} has an invalid spec"),
+            EngineError::Uplink(e) => write!(f, "uplink: {e}"),
+            EngineError::Stager(e) => write!(f, "stager: {e}"),
+            EngineError::MtuOverBuffer => f.write_str("MTU larger than the frame buffer"),
+            EngineError::BlockOverMtu => f.write_str("stager max_bytes leaves no room for the frame envelope"),
+            EngineError::ZeroHeartbeat => f.write_str("heartbeat interval is zero"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for EngineError {}
+
+/// What the driver should do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Action<'a> {
+    /// Sample this channel now and report with [`Engine::on_reading`] or
+    /// [`Engine::on_sample_failed`].
+    Sample(ChannelId),
+    /// Power the radio and bring the link up.
+    RadioOn,
+    /// Send this frame, then report [`Engine::on_sent`] or
+    /// [`Engine::on_send_failed`].
+    Send(&'a [u8]),
+    /// Power the radio down.
+    RadioOff,
+    /// Nothing to do before this instant (or before the next event).
+    Sleep(Instant),
+}
+
+/// Counts of what the engine did. All saturate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct EngineCounters {
+    /// Readings taken.
+    pub sampled: u32,
+    /// Samples that failed.
+    pub sensor_faults: u32,
+    /// Alerts raised.
+    pub alerts: u32,
+    /// Heartbeats queued.
+    pub heartbeats: u32,
+    /// Blocks sealed.
+    pub blocks: u32,
+    /// Readings that could not be staged or stored (the store refused their
+    /// block, or they were reported for an unknown channel).
+    pub dropped_readings: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Channel {
+    spec: ChannelSpec,
+    rules: RuleState,
+    next_due: Instant,
+}
+
+/// The device engine over store `S`, with room for `CH` channels, `STAGE`
+/// staged readings and frames of up to `MTU` bytes.
+pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> {
+    channels: heapless::Vec<Channel, CH>,
+    stager: Stager<STAGE, CompactCodec>,
+    store: S,
+    uplink: Uplink,
+    heartbeat: Duration,
+    next_heartbeat: Instant,
+    reset_reason: ResetReason,
+    block: [u8; MTU],
+    frame: [u8; MTU],
+    counters: EngineCounters,
+}
+
+impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> Engine<S, CH, STAGE, MTU> {
+    /// An engine for `channels`, storing into `store`, started for `reset_reason`.
+    pub fn new(
+        channels: &[ChannelSpec],
+        store: S,
+        config: EngineConfig,
+        reset_reason: ResetReason,
+    ) -> Result<Self, EngineError> {
+        config.uplink.validate().map_err(EngineError::Uplink)?;
+        config.stager.validate().map_err(EngineError::Stager)?;
+        if usize::from(config.uplink.mtu) > MTU {
+            return Err(EngineError::MtuOverBuffer);
+        }
+        let room = usize::from(config.uplink.mtu).saturating_sub(FRAME_OVERHEAD_MAX + RECORD_HEADER_MAX);
+        if usize::from(config.stager.max_bytes) > room {
+            return Err(EngineError::BlockOverMtu);
+        }
+        if config.heartbeat.is_zero() {
+            return Err(EngineError::ZeroHeartbeat);
+        }
+        let mut list = heapless::Vec::new();
+        for spec in channels {
+            spec.validate().map_err(|_| EngineError::Channel(spec.id))?;
+            if list.iter().any(|c: &Channel| c.spec.id == spec.id) {
+                return Err(EngineError::DuplicateChannel(spec.id));
+            }
+            list.push(Channel {
+                spec: *spec,
+                rules: RuleState::new(),
+                next_due: Instant::ZERO,
+            })
+            .map_err(|_| EngineError::TooManyChannels)?;
+        }
+        Ok(Engine {
+            channels: list,
+            stager: Stager::new(CompactCodec, config.stager),
+            store,
+            uplink: Uplink::new(config.uplink),
+            heartbeat: config.heartbeat,
+            next_heartbeat: Instant::ZERO,
+            reset_reason,
+            block: [0; MTU],
+            frame: [0; MTU],
+            counters: EngineCounters::default(),
+        })
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutably (for inspection in tests and tools).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The uplink.
+    pub fn uplink(&self) -> &Uplink {
+        &self.uplink
+    }
+
+    /// What the engine did so far.
+    pub fn counters(&self) -> EngineCounters {
+        self.counters
+    }
+
+    /// Readings staged but not yet sealed into a block.
+    pub fn staged(&self) -> usize {
+        self.stager.len()
+    }
+
+    /// Sends everything stored at the next poll.
+    pub fn flush_now(&mut self, now: Instant) {
+        self.seal(now, true);
+        self.uplink.flush_now();
+    }
+
+    /// The health heartbeat as of `now`.
+    pub fn heartbeat(&self, now: Instant) -> Heartbeat {
+        let store = self.store.counters();
+        let up = self.uplink.counters();
+        let lost = |l: crate::store::LaneCounters| l.evicted_readings.saturating_add(l.refused_readings);
+        Heartbeat {
+            uptime_s: (now.as_millis() / 1000) as u32,
+            sampled: self.counters.sampled,
+            sent_readings: store.routine.acked_readings,
+            bytes_on_air: up.bytes_sent.min(u64::from(u32::MAX)) as u32,
+            retries: up.retries,
+            evicted: lost(store.routine).saturating_add(self.counters.dropped_readings),
+            decimated: 0,
+            sensor_faults: self.counters.sensor_faults,
+            queue_depth: self.store.len() as u32,
+            reset_reason: self.reset_reason,
+            wakeups: up.wakeups,
+        }
+    }
+
+    fn push_report(&mut self, report: Report, severity: crate::model::Severity) {
+        let mut buf = [0u8; 64];
+        if let Ok(n) = report.encode(&mut buf) {
+            // A refusal is counted by the store's alert lane.
+            let _ = self.store.push(RecordMeta::alert(severity, 1), buf.get(..n).unwrap_or_default());
+        }
+    }
+
+    fn push_alert(&mut self, alert: Alert) {
+        self.counters.alerts = self.counters.alerts.saturating_add(1);
+        self.push_report(Report::Alert(alert), alert.severity);
+    }
+
+    fn store_block(&mut self, sealed: SealedBlock) {
+        self.counters.blocks = self.counters.blocks.saturating_add(1);
+        let bytes = self.block.get(..sealed.len).unwrap_or_default();
+        // A refusal is counted by the store's routine lane.
+        let _ = self.store.push(RecordMeta::routine(sealed.readings), bytes);
+    }
+
+    fn seal(&mut self, now: Instant, flush: bool) {
+        let sealed = if flush {
+            self.stager.flush(&mut self.block)
+        } else {
+            self.stager.poll(now, &mut self.block)
+        };
+        if let Ok(Some(block)) = sealed {
+            self.store_block(block);
+        }
+    }
+
+    /// A reading from a sensor.
+    pub fn on_reading(&mut self, _now: Instant, mut reading: Reading) {
+        let Some(channel) = self.channels.iter_mut().find(|c| c.spec.id == reading.channel) else {
+            self.counters.dropped_readings = self.counters.dropped_readings.saturating_add(1);
+            return;
+        };
+        self.counters.sampled = self.counters.sampled.saturating_add(1);
+        let alerts = channel.rules.on_reading(&channel.spec, &mut reading);
+        for alert in alerts {
+            self.push_alert(alert);
+        }
+        match self.stager.push(reading, &mut self.block) {
+            Ok(Some(sealed)) => self.store_block(sealed),
+            Ok(None) => {}
+            Err(crate::stager::StageError::Full { .. }) => {
+                self.counters.dropped_readings = self.counters.dropped_readings.saturating_add(1);
+            }
+            // The reading is staged; the block will seal at a later push.
+            Err(_) => {}
+        }
+    }
+
+    /// Sampling `channel` failed.
+    pub fn on_sample_failed(&mut self, now: Instant, channel: ChannelId, _kind: SensorErrorKind) {
+        self.counters.sensor_faults = self.counters.sensor_faults.saturating_add(1);
+        let alert = self
+            .channels
+            .iter_mut()
+            .find(|c| c.spec.id == channel)
+            .and_then(|c| c.rules.on_failure(&c.spec, now));
+        if let Some(alert) = alert {
+            self.push_alert(alert);
+        }
+    }
+
+    /// The frame from the last [`Action::Send`] went out.
+    pub fn on_sent(&mut self, now: Instant) {
+        self.uplink.on_sent(now);
+    }
+
+    /// The frame from the last [`Action::Send`] could not be sent.
+    pub fn on_send_failed(&mut self, now: Instant) {
+        self.uplink.on_send_failed(now);
+    }
+
+    /// The link went down.
+    pub fn on_link_down(&mut self, now: Instant) {
+        let _ = self.uplink.on_link_down(now);
+    }
+
+    /// A frame arrived from the server.
+    pub fn on_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<AckInfo, FrameError> {
+        self.uplink.on_frame(now, bytes, &mut self.store)
+    }
+
+    /// What to do at `now`. Call again after carrying it out, until it
+    /// answers [`Action::Sleep`].
+    pub fn poll(&mut self, now: Instant) -> Action<'_> {
+        for channel in self.channels.iter_mut() {
+            if now >= channel.next_due {
+                let period = channel.spec.period;
+                // After a long sleep, resume the cadence from now.
+                let next = channel.next_due + period;
+                channel.next_due = if next > now { next } else { now + period };
+                return Action::Sample(channel.spec.id);
+            }
+        }
+        self.seal(now, false);
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.heartbeat;
+            self.counters.heartbeats = self.counters.heartbeats.saturating_add(1);
+            let beat = self.heartbeat(now);
+            self.push_report(Report::Heartbeat(beat), crate::model::Severity::Info);
+        }
+        match self.uplink.poll(now, &mut self.store, &mut self.frame) {
+            Some(UplinkAction::RadioOn) => Action::RadioOn,
+            Some(UplinkAction::RadioOff) => Action::RadioOff,
+            Some(UplinkAction::Send(n)) => Action::Send(self.frame.get(..n).unwrap_or_default()),
+            None => Action::Sleep(self.deadline(now)),
+        }
+    }
+
+    /// The earliest instant anything is due.
+    pub fn deadline(&mut self, now: Instant) -> Instant {
+        let samples = self.channels.iter().map(|c| c.next_due).min();
+        [
+            samples,
+            self.stager.deadline(),
+            Some(self.next_heartbeat),
+            self.uplink.deadline(now, &mut self.store),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_heartbeat)
+    }
+}

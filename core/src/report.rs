@@ -1,0 +1,233 @@
+//! What a device reports besides blocks of readings: alerts and health
+//! heartbeats, each the payload of one record.
+//!
+//! A record's payload says what it is by its first byte: 0, 1 and 2 are
+//! the block modes of [`crate::codec::CompactCodec`]; the tags below are the
+//! other reports. All integers are varints.
+//!
+//! | tag | report | fields |
+//! | --- | --- | --- |
+//! | `0x10` | alert | channel, kind, severity (u8 each but channel), time (ms), value kind (u8, 4 = none), value bits |
+//! | `0x11` | heartbeat | uptime (s), sampled, sent readings, bytes on air, retries, evicted, decimated, sensor faults, queue depth, reset reason (u8), wakeups |
+//!
+//! ```
+//! use telemark_core::report::{Heartbeat, Report, ResetReason};
+//! let beat = Heartbeat { uptime_s: 86_400, sampled: 2_880, sent_readings: 2_800, bytes_on_air: 3_100,
+//!     retries: 4, evicted: 0, decimated: 0, sensor_faults: 1, queue_depth: 2,
+//!     reset_reason: ResetReason::PowerOn, wakeups: 97 };
+//! let mut buf = [0u8; 48];
+//! let n = Report::Heartbeat(beat).encode(&mut buf).unwrap();
+//! assert!(n <= 24, "{n} bytes");
+//! assert_eq!(Report::decode(&buf[..n]), Ok(Report::Heartbeat(beat)));
+//! ```
+
+use crate::codec::bits::{ByteReader, ByteWriter};
+use crate::codec::{DecodeError, EncodeError};
+use crate::model::{Alert, AlertKind, ChannelId, Severity, Value};
+use crate::time::Instant;
+
+/// First byte of an alert record.
+pub const TAG_ALERT: u8 = 0x10;
+/// First byte of a heartbeat record.
+pub const TAG_HEARTBEAT: u8 = 0x11;
+
+/// Why the device last started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ResetReason {
+    /// Not known.
+    #[default]
+    Unknown = 0,
+    /// Power applied.
+    PowerOn = 1,
+    /// Supply dropped below the brown-out level.
+    BrownOut = 2,
+    /// The watchdog fired.
+    Watchdog = 3,
+    /// Software asked (a reboot command, an update).
+    Software = 4,
+    /// A panic or fault.
+    Crash = 5,
+    /// The reset pin.
+    Pin = 6,
+}
+
+impl ResetReason {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            0 => ResetReason::Unknown,
+            1 => ResetReason::PowerOn,
+            2 => ResetReason::BrownOut,
+            3 => ResetReason::Watchdog,
+            4 => ResetReason::Software,
+            5 => ResetReason::Crash,
+            6 => ResetReason::Pin,
+            _ => return None,
+        })
+    }
+}
+
+/// A health heartbeat: the counters a fleet operator watches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Heartbeat {
+    /// Seconds since boot.
+    pub uptime_s: u32,
+    /// Readings taken.
+    pub sampled: u32,
+    /// Readings acknowledged by the server.
+    pub sent_readings: u32,
+    /// Bytes of frames sent, resends included.
+    pub bytes_on_air: u32,
+    /// Frames resent.
+    pub retries: u32,
+    /// Readings evicted by the store's policy.
+    pub evicted: u32,
+    /// Readings dropped by decimation.
+    pub decimated: u32,
+    /// Failed samples.
+    pub sensor_faults: u32,
+    /// Records waiting in the store.
+    pub queue_depth: u32,
+    /// Why the device last started.
+    pub reset_reason: ResetReason,
+    /// Times the radio was woken.
+    pub wakeups: u32,
+}
+
+/// A report other than a block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Report {
+    /// An alert raised by a channel's rules.
+    Alert(Alert),
+    /// A health heartbeat.
+    Heartbeat(Heartbeat),
+}
+
+fn alert_kind(v: u8) -> Option<AlertKind> {
+    Some(match v {
+        0 => AlertKind::High,
+        1 => AlertKind::HighCleared,
+        2 => AlertKind::Low,
+        3 => AlertKind::LowCleared,
+        4 => AlertKind::RateOfChange,
+        5 => AlertKind::Stuck,
+        6 => AlertKind::SensorFault,
+        7 => AlertKind::SensorRecovered,
+        _ => return None,
+    })
+}
+
+fn alert_kind_code(k: AlertKind) -> u8 {
+    match k {
+        AlertKind::High => 0,
+        AlertKind::HighCleared => 1,
+        AlertKind::Low => 2,
+        AlertKind::LowCleared => 3,
+        AlertKind::RateOfChange => 4,
+        AlertKind::Stuck => 5,
+        AlertKind::SensorFault => 6,
+        AlertKind::SensorRecovered => 7,
+    }
+}
+
+impl Report {
+    /// Writes the report into `out`; returns its length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let mut w = ByteWriter::new(out);
+        match self {
+            Report::Alert(a) => {
+                w.u8(TAG_ALERT)?;
+                w.varint(u64::from(a.channel.0))?;
+                w.u8(alert_kind_code(a.kind))?;
+                w.u8(a.severity as u8)?;
+                w.varint(a.time.as_millis())?;
+                let (kind, bits) = match a.value {
+                    Some(Value::Scaled(v)) => (0, v as u32),
+                    Some(Value::Float(f)) => (1, f.to_bits()),
+                    Some(Value::Bool(b)) => (2, u32::from(b)),
+                    Some(Value::Counter(c)) => (3, c),
+                    None => (4, 0),
+                };
+                w.u8(kind)?;
+                w.varint(u64::from(bits))?;
+            }
+            Report::Heartbeat(h) => {
+                w.u8(TAG_HEARTBEAT)?;
+                for v in [
+                    h.uptime_s,
+                    h.sampled,
+                    h.sent_readings,
+                    h.bytes_on_air,
+                    h.retries,
+                    h.evicted,
+                    h.decimated,
+                    h.sensor_faults,
+                    h.queue_depth,
+                ] {
+                    w.varint(u64::from(v))?;
+                }
+                w.u8(h.reset_reason as u8)?;
+                w.varint(u64::from(h.wakeups))?;
+            }
+        }
+        Ok(w.position())
+    }
+
+    /// Reads a report; blocks and unknown tags are errors.
+    pub fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
+        let mut r = ByteReader::new(bytes);
+        let report = match r.u8()? {
+            TAG_ALERT => {
+                let channel = ChannelId(u16::try_from(r.varint()?).map_err(|_| DecodeError::Malformed)?);
+                let kind = alert_kind(r.u8()?).ok_or(DecodeError::Malformed)?;
+                let severity = Severity::from_bits(r.u8()?).ok_or(DecodeError::Malformed)?;
+                let time = Instant::from_millis(r.varint()?);
+                let value_kind = r.u8()?;
+                let bits = r.varint_u32()?;
+                let value = match value_kind {
+                    4 => None,
+                    k => Some(crate::codec::value_of(k, bits)?),
+                };
+                Report::Alert(Alert {
+                    channel,
+                    kind,
+                    severity,
+                    value,
+                    time,
+                })
+            }
+            TAG_HEARTBEAT => {
+                let mut f = [0u32; 9];
+                for slot in &mut f {
+                    *slot = r.varint_u32()?;
+                }
+                let reset_reason = ResetReason::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?;
+                let wakeups = r.varint_u32()?;
+                let [uptime_s, sampled, sent_readings, bytes_on_air, retries, evicted, decimated, sensor_faults, queue_depth] = f;
+                Report::Heartbeat(Heartbeat {
+                    uptime_s,
+                    sampled,
+                    sent_readings,
+                    bytes_on_air,
+                    retries,
+                    evicted,
+                    decimated,
+                    sensor_faults,
+                    queue_depth,
+                    reset_reason,
+                    wakeups,
+                })
+            }
+            _ => return Err(DecodeError::Malformed),
+        };
+        if r.remaining() != 0 {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(report)
+    }
+}
