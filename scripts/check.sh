@@ -41,6 +41,9 @@ cargo build -p telemark-sensors --target thumbv6m-none-eabi --locked
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
 
+step "telemark-sim: 100 devices x 30 days, 30 % loss, 12 h partitions; exits non-zero on any invariant violation"
+cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --seed 1 --json
+
 step "fuzz targets type-check (they run under cargo +nightly fuzz)"
 cargo check --manifest-path fuzz/Cargo.toml --locked
 

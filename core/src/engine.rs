@@ -99,7 +99,9 @@ impl fmt::Display for EngineError {
             EngineError::Uplink(e) => write!(f, "uplink: {e}"),
             EngineError::Stager(e) => write!(f, "stager: {e}"),
             EngineError::MtuOverBuffer => f.write_str("MTU larger than the frame buffer"),
-            EngineError::BlockOverMtu => f.write_str("stager max_bytes leaves no room for the frame envelope"),
+            EngineError::BlockOverMtu => {
+                f.write_str("stager max_bytes leaves no room for the frame envelope")
+            }
             EngineError::ZeroHeartbeat => f.write_str("heartbeat interval is zero"),
         }
     }
@@ -168,7 +170,9 @@ pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU
     counters: EngineCounters,
 }
 
-impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> Engine<S, CH, STAGE, MTU> {
+impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
+    Engine<S, CH, STAGE, MTU>
+{
     /// An engine for `channels`, storing into `store`, started for `reset_reason`.
     pub fn new(
         channels: &[ChannelSpec],
@@ -181,7 +185,8 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> Engi
         if usize::from(config.uplink.mtu) > MTU {
             return Err(EngineError::MtuOverBuffer);
         }
-        let room = usize::from(config.uplink.mtu).saturating_sub(FRAME_OVERHEAD_MAX + RECORD_HEADER_MAX);
+        let room =
+            usize::from(config.uplink.mtu).saturating_sub(FRAME_OVERHEAD_MAX + RECORD_HEADER_MAX);
         if usize::from(config.stager.max_bytes) > room {
             return Err(EngineError::BlockOverMtu);
         }
@@ -250,7 +255,8 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> Engi
     pub fn heartbeat(&self, now: Instant) -> Heartbeat {
         let store = self.store.counters();
         let up = self.uplink.counters();
-        let lost = |l: crate::store::LaneCounters| l.evicted_readings.saturating_add(l.refused_readings);
+        let lost =
+            |l: crate::store::LaneCounters| l.evicted_readings.saturating_add(l.refused_readings);
         Heartbeat {
             uptime_s: (now.as_millis() / 1000) as u32,
             sampled: self.counters.sampled,
@@ -270,7 +276,10 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> Engi
         let mut buf = [0u8; 64];
         if let Ok(n) = report.encode(&mut buf) {
             // A refusal is counted by the store's alert lane.
-            let _ = self.store.push(RecordMeta::alert(severity, 1), buf.get(..n).unwrap_or_default());
+            let _ = self.store.push(
+                RecordMeta::alert(severity, 1),
+                buf.get(..n).unwrap_or_default(),
+            );
         }
     }
 
@@ -299,7 +308,11 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> Engi
 
     /// A reading from a sensor.
     pub fn on_reading(&mut self, _now: Instant, mut reading: Reading) {
-        let Some(channel) = self.channels.iter_mut().find(|c| c.spec.id == reading.channel) else {
+        let Some(channel) = self
+            .channels
+            .iter_mut()
+            .find(|c| c.spec.id == reading.channel)
+        else {
             self.counters.dropped_readings = self.counters.dropped_readings.saturating_add(1);
             return;
         };
@@ -370,6 +383,8 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> Engi
             self.counters.heartbeats = self.counters.heartbeats.saturating_add(1);
             let beat = self.heartbeat(now);
             self.push_report(Report::Heartbeat(beat), crate::model::Severity::Info);
+            // Heartbeats go out on their own interval, with whatever is stored.
+            self.uplink.flush_now();
         }
         match self.uplink.poll(now, &mut self.store, &mut self.frame) {
             Some(UplinkAction::RadioOn) => Action::RadioOn,

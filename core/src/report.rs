@@ -183,7 +183,8 @@ impl Report {
         let mut r = ByteReader::new(bytes);
         let report = match r.u8()? {
             TAG_ALERT => {
-                let channel = ChannelId(u16::try_from(r.varint()?).map_err(|_| DecodeError::Malformed)?);
+                let channel =
+                    ChannelId(u16::try_from(r.varint()?).map_err(|_| DecodeError::Malformed)?);
                 let kind = alert_kind(r.u8()?).ok_or(DecodeError::Malformed)?;
                 let severity = Severity::from_bits(r.u8()?).ok_or(DecodeError::Malformed)?;
                 let time = Instant::from_millis(r.varint()?);
@@ -208,7 +209,8 @@ impl Report {
                 }
                 let reset_reason = ResetReason::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?;
                 let wakeups = r.varint_u32()?;
-                let [uptime_s, sampled, sent_readings, bytes_on_air, retries, evicted, decimated, sensor_faults, queue_depth] = f;
+                let [uptime_s, sampled, sent_readings, bytes_on_air, retries, evicted, decimated, sensor_faults, queue_depth] =
+                    f;
                 Report::Heartbeat(Heartbeat {
                     uptime_s,
                     sampled,

@@ -19,9 +19,11 @@
 //!   session waits out a growing, bounded backoff;
 //! - duplicates are harmless: the server keeps one copy per (device, seq).
 //!
-//! The radio wakes at once for an alert, and for routine data when the
-//! report interval has passed or the routine lane reaches its high-water
-//! mark; a session sends until the store is empty.
+//! The radio wakes at once for an alert of warning severity or worse, and
+//! otherwise when the report interval has passed, the routine lane reaches
+//! its high-water mark or a flush is asked for; a session sends until the
+//! store is empty. After a failed session urgent alerts retry with backoff,
+//! and everything else waits for the next report.
 //!
 //! ```
 //! use telemark_core::frame::{write_ack, RecordsFrame};
@@ -53,6 +55,7 @@
 use core::fmt;
 
 use crate::frame::{AckFrame, FrameError, FrameWriteError, FrameWriter};
+use crate::model::Severity;
 use crate::store::{Lane, RecordStore};
 use crate::time::{Duration, Instant, WallClock};
 
@@ -282,15 +285,18 @@ impl Uplink {
         self.jitter(Duration::from_millis(bounded))
     }
 
+    /// True if stored data is due: an urgent alert (warning or worse) at
+    /// once, everything else on the report interval, at the high-water
+    /// mark, or when a flush was asked for.
     fn wake_due<S: RecordStore>(&self, now: Instant, store: &mut S) -> bool {
-        let next = match store.peek(0) {
-            Ok(Some(r)) => r.meta.lane,
+        let urgent = match store.peek(0) {
+            Ok(Some(r)) => r.meta.lane == Lane::Alert && r.meta.severity >= Severity::Warning,
             _ => return false,
         };
         let capacity = store.capacity(Lane::Routine).max(1);
         let high_water = store.used(Lane::Routine) * 100
             >= capacity * usize::from(self.config.high_water_percent);
-        next == Lane::Alert || self.flush || now >= self.next_report || high_water
+        urgent || self.flush || now >= self.next_report || high_water
     }
 
     /// Decides what to do at `now`; builds frames in `buf` (at most the MTU
@@ -336,8 +342,13 @@ impl Uplink {
             self.next_report = now + self.config.report_interval;
             self.state = State::Asleep { backoff_until: now };
         } else {
+            // Urgent alerts retry after a growing backoff; routine data and
+            // flushes wait for the next report, so a dead link costs at most
+            // one wake-up per report interval.
             self.counters.failed_sessions = self.counters.failed_sessions.saturating_add(1);
             self.failures = self.failures.saturating_add(1);
+            self.flush = false;
+            self.next_report = now + self.config.report_interval;
             let wait = self.backoff(self.failures);
             self.state = State::Asleep {
                 backoff_until: now + wait,
