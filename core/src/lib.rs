@@ -23,6 +23,7 @@ pub mod sensor;
 pub mod stager;
 pub mod store;
 pub mod time;
+pub mod transport;
 pub mod uplink;
 
 /// The workspace README's quickstart, compiled and run as a doctest.

@@ -1,0 +1,225 @@
+//! Links, and the thin drivers that run an [`Engine`] over them.
+//!
+//! A [`Transport`] moves whole frames (a serial framing, an MQTT topic, an
+//! HTTP request, a LoRa packet). [`step`] runs the engine over a blocking
+//! transport until it has nothing left to do and says when to call again;
+//! [`step_async`] (feature `async`) does the same over an
+//! [`AsyncTransport`] for embassy and tokio.
+//!
+//! ```
+//! use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
+//! use telemark_core::engine::{Engine, EngineConfig};
+//! use telemark_core::model::{ChannelId, Reading, Value};
+//! use telemark_core::report::ResetReason;
+//! use telemark_core::rules::Rules;
+//! use telemark_core::stager::StagerConfig;
+//! use telemark_core::store::{FullPolicy, RamStore};
+//! use telemark_core::time::{Duration, Instant};
+//! use telemark_core::transport::{step, Transport};
+//! use telemark_core::uplink::UplinkConfig;
+//!
+//! /// A link that is never up: everything stays stored.
+//! struct Dead;
+//! impl Transport for Dead {
+//!     type Error = ();
+//!     fn power(&mut self, on: bool) -> Result<(), ()> { if on { Err(()) } else { Ok(()) } }
+//!     fn send(&mut self, _: &[u8]) -> Result<(), ()> { Err(()) }
+//!     fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> { Ok(None) }
+//! }
+//!
+//! const LEVEL: ChannelSpec = ChannelSpec::new(ChannelId(1), Unit::Percent,
+//!     ValueKind::Scaled { decimals: 0 }, Range::new(0.0, 100.0), Duration::from_mins(10), Rules::NONE);
+//! let config = EngineConfig {
+//!     uplink: UplinkConfig::new(1, 64, Duration::from_mins(60)),
+//!     stager: StagerConfig::new(32, 32, Duration::from_mins(60)),
+//!     heartbeat: Duration::from_mins(60),
+//! };
+//! let mut engine: Engine<RamStore<128, 512>, 2, 32, 64> =
+//!     Engine::new(&[LEVEL], RamStore::new(FullPolicy::EvictOldest), config, ResetReason::PowerOn).unwrap();
+//! let mut sample = |ch: ChannelId, now: Instant, out: &mut dyn telemark_core::model::ReadingSink| {
+//!     out.push_reading(Reading::new(ch, now, Value::Scaled(42))).map_err(|_| telemark_core::sensor::SensorErrorKind::SinkFull)
+//! };
+//! let wake = step(&mut engine, &mut Dead, Instant::ZERO, &mut sample);
+//! assert_eq!(wake, Instant::from_millis(10 * 60_000)); // the next sample
+//! assert_eq!(engine.counters().sampled, 1);
+//! ```
+
+use core::fmt;
+
+use crate::engine::{Action, Engine};
+use crate::model::{ChannelId, Reading, ReadingSink};
+use crate::sensor::SensorErrorKind;
+use crate::store::RecordStore;
+use crate::time::Instant;
+
+/// Largest downlink frame the drivers accept.
+pub const MAX_DOWNLINK: usize = 256;
+
+/// A blocking link that carries whole frames.
+pub trait Transport {
+    /// The link's error.
+    type Error: fmt::Debug;
+
+    /// Powers the radio; `Err` on power-on means the link could not come up.
+    fn power(&mut self, on: bool) -> Result<(), Self::Error>;
+
+    /// Sends one frame.
+    fn send(&mut self, frame: &[u8]) -> Result<(), Self::Error>;
+
+    /// A frame received since the last call, if any, without waiting.
+    fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Self::Error>;
+}
+
+/// An async link that carries whole frames.
+#[cfg(feature = "async")]
+#[allow(async_fn_in_trait)] // single-threaded embedded executors need no Send bound
+pub trait AsyncTransport {
+    /// The link's error.
+    type Error: fmt::Debug;
+
+    /// Powers the radio; `Err` on power-on means the link could not come up.
+    async fn power(&mut self, on: bool) -> Result<(), Self::Error>;
+
+    /// Sends one frame.
+    async fn send(&mut self, frame: &[u8]) -> Result<(), Self::Error>;
+
+    /// A frame received since the last call, if any, without waiting.
+    async fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Self::Error>;
+}
+
+/// Takes the readings a sampler writes, to hand them to the engine.
+struct Collected(heapless::Vec<Reading, 8>);
+
+impl ReadingSink for Collected {
+    fn push_reading(&mut self, reading: Reading) -> Result<(), Reading> {
+        self.0.push(reading)
+    }
+}
+
+/// What the engine asked of the driver, without borrowing it.
+enum Step {
+    Sample(ChannelId),
+    Radio(bool),
+    Send(usize),
+    Sleep(Instant),
+}
+
+fn next<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
+    engine: &mut Engine<S, CH, ST, MTU>,
+    now: Instant,
+    frame: &mut [u8; MTU],
+) -> Step {
+    match engine.poll(now) {
+        Action::Sample(ch) => Step::Sample(ch),
+        Action::RadioOn => Step::Radio(true),
+        Action::RadioOff => Step::Radio(false),
+        Action::Send(bytes) => {
+            let n = bytes.len().min(MTU);
+            if let (Some(dst), Some(src)) = (frame.get_mut(..n), bytes.get(..n)) {
+                dst.copy_from_slice(src);
+            }
+            Step::Send(n)
+        }
+        Action::Sleep(t) => Step::Sleep(t),
+    }
+}
+
+fn sampled<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
+    engine: &mut Engine<S, CH, ST, MTU>,
+    now: Instant,
+    ch: ChannelId,
+    result: Result<(), SensorErrorKind>,
+    out: Collected,
+) {
+    match result {
+        Ok(()) => out.0.into_iter().for_each(|r| engine.on_reading(now, r)),
+        Err(kind) => engine.on_sample_failed(now, ch, kind),
+    }
+}
+
+/// Runs `engine` at `now` over a blocking `transport` until it has nothing
+/// to do; returns when to call again (sooner if a frame arrives).
+///
+/// `sample` measures a channel and writes its readings into the sink.
+pub fn step<S, T, F, const CH: usize, const ST: usize, const MTU: usize>(
+    engine: &mut Engine<S, CH, ST, MTU>,
+    transport: &mut T,
+    now: Instant,
+    sample: &mut F,
+) -> Instant
+where
+    S: RecordStore,
+    T: Transport,
+    F: FnMut(ChannelId, Instant, &mut dyn ReadingSink) -> Result<(), SensorErrorKind>,
+{
+    let mut rx = [0u8; MAX_DOWNLINK];
+    let mut frame = [0u8; MTU];
+    loop {
+        while let Ok(Some(n)) = transport.receive(&mut rx) {
+            // Refused frames are counted by the uplink.
+            let _ = engine.on_frame(now, rx.get(..n).unwrap_or_default());
+        }
+        match next(engine, now, &mut frame) {
+            Step::Sample(ch) => {
+                let mut out = Collected(heapless::Vec::new());
+                let result = sample(ch, now, &mut out);
+                sampled(engine, now, ch, result, out);
+            }
+            Step::Radio(true) => {
+                if transport.power(true).is_err() {
+                    engine.on_link_down(now);
+                }
+            }
+            Step::Radio(false) => {
+                let _ = transport.power(false);
+            }
+            Step::Send(n) => match transport.send(frame.get(..n).unwrap_or_default()) {
+                Ok(()) => engine.on_sent(now),
+                Err(_) => engine.on_send_failed(now),
+            },
+            Step::Sleep(t) => return t,
+        }
+    }
+}
+
+/// [`step`] over an [`AsyncTransport`]: for embassy tasks and tokio.
+#[cfg(feature = "async")]
+pub async fn step_async<S, T, F, const CH: usize, const ST: usize, const MTU: usize>(
+    engine: &mut Engine<S, CH, ST, MTU>,
+    transport: &mut T,
+    now: Instant,
+    sample: &mut F,
+) -> Instant
+where
+    S: RecordStore,
+    T: AsyncTransport,
+    F: FnMut(ChannelId, Instant, &mut dyn ReadingSink) -> Result<(), SensorErrorKind>,
+{
+    let mut rx = [0u8; MAX_DOWNLINK];
+    let mut frame = [0u8; MTU];
+    loop {
+        while let Ok(Some(n)) = transport.receive(&mut rx).await {
+            let _ = engine.on_frame(now, rx.get(..n).unwrap_or_default());
+        }
+        match next(engine, now, &mut frame) {
+            Step::Sample(ch) => {
+                let mut out = Collected(heapless::Vec::new());
+                let result = sample(ch, now, &mut out);
+                sampled(engine, now, ch, result, out);
+            }
+            Step::Radio(true) => {
+                if transport.power(true).await.is_err() {
+                    engine.on_link_down(now);
+                }
+            }
+            Step::Radio(false) => {
+                let _ = transport.power(false).await;
+            }
+            Step::Send(n) => match transport.send(frame.get(..n).unwrap_or_default()).await {
+                Ok(()) => engine.on_sent(now),
+                Err(_) => engine.on_send_failed(now),
+            },
+            Step::Sleep(t) => return t,
+        }
+    }
+}
