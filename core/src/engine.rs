@@ -44,13 +44,14 @@ use core::fmt;
 
 use crate::channel::ChannelSpec;
 use crate::codec::CompactCodec;
-use crate::frame::{FrameError, FRAME_OVERHEAD_MAX, RECORD_HEADER_MAX};
+use crate::config::{ConfigError, ConfigUpdate, DeviceConfig};
+use crate::frame::{Command, Frame, FrameError, FRAME_OVERHEAD_MAX, RECORD_HEADER_MAX};
 use crate::model::{Alert, ChannelId, Reading};
 use crate::report::{Heartbeat, Report, ResetReason};
 use crate::rules::RuleState;
 use crate::sensor::SensorErrorKind;
 use crate::stager::{SealedBlock, Stager, StagerConfig};
-use crate::store::{RecordMeta, RecordStore};
+use crate::store::{RecordMeta, RecordStore, Seq};
 use crate::time::{Duration, Instant};
 use crate::uplink::{AckInfo, Uplink, UplinkAction, UplinkConfig};
 
@@ -124,9 +125,38 @@ pub enum Action<'a> {
     Send(&'a [u8]),
     /// Power the radio down.
     RadioOff,
+    /// Set an output, as a command asked.
+    SetOutput {
+        /// Which output.
+        output: u8,
+        /// The value.
+        value: u32,
+    },
+    /// Restart the device, as a command asked (its result is delivered).
+    Reboot,
     /// Nothing to do before this instant (or before the next event).
     Sleep(Instant),
 }
+
+/// What a frame from the server did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Downlink {
+    /// An acknowledgement freed records.
+    Ack(AckInfo),
+    /// A config update was applied (its version) or refused (why).
+    Config(Result<u32, ConfigError>),
+    /// A command was executed, or had been already (`repeated`).
+    Command {
+        /// The command's id.
+        id: u32,
+        /// The id was seen before: the earlier result was reported again.
+        repeated: bool,
+    },
+}
+
+/// Commands remembered, so a repeated id is not executed twice.
+const RECENT_COMMANDS: usize = 16;
 
 /// Counts of what the engine did. All saturate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -168,6 +198,29 @@ pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU
     block: [u8; MTU],
     frame: [u8; MTU],
     counters: EngineCounters,
+    version: u32,
+    outputs: heapless::Deque<(u8, u32), 4>,
+    /// The record of a reboot command's result; reboot once it is delivered.
+    reboot_after: Option<Seq>,
+    recent: heapless::Deque<(u32, u8, u32), RECENT_COMMANDS>,
+}
+
+/// Checks what the engine itself needs of a config.
+fn check<const MTU: usize>(config: &EngineConfig) -> Result<(), EngineError> {
+    config.uplink.validate().map_err(EngineError::Uplink)?;
+    config.stager.validate().map_err(EngineError::Stager)?;
+    if usize::from(config.uplink.mtu) > MTU {
+        return Err(EngineError::MtuOverBuffer);
+    }
+    let room =
+        usize::from(config.uplink.mtu).saturating_sub(FRAME_OVERHEAD_MAX + RECORD_HEADER_MAX);
+    if usize::from(config.stager.max_bytes) > room {
+        return Err(EngineError::BlockOverMtu);
+    }
+    if config.heartbeat.is_zero() {
+        return Err(EngineError::ZeroHeartbeat);
+    }
+    Ok(())
 }
 
 impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
@@ -217,7 +270,112 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             block: [0; MTU],
             frame: [0; MTU],
             counters: EngineCounters::default(),
+            version: 0,
+            outputs: heapless::Deque::new(),
+            reboot_after: None,
+            recent: heapless::Deque::new(),
         })
+    }
+
+    /// The config in force: version 0 until the server sends one.
+    pub fn config(&self) -> DeviceConfig<CH> {
+        DeviceConfig {
+            version: self.version,
+            engine: EngineConfig {
+                uplink: *self.uplink.config(),
+                stager: self.stager.config(),
+                heartbeat: self.heartbeat,
+            },
+            store_policy: self.store.routine_policy(),
+            channels: self.channels.iter().map(|c| c.spec).collect(),
+        }
+    }
+
+    /// The spec in force for `channel`: drivers quantize with it, since a
+    /// config update can change a channel's resolution.
+    pub fn spec(&self, channel: ChannelId) -> Option<&ChannelSpec> {
+        self.channels
+            .iter()
+            .find(|c| c.spec.id == channel)
+            .map(|c| &c.spec)
+    }
+
+    /// Applies a CBOR config update, entirely or not at all; reports the
+    /// outcome upstream either way.
+    pub fn apply_config(&mut self, now: Instant, cbor: &[u8]) -> Result<u32, ConfigError> {
+        let result = ConfigUpdate::parse(cbor)
+            .and_then(|u| u.apply(&self.config()))
+            .and_then(|next| {
+                check::<MTU>(&next.engine)
+                    .map(|()| next)
+                    .map_err(|_| ConfigError::Inconsistent)
+            });
+        let (code, detail) = match &result {
+            Ok(next) => {
+                // Readings staged under the old resolution leave in their own block.
+                self.seal(now, true);
+                self.stager.set_config(next.engine.stager);
+                self.uplink.set_config(next.engine.uplink);
+                self.heartbeat = next.engine.heartbeat;
+                self.next_heartbeat = self.next_heartbeat.min(now + next.engine.heartbeat);
+                self.store.set_routine_policy(next.store_policy);
+                for (channel, spec) in self.channels.iter_mut().zip(&next.channels) {
+                    if channel.spec.period != spec.period {
+                        channel.next_due = now;
+                    }
+                    channel.spec = *spec;
+                }
+                self.version = next.version;
+                (0, 0)
+            }
+            Err(e) => (e.code(), e.detail()),
+        };
+        let report = Report::ConfigStatus {
+            version: self.version,
+            code,
+            detail,
+        };
+        let _ = self.push_report(report, crate::model::Severity::Info);
+        self.uplink.flush_now();
+        result.map(|c| c.version)
+    }
+
+    /// Executes a command, unless its id was seen: then its earlier result
+    /// is reported again. Returns whether it was a repeat.
+    pub fn run_command(&mut self, now: Instant, id: u32, command: Command) -> bool {
+        if let Some(&(_, status, value)) = self.recent.iter().find(|c| c.0 == id) {
+            let _ = self.push_report(
+                Report::CommandResult { id, status, value },
+                crate::model::Severity::Info,
+            );
+            self.uplink.flush_now();
+            return true;
+        }
+        let (status, value) = match command {
+            Command::Ping => (0, (now.as_millis() / 1000) as u32),
+            Command::FlushNow => {
+                self.flush_now(now);
+                (0, 0)
+            }
+            Command::Reboot => (0, 0),
+            Command::SetOutput { output, value } => match self.outputs.push_back((output, value)) {
+                Ok(()) => (0, value),
+                Err(_) => (1, 0),
+            },
+        };
+        if self.recent.is_full() {
+            self.recent.pop_front();
+        }
+        let _ = self.recent.push_back((id, status, value));
+        let seq = self.push_report(
+            Report::CommandResult { id, status, value },
+            crate::model::Severity::Info,
+        );
+        if command == Command::Reboot {
+            self.reboot_after = seq;
+        }
+        self.uplink.flush_now();
+        false
     }
 
     /// The store.
@@ -272,20 +430,21 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         }
     }
 
-    fn push_report(&mut self, report: Report, severity: crate::model::Severity) {
+    fn push_report(&mut self, report: Report, severity: crate::model::Severity) -> Option<Seq> {
         let mut buf = [0u8; 64];
-        if let Ok(n) = report.encode(&mut buf) {
-            // A refusal is counted by the store's alert lane.
-            let _ = self.store.push(
+        let n = report.encode(&mut buf).ok()?;
+        // A refusal is counted by the store's alert lane.
+        self.store
+            .push(
                 RecordMeta::alert(severity, 1),
                 buf.get(..n).unwrap_or_default(),
-            );
-        }
+            )
+            .ok()
     }
 
     fn push_alert(&mut self, alert: Alert) {
         self.counters.alerts = self.counters.alerts.saturating_add(1);
-        self.push_report(Report::Alert(alert), alert.severity);
+        let _ = self.push_report(Report::Alert(alert), alert.severity);
     }
 
     fn store_block(&mut self, sealed: SealedBlock) {
@@ -360,14 +519,56 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         let _ = self.uplink.on_link_down(now);
     }
 
-    /// A frame arrived from the server.
-    pub fn on_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<AckInfo, FrameError> {
-        self.uplink.on_frame(now, bytes, &mut self.store)
+    /// A frame arrived from the server: an acknowledgement, a config
+    /// update or a command. Anything else, or a frame for another device,
+    /// is refused and counted.
+    pub fn on_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Downlink, FrameError> {
+        let device = self.uplink.config().device;
+        let frame = Frame::parse(bytes).inspect_err(|_| self.uplink.count_bad_frame())?;
+        match frame {
+            Frame::Ack(ack) => self
+                .uplink
+                .on_ack(now, &ack, &mut self.store)
+                .map(Downlink::Ack),
+            Frame::Config { device: d, cbor } if d == device => {
+                Ok(Downlink::Config(self.apply_config(now, cbor)))
+            }
+            Frame::Command {
+                device: d,
+                id,
+                command,
+            } if d == device => {
+                let repeated = self.run_command(now, id, command);
+                Ok(Downlink::Command { id, repeated })
+            }
+            _ => {
+                self.uplink.count_bad_frame();
+                Err(FrameError::Malformed)
+            }
+        }
     }
 
     /// What to do at `now`. Call again after carrying it out, until it
     /// answers [`Action::Sleep`].
     pub fn poll(&mut self, now: Instant) -> Action<'_> {
+        if let Some((output, value)) = self.outputs.pop_front() {
+            return Action::SetOutput { output, value };
+        }
+        if let Some(seq) = self.reboot_after {
+            let mut n = 0;
+            let mut delivered = true;
+            while let Ok(Some(r)) = self.store.peek(n) {
+                if r.seq == seq {
+                    delivered = false;
+                    break;
+                }
+                n += 1;
+            }
+            if delivered {
+                self.reboot_after = None;
+                return Action::Reboot;
+            }
+        }
         for channel in self.channels.iter_mut() {
             if now >= channel.next_due {
                 let period = channel.spec.period;
@@ -382,7 +583,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             self.next_heartbeat = now + self.heartbeat;
             self.counters.heartbeats = self.counters.heartbeats.saturating_add(1);
             let beat = self.heartbeat(now);
-            self.push_report(Report::Heartbeat(beat), crate::model::Severity::Info);
+            let _ = self.push_report(Report::Heartbeat(beat), crate::model::Severity::Info);
             // Heartbeats go out on their own interval, with whatever is stored.
             self.uplink.flush_now();
         }

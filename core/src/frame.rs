@@ -62,6 +62,10 @@ pub enum FrameKind {
     Records = 0,
     /// Server to device: sequence numbers stored durably, and the time.
     Ack = 1,
+    /// Server to device: a config update (CBOR, see [`crate::config`]).
+    Config = 2,
+    /// Server to device: a command with its id.
+    Command = 3,
 }
 
 /// Most ranges one acknowledgement carries.
@@ -286,17 +290,142 @@ pub enum Frame<'a> {
     Records(RecordsFrame<'a>),
     /// An acknowledgement, from the server.
     Ack(AckFrame<'a>),
+    /// A config update for `device`, from the server: its CBOR.
+    Config {
+        /// The device it is for.
+        device: u64,
+        /// The update, as CBOR.
+        cbor: &'a [u8],
+    },
+    /// A command for `device`, from the server.
+    Command {
+        /// The device it is for.
+        device: u64,
+        /// The command's id: a repeated id is not executed twice.
+        id: u32,
+        /// What to do.
+        command: Command,
+    },
 }
 
 impl<'a> Frame<'a> {
     /// Checks and parses a frame of any kind.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, FrameError> {
-        match open(bytes)?.0 {
+        let (kind, device, mut r) = open(bytes)?;
+        match kind {
             0 => RecordsFrame::parse(bytes).map(Frame::Records),
             1 => AckFrame::parse(bytes).map(Frame::Ack),
+            2 => Ok(Frame::Config {
+                device,
+                cbor: r.rest(),
+            }),
+            3 => {
+                let id = r.varint_u32()?;
+                let command = Command::read(&mut r)?;
+                if r.remaining() != 0 {
+                    return Err(FrameError::Malformed);
+                }
+                Ok(Frame::Command {
+                    device,
+                    id,
+                    command,
+                })
+            }
             kind => Err(FrameError::Kind(kind)),
         }
     }
+}
+
+/// What a server can ask a device to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Command {
+    /// Answer, to show the device is alive (code 0).
+    Ping,
+    /// Send everything stored now (code 1).
+    FlushNow,
+    /// Restart, once the result of this command is delivered (code 2).
+    Reboot,
+    /// Set an output: a relay, a valve, a LED (code 3, then varint output
+    /// and varint value).
+    SetOutput {
+        /// Which output, as the firmware numbers them.
+        output: u8,
+        /// The value to set.
+        value: u32,
+    },
+}
+
+impl Command {
+    fn read(r: &mut ByteReader<'_>) -> Result<Command, FrameError> {
+        Ok(match r.u8()? {
+            0 => Command::Ping,
+            1 => Command::FlushNow,
+            2 => Command::Reboot,
+            3 => Command::SetOutput {
+                output: u8::try_from(r.varint()?).map_err(|_| FrameError::Malformed)?,
+                value: r.varint_u32()?,
+            },
+            _ => return Err(FrameError::Malformed),
+        })
+    }
+
+    fn write(&self, w: &mut ByteWriter<'_>) -> Result<(), crate::codec::EncodeError> {
+        match *self {
+            Command::Ping => w.u8(0),
+            Command::FlushNow => w.u8(1),
+            Command::Reboot => w.u8(2),
+            Command::SetOutput { output, value } => {
+                w.u8(3)?;
+                w.varint(u64::from(output))?;
+                w.varint(u64::from(value))
+            }
+        }
+    }
+}
+
+/// Seals a frame body of `len` bytes in `buf` with its CRC.
+fn seal(buf: &mut [u8], len: usize) -> Result<usize, FrameWriteError> {
+    let crc = CRC.checksum(buf.get(..len).unwrap_or_default());
+    buf.get_mut(len..len + 4)
+        .ok_or(FrameWriteError::BufferTooSmall)?
+        .copy_from_slice(&crc.to_le_bytes());
+    Ok(len + 4)
+}
+
+/// Writes a config frame carrying a CBOR update for `device`.
+pub fn write_config(buf: &mut [u8], device: u64, cbor: &[u8]) -> Result<usize, FrameWriteError> {
+    let mut w = ByteWriter::new(buf);
+    let body = (|| {
+        w.u8(FRAME_VERSION)?;
+        w.u8(FrameKind::Config as u8)?;
+        w.varint(device)?;
+        w.bytes(cbor)?;
+        Ok::<usize, crate::codec::EncodeError>(w.position())
+    })();
+    let len = body.map_err(|_| FrameWriteError::BufferTooSmall)?;
+    seal(buf, len)
+}
+
+/// Writes a command frame for `device`.
+pub fn write_command(
+    buf: &mut [u8],
+    device: u64,
+    id: u32,
+    command: Command,
+) -> Result<usize, FrameWriteError> {
+    let mut w = ByteWriter::new(buf);
+    let body = (|| {
+        w.u8(FRAME_VERSION)?;
+        w.u8(FrameKind::Command as u8)?;
+        w.varint(device)?;
+        w.varint(u64::from(id))?;
+        command.write(&mut w)?;
+        Ok::<usize, crate::codec::EncodeError>(w.position())
+    })();
+    let len = body.map_err(|_| FrameWriteError::BufferTooSmall)?;
+    seal(buf, len)
 }
 
 impl<'a> RecordsFrame<'a> {
@@ -401,11 +530,7 @@ pub fn write_ack(
         Ok::<usize, crate::codec::EncodeError>(w.position())
     })();
     let len = body.map_err(|_| FrameWriteError::BufferTooSmall)?;
-    let crc = CRC.checksum(buf.get(..len).unwrap_or_default());
-    buf.get_mut(len..len + 4)
-        .ok_or(FrameWriteError::BufferTooSmall)?
-        .copy_from_slice(&crc.to_le_bytes());
-    Ok(len + 4)
+    seal(buf, len)
 }
 
 /// A parsed, checked acknowledgement frame.

@@ -14,6 +14,7 @@
 
 pub mod channel;
 pub mod codec;
+pub mod config;
 pub mod engine;
 pub mod frame;
 pub mod model;

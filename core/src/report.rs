@@ -9,6 +9,8 @@
 //! | --- | --- | --- |
 //! | `0x10` | alert | channel, kind, severity (u8 each but channel), time (ms), value kind (u8, 4 = none), value bits |
 //! | `0x11` | heartbeat | uptime (s), sampled, sent readings, bytes on air, retries, evicted, decimated, sensor faults, queue depth, reset reason (u8), wakeups |
+//! | `0x12` | config status | version, code (u8: 0 applied, else [`crate::config::ConfigError::code`]), detail |
+//! | `0x13` | command result | id, status (u8: 0 done, 1 refused), value |
 //!
 //! ```
 //! use telemark_core::report::{Heartbeat, Report, ResetReason};
@@ -30,6 +32,10 @@ use crate::time::Instant;
 pub const TAG_ALERT: u8 = 0x10;
 /// First byte of a heartbeat record.
 pub const TAG_HEARTBEAT: u8 = 0x11;
+/// First byte of a config status record.
+pub const TAG_CONFIG: u8 = 0x12;
+/// First byte of a command result record.
+pub const TAG_COMMAND: u8 = 0x13;
 
 /// Why the device last started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -106,6 +112,24 @@ pub enum Report {
     Alert(Alert),
     /// A health heartbeat.
     Heartbeat(Heartbeat),
+    /// What became of a config update.
+    ConfigStatus {
+        /// The version in force after the update.
+        version: u32,
+        /// 0 if the update was applied, else why it was refused.
+        code: u8,
+        /// The key or channel the refusal is about.
+        detail: u16,
+    },
+    /// What became of a command.
+    CommandResult {
+        /// The command's id.
+        id: u32,
+        /// 0 done, 1 refused.
+        status: u8,
+        /// A result value (a ping answers with the uptime in seconds).
+        value: u32,
+    },
 }
 
 fn alert_kind(v: u8) -> Option<AlertKind> {
@@ -174,6 +198,22 @@ impl Report {
                 w.u8(h.reset_reason as u8)?;
                 w.varint(u64::from(h.wakeups))?;
             }
+            Report::ConfigStatus {
+                version,
+                code,
+                detail,
+            } => {
+                w.u8(TAG_CONFIG)?;
+                w.varint(u64::from(*version))?;
+                w.u8(*code)?;
+                w.varint(u64::from(*detail))?;
+            }
+            Report::CommandResult { id, status, value } => {
+                w.u8(TAG_COMMAND)?;
+                w.varint(u64::from(*id))?;
+                w.u8(*status)?;
+                w.varint(u64::from(*value))?;
+            }
         }
         Ok(w.position())
     }
@@ -225,6 +265,16 @@ impl Report {
                     wakeups,
                 })
             }
+            TAG_CONFIG => Report::ConfigStatus {
+                version: r.varint_u32()?,
+                code: r.u8()?,
+                detail: u16::try_from(r.varint()?).map_err(|_| DecodeError::Malformed)?,
+            },
+            TAG_COMMAND => Report::CommandResult {
+                id: r.varint_u32()?,
+                status: r.u8()?,
+                value: r.varint_u32()?,
+            },
             _ => return Err(DecodeError::Malformed),
         };
         if r.remaining() != 0 {

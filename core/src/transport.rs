@@ -9,13 +9,14 @@
 //! ```
 //! use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 //! use telemark_core::engine::{Engine, EngineConfig};
-//! use telemark_core::model::{ChannelId, Reading, Value};
+//! use telemark_core::model::{ChannelId, Reading, ReadingSink, Value};
+//! use telemark_core::sensor::SensorErrorKind;
 //! use telemark_core::report::ResetReason;
 //! use telemark_core::rules::Rules;
 //! use telemark_core::stager::StagerConfig;
 //! use telemark_core::store::{FullPolicy, RamStore};
 //! use telemark_core::time::{Duration, Instant};
-//! use telemark_core::transport::{step, Transport};
+//! use telemark_core::transport::{step, Board, Transport};
 //! use telemark_core::uplink::UplinkConfig;
 //!
 //! /// A link that is never up: everything stays stored.
@@ -36,10 +37,14 @@
 //! };
 //! let mut engine: Engine<RamStore<128, 512>, 2, 32, 64> =
 //!     Engine::new(&[LEVEL], RamStore::new(FullPolicy::EvictOldest), config, ResetReason::PowerOn).unwrap();
-//! let mut sample = |ch: ChannelId, now: Instant, out: &mut dyn telemark_core::model::ReadingSink| {
-//!     out.push_reading(Reading::new(ch, now, Value::Scaled(42))).map_err(|_| telemark_core::sensor::SensorErrorKind::SinkFull)
-//! };
-//! let wake = step(&mut engine, &mut Dead, Instant::ZERO, &mut sample);
+//! /// A tank with a level sensor that always reads 42 %.
+//! struct Tank;
+//! impl Board for Tank {
+//!     fn sample(&mut self, ch: ChannelId, now: Instant, out: &mut dyn ReadingSink) -> Result<(), SensorErrorKind> {
+//!         out.push_reading(Reading::new(ch, now, Value::Scaled(42))).map_err(|_| SensorErrorKind::SinkFull)
+//!     }
+//! }
+//! let wake = step(&mut engine, &mut Dead, Instant::ZERO, &mut Tank);
 //! assert_eq!(wake, Instant::from_millis(10 * 60_000)); // the next sample
 //! assert_eq!(engine.counters().sampled, 1);
 //! ```
@@ -101,7 +106,27 @@ enum Step {
     Sample(ChannelId),
     Radio(bool),
     Send(usize),
+    Output(u8, u32),
+    Reboot,
     Sleep(Instant),
+}
+
+/// What the firmware provides a driver besides the link: its sensors, its
+/// outputs and its reset.
+pub trait Board {
+    /// Measures `channel` now and writes its readings into `out`.
+    fn sample(
+        &mut self,
+        channel: ChannelId,
+        now: Instant,
+        out: &mut dyn ReadingSink,
+    ) -> Result<(), SensorErrorKind>;
+
+    /// Sets an output, as a command asked. The default ignores it.
+    fn set_output(&mut self, _output: u8, _value: u32) {}
+
+    /// Restarts the device, as a command asked. The default ignores it.
+    fn reboot(&mut self) {}
 }
 
 fn next<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
@@ -120,6 +145,8 @@ fn next<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
             }
             Step::Send(n)
         }
+        Action::SetOutput { output, value } => Step::Output(output, value),
+        Action::Reboot => Step::Reboot,
         Action::Sleep(t) => Step::Sleep(t),
     }
 }
@@ -139,18 +166,16 @@ fn sampled<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
 
 /// Runs `engine` at `now` over a blocking `transport` until it has nothing
 /// to do; returns when to call again (sooner if a frame arrives).
-///
-/// `sample` measures a channel and writes its readings into the sink.
-pub fn step<S, T, F, const CH: usize, const ST: usize, const MTU: usize>(
+pub fn step<S, T, B, const CH: usize, const ST: usize, const MTU: usize>(
     engine: &mut Engine<S, CH, ST, MTU>,
     transport: &mut T,
     now: Instant,
-    sample: &mut F,
+    board: &mut B,
 ) -> Instant
 where
     S: RecordStore,
     T: Transport,
-    F: FnMut(ChannelId, Instant, &mut dyn ReadingSink) -> Result<(), SensorErrorKind>,
+    B: Board,
 {
     let mut rx = [0u8; MAX_DOWNLINK];
     let mut frame = [0u8; MTU];
@@ -162,7 +187,7 @@ where
         match next(engine, now, &mut frame) {
             Step::Sample(ch) => {
                 let mut out = Collected(heapless::Vec::new());
-                let result = sample(ch, now, &mut out);
+                let result = board.sample(ch, now, &mut out);
                 sampled(engine, now, ch, result, out);
             }
             Step::Radio(true) => {
@@ -177,6 +202,8 @@ where
                 Ok(()) => engine.on_sent(now),
                 Err(_) => engine.on_send_failed(now),
             },
+            Step::Output(output, value) => board.set_output(output, value),
+            Step::Reboot => board.reboot(),
             Step::Sleep(t) => return t,
         }
     }
@@ -184,16 +211,16 @@ where
 
 /// [`step`] over an [`AsyncTransport`]: for embassy tasks and tokio.
 #[cfg(feature = "async")]
-pub async fn step_async<S, T, F, const CH: usize, const ST: usize, const MTU: usize>(
+pub async fn step_async<S, T, B, const CH: usize, const ST: usize, const MTU: usize>(
     engine: &mut Engine<S, CH, ST, MTU>,
     transport: &mut T,
     now: Instant,
-    sample: &mut F,
+    board: &mut B,
 ) -> Instant
 where
     S: RecordStore,
     T: AsyncTransport,
-    F: FnMut(ChannelId, Instant, &mut dyn ReadingSink) -> Result<(), SensorErrorKind>,
+    B: Board,
 {
     let mut rx = [0u8; MAX_DOWNLINK];
     let mut frame = [0u8; MTU];
@@ -204,7 +231,7 @@ where
         match next(engine, now, &mut frame) {
             Step::Sample(ch) => {
                 let mut out = Collected(heapless::Vec::new());
-                let result = sample(ch, now, &mut out);
+                let result = board.sample(ch, now, &mut out);
                 sampled(engine, now, ch, result, out);
             }
             Step::Radio(true) => {
@@ -219,6 +246,8 @@ where
                 Ok(()) => engine.on_sent(now),
                 Err(_) => engine.on_send_failed(now),
             },
+            Step::Output(output, value) => board.set_output(output, value),
+            Step::Reboot => board.reboot(),
             Step::Sleep(t) => return t,
         }
     }

@@ -435,17 +435,32 @@ impl Uplink {
         bytes: &[u8],
         store: &mut S,
     ) -> Result<AckInfo, FrameError> {
-        let ack = match AckFrame::parse(bytes) {
-            Ok(a) if a.device() == self.config.device => a,
-            Ok(_) => {
-                self.counters.bad_frames = self.counters.bad_frames.saturating_add(1);
-                return Err(FrameError::Malformed);
-            }
+        match AckFrame::parse(bytes) {
+            Ok(ack) => self.on_ack(now, &ack, store),
             Err(e) => {
-                self.counters.bad_frames = self.counters.bad_frames.saturating_add(1);
-                return Err(e);
+                self.count_bad_frame();
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// A frame was refused before it reached the uplink (counted here).
+    pub fn count_bad_frame(&mut self) {
+        self.counters.bad_frames = self.counters.bad_frames.saturating_add(1);
+    }
+
+    /// An acknowledgement, already parsed: frees its records from the store
+    /// and sets the clock. One for another device is refused and counted.
+    pub fn on_ack<S: RecordStore>(
+        &mut self,
+        now: Instant,
+        ack: &AckFrame<'_>,
+        store: &mut S,
+    ) -> Result<AckInfo, FrameError> {
+        if ack.device() != self.config.device {
+            self.count_bad_frame();
+            return Err(FrameError::Malformed);
+        }
         let mut info = AckInfo::default();
         for range in ack.ranges() {
             if let Ok(freed) = store.ack(range) {

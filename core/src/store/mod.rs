@@ -264,4 +264,10 @@ pub trait RecordStore {
 
     /// What went through each lane.
     fn counters(&self) -> StoreCounters;
+
+    /// What the routine lane does when full.
+    fn routine_policy(&self) -> FullPolicy;
+
+    /// Changes what the routine lane does when full.
+    fn set_routine_policy(&mut self, policy: FullPolicy);
 }

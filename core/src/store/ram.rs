@@ -57,11 +57,6 @@ impl<const ALERT: usize, const ROUTINE: usize> RamStore<ALERT, ROUTINE> {
         }
     }
 
-    /// Changes what the routine lane does when full.
-    pub fn set_routine_policy(&mut self, policy: FullPolicy) {
-        self.routine.set_policy(policy);
-    }
-
     /// Evicts the oldest routine record, counting it. False if none.
     pub fn evict_oldest_routine(&mut self) -> bool {
         self.routine.evict_oldest()
@@ -149,5 +144,13 @@ impl<const ALERT: usize, const ROUTINE: usize> RecordStore for RamStore<ALERT, R
             alert: self.alert.counters(),
             routine: self.routine.counters(),
         }
+    }
+
+    fn routine_policy(&self) -> FullPolicy {
+        self.routine.policy()
+    }
+
+    fn set_routine_policy(&mut self, policy: FullPolicy) {
+        self.routine.set_policy(policy);
     }
 }

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::codec::{BlockCodec, CompactCodec};
 use telemark_core::engine::{Action, Engine, EngineConfig};
-use telemark_core::frame::{write_ack, RecordsFrame};
+use telemark_core::frame::{write_ack, write_command, write_config, Command, RecordsFrame};
 use telemark_core::model::{ChannelId, Reading, Severity};
 use telemark_core::report::{Report, ResetReason};
 use telemark_core::rules::Rules;
@@ -204,6 +204,9 @@ impl Link {
 
 #[derive(Default)]
 struct Totals {
+    outputs_set: u64,
+    configs_applied: u64,
+    commands_answered: u64,
     device_days: f64,
     produced: u64,
     delivered: u64,
@@ -225,12 +228,20 @@ struct Totals {
     max_store_bytes: usize,
 }
 
-/// The server's durable store for one device.
+/// The server's durable store for one device, and what it wants the
+/// device to do: take config version 1 (heartbeats every 12 h) and open
+/// valve 1, until the device reports both done.
 #[derive(Default)]
 struct Server {
     records: HashSet<u32>,
     readings: HashSet<(u16, u64)>,
+    config_applied: bool,
+    command_answers: u32,
 }
+
+/// Config version 1: `{0: 1, 2: 43200}`.
+const CONFIG_V1: [u8; 7] = [0xa2, 0x00, 0x01, 0x02, 0x19, 0xa8, 0xc0];
+const COMMAND_ID: u32 = 7;
 
 struct Sensors {
     boiler: Synthetic<1>,
@@ -379,18 +390,31 @@ fn run_device(device: u64, args: &Args, totals: &mut Totals) {
                         totals,
                     );
                 }
+                let mut replies = Vec::new();
                 let mut ack = [0u8; 1024];
-                if let Ok(n) = write_ack(
-                    &mut ack,
-                    device,
-                    Some(1_700_000_000_000 + t),
-                    &acked[..acked.len().min(64)],
-                ) {
+                let acked = &acked[..acked.len().min(64)];
+                if let Ok(n) = write_ack(&mut ack, device, Some(1_700_000_000_000 + t), acked) {
+                    replies.push(ack[..n].to_vec());
+                }
+                // From day two on, config and command ride with the acks
+                // until the device reports them done.
+                if t >= DAY && !server.config_applied {
+                    if let Ok(n) = write_config(&mut ack, device, &CONFIG_V1) {
+                        replies.push(ack[..n].to_vec());
+                    }
+                }
+                if t >= DAY && server.command_answers == 0 {
+                    let open_valve = Command::SetOutput {
+                        output: 1,
+                        value: 1,
+                    };
+                    if let Ok(n) = write_command(&mut ack, device, COMMAND_ID, open_valve) {
+                        replies.push(ack[..n].to_vec());
+                    }
+                }
+                for reply in replies {
                     for arrival in link.carry(t, &mut rng, t >= end) {
-                        pending_acks
-                            .entry(arrival)
-                            .or_default()
-                            .push(ack[..n].to_vec());
+                        pending_acks.entry(arrival).or_default().push(reply.clone());
                     }
                 }
             }
@@ -452,6 +476,8 @@ fn run_device(device: u64, args: &Args, totals: &mut Totals) {
                     }
                     engine.on_sent(at);
                 }
+                Action::SetOutput { .. } => totals.outputs_set += 1,
+                Action::Reboot => next_reboot = now,
                 Action::Sleep(t) => break t.as_millis(),
             }
         };
@@ -506,6 +532,20 @@ fn run_device(device: u64, args: &Args, totals: &mut Totals) {
             "device {device}: produced {produced} != delivered {delivered} + evicted {evicted} + lost on reboot {lost_on_reboot}"
         ));
     }
+    if args.days >= 2 {
+        if !server.config_applied {
+            totals.violations.push(format!(
+                "device {device}: config version 1 never reported applied"
+            ));
+        }
+        if server.command_answers == 0 {
+            totals
+                .violations
+                .push(format!("device {device}: command never answered"));
+        }
+    }
+    totals.configs_applied += u64::from(server.config_applied);
+    totals.commands_answered += u64::from(server.command_answers > 0);
     let up = engine.uplink().counters();
     totals.produced += produced;
     totals.delivered += delivered;
@@ -550,16 +590,30 @@ fn store_record(
                     .push(format!("device {device}: undecodable block: {e}")),
             }
         }
-        (Lane::Alert, _) => {
+        (Lane::Alert, _) => match Report::decode(payload) {
             // Latency of the alerts that wake the radio: warning or worse.
-            if let Ok(Report::Alert(alert)) = Report::decode(payload) {
-                if alert.severity >= Severity::Warning {
-                    totals
-                        .alert_latency_ms
-                        .push(at.saturating_sub(alert.time.as_millis()));
-                }
+            Ok(Report::Alert(alert)) if alert.severity >= Severity::Warning => {
+                totals
+                    .alert_latency_ms
+                    .push(at.saturating_sub(alert.time.as_millis()));
             }
-        }
+            Ok(Report::ConfigStatus {
+                version: 1,
+                code: 0,
+                ..
+            }) => server.config_applied = true,
+            // A repeat of version 1 after it applied is stale, and harmless.
+            Ok(Report::ConfigStatus {
+                version: 1,
+                code: 3,
+                ..
+            }) => {}
+            Ok(Report::ConfigStatus { code, detail, .. }) if code != 0 => totals.violations.push(
+                format!("device {device}: config refused, code {code} detail {detail}"),
+            ),
+            Ok(Report::CommandResult { id: COMMAND_ID, .. }) => server.command_answers += 1,
+            _ => {}
+        },
     }
 }
 
@@ -662,6 +716,9 @@ fn main() -> ExitCode {
             format!("{:.1}", percentile(&totals.alert_latency_ms, 0.99)),
         ),
         ("max_store_bytes", totals.max_store_bytes.to_string()),
+        ("configs_applied", totals.configs_applied.to_string()),
+        ("commands_answered", totals.commands_answered.to_string()),
+        ("outputs_set", totals.outputs_set.to_string()),
         ("invariant_violations", totals.violations.len().to_string()),
         (
             "device_days_per_second",

@@ -1,0 +1,422 @@
+//! Remote configuration: a versioned [`DeviceConfig`] in CBOR, so a server
+//! in any language can write one.
+//!
+//! A config update is a CBOR map with small integer keys. Only `0`, the
+//! version, is required; a key that is absent leaves its setting as it is.
+//! The device checks the whole result before it changes anything: an update
+//! is applied entirely or not at all, and a refused update is reported with
+//! its reason while the old config stays in force.
+//!
+//! | key | setting | CBOR |
+//! | --- | --- | --- |
+//! | 0 | version; must be above the current one | uint |
+//! | 1 | report interval, s | uint |
+//! | 2 | heartbeat interval, s | uint |
+//! | 3 | MTU, bytes | uint |
+//! | 4 | sends of a frame before a session gives up | uint |
+//! | 5 | first acknowledgement timeout, s | uint |
+//! | 6 | longest backoff, s | uint |
+//! | 7 | block: most readings | uint |
+//! | 8 | block: most bytes | uint |
+//! | 9 | block: longest age, s | uint |
+//! | 10 | routine lane when full: 0 refuse, 1 evict oldest | uint |
+//! | 11 | high-water mark, % | uint |
+//! | 12 | channels: array of maps, below | array |
+//!
+//! A channel map names an existing channel by key 0 (its id) and may set:
+//! 1 sampling period (s); 2 decimals; 3 normal range `[min, max]`; and its
+//! rules, each an array or `null` to remove it: 4 high `[limit, hysteresis,
+//! severity]`, 5 low (same), 6 rate `[max per s, severity]`, 7 stuck
+//! `[samples, severity]`, 8 fault `[failures, severity]`. Numbers may be
+//! integers or floats; severity is 0 info, 1 warning, 2 critical.
+//!
+//! ```
+//! use telemark_core::config::{ConfigUpdate, DeviceConfig};
+//! use telemark_core::engine::EngineConfig;
+//! use telemark_core::stager::StagerConfig;
+//! use telemark_core::store::FullPolicy;
+//! use telemark_core::time::Duration;
+//! use telemark_core::uplink::UplinkConfig;
+//!
+//! let current: DeviceConfig<4> = DeviceConfig {
+//!     version: 3,
+//!     engine: EngineConfig {
+//!         uplink: UplinkConfig::new(9, 256, Duration::from_mins(60)),
+//!         stager: StagerConfig::new(128, 200, Duration::from_mins(60)),
+//!         heartbeat: Duration::from_mins(360),
+//!     },
+//!     store_policy: FullPolicy::EvictOldest,
+//!     channels: heapless::Vec::new(),
+//! };
+//! // {0: 4, 1: 900}: version 4 reports every 15 minutes.
+//! let update = [0xa2, 0x00, 0x04, 0x01, 0x19, 0x03, 0x84];
+//! let next = ConfigUpdate::parse(&update).unwrap().apply(&current).unwrap();
+//! assert_eq!(next.version, 4);
+//! assert_eq!(next.engine.uplink.report_interval, Duration::from_mins(15));
+//! assert_eq!(next.engine.heartbeat, current.engine.heartbeat);
+//! ```
+
+use core::fmt;
+
+use minicbor::data::Type;
+use minicbor::Decoder;
+
+use crate::channel::{ChannelSpec, Range, SpecError, ValueKind};
+use crate::engine::EngineConfig;
+use crate::model::{ChannelId, Severity};
+use crate::rules::{RateLimit, RunRule, Threshold};
+use crate::store::FullPolicy;
+use crate::time::Duration;
+
+/// Most channel entries one update may carry.
+pub const MAX_CHANNEL_UPDATES: usize = 16;
+
+/// Everything a server can configure on a device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceConfig<const CH: usize> {
+    /// Version of this config; each update must raise it.
+    pub version: u32,
+    /// Uplink, sealing and heartbeat settings.
+    pub engine: EngineConfig,
+    /// What the routine lane does when full.
+    pub store_policy: FullPolicy,
+    /// The channels, with their periods, resolutions and rules.
+    pub channels: heapless::Vec<ChannelSpec, CH>,
+}
+
+/// Why a config update was refused. The old config stays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not valid CBOR, or not the map described in the module docs.
+    Malformed,
+    /// A key this device does not know.
+    UnknownKey(u8),
+    /// The version is not above the current one.
+    StaleVersion,
+    /// A channel this device does not have.
+    UnknownChannel(ChannelId),
+    /// A setting is out of range (key given).
+    OutOfRange(u8),
+    /// A channel's resulting spec is invalid.
+    Channel(ChannelId, SpecError),
+    /// The settings do not work together (for example a block larger than
+    /// the MTU allows).
+    Inconsistent,
+}
+
+impl ConfigError {
+    /// A one-byte code for the config report: 1 malformed, 2 unknown key,
+    /// 3 stale version, 4 unknown channel, 5 out of range, 6 channel,
+    /// 7 inconsistent.
+    pub fn code(&self) -> u8 {
+        match self {
+            ConfigError::Malformed => 1,
+            ConfigError::UnknownKey(_) => 2,
+            ConfigError::StaleVersion => 3,
+            ConfigError::UnknownChannel(_) => 4,
+            ConfigError::OutOfRange(_) => 5,
+            ConfigError::Channel(..) => 6,
+            ConfigError::Inconsistent => 7,
+        }
+    }
+
+    /// The key or channel the error is about, where there is one.
+    pub fn detail(&self) -> u16 {
+        match self {
+            ConfigError::UnknownKey(k) | ConfigError::OutOfRange(k) => u16::from(*k),
+            ConfigError::UnknownChannel(c) | ConfigError::Channel(c, _) => c.0,
+            _ => 0,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Malformed => f.write_str("config is not the expected CBOR map"),
+            ConfigError::UnknownKey(k) => write!(f, "unknown config key {k}"),
+            ConfigError::StaleVersion => f.write_str("config version not above the current one"),
+            ConfigError::UnknownChannel(c) => write!(f, "no channel {c} on this device"),
+            ConfigError::OutOfRange(k) => write!(f, "config key {k} out of range"),
+            ConfigError::Channel(c, e) => write!(f, "channel {c}: {e}"),
+            ConfigError::Inconsistent => f.write_str("settings do not work together"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ConfigError {}
+
+impl From<minicbor::decode::Error> for ConfigError {
+    fn from(_: minicbor::decode::Error) -> Self {
+        ConfigError::Malformed
+    }
+}
+
+/// A rule setting in an update: keep, remove, or set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Change<T> {
+    Keep,
+    Remove,
+    Set(T),
+}
+
+impl<T> Change<T> {
+    fn apply(self, current: Option<T>) -> Option<T> {
+        match self {
+            Change::Keep => current,
+            Change::Remove => None,
+            Change::Set(v) => Some(v),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ChannelUpdate {
+    id: ChannelId,
+    period_s: Option<u32>,
+    decimals: Option<u8>,
+    range: Option<(f32, f32)>,
+    high: Change<Threshold>,
+    low: Change<Threshold>,
+    rate: Change<RateLimit>,
+    stuck: Change<RunRule>,
+    fault: Change<RunRule>,
+}
+
+/// A parsed config update, not yet checked against the current config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConfigUpdate {
+    version: u32,
+    settings: [Option<u32>; 12],
+    channels: heapless::Vec<ChannelUpdate, MAX_CHANNEL_UPDATES>,
+}
+
+fn number(d: &mut Decoder<'_>) -> Result<f32, ConfigError> {
+    Ok(match d.datatype()? {
+        Type::F16 | Type::F32 | Type::F64 => d.f64()? as f32,
+        Type::I8 | Type::I16 | Type::I32 | Type::I64 | Type::Int => d.i64()? as f32,
+        _ => d.u64()? as f32,
+    })
+}
+
+fn severity(d: &mut Decoder<'_>, key: u8) -> Result<Severity, ConfigError> {
+    Severity::from_bits(d.u8()?).ok_or(ConfigError::OutOfRange(key))
+}
+
+/// `null`, or an array of exactly `n` items read by `read`.
+fn rule<T>(
+    d: &mut Decoder<'_>,
+    n: u64,
+    read: impl FnOnce(&mut Decoder<'_>) -> Result<T, ConfigError>,
+) -> Result<Change<T>, ConfigError> {
+    if d.datatype()? == Type::Null {
+        d.null()?;
+        return Ok(Change::Remove);
+    }
+    if d.array()? != Some(n) {
+        return Err(ConfigError::Malformed);
+    }
+    read(d).map(Change::Set)
+}
+
+fn channel_update(d: &mut Decoder<'_>) -> Result<ChannelUpdate, ConfigError> {
+    let entries = d.map()?.ok_or(ConfigError::Malformed)?;
+    let mut u = ChannelUpdate {
+        id: ChannelId(u16::MAX),
+        period_s: None,
+        decimals: None,
+        range: None,
+        high: Change::Keep,
+        low: Change::Keep,
+        rate: Change::Keep,
+        stuck: Change::Keep,
+        fault: Change::Keep,
+    };
+    let mut has_id = false;
+    for _ in 0..entries {
+        let key = d.u8()?;
+        let threshold = |d: &mut Decoder<'_>| {
+            Ok(Threshold {
+                limit: number(d)?,
+                hysteresis: number(d)?,
+                severity: severity(d, key)?,
+            })
+        };
+        let run = |d: &mut Decoder<'_>| {
+            Ok(RunRule {
+                count: d.u16()?,
+                severity: severity(d, key)?,
+            })
+        };
+        match key {
+            0 => {
+                u.id = ChannelId(d.u16()?);
+                has_id = true;
+            }
+            1 => u.period_s = Some(d.u32()?),
+            2 => u.decimals = Some(d.u8()?),
+            3 => {
+                if d.array()? != Some(2) {
+                    return Err(ConfigError::Malformed);
+                }
+                u.range = Some((number(d)?, number(d)?));
+            }
+            4 => u.high = rule(d, 3, threshold)?,
+            5 => u.low = rule(d, 3, threshold)?,
+            6 => {
+                u.rate = rule(d, 2, |d| {
+                    Ok(RateLimit {
+                        max_per_sec: number(d)?,
+                        severity: severity(d, key)?,
+                    })
+                })?
+            }
+            7 => u.stuck = rule(d, 2, run)?,
+            8 => u.fault = rule(d, 2, run)?,
+            k => return Err(ConfigError::UnknownKey(k)),
+        }
+    }
+    if has_id {
+        Ok(u)
+    } else {
+        Err(ConfigError::Malformed)
+    }
+}
+
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
+impl ConfigUpdate {
+    /// Parses the CBOR of an update; checks its shape, not its values.
+    pub fn parse(cbor: &[u8]) -> Result<Self, ConfigError> {
+        let mut d = Decoder::new(cbor);
+        let entries = d.map()?.ok_or(ConfigError::Malformed)?;
+        let mut update = ConfigUpdate {
+            version: 0,
+            settings: [None; 12],
+            channels: heapless::Vec::new(),
+        };
+        let mut has_version = false;
+        for _ in 0..entries {
+            match d.u8()? {
+                0 => {
+                    update.version = d.u32()?;
+                    has_version = true;
+                }
+                12 => {
+                    let n = d.array()?.ok_or(ConfigError::Malformed)?;
+                    for _ in 0..n {
+                        let c = channel_update(&mut d)?;
+                        update
+                            .channels
+                            .push(c)
+                            .map_err(|_| ConfigError::OutOfRange(12))?;
+                    }
+                }
+                k @ 1..=11 => {
+                    let v = d.u32()?;
+                    if let Some(slot) = update.settings.get_mut(usize::from(k)) {
+                        *slot = Some(v);
+                    }
+                }
+                k => return Err(ConfigError::UnknownKey(k)),
+            }
+        }
+        if !has_version || d.position() != cbor.len() {
+            return Err(ConfigError::Malformed);
+        }
+        Ok(update)
+    }
+
+    /// The version the update brings.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The config that results from applying this update to `current`, if
+    /// every setting is valid; `current` is not touched.
+    pub fn apply<const CH: usize>(
+        &self,
+        current: &DeviceConfig<CH>,
+    ) -> Result<DeviceConfig<CH>, ConfigError> {
+        if self.version <= current.version {
+            return Err(ConfigError::StaleVersion);
+        }
+        let mut next = current.clone();
+        next.version = self.version;
+        let s = |k: usize| self.settings.get(k).copied().flatten();
+        let small = |k: u8, v: u32| u16::try_from(v).map_err(|_| ConfigError::OutOfRange(k));
+        let e = &mut next.engine;
+        if let Some(v) = s(1) {
+            e.uplink.report_interval = secs(v);
+        }
+        if let Some(v) = s(2) {
+            e.heartbeat = secs(v);
+        }
+        if let Some(v) = s(3) {
+            e.uplink.mtu = small(3, v)?;
+        }
+        if let Some(v) = s(4) {
+            e.uplink.max_attempts = u8::try_from(v).map_err(|_| ConfigError::OutOfRange(4))?;
+        }
+        if let Some(v) = s(5) {
+            e.uplink.ack_timeout = secs(v);
+        }
+        if let Some(v) = s(6) {
+            e.uplink.max_backoff = secs(v);
+        }
+        if let Some(v) = s(7) {
+            e.stager.max_readings = small(7, v)?;
+        }
+        if let Some(v) = s(8) {
+            e.stager.max_bytes = small(8, v)?;
+        }
+        if let Some(v) = s(9) {
+            e.stager.max_age = secs(v);
+        }
+        if let Some(v) = s(10) {
+            next.store_policy = match v {
+                0 => FullPolicy::Refuse,
+                1 => FullPolicy::EvictOldest,
+                _ => return Err(ConfigError::OutOfRange(10)),
+            };
+        }
+        if let Some(v) = s(11) {
+            e.uplink.high_water_percent =
+                u8::try_from(v).map_err(|_| ConfigError::OutOfRange(11))?;
+        }
+        if e.uplink.validate().is_err() || e.stager.validate().is_err() || e.heartbeat.is_zero() {
+            return Err(ConfigError::Inconsistent);
+        }
+        for u in &self.channels {
+            let spec = next
+                .channels
+                .iter_mut()
+                .find(|c| c.id == u.id)
+                .ok_or(ConfigError::UnknownChannel(u.id))?;
+            if let Some(p) = u.period_s {
+                spec.period = secs(p);
+            }
+            if let Some(d) = u.decimals {
+                match spec.kind {
+                    ValueKind::Scaled { .. } => spec.kind = ValueKind::Scaled { decimals: d },
+                    _ => return Err(ConfigError::OutOfRange(2)),
+                }
+            }
+            if let Some((min, max)) = u.range {
+                spec.range = Range::new(min, max);
+            }
+            spec.rules.high = u.high.apply(spec.rules.high);
+            spec.rules.low = u.low.apply(spec.rules.low);
+            spec.rules.rate = u.rate.apply(spec.rules.rate);
+            spec.rules.stuck = u.stuck.apply(spec.rules.stuck);
+            spec.rules.fault = u.fault.apply(spec.rules.fault);
+            spec.validate().map_err(|e| ConfigError::Channel(u.id, e))?;
+        }
+        Ok(next)
+    }
+}
