@@ -24,8 +24,11 @@ cargo fmt --all --check
 step "cargo clippy (host, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo clippy (telemark-core with the async drivers)"
+cargo clippy -p telemark-core --features std,async --all-targets --locked -- -D warnings
+
 step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
-cargo clippy -p telemark-core --no-default-features --features defmt --target thumbv7em-none-eabihf --locked -- -D warnings
+cargo clippy -p telemark-core --no-default-features --features defmt,async --target thumbv7em-none-eabihf --locked -- -D warnings
 
 step "cargo test --workspace"
 log=$(mktemp)
@@ -35,7 +38,7 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 step "no_std builds"
 cargo build -p telemark-core --no-default-features --target thumbv6m-none-eabi --locked
 cargo build -p telemark-core --no-default-features --target thumbv7em-none-eabihf --locked
-cargo build -p telemark-core --no-default-features --features serde,defmt --target thumbv6m-none-eabi --locked
+cargo build -p telemark-core --no-default-features --features serde,defmt,async,lz4 --target thumbv6m-none-eabi --locked
 cargo build -p telemark-sensors --target thumbv6m-none-eabi --locked
 
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"

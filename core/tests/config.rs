@@ -160,3 +160,39 @@ fn a_stale_version_is_refused() {
     );
     assert_eq!(e.config().version, 5);
 }
+
+#[test]
+fn commands_run_once_per_id_and_report_the_same_result() {
+    use telemark_core::engine::Action;
+    use telemark_core::frame::Command;
+    let mut e = engine();
+    let now = Instant::from_millis(5_000);
+    let valve = Command::SetOutput { output: 2, value: 1 };
+    assert!(!e.run_command(now, 7, valve));
+    assert_eq!(e.poll(now), Action::SetOutput { output: 2, value: 1 });
+    // The server did not see the result and asks again: reported, not run.
+    assert!(e.run_command(now, 7, valve));
+    let mut outputs = 0;
+    let mut results = 0;
+    loop {
+        match e.poll(now) {
+            Action::SetOutput { .. } => outputs += 1,
+            Action::Sleep(_) => break,
+            _ => {}
+        }
+        if outputs > 1 {
+            break;
+        }
+    }
+    let mut n = 0;
+    while let Ok(Some(r)) = e.store_mut().peek(n) {
+        if let Ok(Report::CommandResult { id: 7, status: 0, value: 1 }) = Report::decode(r.payload) {
+            results += 1;
+        }
+        n += 1;
+    }
+    assert_eq!(outputs, 0, "the repeated command ran again");
+    assert_eq!(results, 2, "each delivery of the command is answered");
+    // A ping answers with the uptime.
+    assert!(!e.run_command(now, 8, Command::Ping));
+}
