@@ -43,15 +43,15 @@
 use core::fmt;
 
 use crate::channel::ChannelSpec;
-use crate::codec::CompactCodec;
+use crate::codec::{BlockCodec, CompactCodec};
 use crate::config::{ConfigError, ConfigUpdate, DeviceConfig};
 use crate::frame::{Command, Frame, FrameError, FRAME_OVERHEAD_MAX, RECORD_HEADER_MAX};
-use crate::model::{Alert, ChannelId, Reading};
+use crate::model::{Alert, ChannelId, Quality, Reading};
 use crate::report::{Heartbeat, Report, ResetReason};
 use crate::rules::RuleState;
 use crate::sensor::SensorErrorKind;
 use crate::stager::{SealedBlock, Stager, StagerConfig};
-use crate::store::{RecordMeta, RecordStore, Seq};
+use crate::store::{Lane, RecordMeta, RecordStore, Seq};
 use crate::time::{Duration, Instant};
 use crate::uplink::{AckInfo, Uplink, UplinkAction, UplinkConfig};
 
@@ -422,7 +422,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             bytes_on_air: up.bytes_sent.min(u64::from(u32::MAX)) as u32,
             retries: up.retries,
             evicted: lost(store.routine).saturating_add(self.counters.dropped_readings),
-            decimated: 0,
+            decimated: store.routine.decimated_readings,
             sensor_faults: self.counters.sensor_faults,
             queue_depth: self.store.len() as u32,
             reset_reason: self.reset_reason,
@@ -452,6 +452,62 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         let bytes = self.block.get(..sealed.len).unwrap_or_default();
         // A refusal is counted by the store's routine lane.
         let _ = self.store.push(RecordMeta::routine(sealed.readings), bytes);
+        self.degrade();
+    }
+
+    /// Offline degradation: while the routine lane is at its high-water
+    /// mark, halve the time resolution of the oldest blocks not yet
+    /// decimated (every other reading of each channel goes), so that
+    /// eviction comes only after decimation has done what it can.
+    fn degrade(&mut self) {
+        let high_water = usize::from(self.uplink.config().high_water_percent);
+        let capacity = self.store.capacity(Lane::Routine).max(1);
+        // Each pass shrinks one block; a few per sealed block keep up.
+        for _ in 0..4 {
+            if self.store.used(Lane::Routine) * 100 < capacity * high_water {
+                return;
+            }
+            let mut kept: heapless::Vec<Reading, STAGE> = heapless::Vec::new();
+            // Per channel: was its last reading kept?
+            let mut parity: heapless::Vec<(ChannelId, bool), CH> =
+                self.channels.iter().map(|c| (c.spec.id, false)).collect();
+            let (seq, old_len) = match self.store.oldest_undecimated() {
+                Ok(Some(record)) => {
+                    let mut sink = crate::model::FnSink(|r: Reading| {
+                        let slot = parity.iter_mut().find(|p| p.0 == r.channel);
+                        let keep = match slot {
+                            Some(p) => {
+                                p.1 = !p.1;
+                                p.1
+                            }
+                            None => true,
+                        };
+                        if keep {
+                            kept.push(r.with_quality(Quality::DECIMATED))?;
+                        }
+                        Ok(())
+                    });
+                    if CompactCodec.decode(record.payload, &mut sink).is_err() {
+                        return;
+                    }
+                    (record.seq, record.payload.len())
+                }
+                _ => return,
+            };
+            let Ok(len) = CompactCodec.encode(&kept, &mut self.block) else {
+                return;
+            };
+            let payload = self.block.get(..len).unwrap_or_default();
+            if len >= old_len
+                || !matches!(
+                    self.store
+                        .replace_decimated(seq, payload, kept.len() as u16),
+                    Ok(true)
+                )
+            {
+                return;
+            }
+        }
     }
 
     fn seal(&mut self, now: Instant, flush: bool) {

@@ -167,9 +167,18 @@ fn commands_run_once_per_id_and_report_the_same_result() {
     use telemark_core::frame::Command;
     let mut e = engine();
     let now = Instant::from_millis(5_000);
-    let valve = Command::SetOutput { output: 2, value: 1 };
+    let valve = Command::SetOutput {
+        output: 2,
+        value: 1,
+    };
     assert!(!e.run_command(now, 7, valve));
-    assert_eq!(e.poll(now), Action::SetOutput { output: 2, value: 1 });
+    assert_eq!(
+        e.poll(now),
+        Action::SetOutput {
+            output: 2,
+            value: 1
+        }
+    );
     // The server did not see the result and asks again: reported, not run.
     assert!(e.run_command(now, 7, valve));
     let mut outputs = 0;
@@ -186,7 +195,12 @@ fn commands_run_once_per_id_and_report_the_same_result() {
     }
     let mut n = 0;
     while let Ok(Some(r)) = e.store_mut().peek(n) {
-        if let Ok(Report::CommandResult { id: 7, status: 0, value: 1 }) = Report::decode(r.payload) {
+        if let Ok(Report::CommandResult {
+            id: 7,
+            status: 0,
+            value: 1,
+        }) = Report::decode(r.payload)
+        {
             results += 1;
         }
         n += 1;

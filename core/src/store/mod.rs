@@ -205,6 +205,8 @@ pub struct LaneCounters {
     pub refused_records: u32,
     /// Readings in refused records.
     pub refused_readings: u32,
+    /// Readings dropped by decimating blocks to save space.
+    pub decimated_readings: u32,
 }
 
 /// Counters of both lanes.
@@ -270,4 +272,19 @@ pub trait RecordStore {
 
     /// Changes what the routine lane does when full.
     fn set_routine_policy(&mut self, policy: FullPolicy);
+
+    /// The oldest routine record not yet decimated, if the store can
+    /// replace it in place.
+    fn oldest_undecimated(&mut self) -> Result<Option<Record<'_>>, Self::Error>;
+
+    /// Replaces routine record `seq` (as returned by
+    /// [`RecordStore::oldest_undecimated`]) with a smaller, decimated payload
+    /// of `readings` readings; counts the readings dropped. False if it
+    /// could not.
+    fn replace_decimated(
+        &mut self,
+        seq: Seq,
+        payload: &[u8],
+        readings: u16,
+    ) -> Result<bool, Self::Error>;
 }

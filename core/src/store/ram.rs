@@ -153,4 +153,17 @@ impl<const ALERT: usize, const ROUTINE: usize> RecordStore for RamStore<ALERT, R
     fn set_routine_policy(&mut self, policy: FullPolicy) {
         self.routine.set_policy(policy);
     }
+
+    fn oldest_undecimated(&mut self) -> Result<Option<Record<'_>>, Infallible> {
+        Ok(self.routine.oldest_undecimated())
+    }
+
+    fn replace_decimated(
+        &mut self,
+        seq: Seq,
+        payload: &[u8],
+        readings: u16,
+    ) -> Result<bool, Infallible> {
+        Ok(self.routine.replace_decimated(seq, payload, readings))
+    }
 }

@@ -99,6 +99,7 @@ impl<const N: usize> RecordRing<N> {
                 evicted_readings: 0,
                 refused_records: 0,
                 refused_readings: 0,
+                decimated_readings: 0,
             },
         }
     }
@@ -275,6 +276,64 @@ impl<const N: usize> RecordRing<N> {
         let c = &mut self.counters;
         c.refused_records = c.refused_records.saturating_add(1);
         c.refused_readings = c.refused_readings.saturating_add(u32::from(meta.readings));
+    }
+
+    /// The oldest record not yet decimated, if it lies in the same
+    /// contiguous run of the buffer as the head (so it can be rewritten in
+    /// place).
+    fn decimation_target(&self) -> Option<Slot> {
+        let mut slots = self.slots();
+        let target = slots.find(|s| !s.acked && !s.meta.decimated)?;
+        (target.pos >= self.head as usize).then_some(target)
+    }
+
+    /// The oldest unacknowledged record not yet decimated, if it can be
+    /// replaced in place by [`RecordRing::replace_decimated`].
+    pub fn oldest_undecimated(&self) -> Option<Record<'_>> {
+        let slot = self.decimation_target()?;
+        let start = slot.pos + RECORD_OVERHEAD;
+        Some(Record {
+            seq: slot.seq,
+            meta: slot.meta,
+            payload: self.buf.get(start..start + slot.len)?,
+        })
+    }
+
+    /// Replaces record `seq` (the one [`RecordRing::oldest_undecimated`]
+    /// returns) with a smaller payload of `readings` readings, flagged
+    /// decimated. The bytes saved become free space; the readings dropped
+    /// are counted. False if `seq` is not that record or the payload is not
+    /// smaller.
+    pub fn replace_decimated(&mut self, seq: Seq, payload: &[u8], readings: u16) -> bool {
+        let Some(slot) = self.decimation_target() else {
+            return false;
+        };
+        if slot.seq != seq || payload.len() >= slot.len || readings > slot.meta.readings {
+            return false;
+        }
+        let freed = slot.len - payload.len();
+        let head = self.head as usize;
+        // Shift the records before it forward, then write it right-aligned
+        // in its old slot: the freed bytes end up in front of the head.
+        self.buf.copy_within(head..slot.pos, head + freed);
+        let at = slot.pos + freed;
+        let len_flags = payload.len() as u16 | DECIMATED;
+        let count_sev = readings | (slot.meta.severity as u16) << 14;
+        let (s, l, c) = (
+            seq.0.to_le_bytes(),
+            len_flags.to_le_bytes(),
+            count_sev.to_le_bytes(),
+        );
+        let Some(dst) = self.buf.get_mut(at..at + RECORD_OVERHEAD + payload.len()) else {
+            return false;
+        };
+        let (header, body) = dst.split_at_mut(RECORD_OVERHEAD);
+        header.copy_from_slice(&[s[0], s[1], s[2], s[3], l[0], l[1], c[0], c[1]]);
+        body.copy_from_slice(payload);
+        self.head = (head + freed) as u32;
+        let dropped = u32::from(slot.meta.readings - readings);
+        self.counters.decimated_readings = self.counters.decimated_readings.saturating_add(dropped);
+        true
     }
 
     /// Evicts the oldest unacknowledged record, counting it. False if empty.

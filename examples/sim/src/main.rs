@@ -320,6 +320,7 @@ fn run_device(device: u64, args: &Args, totals: &mut Totals) {
     let mut produced = 0u64;
     let mut lost_on_reboot = 0u64;
     let mut lost_blocks: Vec<(u32, u64)> = Vec::new();
+    let mut decimated = 0u64;
     let mut lost_store = (0u64, 0u64); // evicted readings of engines lost to reboots
     let mut wakeups = 0u64;
     let mut radio_on = false;
@@ -348,6 +349,7 @@ fn run_device(device: u64, args: &Args, totals: &mut Totals) {
             let c = engine.store().counters();
             lost_store.0 +=
                 u64::from(c.routine.evicted_readings) + u64::from(c.routine.refused_readings);
+            decimated += u64::from(c.routine.decimated_readings);
             lost_store.1 += u64::from(engine.uplink().counters().wakeups);
             totals.frames_sent += u64::from(engine.uplink().counters().frames_sent);
             totals.bytes_on_air += engine.uplink().counters().bytes_sent;
@@ -527,9 +529,11 @@ fn run_device(device: u64, args: &Args, totals: &mut Totals) {
         + u64::from(c.routine.evicted_readings)
         + u64::from(c.routine.refused_readings);
     let delivered = server.readings.len() as u64;
-    if produced != delivered + evicted + lost_on_reboot {
+    decimated += u64::from(c.routine.decimated_readings);
+    if produced != delivered + evicted + decimated + lost_on_reboot {
         totals.violations.push(format!(
-            "device {device}: produced {produced} != delivered {delivered} + evicted {evicted} + lost on reboot {lost_on_reboot}"
+            "device {device}: produced {produced} != delivered {delivered} + evicted {evicted} \
+             + decimated {decimated} + lost on reboot {lost_on_reboot}"
         ));
     }
     if args.days >= 2 {
@@ -550,6 +554,7 @@ fn run_device(device: u64, args: &Args, totals: &mut Totals) {
     totals.produced += produced;
     totals.delivered += delivered;
     totals.evicted += evicted;
+    totals.decimated += decimated;
     totals.lost_on_reboot += lost_on_reboot;
     totals.frames_sent += u64::from(up.frames_sent);
     totals.bytes_on_air += up.bytes_sent;

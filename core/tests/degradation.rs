@@ -1,0 +1,95 @@
+//! Offline degradation: with no link, the oldest blocks lose half their
+//! readings before any block is evicted, and every reading is accounted for.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
+use telemark_core::codec::{BlockCodec, CompactCodec};
+use telemark_core::engine::{Action, Engine, EngineConfig};
+use telemark_core::model::{ChannelId, Quality, Reading, Value};
+use telemark_core::report::ResetReason;
+use telemark_core::rules::Rules;
+use telemark_core::stager::StagerConfig;
+use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
+use telemark_core::time::{Duration, Instant};
+use telemark_core::uplink::UplinkConfig;
+
+const LEVEL: ChannelSpec = ChannelSpec::new(
+    ChannelId(3),
+    Unit::Percent,
+    ValueKind::Scaled { decimals: 1 },
+    Range::new(0.0, 100.0),
+    Duration::from_mins(1),
+    Rules::NONE,
+);
+
+#[test]
+fn blocks_are_decimated_before_anything_is_evicted() {
+    let config = EngineConfig {
+        uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
+        stager: StagerConfig::new(60, 200, Duration::from_mins(60)),
+        heartbeat: Duration::from_mins(24 * 60),
+    };
+    let store: RamStore<256, 2048> = RamStore::new(FullPolicy::EvictOldest);
+    let mut engine: Engine<_, 2, 64, 256> =
+        Engine::new(&[LEVEL], store, config, ResetReason::PowerOn).unwrap();
+    let mut produced = 0u32;
+    let mut first_eviction_at_decimated = None;
+    for minute in 0..3 * 24 * 60u64 {
+        let now = Instant::from_millis(minute * 60_000);
+        loop {
+            match engine.poll(now) {
+                Action::Sample(ch) => {
+                    // A noisy level: blocks do not compress to nothing.
+                    let v = ((minute * 7919) % 1000) as i32;
+                    engine.on_reading(now, Reading::new(ch, now, Value::Scaled(v)));
+                    produced += 1;
+                }
+                // No network at all.
+                Action::RadioOn => engine.on_link_down(now),
+                Action::Sleep(_) => break,
+                _ => {}
+            }
+        }
+        let c = engine.store().counters().routine;
+        if c.evicted_readings > 0 && first_eviction_at_decimated.is_none() {
+            first_eviction_at_decimated = Some(c.decimated_readings);
+        }
+    }
+    let c = engine.store().counters().routine;
+    assert!(c.decimated_readings > 0, "nothing decimated");
+    assert!(
+        first_eviction_at_decimated.unwrap_or(1) > 0,
+        "evicted before decimating"
+    );
+    let pending: u32 = engine
+        .store()
+        .iter()
+        .filter(|r| r.meta.lane == Lane::Routine)
+        .map(|r| u32::from(r.meta.readings))
+        .sum();
+    assert_eq!(
+        c.pushed_readings,
+        c.acked_readings + c.evicted_readings + c.decimated_readings + pending
+    );
+    assert_eq!(produced, c.pushed_readings + engine.staged() as u32);
+    // Decimated blocks are flagged, and their readings are marked.
+    let decimated: Vec<_> = engine.store().iter().filter(|r| r.meta.decimated).collect();
+    assert!(!decimated.is_empty());
+    for record in decimated {
+        let mut readings = Vec::new();
+        CompactCodec.decode(record.payload, &mut readings).unwrap();
+        assert_eq!(readings.len(), usize::from(record.meta.readings));
+        assert!(readings
+            .iter()
+            .all(|r| r.quality.contains(Quality::DECIMATED)));
+        // Every other minute is left.
+        assert!(readings
+            .windows(2)
+            .all(|w| w[1].time.as_millis() - w[0].time.as_millis() >= 120_000));
+    }
+    // The heartbeat reports it.
+    assert_eq!(
+        engine.heartbeat(Instant::ZERO).decimated,
+        c.decimated_readings
+    );
+}
