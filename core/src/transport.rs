@@ -1,10 +1,10 @@
 //! Links, and the thin drivers that run an [`Engine`] over them.
 //!
 //! A [`Transport`] moves whole frames (a serial framing, an MQTT topic, an
-//! HTTP request, a LoRa packet). [`step`] runs the engine over a blocking
-//! transport until it has nothing left to do and says when to call again;
-//! [`step_async`] (feature `async`) does the same over an
-//! [`AsyncTransport`] for embassy and tokio.
+//! HTTP request, a LoRa packet); a [`Board`] samples the sensors and drives
+//! the outputs. [`step`] runs the engine over them until it has nothing left
+//! to do and says when to call again; `step_async` (feature `async`) does
+//! the same over an `AsyncTransport`, for embassy and tokio.
 //!
 //! ```
 //! use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
@@ -23,6 +23,7 @@
 //! struct Dead;
 //! impl Transport for Dead {
 //!     type Error = ();
+//!     fn mtu(&self) -> usize { 64 }
 //!     fn power(&mut self, on: bool) -> Result<(), ()> { if on { Err(()) } else { Ok(()) } }
 //!     fn send(&mut self, _: &[u8]) -> Result<(), ()> { Err(()) }
 //!     fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> { Ok(None) }
@@ -65,6 +66,10 @@ pub trait Transport {
     /// The link's error.
     type Error: fmt::Debug;
 
+    /// Largest frame the link carries. The engine's `UplinkConfig::mtu`
+    /// must not exceed it.
+    fn mtu(&self) -> usize;
+
     /// Powers the radio; `Err` on power-on means the link could not come up.
     fn power(&mut self, on: bool) -> Result<(), Self::Error>;
 
@@ -81,6 +86,9 @@ pub trait Transport {
 pub trait AsyncTransport {
     /// The link's error.
     type Error: fmt::Debug;
+
+    /// Largest frame the link carries.
+    fn mtu(&self) -> usize;
 
     /// Powers the radio; `Err` on power-on means the link could not come up.
     async fn power(&mut self, on: bool) -> Result<(), Self::Error>;

@@ -322,7 +322,7 @@ fn state_beyond_capacity_is_documented() {
         core::mem::size_of::<telemark_core::store::RecordRing<64>>(),
         64 + RING_STATE_BYTES
     );
-    assert_eq!(RAM_STORE_STATE_BYTES, 116);
+    assert_eq!(RAM_STORE_STATE_BYTES, 124);
     assert_eq!(
         core::mem::size_of::<RamStore<256, 4096>>(),
         256 + 4096 + RAM_STORE_STATE_BYTES

@@ -29,7 +29,7 @@ pub const MAX_PAYLOAD: usize = (1 << 14) - 1;
 pub const MAX_READINGS: u16 = (1 << 14) - 1;
 /// Bytes of a [`RecordRing`] beyond its `N` bytes of capacity (for `N` a
 /// multiple of 4).
-pub const RING_STATE_BYTES: usize = 56;
+pub const RING_STATE_BYTES: usize = 60;
 
 const LEN_MASK: u16 = (1 << 14) - 1;
 const ACKED: u16 = 1 << 14;
