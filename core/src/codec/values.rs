@@ -258,17 +258,37 @@ pub(crate) fn write_int(
     let mut bits = BitWriter::new(head.rest());
     let mut pack = PackWriter::new(plan.group);
     let reduce = Reduce::new(plan.first, plan.factor);
-    let mut it = values.map(|x| reduce.apply(x));
-    let y0 = it.next().unwrap_or(0);
-    let (mut prev, mut prev2) = (y0, y0);
-    for y in it {
-        let pred = predict(plan.predictor, y0, prev, prev2);
-        pack.push(&mut bits, zigzag32(y.wrapping_sub(pred)))?;
-        prev2 = prev;
-        prev = y;
+    let it = values.map(|x| reduce.apply(x));
+    // One loop per predictor, so the prediction is not chosen per value.
+    match plan.predictor {
+        0 => pack_residuals(it, |y0, _, _| y0, &mut pack, &mut bits)?,
+        1 => pack_residuals(it, |_, prev, _| prev, &mut pack, &mut bits)?,
+        _ => pack_residuals(
+            it,
+            |_, prev, prev2| prev.wrapping_mul(2).wrapping_sub(prev2),
+            &mut pack,
+            &mut bits,
+        )?,
     }
     pack.finish(&mut bits)?;
     Ok(start + bits.finish()?)
+}
+
+#[inline]
+fn pack_residuals(
+    mut values: impl Iterator<Item = i32>,
+    predict: impl Fn(i32, i32, i32) -> i32,
+    pack: &mut PackWriter,
+    bits: &mut BitWriter<'_>,
+) -> Result<(), EncodeError> {
+    let y0 = values.next().unwrap_or(0);
+    let (mut prev, mut prev2) = (y0, y0);
+    for y in values {
+        pack.push(bits, zigzag32(y.wrapping_sub(predict(y0, prev, prev2))))?;
+        prev2 = prev;
+        prev = y;
+    }
+    Ok(())
 }
 
 /// Decodes an integer column value by value.
