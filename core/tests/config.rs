@@ -210,3 +210,37 @@ fn commands_run_once_per_id_and_report_the_same_result() {
     // A ping answers with the uptime.
     assert!(!e.run_command(now, 8, Command::Ping));
 }
+
+#[test]
+fn a_reboot_waits_until_its_result_is_acknowledged() {
+    use telemark_core::engine::Action;
+    use telemark_core::frame::{write_ack, Command, RecordsFrame};
+    use telemark_core::store::SeqRange;
+    let mut e = engine();
+    let now = Instant::from_millis(1_000);
+    assert!(!e.run_command(now, 1, Command::Reboot));
+    // The result goes out first; no reboot while it is unacknowledged.
+    let mut sent = None;
+    loop {
+        match e.poll(now) {
+            Action::Reboot => panic!("rebooted before the result was delivered"),
+            Action::Send(frame) => {
+                sent = Some(
+                    RecordsFrame::parse(frame)
+                        .unwrap()
+                        .records()
+                        .map(|r| r.seq)
+                        .collect::<Vec<_>>(),
+                )
+            }
+            Action::Sleep(_) => break,
+            _ => {}
+        }
+    }
+    let seqs = sent.expect("the result was sent");
+    let ranges: Vec<SeqRange> = seqs.iter().map(|&s| SeqRange::single(s)).collect();
+    let mut ack = [0u8; 128];
+    let n = write_ack(&mut ack, 5, None, &ranges).unwrap();
+    e.on_frame(now, &ack[..n]).unwrap();
+    assert_eq!(e.poll(now), Action::Reboot);
+}
