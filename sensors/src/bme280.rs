@@ -27,7 +27,7 @@
 //! let mut i2c = Mock::new(&expectations);
 //! let sensor = Bme280::new(&mut i2c, NoopDelay, ADDRESS_PRIMARY, [ChannelId(1), ChannelId(2), ChannelId(3)]).unwrap();
 //! assert_eq!(sensor.calibration().t1, 27504);
-//! drop(sensor);
+//! let _ = sensor.release();
 //! i2c.done();
 //! ```
 
