@@ -7,4 +7,5 @@
 )]
 
 pub mod bme280;
+pub mod sht4x;
 pub mod synthetic;
