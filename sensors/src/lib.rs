@@ -6,6 +6,8 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod analog;
 pub mod bme280;
+pub mod pulse;
 pub mod sht4x;
 pub mod synthetic;
