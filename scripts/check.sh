@@ -39,7 +39,7 @@ step "no_std builds"
 cargo build -p telemark-core --no-default-features --target thumbv6m-none-eabi --locked
 cargo build -p telemark-core --no-default-features --target thumbv7em-none-eabihf --locked
 cargo build -p telemark-core --no-default-features --features serde,defmt,async,lz4 --target thumbv6m-none-eabi --locked
-cargo build -p telemark-sensors --target thumbv6m-none-eabi --locked
+cargo build -p telemark-sensors --features async --target thumbv6m-none-eabi --locked
 
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
