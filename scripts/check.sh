@@ -24,8 +24,9 @@ cargo fmt --all --check
 step "cargo clippy (host, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo clippy (telemark-core with the async drivers)"
+step "cargo clippy (the async drivers of telemark-core and telemark-sensors)"
 cargo clippy -p telemark-core --features std,async --all-targets --locked -- -D warnings
+cargo clippy -p telemark-sensors --features async --all-targets --locked -- -D warnings
 
 step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
 cargo clippy -p telemark-core --no-default-features --features defmt,async --target thumbv7em-none-eabihf --locked -- -D warnings
@@ -34,6 +35,7 @@ step "cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test -p telemark-sensors --features async --test async_drivers --locked 2>&1 | tee -a "$log"
 
 step "no_std builds"
 cargo build -p telemark-core --no-default-features --target thumbv6m-none-eabi --locked
