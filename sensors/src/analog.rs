@@ -47,6 +47,16 @@ pub trait Adc {
     fn read(&mut self) -> Result<u32, Self::Error>;
 }
 
+/// One ADC input whose conversion is awaited.
+#[allow(async_fn_in_trait)] // single-threaded embedded executors need no Send bound
+pub trait AsyncAdc {
+    /// The converter's error.
+    type Error: fmt::Debug;
+
+    /// One conversion, in raw counts.
+    async fn read(&mut self) -> Result<u32, Self::Error>;
+}
+
 /// Linear calibration through two points: `raw_a` reads `value_a`, `raw_b`
 /// reads `value_b` (engineering units).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -103,7 +113,7 @@ pub struct AnalogChannel<A> {
     physical: (f32, f32),
 }
 
-impl<A: Adc> AnalogChannel<A> {
+impl<A> AnalogChannel<A> {
     /// Reads `adc` through `calibration` into `spec`'s channel; values
     /// outside `physical` (min, max) are errors, not readings.
     pub fn new(adc: A, calibration: TwoPoint, spec: ChannelSpec, physical: (f32, f32)) -> Self {
@@ -125,6 +135,17 @@ impl<A: Adc> Sensor for AnalogChannel<A> {
 
     fn sample(&mut self, now: Instant, sink: &mut dyn ReadingSink) -> Result<(), SensorErrorKind> {
         let raw = self.adc.read().map_err(|_| SensorErrorKind::Bus)?;
+        self.report(raw, now, sink)
+    }
+}
+
+impl<A> AnalogChannel<A> {
+    fn report(
+        &self,
+        raw: u32,
+        now: Instant,
+        sink: &mut dyn ReadingSink,
+    ) -> Result<(), SensorErrorKind> {
         let value = self.calibration.apply(raw);
         if !(self.physical.0..=self.physical.1).contains(&value) {
             return Err(SensorErrorKind::OutOfRange);
@@ -135,5 +156,22 @@ impl<A: Adc> Sensor for AnalogChannel<A> {
             .map_err(|_| SensorErrorKind::OutOfRange)?;
         sink.push_reading(Reading::new(spec.id, now, quantized))
             .map_err(|_| SensorErrorKind::SinkFull)
+    }
+}
+
+impl<A: AsyncAdc> telemark_core::sensor::AsyncSensor for AnalogChannel<A> {
+    type Error = SensorErrorKind;
+
+    fn channels(&self) -> &[ChannelSpec] {
+        &self.spec
+    }
+
+    async fn sample(
+        &mut self,
+        now: Instant,
+        sink: &mut dyn ReadingSink,
+    ) -> Result<(), SensorErrorKind> {
+        let raw = self.adc.read().await.map_err(|_| SensorErrorKind::Bus)?;
+        self.report(raw, now, sink)
     }
 }

@@ -36,7 +36,7 @@ use core::fmt;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{ErrorKind, I2c};
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::model::{ChannelId, Reading, ReadingSink, Value};
+use telemark_core::model::{ChannelId, Reading, ReadingSink, Severity, Value};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::{Sensor, SensorError, SensorErrorKind};
 use telemark_core::time::{Duration, Instant};
@@ -218,7 +218,10 @@ pub const fn channels(ids: [ChannelId; 3]) -> [ChannelSpec; 3] {
             ValueKind::Scaled { decimals: 2 },
             Range::new(-40.0, 85.0),
             period,
-            Rules::NONE,
+            // A reading identical to 0.01 °C for an hour is a frozen sensor.
+            Rules::NONE
+                .fault(3, Severity::Warning)
+                .stuck(60, Severity::Warning),
         ),
         ChannelSpec::new(
             ids[1],
@@ -226,7 +229,7 @@ pub const fn channels(ids: [ChannelId; 3]) -> [ChannelSpec; 3] {
             ValueKind::Scaled { decimals: 2 },
             Range::new(300.0, 1100.0),
             period,
-            Rules::NONE,
+            Rules::NONE.fault(3, Severity::Warning),
         ),
         ChannelSpec::new(
             ids[2],
@@ -234,7 +237,7 @@ pub const fn channels(ids: [ChannelId; 3]) -> [ChannelSpec; 3] {
             ValueKind::Scaled { decimals: 2 },
             Range::new(0.0, 100.0),
             period,
-            Rules::NONE,
+            Rules::NONE.fault(3, Severity::Warning),
         ),
     ]
 }

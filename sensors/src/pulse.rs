@@ -248,3 +248,21 @@ impl<S: PulseSource> Sensor for GasMeter<S> {
         Ok(())
     }
 }
+
+/// Counting is done by the interrupt or the pin poll, so sampling never
+/// waits: the async driver is the blocking one.
+impl<S: PulseSource> telemark_core::sensor::AsyncSensor for GasMeter<S> {
+    type Error = SensorErrorKind;
+
+    fn channels(&self) -> &[ChannelSpec] {
+        &self.specs
+    }
+
+    async fn sample(
+        &mut self,
+        now: Instant,
+        sink: &mut dyn ReadingSink,
+    ) -> Result<(), SensorErrorKind> {
+        Sensor::sample(self, now, sink)
+    }
+}

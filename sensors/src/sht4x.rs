@@ -16,7 +16,7 @@ use core::fmt;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{ErrorKind, I2c};
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::model::{ChannelId, Reading, ReadingSink, Value};
+use telemark_core::model::{ChannelId, Reading, ReadingSink, Severity, Value};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::{Sensor, SensorError, SensorErrorKind};
 use telemark_core::time::{Duration, Instant};
@@ -111,7 +111,10 @@ pub const fn channels(ids: [ChannelId; 2]) -> [ChannelSpec; 2] {
             ValueKind::Scaled { decimals: 2 },
             Range::new(-40.0, 125.0),
             period,
-            Rules::NONE,
+            // A reading identical to 0.01 °C for an hour is a frozen sensor.
+            Rules::NONE
+                .fault(3, Severity::Warning)
+                .stuck(60, Severity::Warning),
         ),
         ChannelSpec::new(
             ids[1],
@@ -119,7 +122,7 @@ pub const fn channels(ids: [ChannelId; 2]) -> [ChannelSpec; 2] {
             ValueKind::Scaled { decimals: 2 },
             Range::new(0.0, 100.0),
             period,
-            Rules::NONE,
+            Rules::NONE.fault(3, Severity::Warning),
         ),
     ]
 }
