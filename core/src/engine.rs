@@ -233,19 +233,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         config: EngineConfig,
         reset_reason: ResetReason,
     ) -> Result<Self, EngineError> {
-        config.uplink.validate().map_err(EngineError::Uplink)?;
-        config.stager.validate().map_err(EngineError::Stager)?;
-        if usize::from(config.uplink.mtu) > MTU {
-            return Err(EngineError::MtuOverBuffer);
-        }
-        let room =
-            usize::from(config.uplink.mtu).saturating_sub(FRAME_OVERHEAD_MAX + RECORD_HEADER_MAX);
-        if usize::from(config.stager.max_bytes) > room {
-            return Err(EngineError::BlockOverMtu);
-        }
-        if config.heartbeat.is_zero() {
-            return Err(EngineError::ZeroHeartbeat);
-        }
+        check::<MTU>(&config)?;
         let mut list = heapless::Vec::new();
         for spec in channels {
             spec.validate().map_err(|_| EngineError::Channel(spec.id))?;

@@ -265,6 +265,26 @@ pub struct RecordsFrame<'a> {
     records: &'a [u8],
 }
 
+/// Checks that `bytes` hold exactly `count` (at least one) items that
+/// `parse` reads; returns them for walking later.
+fn items<'a, T>(
+    bytes: &'a [u8],
+    count: usize,
+    parse: fn(&mut ByteReader<'a>) -> Result<T, FrameError>,
+) -> Result<&'a [u8], FrameError> {
+    if count == 0 {
+        return Err(FrameError::Malformed);
+    }
+    let mut walk = ByteReader::new(bytes);
+    for _ in 0..count {
+        parse(&mut walk)?;
+    }
+    if walk.remaining() != 0 {
+        return Err(FrameError::Malformed);
+    }
+    Ok(bytes)
+}
+
 /// Checks a frame's CRC and version; returns its kind, device and body.
 fn open(bytes: &[u8]) -> Result<(u8, u64, ByteReader<'_>), FrameError> {
     let split = bytes.len().checked_sub(4).ok_or(FrameError::Truncated)?;
@@ -436,17 +456,7 @@ impl<'a> RecordsFrame<'a> {
             return Err(FrameError::Kind(kind));
         }
         let count = r.len(0x3fff)?;
-        if count == 0 {
-            return Err(FrameError::Malformed);
-        }
-        let records = r.rest();
-        let mut walk = ByteReader::new(records);
-        for _ in 0..count {
-            parse_record(&mut walk)?;
-        }
-        if walk.remaining() != 0 {
-            return Err(FrameError::Malformed);
-        }
+        let records = items(r.rest(), count, parse_record)?;
         Ok(RecordsFrame {
             device,
             count,
@@ -551,17 +561,7 @@ impl<'a> AckFrame<'a> {
         }
         let server_time = r.varint()?.checked_sub(1);
         let count = r.len(MAX_ACK_RANGES)?;
-        if count == 0 {
-            return Err(FrameError::Malformed);
-        }
-        let ranges = r.rest();
-        let mut walk = ByteReader::new(ranges);
-        for _ in 0..count {
-            parse_range(&mut walk)?;
-        }
-        if walk.remaining() != 0 {
-            return Err(FrameError::Malformed);
-        }
+        let ranges = items(r.rest(), count, parse_range)?;
         Ok(AckFrame {
             device,
             server_time,
