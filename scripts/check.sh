@@ -27,6 +27,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo clippy (the async drivers of telemark-core and telemark-sensors)"
 cargo clippy -p telemark-core --features std,async --all-targets --locked -- -D warnings
 cargo clippy -p telemark-sensors --features async --all-targets --locked -- -D warnings
+cargo clippy -p telemark-serial --features async --all-targets --locked -- -D warnings
 
 step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
 cargo clippy -p telemark-core --no-default-features --features defmt,async --target thumbv7em-none-eabihf --locked -- -D warnings
@@ -42,6 +43,7 @@ cargo build -p telemark-core --no-default-features --target thumbv6m-none-eabi -
 cargo build -p telemark-core --no-default-features --target thumbv7em-none-eabihf --locked
 cargo build -p telemark-core --no-default-features --features serde,defmt,async,lz4 --target thumbv6m-none-eabi --locked
 cargo build -p telemark-sensors --features async --target thumbv6m-none-eabi --locked
+cargo build -p telemark-serial --features async --target thumbv6m-none-eabi --locked
 
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
