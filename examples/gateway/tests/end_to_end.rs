@@ -1,0 +1,237 @@
+//! A device (the real engine, synthetic sensors, serial framing) talks to
+//! the gateway over a TCP socket, as QEMU's `-serial tcp:` would carry it:
+//! every reading is stored once, a config update is applied and reported,
+//! and a link cut mid-run loses nothing.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+
+use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
+use telemark_core::engine::{Engine, EngineConfig};
+use telemark_core::model::{ChannelId, ReadingSink, Severity};
+use telemark_core::report::ResetReason;
+use telemark_core::rules::Rules;
+use telemark_core::sensor::{Sensor, SensorErrorKind};
+use telemark_core::stager::StagerConfig;
+use telemark_core::store::{FullPolicy, RamStore, RecordStore};
+use telemark_core::time::{Duration, Instant};
+use telemark_core::transport::{step, Board};
+use telemark_core::uplink::UplinkConfig;
+use telemark_gateway::Gateway;
+use telemark_sensors::synthetic::{Episode, Signal, Synthetic};
+use telemark_serial::SerialTransport;
+
+const DEVICE: u64 = 77;
+const TEMP: ChannelSpec = ChannelSpec::new(
+    ChannelId(1),
+    Unit::Celsius,
+    ValueKind::Scaled { decimals: 2 },
+    Range::new(0.0, 95.0),
+    Duration::from_mins(5),
+    Rules::NONE.high(75.0, 3.0, Severity::Critical),
+);
+
+/// The device's end of the socket, as an embedded-io serial port.
+struct Port(TcpStream);
+
+impl embedded_io::ErrorType for Port {
+    type Error = embedded_io::ErrorKind;
+}
+
+impl embedded_io::Read for Port {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        self.0.read(buf).map_err(|_| embedded_io::ErrorKind::Other)
+    }
+}
+
+impl embedded_io::ReadReady for Port {
+    fn read_ready(&mut self) -> Result<bool, Self::Error> {
+        self.0
+            .set_nonblocking(true)
+            .map_err(|_| embedded_io::ErrorKind::Other)?;
+        let ready = match self.0.peek(&mut [0u8]) {
+            Ok(n) => n > 0,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
+            Err(_) => false,
+        };
+        self.0
+            .set_nonblocking(false)
+            .map_err(|_| embedded_io::ErrorKind::Other)?;
+        Ok(ready)
+    }
+}
+
+impl embedded_io::Write for Port {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.0.write(buf).map_err(|_| embedded_io::ErrorKind::Other)
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.0.flush().map_err(|_| embedded_io::ErrorKind::Other)
+    }
+}
+
+struct Boiler(Synthetic<1>, u64);
+
+impl Board for Boiler {
+    fn sample(
+        &mut self,
+        _ch: ChannelId,
+        now: Instant,
+        out: &mut dyn ReadingSink,
+    ) -> Result<(), SensorErrorKind> {
+        self.1 += 1;
+        self.0.sample(now, out)
+    }
+}
+
+fn serve(listener: TcpListener, gateway: &mut Gateway, connections: usize) {
+    for _ in 0..connections {
+        let (mut s, _) = listener.accept().unwrap();
+        gateway.serve(&mut s, || 1_700_000_000_000).unwrap();
+    }
+}
+
+#[test]
+fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gateway = thread::spawn(move || {
+        let mut gw = Gateway::in_memory().unwrap();
+        // {0: 2, 1: 1800}: version 2 reports every 30 minutes.
+        gw.queue_config(DEVICE, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x07, 0x08]);
+        serve(listener, &mut gw, 2);
+        gw
+    });
+
+    let config = EngineConfig {
+        uplink: UplinkConfig::new(DEVICE, 200, Duration::from_mins(60)),
+        stager: StagerConfig::new(64, 160, Duration::from_mins(60)),
+        heartbeat: Duration::from_mins(60),
+    };
+    let store: RamStore<512, 4096> = RamStore::new(FullPolicy::Refuse);
+    let mut engine: Engine<_, 2, 64, 200> =
+        Engine::new(&[TEMP], store, config, ResetReason::PowerOn).unwrap();
+    let mut boiler = Synthetic::new(
+        [TEMP],
+        [Signal::Sine {
+            mean: 60.0,
+            amplitude: 5.0,
+            period: Duration::from_mins(600),
+        }],
+        3,
+    );
+    boiler
+        .schedule(Episode::Excursion {
+            channel: 0,
+            from: Instant::from_millis(5 * 3_600_000),
+            until: Instant::from_millis(6 * 3_600_000),
+            offset: 25.0,
+        })
+        .unwrap();
+    let mut board = Boiler(boiler, 0);
+
+    // A day in simulated time: the device runs against the socket, and the
+    // link is cut for two hours in the middle (a new connection after).
+    let mut link: Option<SerialTransport<Port, 256>> = Some(SerialTransport::new(Port(
+        TcpStream::connect(addr).unwrap(),
+    )));
+    let mut now = Instant::ZERO;
+    let end = Instant::from_millis(24 * 3_600_000);
+    let (cut, mended) = (
+        Instant::from_millis(10 * 3_600_000),
+        Instant::from_millis(12 * 3_600_000),
+    );
+    while now < end {
+        if now >= cut && now < mended {
+            if let Some(t) = link.take() {
+                drop(t.release()); // closes the socket: the gateway sees the line close
+            }
+            let mut dead = Dead;
+            now = step(&mut engine, &mut dead, now, &mut board)
+                .min(mended)
+                .max(now + Duration::from_millis(1));
+            continue;
+        }
+        let t = link
+            .get_or_insert_with(|| SerialTransport::new(Port(TcpStream::connect(addr).unwrap())));
+        let wake = step(&mut engine, t, now, &mut board);
+        // Give acknowledgements time to come back before moving on.
+        thread::sleep(std::time::Duration::from_millis(2));
+        let _ = step(&mut engine, t, now, &mut board);
+        now = wake.max(now + Duration::from_millis(1));
+    }
+    // Drain: seal the open block and send everything.
+    engine.flush_now(now);
+    let t = link.as_mut().unwrap();
+    for _ in 0..2000 {
+        if engine.staged() > 0 {
+            engine.flush_now(now);
+        }
+        step(&mut engine, t, now, &mut board);
+        thread::sleep(std::time::Duration::from_millis(5));
+        now = now + Duration::from_secs(1);
+        if engine.store_mut().is_empty() && engine.staged() == 0 {
+            break;
+        }
+    }
+    assert!(
+        engine.store_mut().is_empty(),
+        "{} records never acknowledged",
+        engine.store_mut().len()
+    );
+    drop(link.take().unwrap().release());
+
+    let gw = gateway.join().unwrap();
+    let stored = gw.readings(DEVICE).unwrap();
+    let distinct: i64 = gw
+        .db()
+        .query_row("SELECT COUNT(*) FROM (SELECT DISTINCT channel, time_ms FROM readings WHERE device = ?1)", [DEVICE as i64], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, board.1, "every reading taken is stored");
+    assert_eq!(distinct as u64, stored, "and stored once");
+    let alerts: i64 = gw
+        .db()
+        .query_row("SELECT COUNT(*) FROM alerts WHERE kind = 'High'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(alerts >= 1, "the overheating raised an alert");
+    let config_reports: i64 = gw
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM reports WHERE report LIKE 'ConfigStatus { version: 2, code: 0%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(config_reports, 1, "config version 2 applied and reported");
+    assert_eq!(
+        engine.config().engine.uplink.report_interval,
+        Duration::from_mins(30)
+    );
+}
+
+/// The link while it is cut: the radio cannot attach.
+struct Dead;
+
+impl telemark_core::transport::Transport for Dead {
+    type Error = ();
+    fn mtu(&self) -> usize {
+        200
+    }
+    fn power(&mut self, on: bool) -> Result<(), ()> {
+        if on {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+    fn send(&mut self, _: &[u8]) -> Result<(), ()> {
+        Err(())
+    }
+    fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> {
+        Ok(None)
+    }
+}
