@@ -94,8 +94,7 @@ impl fmt::Display for Bme280Error {
 impl SensorError for Bme280Error {
     fn kind(&self) -> SensorErrorKind {
         match self {
-            Bme280Error::Bus(ErrorKind::NoAcknowledge(_)) => SensorErrorKind::Nack,
-            Bme280Error::Bus(_) => SensorErrorKind::Bus,
+            Bme280Error::Bus(kind) => crate::i2c_fault(*kind),
             Bme280Error::WrongChip(_) => SensorErrorKind::WrongDevice,
             Bme280Error::NotReady => SensorErrorKind::NotReady,
             Bme280Error::OutOfRange => SensorErrorKind::OutOfRange,

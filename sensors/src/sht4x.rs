@@ -53,8 +53,7 @@ impl fmt::Display for Sht4xError {
 impl SensorError for Sht4xError {
     fn kind(&self) -> SensorErrorKind {
         match self {
-            Sht4xError::Bus(ErrorKind::NoAcknowledge(_)) => SensorErrorKind::Nack,
-            Sht4xError::Bus(_) => SensorErrorKind::Bus,
+            Sht4xError::Bus(kind) => crate::i2c_fault(*kind),
             Sht4xError::Crc => SensorErrorKind::Crc,
             Sht4xError::SinkFull => SensorErrorKind::SinkFull,
         }
