@@ -109,13 +109,10 @@ impl ReadingSink for Collected {
     }
 }
 
-/// What the engine asked of the driver, without borrowing it.
-enum Step {
-    Sample(ChannelId),
+/// What the engine asked of the link, without borrowing the engine.
+enum Io {
     Radio(bool),
     Send(usize),
-    Output(u8, u32),
-    Reboot,
     Sleep(Instant),
 }
 
@@ -137,38 +134,41 @@ pub trait Board {
     fn reboot(&mut self) {}
 }
 
-fn next<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
+/// Polls the engine, carrying out what the board can (samples, outputs,
+/// reboots), until it asks something of the link; a frame to send is
+/// copied into `frame`.
+fn next_io<S, B, const CH: usize, const ST: usize, const MTU: usize>(
     engine: &mut Engine<S, CH, ST, MTU>,
+    board: &mut B,
     now: Instant,
     frame: &mut [u8; MTU],
-) -> Step {
-    match engine.poll(now) {
-        Action::Sample(ch) => Step::Sample(ch),
-        Action::RadioOn => Step::Radio(true),
-        Action::RadioOff => Step::Radio(false),
-        Action::Send(bytes) => {
-            let n = bytes.len().min(MTU);
-            if let (Some(dst), Some(src)) = (frame.get_mut(..n), bytes.get(..n)) {
-                dst.copy_from_slice(src);
+) -> Io
+where
+    S: RecordStore,
+    B: Board,
+{
+    loop {
+        match engine.poll(now) {
+            Action::Sample(ch) => {
+                let mut out = Collected(heapless::Vec::new());
+                match board.sample(ch, now, &mut out) {
+                    Ok(()) => out.0.into_iter().for_each(|r| engine.on_reading(now, r)),
+                    Err(kind) => engine.on_sample_failed(now, ch, kind),
+                }
             }
-            Step::Send(n)
+            Action::SetOutput { output, value } => board.set_output(output, value),
+            Action::Reboot => board.reboot(),
+            Action::RadioOn => return Io::Radio(true),
+            Action::RadioOff => return Io::Radio(false),
+            Action::Send(bytes) => {
+                let n = bytes.len().min(MTU);
+                if let (Some(dst), Some(src)) = (frame.get_mut(..n), bytes.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                return Io::Send(n);
+            }
+            Action::Sleep(t) => return Io::Sleep(t),
         }
-        Action::SetOutput { output, value } => Step::Output(output, value),
-        Action::Reboot => Step::Reboot,
-        Action::Sleep(t) => Step::Sleep(t),
-    }
-}
-
-fn sampled<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
-    engine: &mut Engine<S, CH, ST, MTU>,
-    now: Instant,
-    ch: ChannelId,
-    result: Result<(), SensorErrorKind>,
-    out: Collected,
-) {
-    match result {
-        Ok(()) => out.0.into_iter().for_each(|r| engine.on_reading(now, r)),
-        Err(kind) => engine.on_sample_failed(now, ch, kind),
     }
 }
 
@@ -192,27 +192,20 @@ where
             // Refused frames are counted by the uplink.
             let _ = engine.on_frame(now, rx.get(..n).unwrap_or_default());
         }
-        match next(engine, now, &mut frame) {
-            Step::Sample(ch) => {
-                let mut out = Collected(heapless::Vec::new());
-                let result = board.sample(ch, now, &mut out);
-                sampled(engine, now, ch, result, out);
-            }
-            Step::Radio(true) => {
+        match next_io(engine, board, now, &mut frame) {
+            Io::Radio(true) => {
                 if transport.power(true).is_err() {
                     engine.on_link_down(now);
                 }
             }
-            Step::Radio(false) => {
+            Io::Radio(false) => {
                 let _ = transport.power(false);
             }
-            Step::Send(n) => match transport.send(frame.get(..n).unwrap_or_default()) {
+            Io::Send(n) => match transport.send(frame.get(..n).unwrap_or_default()) {
                 Ok(()) => engine.on_sent(now),
                 Err(_) => engine.on_send_failed(now),
             },
-            Step::Output(output, value) => board.set_output(output, value),
-            Step::Reboot => board.reboot(),
-            Step::Sleep(t) => return t,
+            Io::Sleep(t) => return t,
         }
     }
 }
@@ -236,27 +229,20 @@ where
         while let Ok(Some(n)) = transport.receive(&mut rx).await {
             let _ = engine.on_frame(now, rx.get(..n).unwrap_or_default());
         }
-        match next(engine, now, &mut frame) {
-            Step::Sample(ch) => {
-                let mut out = Collected(heapless::Vec::new());
-                let result = board.sample(ch, now, &mut out);
-                sampled(engine, now, ch, result, out);
-            }
-            Step::Radio(true) => {
+        match next_io(engine, board, now, &mut frame) {
+            Io::Radio(true) => {
                 if transport.power(true).await.is_err() {
                     engine.on_link_down(now);
                 }
             }
-            Step::Radio(false) => {
+            Io::Radio(false) => {
                 let _ = transport.power(false).await;
             }
-            Step::Send(n) => match transport.send(frame.get(..n).unwrap_or_default()).await {
+            Io::Send(n) => match transport.send(frame.get(..n).unwrap_or_default()).await {
                 Ok(()) => engine.on_sent(now),
                 Err(_) => engine.on_send_failed(now),
             },
-            Step::Output(output, value) => board.set_output(output, value),
-            Step::Reboot => board.reboot(),
-            Step::Sleep(t) => return t,
+            Io::Sleep(t) => return t,
         }
     }
 }
