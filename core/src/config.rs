@@ -104,12 +104,15 @@ pub enum ConfigError {
     /// The settings do not work together (for example a block larger than
     /// the MTU allows).
     Inconsistent,
+    /// The store could not save the new config, so it was not applied:
+    /// a config in force is always the one a reboot resumes with.
+    NotSaved,
 }
 
 impl ConfigError {
     /// A one-byte code for the config report: 1 malformed, 2 unknown key,
     /// 3 stale version, 4 unknown channel, 5 out of range, 6 channel,
-    /// 7 inconsistent.
+    /// 7 inconsistent, 8 not saved.
     pub fn code(&self) -> u8 {
         match self {
             ConfigError::Malformed => 1,
@@ -119,6 +122,7 @@ impl ConfigError {
             ConfigError::OutOfRange(_) => 5,
             ConfigError::Channel(..) => 6,
             ConfigError::Inconsistent => 7,
+            ConfigError::NotSaved => 8,
         }
     }
 
@@ -142,6 +146,7 @@ impl fmt::Display for ConfigError {
             ConfigError::OutOfRange(k) => write!(f, "config key {k} out of range"),
             ConfigError::Channel(c, e) => write!(f, "channel {c}: {e}"),
             ConfigError::Inconsistent => f.write_str("settings do not work together"),
+            ConfigError::NotSaved => f.write_str("the store could not save the config"),
         }
     }
 }
@@ -288,6 +293,135 @@ fn channel_update(d: &mut Decoder<'_>) -> Result<ChannelUpdate, ConfigError> {
 
 fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
+}
+
+/// Why a config could not be written as CBOR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct BufferTooSmall;
+
+impl fmt::Display for BufferTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("buffer too small for the config")
+    }
+}
+
+fn whole_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_millis() / 1000).unwrap_or(u32::MAX)
+}
+
+impl<const CH: usize> DeviceConfig<CH> {
+    /// Writes the whole config as one update that sets every key, so that
+    /// applying it to the firmware's defaults gives this config back: what
+    /// a device persists to resume with its config after a reboot.
+    ///
+    /// Durations are written in whole seconds, the resolution of the
+    /// protocol. Returns the length written into `out`.
+    ///
+    /// ```
+    /// # use telemark_core::config::{ConfigUpdate, DeviceConfig};
+    /// # use telemark_core::engine::EngineConfig;
+    /// # use telemark_core::stager::StagerConfig;
+    /// # use telemark_core::store::FullPolicy;
+    /// # use telemark_core::time::Duration;
+    /// # use telemark_core::uplink::UplinkConfig;
+    /// let defaults: DeviceConfig<4> = DeviceConfig {
+    ///     version: 0,
+    ///     engine: EngineConfig {
+    ///         uplink: UplinkConfig::new(9, 256, Duration::from_mins(60)),
+    ///         stager: StagerConfig::new(128, 200, Duration::from_mins(60)),
+    ///         heartbeat: Duration::from_mins(360),
+    ///     },
+    ///     store_policy: FullPolicy::Refuse,
+    ///     channels: heapless::Vec::new(),
+    /// };
+    /// let mut current = defaults.clone();
+    /// current.version = 7;
+    /// current.store_policy = FullPolicy::EvictOldest;
+    /// let mut buf = [0u8; 256];
+    /// let n = current.encode(&mut buf).unwrap();
+    /// let restored = ConfigUpdate::parse(&buf[..n]).unwrap().apply(&defaults).unwrap();
+    /// assert_eq!(restored, current);
+    /// ```
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        use minicbor::encode::write::Cursor;
+        let mut e = minicbor::Encoder::new(Cursor::new(out));
+        self.write_cbor(&mut e).map_err(|_| BufferTooSmall)?;
+        Ok(e.writer().position())
+    }
+
+    fn write_cbor<W: minicbor::encode::Write>(
+        &self,
+        e: &mut minicbor::Encoder<W>,
+    ) -> Result<(), minicbor::encode::Error<W::Error>> {
+        let u = &self.engine.uplink;
+        let st = &self.engine.stager;
+        e.map(13)?.u8(0)?.u32(self.version)?;
+        e.u8(1)?.u32(whole_secs(u.report_interval))?;
+        e.u8(2)?.u32(whole_secs(self.engine.heartbeat))?;
+        e.u8(3)?.u16(u.mtu)?;
+        e.u8(4)?.u8(u.max_attempts)?;
+        e.u8(5)?.u32(whole_secs(u.ack_timeout))?;
+        e.u8(6)?.u32(whole_secs(u.max_backoff))?;
+        e.u8(7)?.u16(st.max_readings)?;
+        e.u8(8)?.u16(st.max_bytes)?;
+        e.u8(9)?.u32(whole_secs(st.max_age))?;
+        let policy = match self.store_policy {
+            FullPolicy::Refuse => 0u8,
+            FullPolicy::EvictOldest => 1,
+        };
+        e.u8(10)?.u8(policy)?;
+        e.u8(11)?.u8(u.high_water_percent)?;
+        e.u8(12)?.array(self.channels.len() as u64)?;
+        for c in &self.channels {
+            let decimals = match c.kind {
+                ValueKind::Scaled { decimals } => Some(decimals),
+                _ => None,
+            };
+            e.map(8 + u64::from(decimals.is_some()))?;
+            e.u8(0)?.u16(c.id.0)?;
+            e.u8(1)?.u32(whole_secs(c.period))?;
+            if let Some(d) = decimals {
+                e.u8(2)?.u8(d)?;
+            }
+            e.u8(3)?.array(2)?.f32(c.range.min)?.f32(c.range.max)?;
+            for (key, t) in [(4u8, c.rules.high), (5, c.rules.low)] {
+                e.u8(key)?;
+                match t {
+                    Some(t) => {
+                        e.array(3)?
+                            .f32(t.limit)?
+                            .f32(t.hysteresis)?
+                            .u8(t.severity as u8)?;
+                    }
+                    None => {
+                        e.null()?;
+                    }
+                }
+            }
+            e.u8(6)?;
+            match c.rules.rate {
+                Some(r) => {
+                    e.array(2)?.f32(r.max_per_sec)?.u8(r.severity as u8)?;
+                }
+                None => {
+                    e.null()?;
+                }
+            }
+            for (key, r) in [(7u8, c.rules.stuck), (8, c.rules.fault)] {
+                e.u8(key)?;
+                match r {
+                    Some(r) => {
+                        e.array(2)?.u16(r.count)?.u8(r.severity as u8)?;
+                    }
+                    None => {
+                        e.null()?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ConfigUpdate {

@@ -47,11 +47,11 @@ use crate::codec::{BlockCodec, CompactCodec};
 use crate::config::{ConfigError, ConfigUpdate, DeviceConfig};
 use crate::frame::{Command, Frame, FrameError, FRAME_OVERHEAD_MAX, RECORD_HEADER_MAX};
 use crate::model::{Alert, ChannelId, Quality, Reading};
-use crate::report::{Heartbeat, Report, ResetReason};
+use crate::report::{Crash, Heartbeat, Report, ResetReason};
 use crate::rules::RuleState;
 use crate::sensor::SensorErrorKind;
 use crate::stager::{SealedBlock, Stager, StagerConfig};
-use crate::store::{Lane, RecordMeta, RecordStore, Seq};
+use crate::store::{Lane, LoadError, RecordMeta, RecordStore, Seq};
 use crate::time::{Duration, Instant};
 use crate::uplink::{AckInfo, Uplink, UplinkAction, UplinkConfig};
 
@@ -247,7 +247,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             })
             .map_err(|_| EngineError::TooManyChannels)?;
         }
-        Ok(Engine {
+        let mut engine = Engine {
             channels: list,
             stager: Stager::new(CompactCodec, config.stager),
             store,
@@ -262,7 +262,50 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             outputs: heapless::Deque::new(),
             reboot_after: None,
             recent: heapless::Deque::new(),
-        })
+        };
+        engine.restore_config();
+        Ok(engine)
+    }
+
+    /// Resumes with the config the store saved before the reboot, if any.
+    /// One that no longer fits this firmware is reported as refused, and
+    /// the firmware's defaults stay (version 0), so the server sends it again.
+    fn restore_config(&mut self) {
+        let code = match self.store.load_config(&self.config()) {
+            Ok(None) => return,
+            Ok(Some(saved)) => match check::<MTU>(&saved.engine) {
+                Ok(()) => {
+                    self.set_config(Instant::ZERO, saved);
+                    return;
+                }
+                Err(_) => ConfigError::Inconsistent,
+            },
+            Err(LoadError::Config(e)) => e,
+            Err(_) => ConfigError::NotSaved,
+        };
+        let report = Report::ConfigStatus {
+            version: self.version,
+            code: code.code(),
+            detail: code.detail(),
+        };
+        let _ = self.push_report(report, crate::model::Severity::Info);
+    }
+
+    fn set_config(&mut self, now: Instant, next: DeviceConfig<CH>) {
+        // Readings staged under the old resolution leave in their own block.
+        self.seal(now, true);
+        self.stager.set_config(next.engine.stager);
+        self.uplink.set_config(next.engine.uplink);
+        self.heartbeat = next.engine.heartbeat;
+        self.next_heartbeat = self.next_heartbeat.min(now + next.engine.heartbeat);
+        self.store.set_routine_policy(next.store_policy);
+        for (channel, spec) in self.channels.iter_mut().zip(&next.channels) {
+            if channel.spec.period != spec.period {
+                channel.next_due = now;
+            }
+            channel.spec = *spec;
+        }
+        self.version = next.version;
     }
 
     /// The config in force: version 0 until the server sends one.
@@ -290,6 +333,10 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
 
     /// Applies a CBOR config update, entirely or not at all; reports the
     /// outcome upstream either way.
+    ///
+    /// The new config is saved to the store before it takes effect, so the
+    /// config reported as applied is the one a reboot resumes with; if it
+    /// cannot be saved it is refused ([`ConfigError::NotSaved`]).
     pub fn apply_config(&mut self, now: Instant, cbor: &[u8]) -> Result<u32, ConfigError> {
         let result = ConfigUpdate::parse(cbor)
             .and_then(|u| u.apply(&self.config()))
@@ -297,25 +344,18 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
                 check::<MTU>(&next.engine)
                     .map(|()| next)
                     .map_err(|_| ConfigError::Inconsistent)
+            })
+            .and_then(|next| match self.store.save_config(&next) {
+                Ok(()) => Ok(next),
+                Err(_) => Err(ConfigError::NotSaved),
             });
+        let result = result.map(|next| {
+            let version = next.version;
+            self.set_config(now, next);
+            version
+        });
         let (code, detail) = match &result {
-            Ok(next) => {
-                // Readings staged under the old resolution leave in their own block.
-                self.seal(now, true);
-                self.stager.set_config(next.engine.stager);
-                self.uplink.set_config(next.engine.uplink);
-                self.heartbeat = next.engine.heartbeat;
-                self.next_heartbeat = self.next_heartbeat.min(now + next.engine.heartbeat);
-                self.store.set_routine_policy(next.store_policy);
-                for (channel, spec) in self.channels.iter_mut().zip(&next.channels) {
-                    if channel.spec.period != spec.period {
-                        channel.next_due = now;
-                    }
-                    channel.spec = *spec;
-                }
-                self.version = next.version;
-                (0, 0)
-            }
+            Ok(_) => (0, 0),
             Err(e) => (e.code(), e.detail()),
         };
         let report = Report::ConfigStatus {
@@ -325,7 +365,22 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         };
         let _ = self.push_report(report, crate::model::Severity::Info);
         self.uplink.flush_now();
-        result.map(|c| c.version)
+        result
+    }
+
+    /// Reports a crash captured before this boot (by the board support's
+    /// panic or fault handler) as a critical event, sent at once, with this
+    /// boot's reset reason. False if the alert lane refused it (counted).
+    pub fn report_crash(&mut self, crash: &Crash) -> bool {
+        let report = Report::Crash {
+            crash: *crash,
+            reset_reason: self.reset_reason,
+        };
+        let pushed = self
+            .push_report(report, crate::model::Severity::Critical)
+            .is_some();
+        self.uplink.flush_now();
+        pushed
     }
 
     /// Executes a command, unless its id was seen: then its earlier result

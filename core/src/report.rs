@@ -11,6 +11,7 @@
 //! | `0x11` | heartbeat | uptime (s), sampled, sent readings, bytes on air, retries, evicted, decimated, sensor faults, queue depth, reset reason (u8), wakeups |
 //! | `0x12` | config status | version, code (u8: 0 applied, else [`crate::config::ConfigError::code`]), detail |
 //! | `0x13` | command result | id, status (u8: 0 done, 1 refused), value |
+//! | `0x14` | crash | kind (u8: 0 panic, 1 hard fault), pc, lr, fault status, uptime at the crash (ms), reset reason (u8), text length (u8), text (UTF-8) |
 //!
 //! ```
 //! use telemark_core::report::{Heartbeat, Report, ResetReason};
@@ -36,6 +37,86 @@ pub const TAG_HEARTBEAT: u8 = 0x11;
 pub const TAG_CONFIG: u8 = 0x12;
 /// First byte of a command result record.
 pub const TAG_COMMAND: u8 = 0x13;
+/// First byte of a crash record.
+pub const TAG_CRASH: u8 = 0x14;
+
+/// Most bytes of text (panic location and message) a crash record keeps.
+pub const CRASH_TEXT: usize = 32;
+
+/// What stopped the firmware.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum CrashKind {
+    /// A Rust panic.
+    Panic = 0,
+    /// A processor fault (HardFault on Cortex-M).
+    HardFault = 1,
+}
+
+/// A crash captured by the board support before the reset, reported after
+/// it (see [`crate::engine::Engine::report_crash`]).
+///
+/// ```
+/// use telemark_core::report::{Crash, CrashKind, Report, ResetReason};
+/// let crash = Crash::new(CrashKind::Panic, 0, 0, 0, 73_000, "src/main.rs:42 overflow");
+/// assert_eq!(crash.text(), "src/main.rs:42 overflow");
+/// let mut buf = [0u8; 64];
+/// let report = Report::Crash { crash, reset_reason: ResetReason::Crash };
+/// let n = report.encode(&mut buf).unwrap();
+/// assert_eq!(Report::decode(&buf[..n]), Ok(report));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Crash {
+    /// Panic or fault.
+    pub kind: CrashKind,
+    /// Program counter at the fault (0 for a panic).
+    pub pc: u32,
+    /// Link register at the fault (0 for a panic).
+    pub lr: u32,
+    /// Fault status register (CFSR on Cortex-M; 0 for a panic).
+    pub status: u32,
+    /// Milliseconds from boot to the crash, as last told to the board support.
+    pub uptime_ms: u32,
+    text: [u8; CRASH_TEXT],
+    text_len: u8,
+}
+
+impl Crash {
+    /// A crash record; `text` is cut to [`CRASH_TEXT`] bytes at a
+    /// character boundary.
+    pub fn new(kind: CrashKind, pc: u32, lr: u32, status: u32, uptime_ms: u32, text: &str) -> Self {
+        let mut end = text.len().min(CRASH_TEXT);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut buf = [0u8; CRASH_TEXT];
+        let bytes = text.as_bytes().get(..end).unwrap_or_default();
+        if let Some(dst) = buf.get_mut(..end) {
+            dst.copy_from_slice(bytes);
+        }
+        Crash {
+            kind,
+            pc,
+            lr,
+            status,
+            uptime_ms,
+            text: buf,
+            text_len: end as u8,
+        }
+    }
+
+    /// The panic location and message, as much as was kept.
+    pub fn text(&self) -> &str {
+        let bytes = self.text.get(..usize::from(self.text_len)).unwrap_or_default();
+        match core::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(bytes.get(..e.valid_up_to()).unwrap_or_default())
+                .unwrap_or_default(),
+        }
+    }
+}
 
 /// Why the device last started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -130,6 +211,13 @@ pub enum Report {
         /// A result value (a ping answers with the uptime in seconds).
         value: u32,
     },
+    /// A crash before the last reset.
+    Crash {
+        /// What was captured.
+        crash: Crash,
+        /// Why the device started after it.
+        reset_reason: ResetReason,
+    },
 }
 
 fn alert_kind(v: u8) -> Option<AlertKind> {
@@ -214,6 +302,22 @@ impl Report {
                 w.u8(*status)?;
                 w.varint(u64::from(*value))?;
             }
+            Report::Crash {
+                crash,
+                reset_reason,
+            } => {
+                w.u8(TAG_CRASH)?;
+                w.u8(crash.kind as u8)?;
+                for v in [crash.pc, crash.lr, crash.status, crash.uptime_ms] {
+                    w.varint(u64::from(v))?;
+                }
+                w.u8(*reset_reason as u8)?;
+                let text = crash.text().as_bytes();
+                w.u8(text.len() as u8)?;
+                for &b in text {
+                    w.u8(b)?;
+                }
+            }
         }
         Ok(w.position())
     }
@@ -275,6 +379,33 @@ impl Report {
                 status: r.u8()?,
                 value: r.varint_u32()?,
             },
+            TAG_CRASH => {
+                let kind = match r.u8()? {
+                    0 => CrashKind::Panic,
+                    1 => CrashKind::HardFault,
+                    _ => return Err(DecodeError::Malformed),
+                };
+                let mut f = [0u32; 4];
+                for slot in &mut f {
+                    *slot = r.varint_u32()?;
+                }
+                let reset_reason = ResetReason::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?;
+                let len = usize::from(r.u8()?);
+                if len > CRASH_TEXT {
+                    return Err(DecodeError::Malformed);
+                }
+                let mut text = [0u8; CRASH_TEXT];
+                for slot in text.iter_mut().take(len) {
+                    *slot = r.u8()?;
+                }
+                let text = core::str::from_utf8(text.get(..len).unwrap_or_default())
+                    .map_err(|_| DecodeError::Malformed)?;
+                let [pc, lr, status, uptime_ms] = f;
+                Report::Crash {
+                    crash: Crash::new(kind, pc, lr, status, uptime_ms, text),
+                    reset_reason,
+                }
+            }
             _ => return Err(DecodeError::Malformed),
         };
         if r.remaining() != 0 {

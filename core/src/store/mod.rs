@@ -16,14 +16,25 @@
 //! evicted by policy, and every eviction and refusal is counted, in records
 //! and in readings ([`LaneCounters`]).
 //!
-//! [`RamStore`] keeps both lanes in RAM with capacities fixed at compile time.
+//! [`RamStore`] keeps both lanes in RAM with capacities fixed at compile
+//! time; `FlashStore` (feature `flash`) keeps them in NOR flash, where they
+//! survive power cuts and reboots.
 
 use core::fmt;
 
+use crate::config::DeviceConfig;
 use crate::model::Severity;
 
+#[cfg(feature = "flash")]
+mod flash;
 mod ram;
 mod ring;
+
+#[cfg(feature = "flash")]
+pub use flash::{
+    Blocking, FlashError, FlashLayout, FlashStore, LayoutError, Mount, SimFlash, SimFlashError,
+    FLASH_RECORD_HEADER,
+};
 
 pub use ram::{RamStore, RAM_STORE_STATE_BYTES};
 pub use ring::{RecordRing, MAX_PAYLOAD, MAX_READINGS, RECORD_OVERHEAD, RING_STATE_BYTES};
@@ -287,4 +298,50 @@ pub trait RecordStore {
         payload: &[u8],
         readings: u16,
     ) -> Result<bool, Self::Error>;
+
+    /// Saves the config in force so that [`RecordStore::load_config`]
+    /// returns it after a reboot; a torn save leaves the previous one.
+    ///
+    /// A store that keeps nothing across a reboot, like [`RamStore`],
+    /// accepts and forgets it.
+    fn save_config<const CH: usize>(
+        &mut self,
+        config: &DeviceConfig<CH>,
+    ) -> Result<(), SaveError<Self::Error>> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// The config saved last, applied over the firmware's `defaults`;
+    /// `None` if there is none.
+    fn load_config<const CH: usize>(
+        &mut self,
+        defaults: &DeviceConfig<CH>,
+    ) -> Result<Option<DeviceConfig<CH>>, LoadError<Self::Error>> {
+        let _ = defaults;
+        Ok(None)
+    }
+}
+
+/// Why a config could not be saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum SaveError<E> {
+    /// The encoded config is larger than the store's buffer.
+    TooLarge,
+    /// The storage backend failed.
+    Backend(E),
+}
+
+/// Why a saved config could not be loaded; the defaults stay in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum LoadError<E> {
+    /// The saved config does not apply to this firmware's defaults (a
+    /// channel it names is gone, say).
+    Config(crate::config::ConfigError),
+    /// The storage backend failed.
+    Backend(E),
 }

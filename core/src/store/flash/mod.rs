@@ -1,0 +1,898 @@
+//! The two-lane store in NOR flash, safe against power loss at any instant.
+//!
+//! [`FlashStore`] keeps each lane in its own [`sequential-storage`] queue
+//! and the device's state (a lease on sequence numbers, the config in
+//! force) in a `sequential-storage` map, each in its own pages of one
+//! flash ([`FlashLayout`]). Every item carries CRCs; a write torn by a
+//! power cut is ignored and repaired on the next operation, so after any
+//! cut the store holds exactly what it held before the operation, or after
+//! it.
+//!
+//! What survives a reboot:
+//!
+//! - every unacknowledged record of both lanes, in order;
+//! - the sequence counter: a push first leases numbers in blocks of 256 in
+//!   the map, so after a reboot numbering resumes past every number that
+//!   may have been handed out (up to 256 go unused per reboot);
+//! - the config in force ([`RecordStore::save_config`]), written before the
+//!   engine reports it applied.
+//!
+//! The flash must allow a word to be written twice (clearing bits only):
+//! acknowledging a record marks it in place (`MultiwriteNorFlash`). The
+//! internal flash of the nRF52 and STM32F4 families does.
+//!
+//! ```
+//! use telemark_core::store::{FlashLayout, FlashStore, Lane, RecordMeta, RecordStore, SeqRange, SimFlash};
+//!
+//! // 16 pages of 1 KiB: 2 for state, 2 for alerts, 12 for routine blocks.
+//! let layout = FlashLayout::split(0..16 * 1024, 1024, 2);
+//! let mut store = FlashStore::<_, 256>::new(SimFlash::<1024, 16>::new(), layout.clone()).unwrap();
+//! store.mount().unwrap();
+//! let seq = store.push(RecordMeta::routine(3), b"block").unwrap();
+//!
+//! // Power goes: everything in RAM is lost; mount reads it back.
+//! let flash = store.release().0;
+//! let mut store = FlashStore::<_, 256>::new(flash, layout).unwrap();
+//! store.mount().unwrap();
+//! assert_eq!(store.peek(0).unwrap().unwrap().payload, b"block");
+//! assert!(store.next_seq() > seq);
+//! store.ack(SeqRange::single(seq)).unwrap();
+//! assert!(store.is_empty());
+//! ```
+//!
+//! [`sequential-storage`]: https://docs.rs/sequential-storage
+
+mod blocking;
+mod sim;
+
+pub use blocking::Blocking;
+pub use sim::{SimFlash, SimFlashError};
+
+use core::fmt;
+use core::ops::Range;
+
+use embedded_storage_async::nor_flash::{MultiwriteNorFlash, NorFlash};
+use sequential_storage::cache::{Cache, Uncached};
+use sequential_storage::map::{MapConfig, MapStorage};
+use sequential_storage::queue::{QueueConfig, QueueStorage};
+
+use blocking::run;
+
+use super::{
+    Acked, FullPolicy, Lane, LoadError, PushError, Record, RecordMeta, RecordStore, SaveError,
+    Seq, SeqRange, StoreCounters, MAX_READINGS, RECORD_OVERHEAD,
+};
+use crate::config::{ConfigUpdate, DeviceConfig};
+use crate::model::Severity;
+
+/// Bytes in front of each record's payload in flash: sequence number (4),
+/// flags (1: severity, decimated), readings (2).
+pub const FLASH_RECORD_HEADER: usize = 7;
+
+/// Sequence numbers leased per write of the lease.
+const LEASE: u32 = 256;
+
+/// Keys of the state map.
+const KEY_LEASE: u8 = 0;
+const KEY_CONFIG: u8 = 1;
+const KEY_REPLACING: u8 = 2;
+
+const DECIMATED: u8 = 0b100;
+
+/// Where in the flash each part of the store lives. Each range is whole
+/// pages (erase units) and the three do not overlap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FlashLayout {
+    /// The state map: sequence lease and config. At least 2 pages.
+    pub state: Range<u32>,
+    /// The alert lane. At least 1 page.
+    pub alerts: Range<u32>,
+    /// The routine lane. At least 2 pages: a page is reclaimed only when
+    /// every record on it is acknowledged or evicted.
+    pub routine: Range<u32>,
+}
+
+impl FlashLayout {
+    /// Splits `range` into 2 pages of state, `alert_pages` pages of alerts
+    /// and the rest for routine blocks.
+    pub const fn split(range: Range<u32>, page: u32, alert_pages: u32) -> Self {
+        let alerts = range.start + 2 * page;
+        let routine = alerts + alert_pages * page;
+        FlashLayout {
+            state: range.start..alerts,
+            alerts: alerts..routine,
+            routine: routine..range.end,
+        }
+    }
+
+    fn range(&self, lane: Lane) -> Range<u32> {
+        match lane {
+            Lane::Alert => self.alerts.clone(),
+            Lane::Routine => self.routine.clone(),
+        }
+    }
+}
+
+/// Why a [`FlashLayout`] does not fit a flash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum LayoutError {
+    /// A range does not start and end on page boundaries.
+    NotPageAligned,
+    /// The state map has fewer than 2 pages, the alert lane none, or the
+    /// routine lane fewer than 2.
+    TooFewPages,
+    /// The flash's pages are too small for the queue's bookkeeping.
+    PagesTooSmall,
+    /// Two ranges overlap.
+    Overlap,
+    /// A range goes past the end of the flash.
+    BeyondFlash,
+    /// The store's buffer `N` is under 64 bytes.
+    BufferTooSmall,
+}
+
+impl fmt::Display for LayoutError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LayoutError::NotPageAligned => "range not on page boundaries",
+            LayoutError::TooFewPages => "too few pages for a part of the store",
+            LayoutError::PagesTooSmall => "flash pages too small",
+            LayoutError::Overlap => "ranges overlap",
+            LayoutError::BeyondFlash => "range past the end of the flash",
+            LayoutError::BufferTooSmall => "buffer under 64 bytes",
+        })
+    }
+}
+
+/// Why a flash store operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum FlashError<E> {
+    /// The flash driver failed (on a power cut, the store is re-mounted
+    /// after the reboot and nothing accepted is lost).
+    Flash(E),
+    /// The flash holds something the store cannot repair (not a state its
+    /// own writes leave, power cut or not); [`FlashStore::format`] clears it.
+    Corrupted,
+    /// [`FlashStore::mount`] has not succeeded yet.
+    NotMounted,
+    /// The storage library reported an internal inconsistency.
+    Internal,
+}
+
+impl<E: fmt::Debug> fmt::Display for FlashError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FlashError::Flash(e) => write!(f, "flash: {e:?}"),
+            FlashError::Corrupted => f.write_str("flash holds data the store cannot repair"),
+            FlashError::NotMounted => f.write_str("store not mounted"),
+            FlashError::Internal => f.write_str("storage library inconsistency"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl<E: fmt::Debug> std::error::Error for FlashError<E> {}
+
+impl<E> From<sequential_storage::Error<E>> for FlashError<E> {
+    fn from(e: sequential_storage::Error<E>) -> Self {
+        match e {
+            sequential_storage::Error::Storage { value, .. } => FlashError::Flash(value),
+            sequential_storage::Error::Corrupted { .. } => FlashError::Corrupted,
+            _ => FlashError::Internal,
+        }
+    }
+}
+
+/// What [`FlashStore::mount`] found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Mount {
+    /// Records waiting in the alert lane.
+    pub alert_records: usize,
+    /// Records waiting in the routine lane.
+    pub routine_records: usize,
+    /// The sequence number the next push gets.
+    pub next_seq: Seq,
+    /// A decimated block was being rewritten when the power went; the
+    /// rewrite was completed.
+    pub finished_decimation: bool,
+    /// Items that were not records of this store (removed).
+    pub foreign_items: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct LaneState {
+    len: usize,
+    used: usize,
+    free: usize,
+    capacity: usize,
+}
+
+/// What a scan does with the item it is shown.
+enum Visit {
+    Next,
+    Pop,
+    /// Stop, leaving the item at the start of the buffer.
+    Stop,
+}
+
+/// A record's header as kept in flash.
+#[derive(Clone, Copy)]
+struct Header {
+    seq: Seq,
+    severity: Severity,
+    decimated: bool,
+    readings: u16,
+}
+
+impl Header {
+    fn parse(data: &[u8]) -> Option<Header> {
+        let h: &[u8; FLASH_RECORD_HEADER] = data.get(..FLASH_RECORD_HEADER)?.try_into().ok()?;
+        let [s0, s1, s2, s3, flags, r0, r1] = *h;
+        if flags & !(DECIMATED | 0b11) != 0 {
+            return None;
+        }
+        Some(Header {
+            seq: Seq(u32::from_le_bytes([s0, s1, s2, s3])),
+            severity: Severity::from_bits(flags & 0b11)?,
+            decimated: flags & DECIMATED != 0,
+            readings: u16::from_le_bytes([r0, r1]),
+        })
+    }
+
+    fn write(&self, out: &mut [u8]) -> Option<()> {
+        let flags = self.severity as u8 | if self.decimated { DECIMATED } else { 0 };
+        let [s0, s1, s2, s3] = self.seq.0.to_le_bytes();
+        let [r0, r1] = self.readings.to_le_bytes();
+        out.get_mut(..FLASH_RECORD_HEADER)?
+            .copy_from_slice(&[s0, s1, s2, s3, flags, r0, r1]);
+        Some(())
+    }
+
+    fn meta(&self, lane: Lane) -> RecordMeta {
+        RecordMeta {
+            lane,
+            severity: self.severity,
+            readings: self.readings,
+            decimated: self.decimated,
+        }
+    }
+}
+
+/// The two-lane store in NOR flash; see the [module docs](self).
+///
+/// `F` is an async NOR flash: a blocking one comes wrapped in [`Blocking`]
+/// by [`FlashStore::new`]. `N` is the store's buffer: the largest record is
+/// `N - 7` bytes of payload, and the saved config must fit in it too.
+pub struct FlashStore<F, const N: usize = 512> {
+    flash: F,
+    layout: FlashLayout,
+    buf: [u8; N],
+    lanes: [LaneState; 2],
+    next_seq: u32,
+    leased: u32,
+    mounted: bool,
+    policy: FullPolicy,
+    counters: StoreCounters,
+}
+
+impl<F, const N: usize> FlashStore<Blocking<F>, N>
+where
+    F: embedded_storage::nor_flash::NorFlash + embedded_storage::nor_flash::MultiwriteNorFlash,
+{
+    /// A store over a blocking flash, after checking `layout` against it.
+    /// Nothing is read until [`FlashStore::mount`].
+    pub fn new(flash: F, layout: FlashLayout) -> Result<Self, LayoutError> {
+        Self::build(Blocking(flash), layout)
+    }
+}
+
+#[cfg(feature = "async")]
+impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
+    /// A store over an [`embedded_storage_async`] flash.
+    ///
+    /// The store's operations stay synchronous, as the engine calls them:
+    /// each runs the flash's futures to completion by polling them, which
+    /// suits drivers that check the controller's status when polled.
+    pub fn new_async(flash: F, layout: FlashLayout) -> Result<Self, LayoutError> {
+        Self::build(flash, layout)
+    }
+}
+
+fn lane_index(lane: Lane) -> usize {
+    match lane {
+        Lane::Alert => 0,
+        Lane::Routine => 1,
+    }
+}
+
+impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
+    fn build(flash: F, layout: FlashLayout) -> Result<Self, LayoutError> {
+        use sequential_storage::map::MapConfigError as M;
+        use sequential_storage::queue::QueueConfigError as Q;
+        if N < 64 {
+            return Err(LayoutError::BufferTooSmall);
+        }
+        let queue_error = |e| match e {
+            Q::StartRangeNotAtPageBoundary | Q::EndRangeNotAtPageBoundary => {
+                LayoutError::NotPageAligned
+            }
+            Q::RangeTooSmall => LayoutError::TooFewPages,
+            _ => LayoutError::PagesTooSmall,
+        };
+        MapConfig::<F>::try_new(layout.state.clone()).map_err(|e| match e {
+            M::StartRangeNotAtPageBoundary | M::EndRangeNotAtPageBoundary => {
+                LayoutError::NotPageAligned
+            }
+            M::RangeTooSmall => LayoutError::TooFewPages,
+            _ => LayoutError::PagesTooSmall,
+        })?;
+        QueueConfig::<F>::try_new(layout.alerts.clone()).map_err(queue_error)?;
+        QueueConfig::<F>::try_new(layout.routine.clone()).map_err(queue_error)?;
+        let page = F::ERASE_SIZE as u32;
+        if layout.routine.end - layout.routine.start < 2 * page {
+            return Err(LayoutError::TooFewPages);
+        }
+        let ranges = [&layout.state, &layout.alerts, &layout.routine];
+        for (i, a) in ranges.iter().enumerate() {
+            if a.end as usize > flash.capacity() {
+                return Err(LayoutError::BeyondFlash);
+            }
+            for b in ranges.iter().skip(i + 1) {
+                if a.start < b.end && b.start < a.end {
+                    return Err(LayoutError::Overlap);
+                }
+            }
+        }
+        let word = F::READ_SIZE.max(F::WRITE_SIZE);
+        let capacity = |r: &Range<u32>| {
+            ((r.end - r.start) as usize / F::ERASE_SIZE) * (F::ERASE_SIZE - 2 * word)
+        };
+        let lane = |r: &Range<u32>| LaneState {
+            capacity: capacity(r),
+            ..LaneState::default()
+        };
+        Ok(FlashStore {
+            lanes: [lane(&layout.alerts), lane(&layout.routine)],
+            flash,
+            layout,
+            buf: [0; N],
+            next_seq: 0,
+            leased: 0,
+            mounted: false,
+            policy: FullPolicy::default(),
+            counters: StoreCounters::default(),
+        })
+    }
+
+    /// Reads the store back from flash: finishes what a power cut
+    /// interrupted, counts the records and resumes the sequence numbers.
+    ///
+    /// On [`FlashError::Corrupted`] (flash that never held this store, or
+    /// damaged by something else than a power cut) the caller decides
+    /// whether to [`FlashStore::format`]; power cuts alone never cause it.
+    pub fn mount(&mut self) -> Result<Mount, FlashError<F::Error>> {
+        self.mounted = false;
+        let mut report = Mount::default();
+        // A decimated copy pushed but its original not yet removed?
+        let replacing: Option<u32> = self.fetch_u32(KEY_REPLACING)?;
+        if let Some(seq) = replacing {
+            let mut copy = false;
+            self.scan(Lane::Routine, |h, _| {
+                copy |= h.seq.0 == seq && h.decimated;
+                Visit::Next
+            })?;
+            if copy {
+                let mut removed = false;
+                self.scan(Lane::Routine, |h, _| {
+                    if h.seq.0 == seq && !h.decimated && !removed {
+                        removed = true;
+                        Visit::Pop
+                    } else {
+                        Visit::Next
+                    }
+                })?;
+                report.finished_decimation = removed;
+            }
+            self.remove(KEY_REPLACING)?;
+        }
+        let mut max_seq: Option<u32> = None;
+        for lane in [Lane::Alert, Lane::Routine] {
+            let mut len = 0;
+            let mut foreign = 0;
+            self.scan_raw(lane, |data| match Header::parse(data) {
+                Some(h) => {
+                    len += 1;
+                    max_seq = Some(max_seq.map_or(h.seq.0, |m| m.max(h.seq.0)));
+                    Visit::Next
+                }
+                None => {
+                    foreign += 1;
+                    Visit::Pop
+                }
+            })?;
+            self.lanes[lane_index(lane)].len = len;
+            report.foreign_items += foreign;
+            self.refresh(lane)?;
+        }
+        let lease: Option<u32> = self.fetch_u32(KEY_LEASE)?;
+        let after_records = max_seq.map_or(0, |m| m.saturating_add(1));
+        self.next_seq = lease.unwrap_or(0).max(after_records);
+        self.leased = self.next_seq;
+        self.mounted = true;
+        report.alert_records = self.lanes[0].len;
+        report.routine_records = self.lanes[1].len;
+        report.next_seq = Seq(self.next_seq);
+        Ok(report)
+    }
+
+    /// Erases every page of the store. The store must be mounted again.
+    /// The sequence lease goes too, so only format flash whose records the
+    /// server will never see again (a new device, or one re-registered).
+    pub fn format(&mut self) -> Result<(), FlashError<F::Error>> {
+        self.mounted = false;
+        for range in [
+            self.layout.state.clone(),
+            self.layout.alerts.clone(),
+            self.layout.routine.clone(),
+        ] {
+            run(self.flash.erase(range.start, range.end)).map_err(FlashError::Flash)?;
+        }
+        Ok(())
+    }
+
+    /// The flash, for inspection.
+    pub fn flash(&self) -> &F {
+        &self.flash
+    }
+
+    /// Gives the flash back.
+    pub fn release(self) -> F {
+        self.flash
+    }
+
+    /// The state map, and the buffer to use with it.
+    #[allow(clippy::type_complexity)]
+    fn map(
+        &mut self,
+    ) -> (
+        MapStorage<u8, &mut F, Cache<Uncached, Uncached, Uncached, u8>>,
+        &mut [u8; N],
+    ) {
+        // The layout was checked when the store was built.
+        let map = MapStorage::new(
+            &mut self.flash,
+            MapConfig::new(self.layout.state.clone()),
+            Cache::new_uncached(),
+        );
+        (map, &mut self.buf)
+    }
+
+    fn fetch_u32(&mut self, key: u8) -> Result<Option<u32>, sequential_storage::Error<F::Error>> {
+        let (mut map, buf) = self.map();
+        run(map.fetch_item(buf, &key))
+    }
+
+    fn store_u32(&mut self, key: u8, value: u32) -> Result<(), sequential_storage::Error<F::Error>> {
+        let (mut map, buf) = self.map();
+        run(map.store_item(buf, &key, &value))
+    }
+
+    fn remove(&mut self, key: u8) -> Result<(), sequential_storage::Error<F::Error>> {
+        let (mut map, buf) = self.map();
+        run(map.remove_item(buf, &key))
+    }
+
+    /// Shows every item of `lane`, oldest first, parsed, skipping items
+    /// that are not records; stops early on [`Visit::Stop`] and returns the
+    /// length of the item left at the start of the buffer.
+    fn scan(
+        &mut self,
+        lane: Lane,
+        mut visit: impl FnMut(Header, &[u8]) -> Visit,
+    ) -> Result<Option<usize>, FlashError<F::Error>> {
+        self.scan_raw(lane, |data| match Header::parse(data) {
+            Some(h) => visit(h, data.get(FLASH_RECORD_HEADER..).unwrap_or_default()),
+            None => Visit::Next,
+        })
+    }
+
+    fn scan_raw(
+        &mut self,
+        lane: Lane,
+        mut visit: impl FnMut(&[u8]) -> Visit,
+    ) -> Result<Option<usize>, FlashError<F::Error>> {
+        let range = self.layout.range(lane);
+        let buf = &mut self.buf;
+        let flash = &mut self.flash;
+        run(async move {
+            let mut queue = QueueStorage::new(flash, QueueConfig::new(range), Cache::new_uncached());
+            let mut items = queue.iter().await?;
+            while let Some(entry) = items.next(buf).await? {
+                match visit(&entry) {
+                    Visit::Next => {}
+                    Visit::Pop => {
+                        entry.pop().await?;
+                    }
+                    Visit::Stop => return Ok(Some(entry.len())),
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Recomputes what `lane` uses and can take.
+    fn refresh(&mut self, lane: Lane) -> Result<(), FlashError<F::Error>> {
+        let range = self.layout.range(lane);
+        let mut queue =
+            QueueStorage::new(&mut self.flash, QueueConfig::new(range), Cache::new_uncached());
+        let left = run(queue.space_left())? as usize;
+        let fit = run(queue.find_max_fit())?.unwrap_or(0) as usize;
+        let state = &mut self.lanes[lane_index(lane)];
+        state.used = state.capacity.saturating_sub(left);
+        state.free = match fit.min(N).checked_sub(FLASH_RECORD_HEADER) {
+            Some(payload) if fit > FLASH_RECORD_HEADER => payload + RECORD_OVERHEAD,
+            _ => 0,
+        };
+        Ok(())
+    }
+
+    fn check_mounted(&self) -> Result<(), FlashError<F::Error>> {
+        if self.mounted {
+            Ok(())
+        } else {
+            Err(FlashError::NotMounted)
+        }
+    }
+
+    /// Pushes `header` + `payload` into `lane`; `Ok(false)` if the lane is full.
+    fn append(
+        &mut self,
+        lane: Lane,
+        header: Header,
+        payload: &[u8],
+    ) -> Result<bool, PushError<FlashError<F::Error>>> {
+        let len = FLASH_RECORD_HEADER + payload.len();
+        let item = self.buf.get_mut(..len).ok_or(PushError::TooLarge)?;
+        let (head, body) = item.split_at_mut(FLASH_RECORD_HEADER);
+        header.write(head).ok_or(PushError::TooLarge)?;
+        body.copy_from_slice(payload);
+        let range = self.layout.range(lane);
+        let mut queue =
+            QueueStorage::new(&mut self.flash, QueueConfig::new(range), Cache::new_uncached());
+        match run(queue.push(item, false)) {
+            Ok(()) => Ok(true),
+            Err(sequential_storage::Error::FullStorage) => Ok(false),
+            Err(sequential_storage::Error::ItemTooBig) => Err(PushError::TooLarge),
+            Err(e) => Err(PushError::Backend(e.into())),
+        }
+    }
+
+    /// Evicts the oldest routine record; false if there is none.
+    fn evict_oldest(&mut self) -> Result<bool, FlashError<F::Error>> {
+        let mut evicted = None;
+        self.scan(Lane::Routine, |h, _| {
+            if evicted.is_none() {
+                evicted = Some(h.readings);
+                Visit::Pop
+            } else {
+                Visit::Stop
+            }
+        })?;
+        let Some(readings) = evicted else {
+            return Ok(false);
+        };
+        let c = &mut self.counters.routine;
+        c.evicted_records = c.evicted_records.saturating_add(1);
+        c.evicted_readings = c.evicted_readings.saturating_add(u32::from(readings));
+        let state = &mut self.lanes[1];
+        state.len = state.len.saturating_sub(1);
+        Ok(true)
+    }
+
+    fn refuse(&mut self, lane: Lane, readings: u16) {
+        let c = match lane {
+            Lane::Alert => &mut self.counters.alert,
+            Lane::Routine => &mut self.counters.routine,
+        };
+        c.refused_records = c.refused_records.saturating_add(1);
+        c.refused_readings = c.refused_readings.saturating_add(u32::from(readings));
+    }
+
+    /// Finds the `nth` record in delivery order; leaves it at the start of
+    /// the buffer and returns its length.
+    fn find(&mut self, nth: usize) -> Result<Option<(Lane, usize)>, FlashError<F::Error>> {
+        let alerts = self.lanes[0].len;
+        if nth < alerts {
+            // Most severe first, then oldest: count each severity, then
+            // pick the rank within the severity that holds `nth`.
+            let mut per = [0usize; 3];
+            self.scan(Lane::Alert, |h, _| {
+                if let Some(n) = per.get_mut(h.severity as usize) {
+                    *n += 1;
+                }
+                Visit::Next
+            })?;
+            let mut rank = nth;
+            for severity in Severity::MOST_URGENT_FIRST {
+                let count = per.get(severity as usize).copied().unwrap_or(0);
+                if rank < count {
+                    let mut left = rank;
+                    let found = self.scan(Lane::Alert, |h, _| {
+                        if h.severity != severity {
+                            Visit::Next
+                        } else if left == 0 {
+                            Visit::Stop
+                        } else {
+                            left -= 1;
+                            Visit::Next
+                        }
+                    })?;
+                    return Ok(found.map(|len| (Lane::Alert, len)));
+                }
+                rank -= count;
+            }
+            return Ok(None);
+        }
+        let mut left = nth - alerts;
+        let found = self.scan(Lane::Routine, |_, _| {
+            if left == 0 {
+                Visit::Stop
+            } else {
+                left -= 1;
+                Visit::Next
+            }
+        })?;
+        Ok(found.map(|len| (Lane::Routine, len)))
+    }
+
+    fn record(&self, lane: Lane, len: usize) -> Option<Record<'_>> {
+        let item = self.buf.get(..len)?;
+        let header = Header::parse(item)?;
+        Some(Record {
+            seq: header.seq,
+            meta: header.meta(lane),
+            payload: item.get(FLASH_RECORD_HEADER..)?,
+        })
+    }
+}
+
+impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStore<F, N> {
+    type Error = FlashError<F::Error>;
+
+    fn push(&mut self, meta: RecordMeta, payload: &[u8]) -> Result<Seq, PushError<Self::Error>> {
+        self.check_mounted().map_err(PushError::Backend)?;
+        if meta.readings > MAX_READINGS {
+            self.refuse(meta.lane, meta.readings);
+            return Err(PushError::TooManyReadings);
+        }
+        if FLASH_RECORD_HEADER + payload.len() > N {
+            self.refuse(meta.lane, meta.readings);
+            return Err(PushError::TooLarge);
+        }
+        if self.next_seq == u32::MAX {
+            self.refuse(meta.lane, meta.readings);
+            return Err(PushError::SequenceExhausted);
+        }
+        if self.next_seq >= self.leased {
+            // Lease before use: after a power cut, numbering resumes past
+            // every number that might have reached flash.
+            let lease = self.next_seq.saturating_add(LEASE);
+            self.store_u32(KEY_LEASE, lease)
+                .map_err(|e| PushError::Backend(e.into()))?;
+            self.leased = lease;
+        }
+        let header = Header {
+            seq: Seq(self.next_seq),
+            severity: if meta.lane == Lane::Alert {
+                meta.severity
+            } else {
+                Severity::Info
+            },
+            decimated: meta.decimated,
+            readings: meta.readings,
+        };
+        loop {
+            match self.append(meta.lane, header, payload) {
+                Ok(true) => break,
+                Ok(false) => {
+                    let evicted = meta.lane == Lane::Routine
+                        && self.policy == FullPolicy::EvictOldest
+                        && self.evict_oldest().map_err(PushError::Backend)?;
+                    if !evicted {
+                        self.refuse(meta.lane, meta.readings);
+                        self.refresh(meta.lane).map_err(PushError::Backend)?;
+                        return Err(PushError::Full);
+                    }
+                }
+                Err(PushError::TooLarge) => {
+                    self.refuse(meta.lane, meta.readings);
+                    return Err(PushError::TooLarge);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.next_seq += 1;
+        let c = match meta.lane {
+            Lane::Alert => &mut self.counters.alert,
+            Lane::Routine => &mut self.counters.routine,
+        };
+        c.pushed_records = c.pushed_records.saturating_add(1);
+        c.pushed_readings = c.pushed_readings.saturating_add(u32::from(meta.readings));
+        self.lanes[lane_index(meta.lane)].len += 1;
+        self.refresh(meta.lane).map_err(PushError::Backend)?;
+        Ok(header.seq)
+    }
+
+    fn peek(&mut self, nth: usize) -> Result<Option<Record<'_>>, Self::Error> {
+        self.check_mounted()?;
+        match self.find(nth)? {
+            Some((lane, len)) => Ok(self.record(lane, len)),
+            None => Ok(None),
+        }
+    }
+
+    fn ack(&mut self, range: SeqRange) -> Result<Acked, Self::Error> {
+        self.check_mounted()?;
+        let mut acked = Acked::default();
+        for lane in [Lane::Alert, Lane::Routine] {
+            if self.lanes[lane_index(lane)].len == 0 {
+                continue;
+            }
+            let (mut records, mut readings) = (0u32, 0u32);
+            self.scan(lane, |h, _| {
+                if range.contains(h.seq) {
+                    records += 1;
+                    readings = readings.saturating_add(u32::from(h.readings));
+                    Visit::Pop
+                } else {
+                    Visit::Next
+                }
+            })?;
+            if records == 0 {
+                continue;
+            }
+            let c = match lane {
+                Lane::Alert => &mut self.counters.alert,
+                Lane::Routine => &mut self.counters.routine,
+            };
+            c.acked_records = c.acked_records.saturating_add(records);
+            c.acked_readings = c.acked_readings.saturating_add(readings);
+            let state = &mut self.lanes[lane_index(lane)];
+            state.len = state.len.saturating_sub(records as usize);
+            acked.records += records;
+            acked.readings = acked.readings.saturating_add(readings);
+            self.refresh(lane)?;
+        }
+        Ok(acked)
+    }
+
+    fn len(&self) -> usize {
+        self.lanes[0].len + self.lanes[1].len
+    }
+
+    fn capacity(&self, lane: Lane) -> usize {
+        self.lanes[lane_index(lane)].capacity
+    }
+
+    fn free(&self, lane: Lane) -> usize {
+        self.lanes[lane_index(lane)].free
+    }
+
+    fn used(&self, lane: Lane) -> usize {
+        self.lanes[lane_index(lane)].used
+    }
+
+    fn next_seq(&self) -> Seq {
+        Seq(self.next_seq)
+    }
+
+    fn counters(&self) -> StoreCounters {
+        self.counters
+    }
+
+    fn routine_policy(&self) -> FullPolicy {
+        self.policy
+    }
+
+    fn set_routine_policy(&mut self, policy: FullPolicy) {
+        self.policy = policy;
+    }
+
+    fn oldest_undecimated(&mut self) -> Result<Option<Record<'_>>, Self::Error> {
+        self.check_mounted()?;
+        let found = self.scan(Lane::Routine, |h, _| {
+            if h.decimated {
+                Visit::Next
+            } else {
+                Visit::Stop
+            }
+        })?;
+        Ok(found.and_then(|len| self.record(Lane::Routine, len)))
+    }
+
+    /// The decimated copy is appended, then the original removed; a power
+    /// cut between the two is finished by [`FlashStore::mount`], so the
+    /// record is there exactly once either way. The copy then travels
+    /// after records younger than it.
+    fn replace_decimated(
+        &mut self,
+        seq: Seq,
+        payload: &[u8],
+        readings: u16,
+    ) -> Result<bool, Self::Error> {
+        self.check_mounted()?;
+        self.store_u32(KEY_REPLACING, seq.0)?;
+        let header = Header {
+            seq,
+            severity: Severity::Info,
+            decimated: true,
+            readings,
+        };
+        let appended = match self.append(Lane::Routine, header, payload) {
+            Ok(appended) => appended,
+            Err(PushError::Backend(e)) => return Err(e),
+            Err(_) => false,
+        };
+        let mut old = None;
+        if appended {
+            self.scan(Lane::Routine, |h, _| {
+                if old.is_none() && h.seq == seq && !h.decimated {
+                    old = Some(h.readings);
+                    Visit::Pop
+                } else {
+                    Visit::Next
+                }
+            })?;
+        }
+        self.remove(KEY_REPLACING)?;
+        self.refresh(Lane::Routine)?;
+        let Some(old) = old else {
+            return Ok(false);
+        };
+        let c = &mut self.counters.routine;
+        c.decimated_readings = c
+            .decimated_readings
+            .saturating_add(u32::from(old.saturating_sub(readings)));
+        Ok(true)
+    }
+
+    fn save_config<const CH: usize>(
+        &mut self,
+        config: &DeviceConfig<CH>,
+    ) -> Result<(), SaveError<Self::Error>> {
+        self.check_mounted().map_err(SaveError::Backend)?;
+        let mut cbor = [0u8; N];
+        let n = config.encode(&mut cbor).map_err(|_| SaveError::TooLarge)?;
+        let value: &[u8] = cbor.get(..n).unwrap_or_default();
+        let (mut map, buf) = self.map();
+        match run(map.store_item(buf, &KEY_CONFIG, &value)) {
+            Ok(()) => Ok(()),
+            Err(sequential_storage::Error::BufferTooSmall(_))
+            | Err(sequential_storage::Error::ItemTooBig) => Err(SaveError::TooLarge),
+            Err(e) => Err(SaveError::Backend(e.into())),
+        }
+    }
+
+    fn load_config<const CH: usize>(
+        &mut self,
+        defaults: &DeviceConfig<CH>,
+    ) -> Result<Option<DeviceConfig<CH>>, LoadError<Self::Error>> {
+        self.check_mounted().map_err(LoadError::Backend)?;
+        let (mut map, buf) = self.map();
+        let saved: Option<&[u8]> = run(map.fetch_item(buf, &KEY_CONFIG))
+            .map_err(|e| LoadError::Backend(e.into()))?;
+        match saved {
+            None => Ok(None),
+            Some(cbor) => ConfigUpdate::parse(cbor)
+                .and_then(|u| u.apply(defaults))
+                .map(Some)
+                .map_err(LoadError::Config),
+        }
+    }
+}
