@@ -431,6 +431,12 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         &mut self.store
     }
 
+    /// Ends the engine and gives its store back: what a reboot leaves of
+    /// the engine is what the store kept.
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
     /// The uplink.
     pub fn uplink(&self) -> &Uplink {
         &self.uplink

@@ -1,0 +1,146 @@
+//! The engine over the flash store: what a reboot leaves is the store's
+//! records, the config in force and a numbering that never repeats.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
+use telemark_core::engine::{Action, Engine, EngineConfig};
+use telemark_core::model::{ChannelId, Reading, Severity, Value};
+use telemark_core::report::{Crash, CrashKind, Report, ResetReason};
+use telemark_core::rules::Rules;
+use telemark_core::stager::StagerConfig;
+use telemark_core::store::{
+    Blocking, FlashLayout, FlashStore, FullPolicy, Lane, RecordStore, SimFlash,
+};
+use telemark_core::time::{Duration, Instant};
+use telemark_core::uplink::UplinkConfig;
+
+const LEVEL: ChannelSpec = ChannelSpec::new(
+    ChannelId(3),
+    Unit::Percent,
+    ValueKind::Scaled { decimals: 1 },
+    Range::new(0.0, 100.0),
+    Duration::from_mins(1),
+    Rules::NONE,
+);
+
+type Flash = SimFlash<1024, 12>;
+type Store = FlashStore<Blocking<Flash>, 512>;
+type Device = Engine<Store, 2, 64, 256>;
+
+fn layout() -> FlashLayout {
+    FlashLayout::split(0..12 * 1024, 1024, 2)
+}
+
+fn boot(flash: Flash, reason: ResetReason) -> Device {
+    let mut store = Store::new(flash, layout()).unwrap();
+    store.mount().unwrap();
+    store.set_routine_policy(FullPolicy::EvictOldest);
+    let config = EngineConfig {
+        uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
+        stager: StagerConfig::new(60, 200, Duration::from_mins(60)),
+        heartbeat: Duration::from_mins(24 * 60),
+    };
+    Engine::new(&[LEVEL], store, config, reason).unwrap()
+}
+
+/// Runs `minutes` with the link down; returns readings produced.
+fn offline(engine: &mut Device, from: u64, minutes: u64) -> u32 {
+    let mut produced = 0;
+    for minute in from..from + minutes {
+        let now = Instant::from_millis(minute * 60_000);
+        loop {
+            match engine.poll(now) {
+                Action::Sample(ch) => {
+                    let v = ((minute * 7919) % 1000) as i32;
+                    engine.on_reading(now, Reading::new(ch, now, Value::Scaled(v)));
+                    produced += 1;
+                }
+                Action::RadioOn => engine.on_link_down(now),
+                Action::Sleep(_) => break,
+                _ => {}
+            }
+        }
+    }
+    produced
+}
+
+#[test]
+fn records_config_and_numbering_survive_a_reboot() {
+    let mut engine = boot(Flash::new(), ResetReason::PowerOn);
+    // {0: 2, 1: 900}: version 2 reports every 15 minutes.
+    let update = [0xa2, 0x00, 0x02, 0x01, 0x19, 0x03, 0x84];
+    assert_eq!(engine.apply_config(Instant::ZERO, &update), Ok(2));
+    offline(&mut engine, 0, 6 * 60);
+    let before = engine.store().len();
+    let next = engine.store().next_seq();
+    assert!(before >= 6, "{before} records");
+
+    // Power cut: only the flash is left.
+    let flash = engine.into_store().release().0;
+    let mut engine = boot(flash, ResetReason::BrownOut);
+    assert_eq!(engine.config().version, 2);
+    assert_eq!(engine.config().engine.uplink.report_interval, Duration::from_mins(15));
+    assert_eq!(engine.store().len(), before);
+    assert!(engine.store().next_seq() > next);
+
+    // A crash captured before the reset goes out first.
+    let crash = Crash::new(CrashKind::HardFault, 0x0800_1234, 0x0800_1001, 0x0000_0400, 5_000, "");
+    assert!(engine.report_crash(&crash));
+    let first = engine.store_mut().peek(0).unwrap().unwrap();
+    assert_eq!(first.meta.lane, Lane::Alert);
+    assert_eq!(first.meta.severity, Severity::Critical);
+    assert_eq!(
+        Report::decode(first.payload),
+        Ok(Report::Crash { crash, reset_reason: ResetReason::BrownOut })
+    );
+}
+
+#[test]
+fn a_saved_config_that_no_longer_fits_leaves_the_defaults_and_says_so() {
+    let mut engine = boot(Flash::new(), ResetReason::PowerOn);
+    // {0: 3, 12: [{0: 3, 1: 30}]}: channel 3 every 30 s.
+    let update = [0xa2, 0x00, 0x03, 0x0c, 0x81, 0xa2, 0x00, 0x03, 0x01, 0x18, 0x1e];
+    assert_eq!(engine.apply_config(Instant::ZERO, &update), Ok(3));
+    let flash = engine.into_store().release().0;
+
+    // New firmware without channel 3.
+    let mut store = Store::new(flash, layout()).unwrap();
+    store.mount().unwrap();
+    let config = EngineConfig {
+        uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
+        stager: StagerConfig::new(60, 200, Duration::from_mins(60)),
+        heartbeat: Duration::from_mins(24 * 60),
+    };
+    let other = ChannelSpec { id: ChannelId(9), ..LEVEL };
+    let mut engine: Device = Engine::new(&[other], store, config, ResetReason::Software).unwrap();
+    assert_eq!(engine.config().version, 0);
+    let mut refused = false;
+    for nth in 0..engine.store().len() {
+        let r = engine.store_mut().peek(nth).unwrap().unwrap();
+        if let Ok(Report::ConfigStatus { version: 0, code, detail: 3 }) = Report::decode(r.payload) {
+            refused = code == 4;
+        }
+    }
+    assert!(refused, "the refusal of the saved config is reported");
+}
+
+#[test]
+fn flash_blocks_are_decimated_before_they_are_evicted() {
+    let mut engine = boot(Flash::new(), ResetReason::PowerOn);
+    let produced = offline(&mut engine, 0, 8 * 24 * 60);
+    let c = engine.store().counters().routine;
+    assert!(c.decimated_readings > 0, "nothing decimated");
+    let mut pending = 0u32;
+    for nth in 0..engine.store().len() {
+        let r = engine.store_mut().peek(nth).unwrap().unwrap();
+        if r.meta.lane == Lane::Routine {
+            pending += u32::from(r.meta.readings);
+        }
+    }
+    assert_eq!(
+        c.pushed_readings,
+        c.acked_readings + c.evicted_readings + c.decimated_readings + pending
+    );
+    assert_eq!(produced, c.pushed_readings + engine.staged() as u32);
+    assert_eq!(engine.heartbeat(Instant::ZERO).decimated, c.decimated_readings);
+}
