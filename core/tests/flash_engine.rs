@@ -28,7 +28,7 @@ type Store = FlashStore<Blocking<Flash>, 512>;
 type Device = Engine<Store, 2, 64, 256>;
 
 fn layout() -> FlashLayout {
-    FlashLayout::split(0..12 * 1024, 1024, 2)
+    FlashLayout::split(0..12 * 1024, 1024, 3)
 }
 
 fn boot(flash: Flash, reason: ResetReason) -> Device {

@@ -23,7 +23,7 @@ type Flash = SimFlash<PAGE, PAGES>;
 type Store = FlashStore<Blocking<Flash>, 256>;
 
 fn layout() -> FlashLayout {
-    FlashLayout::split(0..(PAGE * PAGES) as u32, PAGE as u32, 2)
+    FlashLayout::split(0..(PAGE * PAGES) as u32, PAGE as u32, 3)
 }
 
 fn open(flash: Flash) -> (Store, Result<(), FlashError<telemark_core::store::SimFlashError>>) {
@@ -256,6 +256,25 @@ fn config_workload(r: &mut Run<'_>) -> Step {
     Ok(())
 }
 
+/// Alerts come and go until the map has compacted several times.
+fn alert_workload(r: &mut Run<'_>) -> Step {
+    for i in 0..36usize {
+        let severity = [Severity::Warning, Severity::Critical, Severity::Info][i % 3];
+        r.push(Lane::Alert, severity, 30 + (i * 17) % 40)?;
+        if i % 2 == 1 {
+            let oldest = r
+                .model
+                .held
+                .iter()
+                .find(|(_, rec)| rec.lane == Lane::Alert)
+                .map(|(s, _)| *s)
+                .unwrap_or(0);
+            r.ack(SeqRange::single(Seq(oldest)))?;
+        }
+    }
+    Ok(())
+}
+
 fn nothing(_: &mut Run<'_>) -> Step {
     Ok(())
 }
@@ -470,6 +489,7 @@ fn power_cut_at_every_byte_loses_nothing() {
     sweep("evict", evict_setup, evict_workload, 97, &mut counts);
     sweep("decimate", ack_setup, decimate_workload, 31, &mut counts);
     sweep("config", nothing, config_workload, 31, &mut counts);
+    sweep("alerts", nothing, alert_workload, 97, &mut counts);
     println!(
         "power cuts: {} cut points, {} double cuts, {} mounts, {} records lost",
         counts.cut_points, counts.double_cuts, counts.mounts, counts.lost

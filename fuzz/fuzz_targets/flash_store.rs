@@ -29,7 +29,7 @@ enum Op {
 }
 
 fn layout() -> FlashLayout {
-    FlashLayout::split(0..8 * 512, 512, 2)
+    FlashLayout::split(0..8 * 512, 512, 3)
 }
 
 fn mount(flash: Flash) -> Store {

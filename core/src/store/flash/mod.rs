@@ -1,12 +1,16 @@
 //! The two-lane store in NOR flash, safe against power loss at any instant.
 //!
-//! [`FlashStore`] keeps each lane in its own [`sequential-storage`] queue
-//! and the device's state (a lease on sequence numbers, the config in
-//! force) in a `sequential-storage` map, each in its own pages of one
-//! flash ([`FlashLayout`]). Every item carries CRCs; a write torn by a
-//! power cut is ignored and repaired on the next operation, so after any
-//! cut the store holds exactly what it held before the operation, or after
-//! it.
+//! [`FlashStore`] keeps the routine lane in a [`sequential-storage`] queue,
+//! and the alert lane with the device's state (a lease on sequence numbers,
+//! the config in force) in a `sequential-storage` map, each in its own
+//! pages of one flash ([`FlashLayout`]): routine data can never take an
+//! alert's room. Every item carries CRCs; a write torn by a power cut is
+//! ignored and repaired on the next operation, so after any cut the store
+//! holds exactly what it held before the operation, or after it.
+//!
+//! Four pages are enough (two for the map, two for the queue), so the
+//! store fits the four 16 KiB sectors of an STM32F4 as well as sixteen
+//! 4 KiB pages of an nRF52840.
 //!
 //! What survives a reboot:
 //!
@@ -24,8 +28,8 @@
 //! ```
 //! use telemark_core::store::{FlashLayout, FlashStore, Lane, RecordMeta, RecordStore, SeqRange, SimFlash};
 //!
-//! // 16 pages of 1 KiB: 2 for state, 2 for alerts, 12 for routine blocks.
-//! let layout = FlashLayout::split(0..16 * 1024, 1024, 2);
+//! // 16 pages of 1 KiB: 4 for alerts and state, 12 for routine blocks.
+//! let layout = FlashLayout::split(0..16 * 1024, 1024, 4);
 //! let mut store = FlashStore::<_, 256>::new(SimFlash::<1024, 16>::new(), layout.clone()).unwrap();
 //! store.mount().unwrap();
 //! let seq = store.push(RecordMeta::routine(3), b"block").unwrap();
@@ -72,10 +76,14 @@ pub const FLASH_RECORD_HEADER: usize = 7;
 /// Sequence numbers leased per write of the lease.
 const LEASE: u32 = 256;
 
-/// Keys of the state map.
-const KEY_LEASE: u8 = 0;
-const KEY_CONFIG: u8 = 1;
-const KEY_REPLACING: u8 = 2;
+/// Keys of the state map: alerts by sequence number, then the state.
+const KEY_LEASE: u32 = u32::MAX;
+const KEY_CONFIG: u32 = u32::MAX - 1;
+const KEY_REPLACING: u32 = u32::MAX - 2;
+/// Sequence numbers stop below the state's keys.
+const SEQ_LIMIT: u32 = u32::MAX - 255;
+/// Map keys are stored little-endian in front of the value.
+const KEY_BYTES: usize = 4;
 
 const DECIMATED: u8 = 0b100;
 
@@ -84,32 +92,22 @@ const DECIMATED: u8 = 0b100;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct FlashLayout {
-    /// The state map: sequence lease and config. At least 2 pages.
-    pub state: Range<u32>,
-    /// The alert lane. At least 1 page.
+    /// The alert lane, the sequence lease and the config, in a map. At
+    /// least 2 pages; one is kept free for compaction.
     pub alerts: Range<u32>,
-    /// The routine lane. At least 2 pages: a page is reclaimed only when
-    /// every record on it is acknowledged or evicted.
+    /// The routine lane, a queue. At least 2 pages: a page is reclaimed
+    /// only when every record on it is acknowledged or evicted.
     pub routine: Range<u32>,
 }
 
 impl FlashLayout {
-    /// Splits `range` into 2 pages of state, `alert_pages` pages of alerts
-    /// and the rest for routine blocks.
+    /// Splits `range` into `alert_pages` pages of alerts and state, and
+    /// the rest for routine blocks.
     pub const fn split(range: Range<u32>, page: u32, alert_pages: u32) -> Self {
-        let alerts = range.start + 2 * page;
-        let routine = alerts + alert_pages * page;
+        let routine = range.start + alert_pages * page;
         FlashLayout {
-            state: range.start..alerts,
-            alerts: alerts..routine,
+            alerts: range.start..routine,
             routine: routine..range.end,
-        }
-    }
-
-    fn range(&self, lane: Lane) -> Range<u32> {
-        match lane {
-            Lane::Alert => self.alerts.clone(),
-            Lane::Routine => self.routine.clone(),
         }
     }
 }
@@ -121,12 +119,11 @@ impl FlashLayout {
 pub enum LayoutError {
     /// A range does not start and end on page boundaries.
     NotPageAligned,
-    /// The state map has fewer than 2 pages, the alert lane none, or the
-    /// routine lane fewer than 2.
+    /// The alert lane or the routine lane has fewer than 2 pages.
     TooFewPages,
     /// The flash's pages are too small for the queue's bookkeeping.
     PagesTooSmall,
-    /// Two ranges overlap.
+    /// The two ranges overlap.
     Overlap,
     /// A range goes past the end of the flash.
     BeyondFlash,
@@ -318,47 +315,43 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         if N < 64 {
             return Err(LayoutError::BufferTooSmall);
         }
-        let queue_error = |e| match e {
-            Q::StartRangeNotAtPageBoundary | Q::EndRangeNotAtPageBoundary => {
-                LayoutError::NotPageAligned
-            }
-            Q::RangeTooSmall => LayoutError::TooFewPages,
-            _ => LayoutError::PagesTooSmall,
-        };
-        MapConfig::<F>::try_new(layout.state.clone()).map_err(|e| match e {
+        MapConfig::<F>::try_new(layout.alerts.clone()).map_err(|e| match e {
             M::StartRangeNotAtPageBoundary | M::EndRangeNotAtPageBoundary => {
                 LayoutError::NotPageAligned
             }
             M::RangeTooSmall => LayoutError::TooFewPages,
             _ => LayoutError::PagesTooSmall,
         })?;
-        QueueConfig::<F>::try_new(layout.alerts.clone()).map_err(queue_error)?;
-        QueueConfig::<F>::try_new(layout.routine.clone()).map_err(queue_error)?;
+        QueueConfig::<F>::try_new(layout.routine.clone()).map_err(|e| match e {
+            Q::StartRangeNotAtPageBoundary | Q::EndRangeNotAtPageBoundary => {
+                LayoutError::NotPageAligned
+            }
+            Q::RangeTooSmall => LayoutError::TooFewPages,
+            _ => LayoutError::PagesTooSmall,
+        })?;
         let page = F::ERASE_SIZE as u32;
         if layout.routine.end - layout.routine.start < 2 * page {
             return Err(LayoutError::TooFewPages);
         }
-        let ranges = [&layout.state, &layout.alerts, &layout.routine];
-        for (i, a) in ranges.iter().enumerate() {
-            if a.end as usize > flash.capacity() {
-                return Err(LayoutError::BeyondFlash);
-            }
-            for b in ranges.iter().skip(i + 1) {
-                if a.start < b.end && b.start < a.end {
-                    return Err(LayoutError::Overlap);
-                }
-            }
+        if layout.alerts.end.max(layout.routine.end) as usize > flash.capacity() {
+            return Err(LayoutError::BeyondFlash);
+        }
+        if layout.alerts.start < layout.routine.end && layout.routine.start < layout.alerts.end {
+            return Err(LayoutError::Overlap);
         }
         let word = F::READ_SIZE.max(F::WRITE_SIZE);
-        let capacity = |r: &Range<u32>| {
-            ((r.end - r.start) as usize / F::ERASE_SIZE) * (F::ERASE_SIZE - 2 * word)
+        let pages = |r: &Range<u32>| (r.end - r.start) as usize / F::ERASE_SIZE;
+        let alerts = LaneState {
+            // The map keeps a page free to compact into.
+            capacity: pages(&layout.alerts).saturating_sub(1) * (F::ERASE_SIZE - 2 * word),
+            ..LaneState::default()
         };
-        let lane = |r: &Range<u32>| LaneState {
-            capacity: capacity(r),
+        let routine = LaneState {
+            capacity: pages(&layout.routine) * (F::ERASE_SIZE - 2 * word),
             ..LaneState::default()
         };
         Ok(FlashStore {
-            lanes: [lane(&layout.alerts), lane(&layout.routine)],
+            lanes: [alerts, routine],
             flash,
             layout,
             buf: [0; N],
@@ -403,21 +396,53 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         }
         let mut max_seq: Option<u32> = None;
         for lane in [Lane::Alert, Lane::Routine] {
-            let mut len = 0;
-            let mut foreign = 0;
-            self.scan_raw(lane, |data| match Header::parse(data) {
-                Some(h) => {
+            // Items that are not records of this store go first.
+            loop {
+                let mut foreign = 0;
+                self.scan_raw(lane, |data| match Header::parse(data) {
+                    Some(_) => Visit::Next,
+                    None => {
+                        foreign += 1;
+                        Visit::Pop
+                    }
+                })?;
+                report.foreign_items += foreign;
+                if foreign < POPS_PER_PASS as u32 {
+                    break;
+                }
+            }
+            let (mut len, mut used) = (0, 0);
+            if lane == Lane::Routine {
+                self.scan(lane, |h, payload| {
                     len += 1;
+                    used += item_bytes::<F>(payload.len());
                     max_seq = Some(max_seq.map_or(h.seq.0, |m| m.max(h.seq.0)));
                     Visit::Next
+                })?;
+            } else {
+                // A cut while the map compacts can leave an alert on two
+                // pages until the next compaction: count each number once,
+                // stepping through them in order, one pass per alert.
+                let mut at: Option<u32> = None;
+                loop {
+                    let mut next: Option<(u32, usize)> = None;
+                    self.scan(lane, |h, payload| {
+                        let seq = h.seq.0;
+                        if at.is_none_or(|a| seq > a) && next.is_none_or(|n| seq < n.0) {
+                            next = Some((seq, payload.len()));
+                        }
+                        Visit::Next
+                    })?;
+                    let Some((seq, bytes)) = next else { break };
+                    at = Some(seq);
+                    len += 1;
+                    used += item_bytes::<F>(bytes);
+                    max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
                 }
-                None => {
-                    foreign += 1;
-                    Visit::Pop
-                }
-            })?;
-            self.lanes[lane_index(lane)].len = len;
-            report.foreign_items += foreign;
+            }
+            let state = &mut self.lanes[lane_index(lane)];
+            state.len = len;
+            state.used = used;
             self.refresh(lane)?;
         }
         let lease: Option<u32> = self.fetch_u32(KEY_LEASE)?;
@@ -436,11 +461,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// server will never see again (a new device, or one re-registered).
     pub fn format(&mut self) -> Result<(), FlashError<F::Error>> {
         self.mounted = false;
-        for range in [
-            self.layout.state.clone(),
-            self.layout.alerts.clone(),
-            self.layout.routine.clone(),
-        ] {
+        for range in [self.layout.alerts.clone(), self.layout.routine.clone()] {
             run(self.flash.erase(range.start, range.end)).map_err(FlashError::Flash)?;
         }
         Ok(())
@@ -456,41 +477,51 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         self.flash
     }
 
-    /// The state map, and the buffer to use with it.
+    /// The map of alerts and state, and the buffer to use with it.
     #[allow(clippy::type_complexity)]
     fn map(
         &mut self,
     ) -> (
-        MapStorage<u8, &mut F, Cache<Uncached, Uncached, Uncached, u8>>,
+        MapStorage<u32, &mut F, Cache<Uncached, Uncached, Uncached, u32>>,
         &mut [u8; N],
     ) {
         // The layout was checked when the store was built.
         let map = MapStorage::new(
             &mut self.flash,
-            MapConfig::new(self.layout.state.clone()),
+            MapConfig::new(self.layout.alerts.clone()),
             Cache::new_uncached(),
         );
         (map, &mut self.buf)
     }
 
-    fn fetch_u32(&mut self, key: u8) -> Result<Option<u32>, sequential_storage::Error<F::Error>> {
+    fn queue(&mut self) -> QueueStorage<&mut F, Cache<Uncached, Uncached, Uncached>> {
+        // The layout was checked when the store was built.
+        QueueStorage::new(
+            &mut self.flash,
+            QueueConfig::new(self.layout.routine.clone()),
+            Cache::new_uncached(),
+        )
+    }
+
+    fn fetch_u32(&mut self, key: u32) -> Result<Option<u32>, sequential_storage::Error<F::Error>> {
         let (mut map, buf) = self.map();
         run(map.fetch_item(buf, &key))
     }
 
-    fn store_u32(&mut self, key: u8, value: u32) -> Result<(), sequential_storage::Error<F::Error>> {
+    fn store_u32(&mut self, key: u32, value: u32) -> Result<(), sequential_storage::Error<F::Error>> {
         let (mut map, buf) = self.map();
         run(map.store_item(buf, &key, &value))
     }
 
-    fn remove(&mut self, key: u8) -> Result<(), sequential_storage::Error<F::Error>> {
+    fn remove(&mut self, key: u32) -> Result<(), sequential_storage::Error<F::Error>> {
         let (mut map, buf) = self.map();
         run(map.remove_item(buf, &key))
     }
 
-    /// Shows every item of `lane`, oldest first, parsed, skipping items
-    /// that are not records; stops early on [`Visit::Stop`] and returns the
-    /// length of the item left at the start of the buffer.
+    /// Shows every record of `lane`, skipping items that are not records;
+    /// stops early on [`Visit::Stop`] and returns the length of the item
+    /// then left at the start of the buffer. The routine lane comes oldest
+    /// first; the alert lane in flash order, which compaction shuffles.
     fn scan(
         &mut self,
         lane: Lane,
@@ -502,39 +533,96 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         })
     }
 
+    /// As [`FlashStore::scan`], unparsed. In the alert lane at most
+    /// [`POPS_PER_PASS`] items are popped per call (after the pass); the
+    /// items past them are not shown.
     fn scan_raw(
         &mut self,
         lane: Lane,
         mut visit: impl FnMut(&[u8]) -> Visit,
     ) -> Result<Option<usize>, FlashError<F::Error>> {
-        let range = self.layout.range(lane);
-        let buf = &mut self.buf;
-        let flash = &mut self.flash;
-        run(async move {
-            let mut queue = QueueStorage::new(flash, QueueConfig::new(range), Cache::new_uncached());
-            let mut items = queue.iter().await?;
-            while let Some(entry) = items.next(buf).await? {
-                match visit(&entry) {
-                    Visit::Next => {}
-                    Visit::Pop => {
-                        entry.pop().await?;
+        if lane == Lane::Routine {
+            let buf = &mut self.buf;
+            let mut queue = QueueStorage::new(
+                &mut self.flash,
+                QueueConfig::new(self.layout.routine.clone()),
+                Cache::new_uncached(),
+            );
+            return run(async move {
+                let mut items = queue.iter().await?;
+                while let Some(entry) = items.next(buf).await? {
+                    match visit(&entry) {
+                        Visit::Next => {}
+                        Visit::Pop => {
+                            entry.pop().await?;
+                        }
+                        Visit::Stop => return Ok(Some(entry.len())),
                     }
-                    Visit::Stop => return Ok(Some(entry.len())),
                 }
+                Ok(None)
+            });
+        }
+        let base = self.buf.as_ptr() as usize;
+        let mut pops: heapless::Vec<u32, POPS_PER_PASS> = heapless::Vec::new();
+        let mut stop = None;
+        {
+            let (mut map, buf) = self.map();
+            run(async {
+                let mut items = map.fetch_all_items(buf).await?;
+                while let Some((key, value)) = items.next::<&[u8]>(buf).await? {
+                    if key >= SEQ_LIMIT {
+                        continue;
+                    }
+                    if pops.is_full() {
+                        break;
+                    }
+                    match visit(value) {
+                        Visit::Next => {}
+                        Visit::Pop => {
+                            let _ = pops.push(key);
+                        }
+                        Visit::Stop => {
+                            stop = Some((value.as_ptr() as usize - base, value.len()));
+                            break;
+                        }
+                    }
+                }
+                Ok::<(), sequential_storage::Error<F::Error>>(())
+            })?;
+        }
+        for key in pops {
+            self.remove(key)?;
+        }
+        Ok(match stop {
+            Some((start, len)) => {
+                self.buf.copy_within(start..start + len, 0);
+                Some(len)
             }
-            Ok(None)
+            None => None,
         })
     }
 
     /// Recomputes what `lane` uses and can take.
     fn refresh(&mut self, lane: Lane) -> Result<(), FlashError<F::Error>> {
-        let range = self.layout.range(lane);
-        let mut queue =
-            QueueStorage::new(&mut self.flash, QueueConfig::new(range), Cache::new_uncached());
-        let left = run(queue.space_left())? as usize;
-        let fit = run(queue.find_max_fit())?.unwrap_or(0) as usize;
+        let fit = match lane {
+            Lane::Alert => {
+                // The map has no space query; its room is its capacity less
+                // the live alerts, less a margin for the state items.
+                let state = &mut self.lanes[0];
+                state
+                    .capacity
+                    .saturating_sub(state.used + state_reserve::<F, N>())
+            }
+            Lane::Routine => {
+                let mut queue = self.queue();
+                let left = run(queue.space_left())? as usize;
+                let fit = run(queue.find_max_fit())?.unwrap_or(0) as usize;
+                let state = &mut self.lanes[1];
+                state.used = state.capacity.saturating_sub(left);
+                fit
+            }
+        };
         let state = &mut self.lanes[lane_index(lane)];
-        state.used = state.capacity.saturating_sub(left);
         state.free = match fit.min(N).checked_sub(FLASH_RECORD_HEADER) {
             Some(payload) if fit > FLASH_RECORD_HEADER => payload + RECORD_OVERHEAD,
             _ => 0,
@@ -550,7 +638,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         }
     }
 
-    /// Pushes `header` + `payload` into `lane`; `Ok(false)` if the lane is full.
+    /// Writes `header` + `payload` into `lane`; `Ok(false)` if it is full.
     fn append(
         &mut self,
         lane: Lane,
@@ -558,13 +646,43 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         payload: &[u8],
     ) -> Result<bool, PushError<FlashError<F::Error>>> {
         let len = FLASH_RECORD_HEADER + payload.len();
+        if lane == Lane::Alert {
+            // The map serialises key and value into the buffer itself.
+            if len + KEY_BYTES > N {
+                return Err(PushError::TooLarge);
+            }
+            // Alerts leave room for the lease and the config.
+            let state = &self.lanes[0];
+            if state.used + item_bytes::<F>(payload.len()) + state_reserve::<F, N>() > state.capacity
+            {
+                return Ok(false);
+            }
+            let mut item = [0u8; N];
+            let value = item.get_mut(..len).ok_or(PushError::TooLarge)?;
+            let (head, body) = value.split_at_mut(FLASH_RECORD_HEADER);
+            header.write(head).ok_or(PushError::TooLarge)?;
+            body.copy_from_slice(payload);
+            let value: &[u8] = value;
+            let (mut map, buf) = self.map();
+            return match run(map.store_item(buf, &header.seq.0, &value)) {
+                Ok(()) => {
+                    self.lanes[0].used += item_bytes::<F>(payload.len());
+                    Ok(true)
+                }
+                Err(sequential_storage::Error::FullStorage) => Ok(false),
+                Err(sequential_storage::Error::ItemTooBig) => Err(PushError::TooLarge),
+                Err(e) => Err(PushError::Backend(e.into())),
+            };
+        }
         let item = self.buf.get_mut(..len).ok_or(PushError::TooLarge)?;
         let (head, body) = item.split_at_mut(FLASH_RECORD_HEADER);
         header.write(head).ok_or(PushError::TooLarge)?;
         body.copy_from_slice(payload);
-        let range = self.layout.range(lane);
-        let mut queue =
-            QueueStorage::new(&mut self.flash, QueueConfig::new(range), Cache::new_uncached());
+        let mut queue = QueueStorage::new(
+            &mut self.flash,
+            QueueConfig::new(self.layout.routine.clone()),
+            Cache::new_uncached(),
+        );
         match run(queue.push(item, false)) {
             Ok(()) => Ok(true),
             Err(sequential_storage::Error::FullStorage) => Ok(false),
@@ -609,35 +727,36 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     fn find(&mut self, nth: usize) -> Result<Option<(Lane, usize)>, FlashError<F::Error>> {
         let alerts = self.lanes[0].len;
         if nth < alerts {
-            // Most severe first, then oldest: count each severity, then
-            // pick the rank within the severity that holds `nth`.
-            let mut per = [0usize; 3];
-            self.scan(Lane::Alert, |h, _| {
-                if let Some(n) = per.get_mut(h.severity as usize) {
-                    *n += 1;
+            // Most severe first, then oldest. The map does not keep its
+            // items in order, so step from each alert to the next in that
+            // order, one pass per step (the alert lane holds few records).
+            let order = |h: &Header| (core::cmp::Reverse(h.severity as u8), h.seq.0);
+            let mut at: Option<(core::cmp::Reverse<u8>, u32)> = None;
+            for _ in 0..=nth {
+                let mut next = None;
+                self.scan(Lane::Alert, |h, _| {
+                    let key = order(&h);
+                    if at.is_none_or(|a| key > a) && next.is_none_or(|n| key < n) {
+                        next = Some(key);
+                    }
+                    Visit::Next
+                })?;
+                match next {
+                    Some(key) => at = Some(key),
+                    None => return Ok(None),
                 }
-                Visit::Next
-            })?;
-            let mut rank = nth;
-            for severity in Severity::MOST_URGENT_FIRST {
-                let count = per.get(severity as usize).copied().unwrap_or(0);
-                if rank < count {
-                    let mut left = rank;
-                    let found = self.scan(Lane::Alert, |h, _| {
-                        if h.severity != severity {
-                            Visit::Next
-                        } else if left == 0 {
-                            Visit::Stop
-                        } else {
-                            left -= 1;
-                            Visit::Next
-                        }
-                    })?;
-                    return Ok(found.map(|len| (Lane::Alert, len)));
-                }
-                rank -= count;
             }
-            return Ok(None);
+            let Some(target) = at else {
+                return Ok(None);
+            };
+            let found = self.scan(Lane::Alert, |h, _| {
+                if order(&h) == target {
+                    Visit::Stop
+                } else {
+                    Visit::Next
+                }
+            })?;
+            return Ok(found.map(|len| (Lane::Alert, len)));
         }
         let mut left = nth - alerts;
         let found = self.scan(Lane::Routine, |_, _| {
@@ -662,6 +781,23 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     }
 }
 
+/// Map bytes kept from alerts for the state: a config as large as the
+/// buffer, the lease, and a decimation marker.
+fn state_reserve<F: NorFlash, const N: usize>() -> usize {
+    item_bytes::<F>(N) + 2 * item_bytes::<F>(0)
+}
+
+/// Items the alert lane pops per pass over the map.
+const POPS_PER_PASS: usize = 16;
+
+/// Flash bytes an alert record of `payload` bytes takes in the map.
+fn item_bytes<F: NorFlash>(payload: usize) -> usize {
+    let word = F::READ_SIZE.max(F::WRITE_SIZE);
+    let data = KEY_BYTES + FLASH_RECORD_HEADER + payload;
+    MapStorage::<u32, F, Cache<Uncached, Uncached, Uncached, u32>>::item_overhead_size() as usize
+        + data.div_ceil(word) * word
+}
+
 impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStore<F, N> {
     type Error = FlashError<F::Error>;
 
@@ -675,7 +811,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
             self.refuse(meta.lane, meta.readings);
             return Err(PushError::TooLarge);
         }
-        if self.next_seq == u32::MAX {
+        if self.next_seq >= SEQ_LIMIT {
             self.refuse(meta.lane, meta.readings);
             return Err(PushError::SequenceExhausted);
         }
@@ -744,16 +880,28 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
             if self.lanes[lane_index(lane)].len == 0 {
                 continue;
             }
-            let (mut records, mut readings) = (0u32, 0u32);
-            self.scan(lane, |h, _| {
-                if range.contains(h.seq) {
-                    records += 1;
-                    readings = readings.saturating_add(u32::from(h.readings));
-                    Visit::Pop
-                } else {
-                    Visit::Next
+            let (mut records, mut readings, mut bytes) = (0u32, 0u32, 0usize);
+            loop {
+                let mut popped = 0;
+                self.scan(lane, |h, payload| {
+                    if range.contains(h.seq) {
+                        popped += 1;
+                        readings = readings.saturating_add(u32::from(h.readings));
+                        bytes += item_bytes::<F>(payload.len());
+                        Visit::Pop
+                    } else {
+                        Visit::Next
+                    }
+                })?;
+                records += popped;
+                // The alert lane pops a bounded number per pass.
+                if lane == Lane::Routine || popped < POPS_PER_PASS as u32 {
+                    break;
                 }
-            })?;
+            }
+            if lane == Lane::Alert {
+                self.lanes[0].used = self.lanes[0].used.saturating_sub(bytes);
+            }
             if records == 0 {
                 continue;
             }
