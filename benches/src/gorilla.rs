@@ -22,7 +22,7 @@ struct Bits {
 impl Bits {
     fn push(&mut self, v: u64, width: u32) {
         for i in (0..width).rev() {
-            if self.len % 8 == 0 {
+            if self.len.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             if (v >> i) & 1 == 1 {

@@ -109,7 +109,10 @@ impl Crash {
 
     /// The panic location and message, as much as was kept.
     pub fn text(&self) -> &str {
-        let bytes = self.text.get(..usize::from(self.text_len)).unwrap_or_default();
+        let bytes = self
+            .text
+            .get(..usize::from(self.text_len))
+            .unwrap_or_default();
         match core::str::from_utf8(bytes) {
             Ok(s) => s,
             Err(e) => core::str::from_utf8(bytes.get(..e.valid_up_to()).unwrap_or_default())

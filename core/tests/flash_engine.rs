@@ -79,19 +79,32 @@ fn records_config_and_numbering_survive_a_reboot() {
     let flash = engine.into_store().release().0;
     let mut engine = boot(flash, ResetReason::BrownOut);
     assert_eq!(engine.config().version, 2);
-    assert_eq!(engine.config().engine.uplink.report_interval, Duration::from_mins(15));
+    assert_eq!(
+        engine.config().engine.uplink.report_interval,
+        Duration::from_mins(15)
+    );
     assert_eq!(engine.store().len(), before);
     assert!(engine.store().next_seq() > next);
 
     // A crash captured before the reset goes out first.
-    let crash = Crash::new(CrashKind::HardFault, 0x0800_1234, 0x0800_1001, 0x0000_0400, 5_000, "");
+    let crash = Crash::new(
+        CrashKind::HardFault,
+        0x0800_1234,
+        0x0800_1001,
+        0x0000_0400,
+        5_000,
+        "",
+    );
     assert!(engine.report_crash(&crash));
     let first = engine.store_mut().peek(0).unwrap().unwrap();
     assert_eq!(first.meta.lane, Lane::Alert);
     assert_eq!(first.meta.severity, Severity::Critical);
     assert_eq!(
         Report::decode(first.payload),
-        Ok(Report::Crash { crash, reset_reason: ResetReason::BrownOut })
+        Ok(Report::Crash {
+            crash,
+            reset_reason: ResetReason::BrownOut
+        })
     );
 }
 
@@ -99,7 +112,9 @@ fn records_config_and_numbering_survive_a_reboot() {
 fn a_saved_config_that_no_longer_fits_leaves_the_defaults_and_says_so() {
     let mut engine = boot(Flash::new(), ResetReason::PowerOn);
     // {0: 3, 12: [{0: 3, 1: 30}]}: channel 3 every 30 s.
-    let update = [0xa2, 0x00, 0x03, 0x0c, 0x81, 0xa2, 0x00, 0x03, 0x01, 0x18, 0x1e];
+    let update = [
+        0xa2, 0x00, 0x03, 0x0c, 0x81, 0xa2, 0x00, 0x03, 0x01, 0x18, 0x1e,
+    ];
     assert_eq!(engine.apply_config(Instant::ZERO, &update), Ok(3));
     let flash = engine.into_store().release().0;
 
@@ -111,13 +126,21 @@ fn a_saved_config_that_no_longer_fits_leaves_the_defaults_and_says_so() {
         stager: StagerConfig::new(60, 200, Duration::from_mins(60)),
         heartbeat: Duration::from_mins(24 * 60),
     };
-    let other = ChannelSpec { id: ChannelId(9), ..LEVEL };
+    let other = ChannelSpec {
+        id: ChannelId(9),
+        ..LEVEL
+    };
     let mut engine: Device = Engine::new(&[other], store, config, ResetReason::Software).unwrap();
     assert_eq!(engine.config().version, 0);
     let mut refused = false;
     for nth in 0..engine.store().len() {
         let r = engine.store_mut().peek(nth).unwrap().unwrap();
-        if let Ok(Report::ConfigStatus { version: 0, code, detail: 3 }) = Report::decode(r.payload) {
+        if let Ok(Report::ConfigStatus {
+            version: 0,
+            code,
+            detail: 3,
+        }) = Report::decode(r.payload)
+        {
             refused = code == 4;
         }
     }
@@ -142,5 +165,8 @@ fn flash_blocks_are_decimated_before_they_are_evicted() {
         c.acked_readings + c.evicted_readings + c.decimated_readings + pending
     );
     assert_eq!(produced, c.pushed_readings + engine.staged() as u32);
-    assert_eq!(engine.heartbeat(Instant::ZERO).decimated, c.decimated_readings);
+    assert_eq!(
+        engine.heartbeat(Instant::ZERO).decimated,
+        c.decimated_readings
+    );
 }

@@ -26,7 +26,12 @@ fn layout() -> FlashLayout {
     FlashLayout::split(0..(PAGE * PAGES) as u32, PAGE as u32, 3)
 }
 
-fn open(flash: Flash) -> (Store, Result<(), FlashError<telemark_core::store::SimFlashError>>) {
+fn open(
+    flash: Flash,
+) -> (
+    Store,
+    Result<(), FlashError<telemark_core::store::SimFlashError>>,
+) {
     let mut store = Store::new(flash, layout()).expect("layout fits");
     let mounted = store.mount().map(|_| ());
     (store, mounted)
@@ -97,11 +102,16 @@ impl Run<'_> {
         let seq = self.store.next_seq().0;
         let rec = Rec {
             lane,
-            severity: if lane == Lane::Alert { severity } else { Severity::Info },
+            severity: if lane == Lane::Alert {
+                severity
+            } else {
+                Severity::Info
+            },
             decimated: false,
             payload: payload(seq, len),
         };
-        let evicting = self.store.routine_policy() == FullPolicy::EvictOldest && lane == Lane::Routine;
+        let evicting =
+            self.store.routine_policy() == FullPolicy::EvictOldest && lane == Lane::Routine;
         self.model.in_flight = Some(if evicting {
             Op::PushEvicting(seq, rec.clone())
         } else {
@@ -189,7 +199,11 @@ type Workload = fn(&mut Run<'_>) -> Step;
 
 fn push_workload(r: &mut Run<'_>) -> Step {
     for i in 0..24usize {
-        let lane = if i % 5 == 2 { Lane::Alert } else { Lane::Routine };
+        let lane = if i % 5 == 2 {
+            Lane::Alert
+        } else {
+            Lane::Routine
+        };
         let severity = [Severity::Info, Severity::Critical, Severity::Warning][i % 3];
         r.push(lane, severity, 20 + (i * 37) % 110)?;
     }
@@ -198,7 +212,11 @@ fn push_workload(r: &mut Run<'_>) -> Step {
 
 fn ack_setup(r: &mut Run<'_>) -> Step {
     for i in 0..16usize {
-        let lane = if i % 4 == 0 { Lane::Alert } else { Lane::Routine };
+        let lane = if i % 4 == 0 {
+            Lane::Alert
+        } else {
+            Lane::Routine
+        };
         r.push(lane, Severity::Warning, 40 + (i * 13) % 60)?;
     }
     Ok(())
@@ -297,7 +315,10 @@ fn contents(store: &mut Store) -> Vec<(u32, Rec)> {
             },
         ));
     }
-    assert!(store.peek(store.len()).expect("peek past the end").is_none());
+    assert!(store
+        .peek(store.len())
+        .expect("peek past the end")
+        .is_none());
     out
 }
 
@@ -311,15 +332,31 @@ fn verify(store: &mut Store, model: &mut Model) -> usize {
     }
     // Order: alerts by severity then seq, then routine records; routine by
     // seq except decimated copies, which move to the back.
-    let alerts: Vec<_> = found.iter().filter(|(_, r)| r.lane == Lane::Alert).collect();
-    let routine: Vec<_> = found.iter().filter(|(_, r)| r.lane == Lane::Routine).collect();
-    assert!(found.iter().take(alerts.len()).all(|(_, r)| r.lane == Lane::Alert));
+    let alerts: Vec<_> = found
+        .iter()
+        .filter(|(_, r)| r.lane == Lane::Alert)
+        .collect();
+    let routine: Vec<_> = found
+        .iter()
+        .filter(|(_, r)| r.lane == Lane::Routine)
+        .collect();
+    assert!(found
+        .iter()
+        .take(alerts.len())
+        .all(|(_, r)| r.lane == Lane::Alert));
     for w in alerts.windows(2) {
         let key = |x: &(u32, Rec)| (std::cmp::Reverse(x.1.severity as u8), x.0);
         assert!(key(w[0]) < key(w[1]), "alert order {:?}", (w[0].0, w[1].0));
     }
-    let plain: Vec<u32> = routine.iter().filter(|(_, r)| !r.decimated).map(|(s, _)| *s).collect();
-    assert!(plain.windows(2).all(|w| w[0] < w[1]), "routine order {plain:?}");
+    let plain: Vec<u32> = routine
+        .iter()
+        .filter(|(_, r)| !r.decimated)
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(
+        plain.windows(2).all(|w| w[0] < w[1]),
+        "routine order {plain:?}"
+    );
 
     let mut lost = 0;
     let found: BTreeMap<u32, Rec> = found.into_iter().collect();
@@ -344,8 +381,11 @@ fn verify(store: &mut Store, model: &mut Model) -> usize {
     }
     if let Some(Op::PushEvicting(..)) = &in_flight {
         // Eviction removes the oldest routine records first.
-        let routine_held: Vec<u32> =
-            settled.iter().filter(|(_, r)| r.lane == Lane::Routine).map(|(s, _)| *s).collect();
+        let routine_held: Vec<u32> = settled
+            .iter()
+            .filter(|(_, r)| r.lane == Lane::Routine)
+            .map(|(s, _)| *s)
+            .collect();
         let mut gone = true;
         for s in routine_held {
             if found.contains_key(&s) {
@@ -363,11 +403,23 @@ fn verify(store: &mut Store, model: &mut Model) -> usize {
         }
     }
     for seq in found.keys() {
-        assert!(settled.contains_key(seq), "record {seq} came back or was never accepted");
+        assert!(
+            settled.contains_key(seq),
+            "record {seq} came back or was never accepted"
+        );
     }
-    let top = found.keys().last().copied().into_iter().chain(model.max_seq).max();
+    let top = found
+        .keys()
+        .last()
+        .copied()
+        .into_iter()
+        .chain(model.max_seq)
+        .max();
     if let Some(top) = top {
-        assert!(store.next_seq().0 > top, "sequence number {top} could be reused");
+        assert!(
+            store.next_seq().0 > top,
+            "sequence number {top} could be reused"
+        );
     }
     model.held = settled;
     model.max_seq = top;
@@ -388,8 +440,10 @@ fn verify(store: &mut Store, model: &mut Model) -> usize {
 fn exercise(store: &mut Store, model: &mut Model) {
     let mut run = Run { store, model };
     run.store.set_routine_policy(FullPolicy::EvictOldest);
-    run.push(Lane::Alert, Severity::Warning, 24).expect("push after recovery");
-    run.push(Lane::Routine, Severity::Info, 80).expect("push after recovery");
+    run.push(Lane::Alert, Severity::Warning, 24)
+        .expect("push after recovery");
+    run.push(Lane::Routine, Severity::Info, 80)
+        .expect("push after recovery");
     let len = contents(run.store).len();
     assert_eq!(len, run.model.held.len());
 }
@@ -407,14 +461,22 @@ fn sweep(name: &str, setup: Workload, work: Workload, double_every: u64, counts:
     let (mut store, mounted) = open(Flash::new());
     mounted.expect("mount fresh flash");
     let mut model = Model::default();
-    setup(&mut Run { store: &mut store, model: &mut model }).expect("setup without cuts");
+    setup(&mut Run {
+        store: &mut store,
+        model: &mut model,
+    })
+    .expect("setup without cuts");
     let image = store.release().0;
 
     // The workload's cost in bytes written and erased, uncut.
     let (mut store, mounted) = open(image.clone());
     mounted.expect("mount");
     let start = store.flash().0.spent();
-    work(&mut Run { store: &mut store, model: &mut model.clone() }).expect("workload without cuts");
+    work(&mut Run {
+        store: &mut store,
+        model: &mut model.clone(),
+    })
+    .expect("workload without cuts");
     let total = store.flash().0.spent() - start;
 
     let mut cuts = 0;
@@ -425,8 +487,14 @@ fn sweep(name: &str, setup: Workload, work: Workload, double_every: u64, counts:
         counts.mounts += 1;
         mounted.expect("mount before the cut");
         let mut m = model.clone();
-        let done = work(&mut Run { store: &mut store, model: &mut m });
-        assert!(done.is_err(), "{name}: cut at {cut} of {total} did not happen");
+        let done = work(&mut Run {
+            store: &mut store,
+            model: &mut m,
+        });
+        assert!(
+            done.is_err(),
+            "{name}: cut at {cut} of {total} did not happen"
+        );
         assert!(store.flash().0.is_cut());
         cuts += 1;
         let mut flash = store.release().0;
@@ -451,14 +519,20 @@ fn sweep(name: &str, setup: Workload, work: Workload, double_every: u64, counts:
                     Err(_) => true,
                     Ok(_) => {
                         verify(&mut store, &mut m2);
-                        let mut run = Run { store: &mut store, model: &mut m2 };
+                        let mut run = Run {
+                            store: &mut store,
+                            model: &mut m2,
+                        };
                         run.store.set_routine_policy(FullPolicy::EvictOldest);
                         run.push(Lane::Alert, Severity::Warning, 24)
                             .and_then(|()| run.push(Lane::Routine, Severity::Info, 80))
                             .is_err()
                     }
                 };
-                assert!(interrupted, "{name}: second cut at {second} of {recovery} did not happen");
+                assert!(
+                    interrupted,
+                    "{name}: second cut at {second} of {recovery} did not happen"
+                );
                 let mut again = store.release().0;
                 again.power_on();
                 let (mut store, mounted) = open(again);
@@ -495,7 +569,11 @@ fn power_cut_at_every_byte_loses_nothing() {
         counts.cut_points, counts.double_cuts, counts.mounts, counts.lost
     );
     assert_eq!(counts.lost, 0);
-    assert!(counts.cut_points > 10_000, "the sweep shrank: {}", counts.cut_points);
+    assert!(
+        counts.cut_points > 10_000,
+        "the sweep shrank: {}",
+        counts.cut_points
+    );
 }
 
 #[test]
@@ -534,7 +612,9 @@ fn garbage_flash_never_panics_and_formats() {
         }
         store.format().expect("format");
         store.mount().expect("mount after format");
-        let seq = store.push(RecordMeta::alert(Severity::Critical, 1), b"fresh").expect("push");
+        let seq = store
+            .push(RecordMeta::alert(Severity::Critical, 1), b"fresh")
+            .expect("push");
         assert_eq!(store.peek(0).expect("peek").map(|r| r.seq), Some(seq));
     }
     println!("garbage flash: {mounted} mounted, {corrupted} refused as corrupted, all formatted");

@@ -68,11 +68,11 @@ impl PackCost {
         self.or8 = 0;
         self.fill = 0;
         self.eights += 1;
-        if self.eights % 2 == 0 {
+        if self.eights.is_multiple_of(2) {
             self.price(1, self.or16, 16);
             self.or16 = 0;
         }
-        if self.eights % 4 == 0 {
+        if self.eights.is_multiple_of(4) {
             self.price(2, self.or32, 32);
             self.or32 = 0;
         }

@@ -63,8 +63,8 @@ use sequential_storage::queue::{QueueConfig, QueueStorage};
 use blocking::run;
 
 use super::{
-    Acked, FullPolicy, Lane, LoadError, PushError, Record, RecordMeta, RecordStore, SaveError,
-    Seq, SeqRange, StoreCounters, MAX_READINGS, RECORD_OVERHEAD,
+    Acked, FullPolicy, Lane, LoadError, PushError, Record, RecordMeta, RecordStore, SaveError, Seq,
+    SeqRange, StoreCounters, MAX_READINGS, RECORD_OVERHEAD,
 };
 use crate::config::{ConfigUpdate, DeviceConfig};
 use crate::model::Severity;
@@ -270,7 +270,8 @@ pub struct FlashStore<F, const N: usize = 512> {
     flash: F,
     layout: FlashLayout,
     buf: [u8; N],
-    lanes: [LaneState; 2],
+    alerts: LaneState,
+    routine: LaneState,
     next_seq: u32,
     leased: u32,
     mounted: bool,
@@ -298,13 +299,6 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// suits drivers that check the controller's status when polled.
     pub fn new_async(flash: F, layout: FlashLayout) -> Result<Self, LayoutError> {
         Self::build(flash, layout)
-    }
-}
-
-fn lane_index(lane: Lane) -> usize {
-    match lane {
-        Lane::Alert => 0,
-        Lane::Routine => 1,
     }
 }
 
@@ -351,7 +345,8 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             ..LaneState::default()
         };
         Ok(FlashStore {
-            lanes: [alerts, routine],
+            alerts,
+            routine,
             flash,
             layout,
             buf: [0; N],
@@ -440,7 +435,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
                     max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
                 }
             }
-            let state = &mut self.lanes[lane_index(lane)];
+            let state = self.lane_mut(lane);
             state.len = len;
             state.used = used;
             self.refresh(lane)?;
@@ -450,8 +445,8 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         self.next_seq = lease.unwrap_or(0).max(after_records);
         self.leased = self.next_seq;
         self.mounted = true;
-        report.alert_records = self.lanes[0].len;
-        report.routine_records = self.lanes[1].len;
+        report.alert_records = self.alerts.len;
+        report.routine_records = self.routine.len;
         report.next_seq = Seq(self.next_seq);
         Ok(report)
     }
@@ -508,7 +503,11 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         run(map.fetch_item(buf, &key))
     }
 
-    fn store_u32(&mut self, key: u32, value: u32) -> Result<(), sequential_storage::Error<F::Error>> {
+    fn store_u32(
+        &mut self,
+        key: u32,
+        value: u32,
+    ) -> Result<(), sequential_storage::Error<F::Error>> {
         let (mut map, buf) = self.map();
         run(map.store_item(buf, &key, &value))
     }
@@ -608,7 +607,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             Lane::Alert => {
                 // The map has no space query; its room is its capacity less
                 // the live alerts, less a margin for the state items.
-                let state = &mut self.lanes[0];
+                let state = &mut self.alerts;
                 state
                     .capacity
                     .saturating_sub(state.used + state_reserve::<F, N>())
@@ -617,17 +616,31 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
                 let mut queue = self.queue();
                 let left = run(queue.space_left())? as usize;
                 let fit = run(queue.find_max_fit())?.unwrap_or(0) as usize;
-                let state = &mut self.lanes[1];
+                let state = &mut self.routine;
                 state.used = state.capacity.saturating_sub(left);
                 fit
             }
         };
-        let state = &mut self.lanes[lane_index(lane)];
+        let state = self.lane_mut(lane);
         state.free = match fit.min(N).checked_sub(FLASH_RECORD_HEADER) {
             Some(payload) if fit > FLASH_RECORD_HEADER => payload + RECORD_OVERHEAD,
             _ => 0,
         };
         Ok(())
+    }
+
+    fn lane(&self, lane: Lane) -> &LaneState {
+        match lane {
+            Lane::Alert => &self.alerts,
+            Lane::Routine => &self.routine,
+        }
+    }
+
+    fn lane_mut(&mut self, lane: Lane) -> &mut LaneState {
+        match lane {
+            Lane::Alert => &mut self.alerts,
+            Lane::Routine => &mut self.routine,
+        }
     }
 
     fn check_mounted(&self) -> Result<(), FlashError<F::Error>> {
@@ -652,8 +665,9 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
                 return Err(PushError::TooLarge);
             }
             // Alerts leave room for the lease and the config.
-            let state = &self.lanes[0];
-            if state.used + item_bytes::<F>(payload.len()) + state_reserve::<F, N>() > state.capacity
+            let state = &self.alerts;
+            if state.used + item_bytes::<F>(payload.len()) + state_reserve::<F, N>()
+                > state.capacity
             {
                 return Ok(false);
             }
@@ -666,7 +680,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             let (mut map, buf) = self.map();
             return match run(map.store_item(buf, &header.seq.0, &value)) {
                 Ok(()) => {
-                    self.lanes[0].used += item_bytes::<F>(payload.len());
+                    self.alerts.used += item_bytes::<F>(payload.len());
                     Ok(true)
                 }
                 Err(sequential_storage::Error::FullStorage) => Ok(false),
@@ -708,7 +722,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         let c = &mut self.counters.routine;
         c.evicted_records = c.evicted_records.saturating_add(1);
         c.evicted_readings = c.evicted_readings.saturating_add(u32::from(readings));
-        let state = &mut self.lanes[1];
+        let state = &mut self.routine;
         state.len = state.len.saturating_sub(1);
         Ok(true)
     }
@@ -725,7 +739,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// Finds the `nth` record in delivery order; leaves it at the start of
     /// the buffer and returns its length.
     fn find(&mut self, nth: usize) -> Result<Option<(Lane, usize)>, FlashError<F::Error>> {
-        let alerts = self.lanes[0].len;
+        let alerts = self.alerts.len;
         if nth < alerts {
             // Most severe first, then oldest. The map does not keep its
             // items in order, so step from each alert to the next in that
@@ -860,7 +874,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
         };
         c.pushed_records = c.pushed_records.saturating_add(1);
         c.pushed_readings = c.pushed_readings.saturating_add(u32::from(meta.readings));
-        self.lanes[lane_index(meta.lane)].len += 1;
+        self.lane_mut(meta.lane).len += 1;
         self.refresh(meta.lane).map_err(PushError::Backend)?;
         Ok(header.seq)
     }
@@ -877,7 +891,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
         self.check_mounted()?;
         let mut acked = Acked::default();
         for lane in [Lane::Alert, Lane::Routine] {
-            if self.lanes[lane_index(lane)].len == 0 {
+            if self.lane(lane).len == 0 {
                 continue;
             }
             let (mut records, mut readings, mut bytes) = (0u32, 0u32, 0usize);
@@ -900,7 +914,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
                 }
             }
             if lane == Lane::Alert {
-                self.lanes[0].used = self.lanes[0].used.saturating_sub(bytes);
+                self.alerts.used = self.alerts.used.saturating_sub(bytes);
             }
             if records == 0 {
                 continue;
@@ -911,7 +925,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
             };
             c.acked_records = c.acked_records.saturating_add(records);
             c.acked_readings = c.acked_readings.saturating_add(readings);
-            let state = &mut self.lanes[lane_index(lane)];
+            let state = self.lane_mut(lane);
             state.len = state.len.saturating_sub(records as usize);
             acked.records += records;
             acked.readings = acked.readings.saturating_add(readings);
@@ -921,19 +935,19 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
     }
 
     fn len(&self) -> usize {
-        self.lanes[0].len + self.lanes[1].len
+        self.alerts.len + self.routine.len
     }
 
     fn capacity(&self, lane: Lane) -> usize {
-        self.lanes[lane_index(lane)].capacity
+        self.lane(lane).capacity
     }
 
     fn free(&self, lane: Lane) -> usize {
-        self.lanes[lane_index(lane)].free
+        self.lane(lane).free
     }
 
     fn used(&self, lane: Lane) -> usize {
-        self.lanes[lane_index(lane)].used
+        self.lane(lane).used
     }
 
     fn next_seq(&self) -> Seq {
@@ -1033,8 +1047,8 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
     ) -> Result<Option<DeviceConfig<CH>>, LoadError<Self::Error>> {
         self.check_mounted().map_err(LoadError::Backend)?;
         let (mut map, buf) = self.map();
-        let saved: Option<&[u8]> = run(map.fetch_item(buf, &KEY_CONFIG))
-            .map_err(|e| LoadError::Backend(e.into()))?;
+        let saved: Option<&[u8]> =
+            run(map.fetch_item(buf, &KEY_CONFIG)).map_err(|e| LoadError::Backend(e.into()))?;
         match saved {
             None => Ok(None),
             Some(cbor) => ConfigUpdate::parse(cbor)

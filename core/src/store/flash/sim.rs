@@ -156,7 +156,7 @@ impl<const PAGE: usize, const PAGES: usize> SimFlash<PAGE, PAGES> {
             return Err(SimFlashError::PowerCut);
         }
         let offset = offset as usize;
-        if offset % align != 0 || len % align != 0 {
+        if !offset.is_multiple_of(align) || !len.is_multiple_of(align) {
             return Err(SimFlashError::NotAligned);
         }
         match offset.checked_add(len) {
@@ -201,7 +201,9 @@ impl<const PAGE: usize, const PAGES: usize> NorFlash for SimFlash<PAGE, PAGES> {
     const ERASE_SIZE: usize = PAGE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        let len = (to as usize).checked_sub(from as usize).ok_or(SimFlashError::OutOfBounds)?;
+        let len = (to as usize)
+            .checked_sub(from as usize)
+            .ok_or(SimFlashError::OutOfBounds)?;
         self.check(from, len, PAGE)?;
         for page in (from as usize / PAGE)..(to as usize / PAGE) {
             for at in 0..PAGE {
