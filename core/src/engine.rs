@@ -508,6 +508,10 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     /// mark, halve the time resolution of the oldest blocks not yet
     /// decimated (every other reading of each channel goes), so that
     /// eviction comes only after decimation has done what it can.
+    ///
+    /// Kept out of line: it holds a decoder and a batch of readings, which
+    /// the common path of storing a block should not carry on its stack.
+    #[inline(never)]
     fn degrade(&mut self) {
         let high_water = usize::from(self.uplink.config().high_water_percent);
         let capacity = self.store.capacity(Lane::Routine).max(1);
@@ -627,6 +631,9 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     /// A frame arrived from the server: an acknowledgement, a config
     /// update or a command. Anything else, or a frame for another device,
     /// is refused and counted.
+    // Out of line: config updates and commands are rare, and their
+    // buffers should not sit in the stack frame of every poll.
+    #[inline(never)]
     pub fn on_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Downlink, FrameError> {
         let device = self.uplink.config().device;
         let frame = Frame::parse(bytes).inspect_err(|_| self.uplink.count_bad_frame())?;

@@ -174,6 +174,10 @@ where
 
 /// Runs `engine` at `now` over a blocking `transport` until it has nothing
 /// to do; returns when to call again (sooner if a frame arrives).
+///
+/// Kept out of line so a firmware's main loop does not carry its buffers
+/// (a downlink frame and an uplink frame) in its own stack frame.
+#[inline(never)]
 pub fn step<S, T, B, const CH: usize, const ST: usize, const MTU: usize>(
     engine: &mut Engine<S, CH, ST, MTU>,
     transport: &mut T,

@@ -182,10 +182,20 @@ fn canonical_scan(table: &Table, readings: &[Reading]) -> bool {
 
 /// Batches up to this size are indexed by channel before encoding (2 KiB
 /// of stack); larger ones are scanned once per channel instead.
+#[cfg(not(feature = "small-stack"))]
 const INDEXED: usize = 1024;
 /// Columns up to this length are gathered into a stack buffer (2 KiB for
 /// timestamps, 1 KiB for values, one at a time) and planned from there.
+#[cfg(not(feature = "small-stack"))]
 const GATHER: usize = 256;
+/// With `small-stack`, for parts with a few KiB of RAM: 256 bytes of index
+/// and 768 bytes of column. Columns of up to 64 values encode byte for byte
+/// as without it; longer ones are planned by re-reading the batch (slower)
+/// and fit their clock on their first 64 times.
+#[cfg(feature = "small-stack")]
+const INDEXED: usize = 128;
+#[cfg(feature = "small-stack")]
+const GATHER: usize = 64;
 
 /// The readings of each channel, without scanning the batch per channel.
 struct ByChannel<'r> {

@@ -158,6 +158,10 @@ impl BlockCodec for CompactCodec {
         Ok(w.position())
     }
 
+    // Out of line, so that a caller that decodes and then encodes (offline
+    // degradation) holds the decoder's state and the encoder's scratch one
+    // after the other on the stack, never both.
+    #[inline(never)]
     fn decode(&self, block: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, DecodeError> {
         let mut r = ByteReader::new(block);
         match r.u8()? {

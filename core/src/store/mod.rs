@@ -323,6 +323,83 @@ pub trait RecordStore {
     }
 }
 
+/// A store lent to the engine: the store can live in a `static` (in .bss,
+/// or in a RAM section of its own) while the engine holds a reference.
+impl<S: RecordStore> RecordStore for &mut S {
+    type Error = S::Error;
+
+    fn push(&mut self, meta: RecordMeta, payload: &[u8]) -> Result<Seq, PushError<Self::Error>> {
+        (**self).push(meta, payload)
+    }
+
+    fn peek(&mut self, nth: usize) -> Result<Option<Record<'_>>, Self::Error> {
+        (**self).peek(nth)
+    }
+
+    fn ack(&mut self, range: SeqRange) -> Result<Acked, Self::Error> {
+        (**self).ack(range)
+    }
+
+    fn len(&self) -> usize {
+        (**self).len()
+    }
+
+    fn capacity(&self, lane: Lane) -> usize {
+        (**self).capacity(lane)
+    }
+
+    fn free(&self, lane: Lane) -> usize {
+        (**self).free(lane)
+    }
+
+    fn used(&self, lane: Lane) -> usize {
+        (**self).used(lane)
+    }
+
+    fn next_seq(&self) -> Seq {
+        (**self).next_seq()
+    }
+
+    fn counters(&self) -> StoreCounters {
+        (**self).counters()
+    }
+
+    fn routine_policy(&self) -> FullPolicy {
+        (**self).routine_policy()
+    }
+
+    fn set_routine_policy(&mut self, policy: FullPolicy) {
+        (**self).set_routine_policy(policy)
+    }
+
+    fn oldest_undecimated(&mut self) -> Result<Option<Record<'_>>, Self::Error> {
+        (**self).oldest_undecimated()
+    }
+
+    fn replace_decimated(
+        &mut self,
+        seq: Seq,
+        payload: &[u8],
+        readings: u16,
+    ) -> Result<bool, Self::Error> {
+        (**self).replace_decimated(seq, payload, readings)
+    }
+
+    fn save_config<const CH: usize>(
+        &mut self,
+        config: &DeviceConfig<CH>,
+    ) -> Result<(), SaveError<Self::Error>> {
+        (**self).save_config(config)
+    }
+
+    fn load_config<const CH: usize>(
+        &mut self,
+        defaults: &DeviceConfig<CH>,
+    ) -> Result<Option<DeviceConfig<CH>>, LoadError<Self::Error>> {
+        (**self).load_config(defaults)
+    }
+}
+
 /// Why a config could not be saved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -1,0 +1,153 @@
+//! telemark on QEMU's netduinoplus2 (STM32F405, Cortex-M4F).
+//!
+//! The engine samples a simulated boiler, keeps its records in the flash
+//! store, and talks to the gateway over USART1. A crash is recorded in
+//! no-init RAM and reported after the reset. `cargo run --release` in this
+//! folder boots it; see the README.
+#![no_std]
+#![no_main]
+
+mod retained;
+mod usart;
+
+use core::fmt::Write as _;
+use core::panic::PanicInfo;
+
+use cortex_m::peripheral::SCB;
+use cortex_m_rt::{entry, exception, ExceptionFrame};
+use cortex_m_semihosting::hio;
+use telemark_core::report::ResetReason;
+use telemark_core::store::{Blocking, FlashLayout, FlashStore};
+use telemark_core::transport::step;
+use telemark_cortex_m::{crash, stack, uptime};
+use telemark_qemu_app::{
+    device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
+};
+use telemark_serial::SerialTransport;
+
+use retained::RetainedFlash;
+use usart::Usart1;
+
+/// This device's id on the wire.
+const DEVICE: u64 = 405;
+/// The STM32F405's core clock in QEMU's model.
+const CORE_HZ: u32 = 168_000_000;
+
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        if let Ok(mut out) = hio::hstdout() {
+            let _ = writeln!(out, $($arg)*);
+        }
+    }};
+}
+
+/// 32 pages of 1 KiB of retained RAM standing in for flash.
+type Store = FlashStore<Blocking<RetainedFlash>, 512>;
+type Engine = Device<&'static mut Store, 64>;
+type Serial = SerialTransport<Usart1, 512>;
+
+#[entry]
+fn main() -> ! {
+    // cortex-m-rt makes these `&'static mut`: the store, the engine, the
+    // serial port and the plant live in .bss, not on the stack.
+    static mut STORE: Option<Store> = None;
+    static mut ENGINE: Option<Engine> = None;
+    static mut SERIAL: Option<Serial> = None;
+    static mut BOILER: Option<Boiler> = None;
+    stack::paint();
+    let Some(mut core) = cortex_m::Peripherals::take() else {
+        panic!("core peripherals taken twice");
+    };
+    uptime::start(&mut core.SYST, CORE_HZ);
+    boot(STORE, ENGINE, SERIAL, BOILER);
+    let (Some(engine), Some(serial), Some(boiler)) =
+        (ENGINE.as_mut(), SERIAL.as_mut(), BOILER.as_mut())
+    else {
+        panic!("engine did not start");
+    };
+    let mut status_at = 0;
+    loop {
+        let ms = uptime::now_ms();
+        let now = device_time(ms);
+        let wake = step(engine, serial, now, boiler);
+        if let Some((CRASH_DRILL_OUTPUT, value)) = boiler.last_output.take() {
+            panic!("crash drill {value}");
+        }
+        if now.as_millis() >= status_at {
+            log!("{}, stack high-water {} B", Status(engine, now), stack::high_water());
+            status_at = now.as_millis() + 10 * 60_000;
+        }
+        let until = ms + real_ms_until(ms, wake);
+        while uptime::now_ms() < until && !Usart1::has_input() {
+            cortex_m::asm::wfi();
+        }
+    }
+}
+
+/// Mounts the store (formatting it if the retained RAM holds none, as
+/// after a power-on), starts the engine over it, and reports a crash
+/// recorded before this reset.
+#[inline(never)]
+fn boot(
+    store: &'static mut Option<Store>,
+    slot: &mut Option<Engine>,
+    serial: &mut Option<Serial>,
+    boiler: &mut Option<Boiler>,
+) {
+    *serial = Some(SerialTransport::new(Usart1::take()));
+    *boiler = Some(Boiler::new(DEVICE));
+    let crashed = crash::take();
+    let reset = if crashed.is_some() {
+        ResetReason::Crash
+    } else {
+        ResetReason::PowerOn
+    };
+    // 4 pages for alerts and state, 28 for routine blocks.
+    let layout = FlashLayout::split(0..retained::SIZE as u32, retained::PAGE as u32, 4);
+    let store = match Store::new(RetainedFlash::take(), layout) {
+        Ok(s) => store.insert(s),
+        Err(e) => panic!("store layout: {e}"),
+    };
+    let mounted = match store.mount() {
+        Ok(m) => m,
+        Err(e) => {
+            log!("no store in flash ({e}): formatting");
+            match store.format().and_then(|()| store.mount()) {
+                Ok(m) => m,
+                Err(e) => panic!("flash store: {e}"),
+            }
+        }
+    };
+    log!(
+        "telemark on netduinoplus2: device {DEVICE}, reset {reset:?}, {} alerts and {} blocks in flash, next seq {}",
+        mounted.alert_records,
+        mounted.routine_records,
+        mounted.next_seq.0
+    );
+    let engine = match device(DEVICE, store, reset) {
+        Ok(engine) => slot.insert(engine),
+        Err(e) => panic!("engine: {e}"),
+    };
+    if let Some(c) = crashed {
+        log!("reporting the crash before the reset: {:?} {}", c.kind, c.text());
+        engine.report_crash(&c);
+    }
+}
+
+#[exception]
+fn SysTick() {
+    uptime::tick();
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    crash::record_fault(frame);
+    SCB::sys_reset()
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    crash::record_panic(info);
+    log!("panic: {info}; resetting");
+    SCB::sys_reset()
+}
