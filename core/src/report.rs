@@ -66,7 +66,7 @@ pub enum CrashKind {
 /// let n = report.encode(&mut buf).unwrap();
 /// assert_eq!(Report::decode(&buf[..n]), Ok(report));
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Crash {
     /// Panic or fault.
@@ -81,6 +81,19 @@ pub struct Crash {
     pub uptime_ms: u32,
     text: [u8; CRASH_TEXT],
     text_len: u8,
+}
+
+impl core::fmt::Debug for Crash {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Crash")
+            .field("kind", &self.kind)
+            .field("pc", &format_args!("{:#010x}", self.pc))
+            .field("lr", &format_args!("{:#010x}", self.lr))
+            .field("status", &format_args!("{:#010x}", self.status))
+            .field("uptime_ms", &self.uptime_ms)
+            .field("text", &self.text())
+            .finish()
+    }
 }
 
 impl Crash {

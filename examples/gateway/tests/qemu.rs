@@ -1,0 +1,323 @@
+//! The QEMU firmware end to end: QEMU boots each board's firmware
+//! (`examples/qemu-*`), its UART is a TCP socket the gateway connects to,
+//! and the test checks what reaches SQLite:
+//!
+//! - readings and alerts arrive, each stored once;
+//! - a config update is applied and reported;
+//! - the UART link is cut for a while and restored, and no reading is lost
+//!   (the gas meter's pulse count arrives without a gap);
+//! - on the STM32F405, whose store is the flash store, a crash drill makes
+//!   the firmware panic: after the reset the crash is reported, the config
+//!   is still the new one, and what the store held is still delivered.
+//!
+//! It builds the firmware with cargo and needs `qemu-system-arm`
+//! (Debian: `apt-get install qemu-system-arm`); without it the test fails
+//! and says so.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::expect_used)]
+
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use telemark_core::frame::Command as Downlink;
+use telemark_gateway::Gateway;
+
+struct Board {
+    /// Folder under `examples/`.
+    dir: &'static str,
+    target: &'static str,
+    machine: &'static str,
+    device: u64,
+    /// Run the crash drill (the board whose store survives a reset).
+    crash_drill: bool,
+}
+
+const NETDUINO: Board = Board {
+    dir: "qemu-netduinoplus2",
+    target: "thumbv7em-none-eabihf",
+    machine: "netduinoplus2",
+    device: 405,
+    crash_drill: true,
+};
+
+const MICROBIT: Board = Board {
+    dir: "qemu-microbit",
+    target: "thumbv6m-none-eabi",
+    machine: "microbit",
+    device: 51,
+    crash_drill: false,
+};
+
+/// {0: 2, 1: 120}: version 2 reports every 2 minutes.
+const CONFIG_V2: [u8; 6] = [0xa2, 0x00, 0x02, 0x01, 0x18, 0x78];
+const CRASH_DRILL: Downlink = Downlink::SetOutput {
+    output: 0xFF,
+    value: 7,
+};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn build(board: &Board) -> PathBuf {
+    let dir = examples().join(board.dir);
+    let target_dir = dir.join("target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked"])
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building {} failed", board.dir);
+    target_dir
+        .join(board.target)
+        .join("release")
+        .join(format!("telemark-{}", board.dir))
+}
+
+fn require_qemu() {
+    let found = Command::new("qemu-system-arm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "qemu-system-arm is missing: install it (Debian: apt-get install qemu-system-arm)"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// QEMU, killed when dropped.
+struct Qemu(Child, PathBuf);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Qemu {
+    fn boot(board: &Board, elf: &Path, port: u16) -> Qemu {
+        let log = std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.log", board.machine));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new("qemu-system-arm")
+            .args(["-machine", board.machine, "-display", "none", "-monitor", "none"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .args(["-serial", &format!("tcp:127.0.0.1:{port},server=on,wait=off")])
+            .arg("-kernel")
+            .arg(elf)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start qemu-system-arm");
+        Qemu(child, log)
+    }
+
+    /// What the firmware printed over semihosting.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+}
+
+/// What the serving thread does with each new connection.
+enum Line {
+    /// Connect and serve, queueing these commands first.
+    Serve(Vec<(u32, Downlink)>),
+    /// Stop: hand the gateway back.
+    Stop,
+}
+
+fn connect(port: u16) -> TcpStream {
+    let start = Instant::now();
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                let _ = e;
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("QEMU's UART socket on port {port}: {e}"),
+        }
+    }
+}
+
+fn wait_for(what: &str, qemu: &Qemu, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting for {what}; firmware log:\n{}",
+            qemu.log()
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn count(db: &Connection, sql: &str, device: u64) -> i64 {
+    db.query_row(sql, [device as i64], |r| r.get(0)).unwrap_or(0)
+}
+
+fn run(board: &Board) {
+    require_qemu();
+    let elf = build(board);
+    let port = free_port();
+    let qemu = Qemu::boot(board, &elf, port);
+    let db_path = std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.sqlite", board.machine));
+    let _ = std::fs::remove_file(&db_path);
+
+    // The gateway serves one connection after another; the test cuts a
+    // connection by shutting its socket down.
+    let mut gateway = Gateway::open(&db_path).unwrap();
+    gateway.queue_config(board.device, &CONFIG_V2);
+    let (lines, next_line) = mpsc::channel::<Line>();
+    let (streams, live) = mpsc::channel::<TcpStream>();
+    let device = board.device;
+    let server = thread::spawn(move || {
+        while let Ok(Line::Serve(commands)) = next_line.recv() {
+            for (id, c) in commands {
+                gateway.queue_command(device, id, c);
+            }
+            let mut stream = connect(port);
+            streams.send(stream.try_clone().unwrap()).unwrap();
+            // Ends when the test shuts the socket down.
+            let _ = gateway.serve(&mut stream, || 1_700_000_000_000);
+        }
+        gateway
+    });
+    let db = Connection::open(&db_path).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let gas = |db: &Connection| {
+        count(
+            db,
+            "SELECT COALESCE(MAX(raw), 0) FROM readings WHERE device = ?1 AND channel = 2",
+            device,
+        )
+    };
+    let minute = Duration::from_secs(60);
+
+    lines.send(Line::Serve(vec![])).unwrap();
+    let socket = live.recv().unwrap();
+    wait_for("readings, an alert and the config report", &qemu, minute, || {
+        count(&db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device) >= 20
+            && count(&db, "SELECT COUNT(*) FROM alerts WHERE device = ?1 AND kind = 'High'", device) >= 1
+            && count(
+                &db,
+                "SELECT COUNT(*) FROM reports WHERE device = ?1 AND report LIKE 'ConfigStatus { version: 2, code: 0,%'",
+                device,
+            ) == 1
+    });
+
+    // Cut the line for 8 s (8 device minutes), then restore it.
+    socket.shutdown(Shutdown::Both).unwrap();
+    let at_cut = gas(&db);
+    thread::sleep(Duration::from_secs(8));
+    let commands = if board.crash_drill {
+        vec![(1, CRASH_DRILL)]
+    } else {
+        vec![]
+    };
+    lines.send(Line::Serve(commands)).unwrap();
+    let socket = live.recv().unwrap();
+    wait_for("the readings of the cut", &qemu, minute, || gas(&db) >= at_cut + 16);
+
+    let rebooted = Arc::new(AtomicBool::new(false));
+    if board.crash_drill {
+        wait_for("the crash report after the reset", &qemu, minute, || {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM reports WHERE device = ?1 AND report LIKE 'Crash {%crash drill 7%'",
+                device,
+            ) == 1
+        });
+        // Readings of the new boot start the pulse count again.
+        wait_for("readings after the reset", &qemu, minute, || {
+            count(
+                &db,
+                "SELECT COUNT(*) FROM readings WHERE device = ?1 AND channel = 2 AND raw = 3",
+                device,
+            ) >= 2
+        });
+        rebooted.store(true, Ordering::Relaxed);
+    }
+    socket.shutdown(Shutdown::Both).unwrap();
+    lines.send(Line::Stop).unwrap();
+    let gateway = server.join().unwrap();
+    let log = qemu.log();
+    drop(qemu);
+
+    // Every record once: the gateway refuses a (device, seq) it has.
+    let c = gateway.counters();
+    assert_eq!(c.records as i64, count(&db, "SELECT COUNT(*) FROM records WHERE device = ?1", device));
+    // The pulse count, in the order the device numbered its records, runs
+    // 1, 2, 3, ... without a gap or a repeat, starting again at 1 after a
+    // reset: nothing was lost to the cut, nothing stored twice.
+    let mut stmt = db
+        .prepare("SELECT raw FROM readings WHERE device = ?1 AND channel = 2 ORDER BY seq, time_ms")
+        .unwrap();
+    let pulses: Vec<i64> = stmt
+        .query_map([device as i64], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut boots = 1;
+    for w in pulses.windows(2) {
+        if w[1] == 1 && board.crash_drill {
+            boots += 1;
+            continue;
+        }
+        assert_eq!(w[1], w[0] + 1, "pulse count jumps from {} to {}: {pulses:?}", w[0], w[1]);
+    }
+    assert_eq!(pulses.first(), Some(&1));
+    assert!(pulses.len() as i64 >= at_cut + 16);
+    if board.crash_drill {
+        assert!(rebooted.load(Ordering::Relaxed));
+        assert_eq!(boots, 2, "one reset: {pulses:?}");
+        // The config survived the reset in the flash store.
+        let after = log.split("reset Crash").nth(1).unwrap_or_default();
+        assert!(after.contains("config v2"), "config after the reset:\n{log}");
+    }
+    let readings = count(&db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device);
+    let distinct = count(
+        &db,
+        "SELECT COUNT(*) FROM (SELECT DISTINCT seq, channel, time_ms FROM readings WHERE device = ?1)",
+        device,
+    );
+    assert_eq!(readings, distinct, "a reading stored twice");
+    println!(
+        "{}: {} readings, {} records ({} sent again and not stored twice), {} alerts",
+        board.machine,
+        readings,
+        c.records,
+        c.duplicates,
+        count(&db, "SELECT COUNT(*) FROM alerts WHERE device = ?1", device)
+    );
+    let _ = std::fs::remove_file(&db_path);
+}
+
+#[test]
+fn netduinoplus2_end_to_end() {
+    run(&NETDUINO);
+}
+
+#[test]
+fn microbit_end_to_end() {
+    run(&MICROBIT);
+}
