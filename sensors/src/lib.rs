@@ -8,6 +8,7 @@
 
 pub mod analog;
 pub mod bme280;
+pub mod per_channel;
 pub mod pulse;
 pub mod replay;
 pub mod sht4x;

@@ -1,0 +1,178 @@
+//! telemark on the nRF52840-DK, with embassy.
+//!
+//! - a BME280 on TWIM0 (P0.26 SDA, P0.27 SCL): temperature, pressure,
+//!   humidity;
+//! - a gas meter's reed switch on P0.11 (button 1 on the DK, to try it by
+//!   hand), counted on its falling edge through GPIOTE;
+//! - the flash store in the last 64 KiB of flash (NVMC);
+//! - the uplink to the gateway on UARTE0 (P0.06 TX, P0.08 RX: the DK's
+//!   USB serial port), 115200 baud;
+//! - the watchdog, fed by the main loop.
+//!
+//! See the README for wiring and flashing.
+#![no_std]
+#![no_main]
+
+use defmt::{info, warn};
+use defmt_rtt as _;
+use embassy_executor::Spawner;
+use embassy_nrf::buffered_uarte::{self, BufferedUarte};
+use embassy_nrf::gpio::{Input, Pull};
+use embassy_nrf::nvmc::Nvmc;
+use embassy_nrf::twim::{self, Twim};
+use embassy_nrf::wdt::{self, Watchdog};
+use embassy_nrf::{bind_interrupts, peripherals, uarte};
+use embassy_time::{Delay, Duration as Wait, Timer};
+use panic_probe as _;
+use static_cell::StaticCell;
+use telemark_core::channel::ChannelSpec;
+use telemark_core::engine::{Engine, EngineConfig};
+use telemark_core::model::{ChannelId, ReadingSink};
+use telemark_core::report::ResetReason;
+use telemark_core::sensor::SensorErrorKind;
+use telemark_core::stager::StagerConfig;
+use telemark_core::store::{Blocking, FlashLayout, FlashStore, FullPolicy, RecordStore};
+use telemark_core::time::{Duration, Instant};
+use telemark_core::transport::{step_async, Board};
+use telemark_core::uplink::UplinkConfig;
+use telemark_sensors::bme280::{self, Bme280};
+use telemark_sensors::per_channel::PerChannel;
+use telemark_sensors::pulse::{self, GasMeter, SharedPulses};
+use telemark_serial::SerialTransport;
+
+bind_interrupts!(struct Irqs {
+    UARTE0 => buffered_uarte::InterruptHandler<peripherals::UARTE0>;
+    TWISPI0 => twim::InterruptHandler<peripherals::TWISPI0>;
+});
+
+/// This device's id on the wire.
+const DEVICE: u64 = 0x5284_0001;
+/// Litres of gas per pulse of the meter's reed switch.
+const LITRES_PER_PULSE: u32 = 10;
+
+const CLIMATE: [ChannelSpec; 3] = bme280::channels([ChannelId(1), ChannelId(2), ChannelId(3)]);
+const GAS: [ChannelSpec; 3] = pulse::channels([ChannelId(4), ChannelId(5), ChannelId(6)], 12 * 60);
+
+static PULSES: SharedPulses = SharedPulses::new();
+
+type Store = FlashStore<Blocking<Nvmc<'static>>, 512>;
+
+/// The sensors, asked for one channel at a time.
+struct Plant<I2C: embedded_hal::i2c::I2c> {
+    climate: Option<PerChannel<Bme280<I2C, Delay>, 3>>,
+    gas: PerChannel<GasMeter<&'static SharedPulses>, 3>,
+}
+
+impl<I2C: embedded_hal::i2c::I2c> Board for Plant<I2C> {
+    fn sample(
+        &mut self,
+        channel: ChannelId,
+        now: Instant,
+        out: &mut dyn ReadingSink,
+    ) -> Result<(), SensorErrorKind> {
+        if self.gas.has(channel) {
+            return self.gas.sample(channel, now, out);
+        }
+        match &mut self.climate {
+            Some(climate) => climate.sample(channel, now, out),
+            // The BME280 did not answer at boot: its channels report faults.
+            None => Err(SensorErrorKind::Nack),
+        }
+    }
+
+    fn reboot(&mut self) {
+        cortex_m::peripheral::SCB::sys_reset();
+    }
+}
+
+#[embassy_executor::task]
+async fn count_pulses(mut reed: Input<'static>) {
+    loop {
+        reed.wait_for_falling_edge().await;
+        PULSES.pulse();
+    }
+}
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let p = embassy_nrf::init(Default::default());
+    // Reset if the main loop stalls for 8 s.
+    let mut wdt_config = wdt::Config::default();
+    wdt_config.timeout_ticks = 8 * 32_768;
+    let mut watchdog = match Watchdog::try_new::<_, 1>(p.WDT, wdt_config) {
+        Ok((_, [handle])) => handle,
+        Err(_) => defmt::panic!("watchdog already running with another config"),
+    };
+
+    let reed = Input::new(p.P0_11, Pull::Up);
+    spawner.spawn(count_pulses(reed).expect("one pulse task"));
+
+    static TWIM_BUF: StaticCell<[u8; 16]> = StaticCell::new();
+    let i2c = Twim::new(p.TWISPI0, Irqs, p.P0_26, p.P0_27, twim::Config::default(), TWIM_BUF.init([0; 16]));
+    let climate = match Bme280::new(i2c, Delay, bme280::ADDRESS_PRIMARY, [ChannelId(1), ChannelId(2), ChannelId(3)]) {
+        Ok(bme) => Some(PerChannel::new(bme)),
+        Err(e) => {
+            warn!("BME280: {}", defmt::Debug2Format(&e));
+            None
+        }
+    };
+    let gas = PerChannel::new(GasMeter::new(&PULSES, LITRES_PER_PULSE, [ChannelId(4), ChannelId(5), ChannelId(6)], 12 * 60));
+    let mut plant = Plant { climate, gas };
+
+    // The store: the last 16 pages of flash; 2 for alerts and state.
+    let layout = FlashLayout::split(0xF_0000..0x10_0000, 4096, 2);
+    static STORE: StaticCell<Store> = StaticCell::new();
+    let store = match Store::new(Nvmc::new(p.NVMC), layout) {
+        Ok(s) => STORE.init(s),
+        Err(e) => defmt::panic!("store layout: {}", e),
+    };
+    if let Err(e) = store.mount() {
+        warn!("no telemark store in flash ({}): formatting", e);
+        if let Err(e) = store.format().and_then(|()| store.mount()) {
+            defmt::panic!("flash store: {}", defmt::Debug2Format(&e));
+        }
+    }
+    store.set_routine_policy(FullPolicy::EvictOldest);
+
+    let mut uart_config = uarte::Config::default();
+    uart_config.baudrate = uarte::Baudrate::Baud115200;
+    static TX: StaticCell<[u8; 512]> = StaticCell::new();
+    static RX: StaticCell<[u8; 512]> = StaticCell::new();
+    let uart = BufferedUarte::new(
+        p.UARTE0,
+        p.TIMER0,
+        p.PPI_CH0,
+        p.PPI_CH1,
+        p.PPI_GROUP0,
+        p.P0_08,
+        p.P0_06,
+        Irqs,
+        uart_config,
+        RX.init([0; 512]),
+        TX.init([0; 512]),
+    );
+    let mut serial: SerialTransport<_, 512> = SerialTransport::new(uart);
+
+    let config = EngineConfig {
+        uplink: UplinkConfig::new(DEVICE, 256, Duration::from_mins(15)),
+        stager: StagerConfig::new(128, 200, Duration::from_mins(15)),
+        heartbeat: Duration::from_mins(6 * 60),
+    };
+    let channels = [CLIMATE[0], CLIMATE[1], CLIMATE[2], GAS[0], GAS[1], GAS[2]];
+    let mut engine: Engine<&mut Store, 6, 128, 256> =
+        match Engine::new(&channels, store, config, ResetReason::Unknown) {
+            Ok(e) => e,
+            Err(e) => defmt::panic!("engine: {}", e),
+        };
+    info!("telemark: device {=u64:x}, {} records waiting", DEVICE, engine.store().len());
+
+    loop {
+        let now = Instant::from_millis(embassy_time::Instant::now().as_millis());
+        let wake = step_async(&mut engine, &mut serial, now, &mut plant).await;
+        watchdog.pet();
+        // Sleep until the engine's next deadline, waking at least every
+        // 100 ms to look for downlink frames and to feed the watchdog.
+        let until = wake.as_millis().saturating_sub(now.as_millis()).min(100);
+        Timer::after(Wait::from_millis(until)).await;
+    }
+}

@@ -1,0 +1,204 @@
+//! telemark on an STM32F405 board, with embassy.
+//!
+//! - a BME280 on I2C1 (PB6 SCL, PB7 SDA): temperature, pressure, humidity;
+//! - a gas meter's reed switch on PA0, counted on its falling edge (EXTI0);
+//! - the flash store in flash sectors 8-11;
+//! - the uplink to the gateway on USART2 (PA2 TX, PA3 RX), 115200 baud;
+//! - the independent watchdog, fed by the main loop.
+//!
+//! See the README for wiring and flashing.
+#![no_std]
+#![no_main]
+
+use defmt::{info, warn};
+use defmt_rtt as _;
+use embassy_executor::Spawner;
+use embassy_stm32::exti::{self, ExtiInput};
+use embassy_stm32::flash::{Bank1Region3, Blocking as FlashBlocking, Flash};
+use embassy_stm32::gpio::Pull;
+use embassy_stm32::i2c::I2c;
+use embassy_stm32::mode::Async;
+use embassy_stm32::usart::{self, BufferedUart};
+use embassy_stm32::wdg::IndependentWatchdog;
+use embassy_stm32::{bind_interrupts, interrupt, peripherals};
+use embassy_time::{Delay, Duration as Wait, Timer};
+use embedded_storage::nor_flash::{
+    ErrorType, MultiwriteNorFlash, NorFlash, ReadNorFlash,
+};
+use panic_probe as _;
+use static_cell::StaticCell;
+use telemark_core::channel::ChannelSpec;
+use telemark_core::engine::{Engine, EngineConfig};
+use telemark_core::model::{ChannelId, ReadingSink};
+use telemark_core::report::ResetReason;
+use telemark_core::sensor::SensorErrorKind;
+use telemark_core::stager::StagerConfig;
+use telemark_core::store::{Blocking, FlashLayout, FlashStore, FullPolicy, RecordStore};
+use telemark_core::time::{Duration, Instant};
+use telemark_core::transport::{step_async, Board};
+use telemark_core::uplink::UplinkConfig;
+use telemark_sensors::bme280::{self, Bme280};
+use telemark_sensors::per_channel::PerChannel;
+use telemark_sensors::pulse::{self, GasMeter, SharedPulses};
+use telemark_serial::SerialTransport;
+
+bind_interrupts!(struct Irqs {
+    USART2 => usart::BufferedInterruptHandler<peripherals::USART2>;
+    EXTI0 => exti::InterruptHandler<interrupt::typelevel::EXTI0>;
+});
+
+/// This device's id on the wire.
+const DEVICE: u64 = 0x0405_0001;
+/// Litres of gas per pulse of the meter's reed switch.
+const LITRES_PER_PULSE: u32 = 10;
+
+const CLIMATE: [ChannelSpec; 3] = bme280::channels([ChannelId(1), ChannelId(2), ChannelId(3)]);
+const GAS: [ChannelSpec; 3] = pulse::channels([ChannelId(4), ChannelId(5), ChannelId(6)], 12 * 60);
+
+static PULSES: SharedPulses = SharedPulses::new();
+
+/// Sectors 8-11 of bank 1 region 3 (128 KiB sectors), as NOR flash that
+/// may be written twice: the STM32F4's flash has no ECC, so clearing bits
+/// of a programmed word is allowed, which acknowledging a record needs.
+struct Sectors(Bank1Region3<'static, FlashBlocking>);
+
+impl ErrorType for Sectors {
+    type Error = embassy_stm32::flash::Error;
+}
+
+impl ReadNorFlash for Sectors {
+    const READ_SIZE: usize = <Bank1Region3<'static, FlashBlocking> as ReadNorFlash>::READ_SIZE;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
+        self.0.read(offset, bytes)
+    }
+
+    fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+impl NorFlash for Sectors {
+    const WRITE_SIZE: usize = <Bank1Region3<'static, FlashBlocking> as NorFlash>::WRITE_SIZE;
+    const ERASE_SIZE: usize = <Bank1Region3<'static, FlashBlocking> as NorFlash>::ERASE_SIZE;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+        self.0.erase(from, to)
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+        self.0.write(offset, bytes)
+    }
+}
+
+impl MultiwriteNorFlash for Sectors {}
+
+type Store = FlashStore<Blocking<Sectors>, 512>;
+
+/// The sensors, asked for one channel at a time.
+struct Plant<I2C: embedded_hal::i2c::I2c> {
+    climate: Option<PerChannel<Bme280<I2C, Delay>, 3>>,
+    gas: PerChannel<GasMeter<&'static SharedPulses>, 3>,
+}
+
+impl<I2C: embedded_hal::i2c::I2c> Board for Plant<I2C> {
+    fn sample(
+        &mut self,
+        channel: ChannelId,
+        now: Instant,
+        out: &mut dyn ReadingSink,
+    ) -> Result<(), SensorErrorKind> {
+        if self.gas.has(channel) {
+            return self.gas.sample(channel, now, out);
+        }
+        match &mut self.climate {
+            Some(climate) => climate.sample(channel, now, out),
+            // The BME280 did not answer at boot: its channels report faults.
+            None => Err(SensorErrorKind::Nack),
+        }
+    }
+
+    fn reboot(&mut self) {
+        cortex_m::peripheral::SCB::sys_reset();
+    }
+}
+
+#[embassy_executor::task]
+async fn count_pulses(mut reed: ExtiInput<'static, Async>) {
+    loop {
+        reed.wait_for_falling_edge().await;
+        PULSES.pulse();
+    }
+}
+
+#[embassy_executor::main]
+async fn main(spawner: Spawner) {
+    let p = embassy_stm32::init(Default::default());
+    // Reset if the main loop stalls for 8 s.
+    let mut watchdog = IndependentWatchdog::new(p.IWDG, 8_000_000);
+    watchdog.unleash();
+
+    let reed = ExtiInput::new(p.PA0, p.EXTI0, Pull::Up, Irqs);
+    spawner.spawn(count_pulses(reed).expect("one pulse task"));
+
+    let i2c = I2c::new_blocking(p.I2C1, p.PB6, p.PB7, Default::default());
+    let climate = match Bme280::new(i2c, Delay, bme280::ADDRESS_PRIMARY, [ChannelId(1), ChannelId(2), ChannelId(3)]) {
+        Ok(bme) => Some(PerChannel::new(bme)),
+        Err(e) => {
+            warn!("BME280: {}", defmt::Debug2Format(&e));
+            None
+        }
+    };
+    let gas = PerChannel::new(GasMeter::new(&PULSES, LITRES_PER_PULSE, [ChannelId(4), ChannelId(5), ChannelId(6)], 12 * 60));
+    let mut plant = Plant { climate, gas };
+
+    // The store: sectors 8-11, i.e. 384 KiB to 896 KiB into region 3.
+    let region = Flash::new_blocking(p.FLASH).into_blocking_regions().bank1_region3;
+    const SECTOR: u32 = 128 * 1024;
+    let layout = FlashLayout::split(3 * SECTOR..7 * SECTOR, SECTOR, 2);
+    static STORE: StaticCell<Store> = StaticCell::new();
+    let store = match Store::new(Sectors(region), layout) {
+        Ok(s) => STORE.init(s),
+        Err(e) => defmt::panic!("store layout: {}", e),
+    };
+    if let Err(e) = store.mount() {
+        warn!("no telemark store in flash ({}): formatting", e);
+        if let Err(e) = store.format().and_then(|()| store.mount()) {
+            defmt::panic!("flash store: {}", defmt::Debug2Format(&e));
+        }
+    }
+    store.set_routine_policy(FullPolicy::EvictOldest);
+
+    let mut uart_config = usart::Config::default();
+    uart_config.baudrate = 115_200;
+    static TX: StaticCell<[u8; 512]> = StaticCell::new();
+    static RX: StaticCell<[u8; 512]> = StaticCell::new();
+    let uart = match BufferedUart::new(p.USART2, p.PA3, p.PA2, TX.init([0; 512]), RX.init([0; 512]), Irqs, uart_config) {
+        Ok(u) => u,
+        Err(e) => defmt::panic!("USART2: {}", e),
+    };
+    let mut serial: SerialTransport<_, 512> = SerialTransport::new(uart);
+
+    let config = EngineConfig {
+        uplink: UplinkConfig::new(DEVICE, 256, Duration::from_mins(15)),
+        stager: StagerConfig::new(128, 200, Duration::from_mins(15)),
+        heartbeat: Duration::from_mins(6 * 60),
+    };
+    let channels = [CLIMATE[0], CLIMATE[1], CLIMATE[2], GAS[0], GAS[1], GAS[2]];
+    let mut engine: Engine<&mut Store, 6, 128, 256> =
+        match Engine::new(&channels, store, config, ResetReason::Unknown) {
+            Ok(e) => e,
+            Err(e) => defmt::panic!("engine: {}", e),
+        };
+    info!("telemark: device {=u64:x}, {} records waiting", DEVICE, engine.store().len());
+
+    loop {
+        let now = Instant::from_millis(embassy_time::Instant::now().as_millis());
+        let wake = step_async(&mut engine, &mut serial, now, &mut plant).await;
+        watchdog.pet();
+        // Sleep until the engine's next deadline, waking at least every
+        // 100 ms to look for downlink frames and to feed the watchdog.
+        let until = wake.as_millis().saturating_sub(now.as_millis()).min(100);
+        Timer::after(Wait::from_millis(until)).await;
+    }
+}
