@@ -24,7 +24,10 @@ unsafe extern "C" {
 /// The stack's lowest and highest addresses. Only the symbols' addresses
 /// are taken: their contents are never read through them.
 fn bounds() -> (usize, usize) {
-    (addr_of!(_stack_end) as usize, addr_of!(_stack_start) as usize)
+    (
+        addr_of!(_stack_end) as usize,
+        addr_of!(_stack_start) as usize,
+    )
 }
 
 /// Fills the unused stack with a pattern. Call it first thing in `main`.

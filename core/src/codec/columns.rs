@@ -182,19 +182,19 @@ fn canonical_scan(table: &Table, readings: &[Reading]) -> bool {
 
 /// Batches up to this size are indexed by channel before encoding (2 KiB
 /// of stack); larger ones are scanned once per channel instead.
-#[cfg(not(feature = "small-stack"))]
+#[cfg(not(feature = "small"))]
 const INDEXED: usize = 1024;
 /// Columns up to this length are gathered into a stack buffer (2 KiB for
 /// timestamps, 1 KiB for values, one at a time) and planned from there.
-#[cfg(not(feature = "small-stack"))]
+#[cfg(not(feature = "small"))]
 const GATHER: usize = 256;
-/// With `small-stack`, for parts with a few KiB of RAM: 256 bytes of index
+/// With `small`, for parts with a few KiB of RAM: 256 bytes of index
 /// and 768 bytes of column. Columns of up to 64 values encode byte for byte
 /// as without it; longer ones are planned by re-reading the batch (slower)
 /// and fit their clock on their first 64 times.
-#[cfg(feature = "small-stack")]
+#[cfg(feature = "small")]
 const INDEXED: usize = 128;
-#[cfg(feature = "small-stack")]
+#[cfg(feature = "small")]
 const GATHER: usize = 64;
 
 /// The readings of each channel, without scanning the batch per channel.
@@ -387,13 +387,7 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
                     *slot = t;
                 }
                 let prefix = gathered_times.get(..count.min(GATHER)).unwrap_or_default();
-                let len = if count <= GATHER {
-                    let plan = timestamps::plan(|| prefix.iter().copied(), count, prefix);
-                    timestamps::write(&plan, base, prefix.iter().copied(), w.rest())?
-                } else {
-                    let plan = timestamps::plan(|| by.times(c), count, prefix);
-                    timestamps::write(&plan, base, by.times(c), w.rest())?
-                };
+                let len = write_times(&by, c, count, prefix, base, w.rest())?;
                 w.advance(len);
                 TimeColumn::Own(len)
             }
@@ -402,22 +396,27 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
         let value = if chan.kind == 1 {
             let floats = of_channel().map(|r| f32::from_bits(int_of(r.value) as u32));
             values::write_float(floats, w.rest())?
-        } else if usize::from(chan.count) <= GATHER {
-            // Gathered once, the column is planned and written from a slice.
+        } else {
+            // A column that fits is gathered once and planned and written
+            // from the slice; a longer one from the batch.
+            let gathered = usize::from(chan.count) <= GATHER;
             let mut factor = values::CommonFactor::default();
-            for (slot, r) in gathered_values.iter_mut().zip(of_channel()) {
-                *slot = int_of(r.value);
-                factor.push(*slot);
+            if gathered {
+                for (slot, r) in gathered_values.iter_mut().zip(of_channel()) {
+                    *slot = int_of(r.value);
+                    factor.push(*slot);
+                }
             }
             let col = gathered_values
-                .get(..usize::from(chan.count))
+                .get(..usize::from(chan.count).min(GATHER))
                 .unwrap_or_default();
-            let plan = values::plan_int(|| col.iter().copied(), factor.factor());
-            values::write_int(&plan, col.iter().copied(), w.rest())?
-        } else {
-            let ints = || of_channel().map(|r| int_of(r.value));
-            let plan = values::plan_int(ints, values::common_factor(ints()));
-            values::write_int(&plan, ints(), w.rest())?
+            let factor = gathered.then(|| factor.factor());
+            write_ints(
+                col,
+                || of_channel().map(|r| int_of(r.value)),
+                factor,
+                w.rest(),
+            )?
         };
         w.advance(value);
         let mut quality = 0;
@@ -728,4 +727,95 @@ pub(crate) fn decode(body: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, D
         decoded += 1;
     }
     Ok(decoded)
+}
+
+/// Plans and writes channel `c`'s time column: from `prefix` (its first
+/// times) when that is all of it, else from the batch.
+///
+/// By default each source has its own planner and writer, compiled for it;
+/// with the `small` feature one of each serves both, through an `Either`,
+/// which saves flash and costs speed.
+fn write_times(
+    by: &ByChannel<'_>,
+    c: usize,
+    count: usize,
+    prefix: &[u64],
+    base: u64,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    #[cfg(not(feature = "small"))]
+    {
+        if count <= GATHER {
+            let plan = timestamps::plan(|| prefix.iter().copied(), count, prefix);
+            timestamps::write(&plan, base, prefix.iter().copied(), out)
+        } else {
+            let plan = timestamps::plan(|| by.times(c), count, prefix);
+            timestamps::write(&plan, base, by.times(c), out)
+        }
+    }
+    #[cfg(feature = "small")]
+    {
+        let times = || {
+            if count <= GATHER {
+                Either::Left(prefix.iter().copied())
+            } else {
+                Either::Right(by.times(c))
+            }
+        };
+        let plan = timestamps::plan(times, count, prefix);
+        timestamps::write(&plan, base, times(), out)
+    }
+}
+
+/// Plans and writes an integer column: from `gathered` when `factor` (its
+/// common factor, found while gathering) is known, else from `batch`.
+fn write_ints<I: Iterator<Item = i32>>(
+    gathered: &[i32],
+    batch: impl Fn() -> I,
+    factor: Option<u32>,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    #[cfg(not(feature = "small"))]
+    {
+        match factor {
+            Some(factor) => {
+                let plan = values::plan_int(|| gathered.iter().copied(), factor);
+                values::write_int(&plan, gathered.iter().copied(), out)
+            }
+            None => {
+                let plan = values::plan_int(&batch, values::common_factor(batch()));
+                values::write_int(&plan, batch(), out)
+            }
+        }
+    }
+    #[cfg(feature = "small")]
+    {
+        let ints = || match factor {
+            Some(_) => Either::Left(gathered.iter().copied()),
+            None => Either::Right(batch()),
+        };
+        let factor = factor.unwrap_or_else(|| values::common_factor(ints()));
+        let plan = values::plan_int(ints, factor);
+        values::write_int(&plan, ints(), out)
+    }
+}
+
+/// One of two iterators over the same items, as one type.
+#[cfg(feature = "small")]
+#[derive(Clone)]
+enum Either<L, R> {
+    Left(L),
+    Right(R),
+}
+
+#[cfg(feature = "small")]
+impl<T, L: Iterator<Item = T>, R: Iterator<Item = T>> Iterator for Either<L, R> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        match self {
+            Either::Left(l) => l.next(),
+            Either::Right(r) => r.next(),
+        }
+    }
 }

@@ -88,11 +88,25 @@ pub struct GatewayCounters {
     pub readings: u64,
 }
 
+/// What a stored record held, as shown to a [`Gateway::watch`]er.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stored {
+    /// A block of readings.
+    Readings(Vec<Reading>),
+    /// An alert, a heartbeat, a config status, a command result, a crash.
+    Report(Report),
+    /// A payload that did not decode; it is kept raw in `records`.
+    Undecodable,
+}
+
+type Watcher = Box<dyn FnMut(u64, Seq, &Stored) + Send>;
+
 /// The gateway's store and downlink queue.
 pub struct Gateway {
     db: Connection,
     downlink: HashMap<u64, VecDeque<Vec<u8>>>,
     counters: GatewayCounters,
+    watch: Option<Watcher>,
 }
 
 fn raw_bits(v: Value) -> (&'static str, i64, f64) {
@@ -137,7 +151,15 @@ impl Gateway {
             db,
             downlink: HashMap::new(),
             counters: GatewayCounters::default(),
+            watch: None,
         })
+    }
+
+    /// Calls `f` with each record once it is stored (after the commit):
+    /// the device, the sequence number and what it held. Records received
+    /// again are not shown again.
+    pub fn watch(&mut self, f: impl FnMut(u64, Seq, &Stored) + Send + 'static) {
+        self.watch = Some(Box::new(f));
     }
 
     /// What the gateway did so far.
@@ -183,6 +205,7 @@ impl Gateway {
         let device = parsed.device();
         let tx = self.db.transaction()?;
         let mut seqs = Vec::new();
+        let mut stored = Vec::new();
         for record in parsed.records() {
             seqs.push(record.seq.0);
             let lane = if record.meta.lane == Lane::Alert {
@@ -227,10 +250,14 @@ impl Gateway {
                         )?;
                     }
                     self.counters.readings += readings.len() as u64;
+                    stored.push((record.seq, Stored::Readings(readings)));
+                } else {
+                    stored.push((record.seq, Stored::Undecodable));
                 }
             } else {
                 match Report::decode(record.payload) {
                     Ok(Report::Alert(a)) => {
+                        stored.push((record.seq, Stored::Report(Report::Alert(a))));
                         tx.execute(
                             "INSERT INTO alerts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                             params![
@@ -245,17 +272,23 @@ impl Gateway {
                         )?;
                     }
                     Ok(other) => {
+                        stored.push((record.seq, Stored::Report(other)));
                         tx.execute(
                             "INSERT INTO reports VALUES (?1, ?2, ?3)",
                             params![device as i64, record.seq.0, format!("{other:?}")],
                         )?;
                     }
-                    Err(_) => {}
+                    Err(_) => stored.push((record.seq, Stored::Undecodable)),
                 }
             }
         }
         tx.commit()?;
         self.counters.frames += 1;
+        if let Some(watch) = &mut self.watch {
+            for (seq, what) in &stored {
+                watch(device, *seq, what);
+            }
+        }
         // Only now, with the records on disk, acknowledge them.
         let mut out = Vec::new();
         for chunk in ranges(seqs).chunks(MAX_ACK_RANGES) {
@@ -278,29 +311,20 @@ impl Gateway {
         line: &mut L,
         clock: impl Fn() -> u64,
     ) -> Result<(), GatewayError> {
-        let mut rx: Deframer<4096> = Deframer::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = match line.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for &b in buf.get(..n).unwrap_or_default() {
-                let Some(Ok(frame)) = rx.push(b) else {
-                    continue;
-                };
-                let frame = frame.to_vec();
-                for reply in self.receive(&frame, clock())? {
-                    let mut framed = vec![0u8; reply.len() + overhead(reply.len())];
-                    if let Ok(len) = encode(&reply, &mut framed) {
-                        line.write_all(framed.get(..len).unwrap_or_default())?;
-                    }
-                }
-                line.flush()?;
-            }
-        }
+        serve_line(line, |frame| self.receive(frame, clock()))
+    }
+
+    /// Serves one of several lines at once: each line's thread takes the
+    /// gateway only while it stores a frame.
+    pub fn serve_shared<L: Read + Write>(
+        gateway: &std::sync::Mutex<Gateway>,
+        line: &mut L,
+        clock: impl Fn() -> u64,
+    ) -> Result<(), GatewayError> {
+        serve_line(line, |frame| match gateway.lock() {
+            Ok(mut g) => g.receive(frame, clock()),
+            Err(poisoned) => poisoned.into_inner().receive(frame, clock()),
+        })
     }
 
     /// Readings stored for `device`.
@@ -310,5 +334,36 @@ impl Gateway {
             [device as i64],
             |r| r.get::<_, i64>(0),
         )? as u64)
+    }
+}
+
+/// Reads frames off `line` until it closes, hands each to `handle`, and
+/// writes back the frames it returns.
+fn serve_line<L: Read + Write>(
+    line: &mut L,
+    mut handle: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>, GatewayError>,
+) -> Result<(), GatewayError> {
+    let mut rx: Deframer<4096> = Deframer::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = match line.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for &b in buf.get(..n).unwrap_or_default() {
+            let Some(Ok(frame)) = rx.push(b) else {
+                continue;
+            };
+            let frame = frame.to_vec();
+            for reply in handle(&frame)? {
+                let mut framed = vec![0u8; reply.len() + overhead(reply.len())];
+                if let Ok(len) = encode(&reply, &mut framed) {
+                    line.write_all(framed.get(..len).unwrap_or_default())?;
+                }
+            }
+            line.flush()?;
+        }
     }
 }

@@ -7,7 +7,10 @@
 //! ```
 //!
 //! `--config DEVICE:HEX` queues a CBOR config update, `--ping DEVICE:ID` a
-//! ping; both go down with the device's next acknowledgement.
+//! ping; both go down with the device's next acknowledgement. Each record
+//! stored is printed on standard output, one line each (`--quiet` stops
+//! that). With `--connect` the gateway connects again whenever the line
+//! closes (QEMU restarted, a cable pulled), until it is stopped.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -15,7 +18,10 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use telemark_core::frame::Command;
-use telemark_gateway::Gateway;
+use telemark_core::model::Value;
+use telemark_core::report::Report;
+use telemark_core::store::Seq;
+use telemark_gateway::{Gateway, Stored};
 
 enum Link {
     Connect(String),
@@ -36,11 +42,46 @@ fn hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// One line for a stored record.
+fn describe(device: u64, seq: Seq, stored: &Stored) -> String {
+    match stored {
+        Stored::Readings(readings) => {
+            let mut line = format!("device {device} {seq}: {} readings", readings.len());
+            if let (Some(first), Some(last)) = (readings.first(), readings.last()) {
+                line += &format!(" from {} to {}:", first.time, last.time);
+            }
+            // The last value of each channel.
+            let mut channels: Vec<_> = readings.iter().map(|r| r.channel).collect();
+            channels.sort_unstable();
+            channels.dedup();
+            for c in channels {
+                if let Some(r) = readings.iter().rev().find(|r| r.channel == c) {
+                    let v = match r.value {
+                        Value::Scaled(x) => x.to_string(),
+                        Value::Float(f) => f.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Counter(n) => n.to_string(),
+                    };
+                    line += &format!(" {c}={v}");
+                }
+            }
+            line
+        }
+        Stored::Report(Report::Alert(a)) => format!(
+            "device {device} {seq}: ALERT {:?} {:?} on {} at {}",
+            a.severity, a.kind, a.channel, a.time
+        ),
+        Stored::Report(r) => format!("device {device} {seq}: {r:?}"),
+        Stored::Undecodable => format!("device {device} {seq}: undecodable payload, kept raw"),
+    }
+}
+
 fn run() -> Result<(), String> {
     let mut db = PathBuf::from("telemark.sqlite");
     let mut link = None;
     let mut configs = Vec::new();
     let mut pings = Vec::new();
+    let mut quiet = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -49,6 +90,7 @@ fn run() -> Result<(), String> {
             "--connect" => link = Some(Link::Connect(value()?)),
             "--listen" => link = Some(Link::Listen(value()?)),
             "--tty" => link = Some(Link::Tty(PathBuf::from(value()?))),
+            "--quiet" => quiet = true,
             "--config" => {
                 let v = value()?;
                 let (d, h) = v.split_once(':').ok_or("--config DEVICE:HEX")?;
@@ -75,11 +117,27 @@ fn run() -> Result<(), String> {
     for (device, id) in pings {
         gateway.queue_command(device, id, Command::Ping);
     }
+    if !quiet {
+        gateway.watch(|device, seq, stored| println!("{}", describe(device, seq, stored)));
+    }
     let served = match link.ok_or("one of --connect, --listen or --tty is needed")? {
-        Link::Connect(addr) => {
-            let mut s = TcpStream::connect(&addr).map_err(|e| format!("{addr}: {e}"))?;
-            gateway.serve(&mut s, unix_ms)
-        }
+        Link::Connect(addr) => loop {
+            match TcpStream::connect(&addr) {
+                Ok(mut s) => {
+                    eprintln!("connected to {addr}");
+                    if let Err(e) = gateway.serve(&mut s, unix_ms) {
+                        eprintln!("{addr}: {e}");
+                    }
+                    let c = gateway.counters();
+                    eprintln!(
+                        "line closed after {} records ({} received twice), {} readings; connecting again",
+                        c.records, c.duplicates, c.readings
+                    );
+                }
+                Err(e) => eprintln!("{addr}: {e}; trying again"),
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        },
         Link::Listen(addr) => {
             let listener = TcpListener::bind(&addr).map_err(|e| format!("{addr}: {e}"))?;
             let (mut s, peer) = listener.accept().map_err(|e| e.to_string())?;

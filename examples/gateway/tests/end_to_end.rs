@@ -4,7 +4,6 @@
 //! and a link cut mid-run loses nothing.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 
@@ -21,7 +20,7 @@ use telemark_core::transport::{step, Board};
 use telemark_core::uplink::UplinkConfig;
 use telemark_gateway::Gateway;
 use telemark_sensors::synthetic::{Episode, Signal, Synthetic};
-use telemark_serial::SerialTransport;
+use telemark_serial::{SerialTransport, TcpLine};
 
 const DEVICE: u64 = 77;
 const TEMP: ChannelSpec = ChannelSpec::new(
@@ -32,45 +31,6 @@ const TEMP: ChannelSpec = ChannelSpec::new(
     Duration::from_mins(5),
     Rules::NONE.high(75.0, 3.0, Severity::Critical),
 );
-
-/// The device's end of the socket, as an embedded-io serial port.
-struct Port(TcpStream);
-
-impl embedded_io::ErrorType for Port {
-    type Error = embedded_io::ErrorKind;
-}
-
-impl embedded_io::Read for Port {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        self.0.read(buf).map_err(|_| embedded_io::ErrorKind::Other)
-    }
-}
-
-impl embedded_io::ReadReady for Port {
-    fn read_ready(&mut self) -> Result<bool, Self::Error> {
-        self.0
-            .set_nonblocking(true)
-            .map_err(|_| embedded_io::ErrorKind::Other)?;
-        let ready = match self.0.peek(&mut [0u8]) {
-            Ok(n) => n > 0,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-            Err(_) => false,
-        };
-        self.0
-            .set_nonblocking(false)
-            .map_err(|_| embedded_io::ErrorKind::Other)?;
-        Ok(ready)
-    }
-}
-
-impl embedded_io::Write for Port {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        self.0.write(buf).map_err(|_| embedded_io::ErrorKind::Other)
-    }
-    fn flush(&mut self) -> Result<(), Self::Error> {
-        self.0.flush().map_err(|_| embedded_io::ErrorKind::Other)
-    }
-}
 
 struct Boiler(Synthetic<1>, u64);
 
@@ -134,7 +94,7 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
 
     // A day in simulated time: the device runs against the socket, and the
     // link is cut for two hours in the middle (a new connection after).
-    let mut link: Option<SerialTransport<Port, 256>> = Some(SerialTransport::new(Port(
+    let mut link: Option<SerialTransport<TcpLine, 256>> = Some(SerialTransport::new(TcpLine::new(
         TcpStream::connect(addr).unwrap(),
     )));
     let mut now = Instant::ZERO;
@@ -154,8 +114,9 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
                 .max(now + Duration::from_millis(1));
             continue;
         }
-        let t = link
-            .get_or_insert_with(|| SerialTransport::new(Port(TcpStream::connect(addr).unwrap())));
+        let t = link.get_or_insert_with(|| {
+            SerialTransport::new(TcpLine::new(TcpStream::connect(addr).unwrap()))
+        });
         let wake = step(&mut engine, t, now, &mut board);
         // Give acknowledgements time to come back before moving on.
         thread::sleep(std::time::Duration::from_millis(2));

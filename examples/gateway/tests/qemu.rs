@@ -119,9 +119,19 @@ impl Qemu {
         let log = std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.log", board.machine));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new("qemu-system-arm")
-            .args(["-machine", board.machine, "-display", "none", "-monitor", "none"])
+            .args([
+                "-machine",
+                board.machine,
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+            ])
             .args(["-semihosting-config", "enable=on,target=native"])
-            .args(["-serial", &format!("tcp:127.0.0.1:{port},server=on,wait=off")])
+            .args([
+                "-serial",
+                &format!("tcp:127.0.0.1:{port},server=on,wait=off"),
+            ])
             .arg("-kernel")
             .arg(elf)
             .stdout(out.try_clone().unwrap())
@@ -172,7 +182,8 @@ fn wait_for(what: &str, qemu: &Qemu, timeout: Duration, mut done: impl FnMut() -
 }
 
 fn count(db: &Connection, sql: &str, device: u64) -> i64 {
-    db.query_row(sql, [device as i64], |r| r.get(0)).unwrap_or(0)
+    db.query_row(sql, [device as i64], |r| r.get(0))
+        .unwrap_or(0)
 }
 
 fn run(board: &Board) {
@@ -180,7 +191,8 @@ fn run(board: &Board) {
     let elf = build(board);
     let port = free_port();
     let qemu = Qemu::boot(board, &elf, port);
-    let db_path = std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.sqlite", board.machine));
+    let db_path =
+        std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.sqlite", board.machine));
     let _ = std::fs::remove_file(&db_path);
 
     // The gateway serves one connection after another; the test cuts a
@@ -215,15 +227,20 @@ fn run(board: &Board) {
 
     lines.send(Line::Serve(vec![])).unwrap();
     let socket = live.recv().unwrap();
-    wait_for("readings, an alert and the config report", &qemu, minute, || {
-        count(&db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device) >= 20
+    wait_for(
+        "readings, an alert and the config report",
+        &qemu,
+        minute,
+        || {
+            count(&db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device) >= 20
             && count(&db, "SELECT COUNT(*) FROM alerts WHERE device = ?1 AND kind = 'High'", device) >= 1
             && count(
                 &db,
                 "SELECT COUNT(*) FROM reports WHERE device = ?1 AND report LIKE 'ConfigStatus { version: 2, code: 0,%'",
                 device,
             ) == 1
-    });
+        },
+    );
 
     // Cut the line for 8 s (8 device minutes), then restore it.
     socket.shutdown(Shutdown::Both).unwrap();
@@ -236,7 +253,9 @@ fn run(board: &Board) {
     };
     lines.send(Line::Serve(commands)).unwrap();
     let socket = live.recv().unwrap();
-    wait_for("the readings of the cut", &qemu, minute, || gas(&db) >= at_cut + 16);
+    wait_for("the readings of the cut", &qemu, minute, || {
+        gas(&db) >= at_cut + 16
+    });
 
     let rebooted = Arc::new(AtomicBool::new(false));
     if board.crash_drill {
@@ -265,7 +284,14 @@ fn run(board: &Board) {
 
     // Every record once: the gateway refuses a (device, seq) it has.
     let c = gateway.counters();
-    assert_eq!(c.records as i64, count(&db, "SELECT COUNT(*) FROM records WHERE device = ?1", device));
+    assert_eq!(
+        c.records as i64,
+        count(
+            &db,
+            "SELECT COUNT(*) FROM records WHERE device = ?1",
+            device
+        )
+    );
     // The pulse count, in the order the device numbered its records, runs
     // 1, 2, 3, ... without a gap or a repeat, starting again at 1 after a
     // reset: nothing was lost to the cut, nothing stored twice.
@@ -283,7 +309,13 @@ fn run(board: &Board) {
             boots += 1;
             continue;
         }
-        assert_eq!(w[1], w[0] + 1, "pulse count jumps from {} to {}: {pulses:?}", w[0], w[1]);
+        assert_eq!(
+            w[1],
+            w[0] + 1,
+            "pulse count jumps from {} to {}: {pulses:?}",
+            w[0],
+            w[1]
+        );
     }
     assert_eq!(pulses.first(), Some(&1));
     assert!(pulses.len() as i64 >= at_cut + 16);
@@ -292,9 +324,16 @@ fn run(board: &Board) {
         assert_eq!(boots, 2, "one reset: {pulses:?}");
         // The config survived the reset in the flash store.
         let after = log.split("reset Crash").nth(1).unwrap_or_default();
-        assert!(after.contains("config v2"), "config after the reset:\n{log}");
+        assert!(
+            after.contains("config v2"),
+            "config after the reset:\n{log}"
+        );
     }
-    let readings = count(&db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device);
+    let readings = count(
+        &db,
+        "SELECT COUNT(*) FROM readings WHERE device = ?1",
+        device,
+    );
     let distinct = count(
         &db,
         "SELECT COUNT(*) FROM (SELECT DISTINCT seq, channel, time_ms FROM readings WHERE device = ?1)",

@@ -1,221 +1,249 @@
-//! The telemark core at work on the host.
+//! telemark end to end on one machine.
 //!
-//! Two simulated channels, a boiler flow temperature every 10 s and a gas
-//! meter every minute, are sampled for three hours of simulated time. The
-//! boiler overheats once and its sensor drops out once, so rules fire; routine
-//! readings are sealed into blocks; everything lands in a two-lane RAM store,
-//! whose contents and counters are printed at the end. Then a server
-//! acknowledgement frees what was delivered.
+//! Three simulated boilers run the real engine over the flash store (in
+//! RAM-backed NOR flash that can lose power) and talk to the gateway over
+//! serial framing on TCP sockets; the gateway stores what they send in
+//! SQLite and acknowledges it. Six hours of device time pass in seconds.
+//! Along the way device 102 gets a new config, device 101 loses its link
+//! for an hour, and device 103 loses power and comes back from flash.
 //!
-//! Run it with `cargo run -p telemark-host-demo`.
+//! `cargo run -p telemark-host-demo`
 
-use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::codec::{BlockCodec, CompactCodec};
-use telemark_core::model::{Alert, ChannelId, Reading, Severity};
-use telemark_core::rules::{RuleState, Rules};
-use telemark_core::sensor::{Sensor, SensorErrorKind};
-use telemark_core::stager::{SealedBlock, Stager, StagerConfig};
-use telemark_core::store::{FullPolicy, Lane, RamStore, RecordMeta, RecordStore, SeqRange};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use telemark_core::model::Value;
+use telemark_core::report::{Report, ResetReason};
+use telemark_core::store::{Blocking, FlashLayout, FlashStore, RecordStore, SimFlash};
 use telemark_core::time::{Duration, Instant};
-use telemark_sensors::synthetic::{Episode, Signal, Synthetic};
+use telemark_core::transport::{step, Transport};
+use telemark_gateway::{Gateway, Stored};
+use telemark_qemu_app::{device, Boiler, Device};
+use telemark_serial::{SerialTransport, TcpLine};
 
-const BOILER: ChannelSpec = ChannelSpec::new(
-    ChannelId(1),
-    Unit::Celsius,
-    ValueKind::Scaled { decimals: 2 },
-    Range::new(0.0, 95.0),
-    Duration::from_secs(10),
-    Rules::NONE
-        .high(75.0, 3.0, Severity::Critical)
-        .rate(0.5, Severity::Warning)
-        .fault(3, Severity::Warning),
-);
+type Flash = SimFlash<1024, 32>;
+type Store = FlashStore<Blocking<Flash>, 512>;
+type Engine = Device<Store, 64>;
+type Link = SerialTransport<TcpLine, 512>;
 
-const GAS: ChannelSpec = ChannelSpec::new(
-    ChannelId(2),
-    Unit::Count,
-    ValueKind::Counter,
-    Range::new(0.0, 4.0e9),
-    Duration::from_mins(1),
-    Rules::NONE,
-);
+const HOURS: u64 = 6;
 
-const BLOCKS: StagerConfig = StagerConfig::new(256, 480, Duration::from_mins(30));
-const HOURS: u64 = 3;
+/// What happens to a device on the way.
+#[derive(Clone, Copy)]
+enum Trouble {
+    None,
+    /// The link is down between these hours.
+    LinkCut(u64, u64),
+    /// The power goes at this minute; RAM is lost, flash is not.
+    PowerCut(u64),
+}
 
-fn minutes(m: u64) -> Instant {
-    Instant::from_millis(m * 60_000)
+/// The link while it is cut: the modem cannot attach.
+struct Cut;
+
+impl Transport for Cut {
+    type Error = ();
+    fn mtu(&self) -> usize {
+        telemark_qemu_app::MTU
+    }
+    fn power(&mut self, on: bool) -> Result<(), ()> {
+        if on {
+            Err(())
+        } else {
+            Ok(())
+        }
+    }
+    fn send(&mut self, _: &[u8]) -> Result<(), ()> {
+        Err(())
+    }
+    fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> {
+        Ok(None)
+    }
+}
+
+fn boot(id: u64, flash: Flash, reset: ResetReason) -> Engine {
+    let layout = FlashLayout::split(0..32 * 1024, 1024, 4);
+    let mut store = Store::new(flash, layout).expect("the layout fits the flash");
+    if store.mount().is_err() {
+        store
+            .format()
+            .and_then(|()| store.mount().map(|_| ()))
+            .expect("a formatted store mounts");
+    }
+    device(id, store, reset).expect("the demo's config is valid")
+}
+
+fn connect(port: u16) -> Link {
+    SerialTransport::new(TcpLine::new(
+        TcpStream::connect(("127.0.0.1", port)).expect("the gateway listens"),
+    ))
+}
+
+/// Runs device `id` for `HOURS` of device time; returns the readings it took.
+fn run_device(id: u64, port: u16, trouble: Trouble) -> u32 {
+    let mut engine = boot(id, Flash::new(), ResetReason::PowerOn);
+    let mut boiler = Boiler::new(id);
+    let mut link = Some(connect(port));
+    let mut now = Instant::ZERO;
+    let end = Instant::from_millis(HOURS * 3_600_000);
+    let mut sampled = 0;
+    let mut powered = true;
+    while now < end {
+        let hour = now.as_millis() / 3_600_000;
+        let wake = match trouble {
+            Trouble::LinkCut(from, to) if (from..to).contains(&hour) => {
+                if let Some(l) = link.take() {
+                    println!("   {}  device {id}: link cut", clock(now));
+                    drop(l.release());
+                }
+                step(&mut engine, &mut Cut, now, &mut boiler)
+            }
+            Trouble::PowerCut(at) if powered && now.as_millis() >= at * 60_000 => {
+                powered = false;
+                sampled += engine.counters().sampled;
+                let staged = engine.staged();
+                let flash = engine.into_store().release().0;
+                engine = boot(id, flash, ResetReason::BrownOut);
+                println!(
+                    "   {}  device {id}: power cut: {staged} staged readings lost with RAM; \
+                     {} records and config v{} back from flash",
+                    clock(now),
+                    engine.store().len(),
+                    engine.config().version
+                );
+                continue;
+            }
+            _ => {
+                let l = link.get_or_insert_with(|| {
+                    println!("   {}  device {id}: link back", clock(now));
+                    connect(port)
+                });
+                let mut wake = step(&mut engine, l, now, &mut boiler);
+                // While a frame awaits its acknowledgement, give the
+                // gateway real time to answer before device time moves on.
+                for _ in 0..200 {
+                    if !engine.uplink().radio_on() {
+                        break;
+                    }
+                    thread::sleep(std::time::Duration::from_millis(1));
+                    wake = step(&mut engine, l, now, &mut boiler);
+                }
+                wake
+            }
+        };
+        now = wake.max(now + Duration::from_millis(1));
+    }
+    // Drain: seal the open block and send until everything is acknowledged.
+    let l = link.get_or_insert_with(|| connect(port));
+    for _ in 0..1000 {
+        if engine.store().is_empty() && engine.staged() == 0 {
+            break;
+        }
+        engine.flush_now(now);
+        step(&mut engine, l, now, &mut boiler);
+        thread::sleep(std::time::Duration::from_millis(2));
+        now = now + Duration::from_secs(1);
+    }
+    sampled + engine.counters().sampled
+}
+
+/// Device time as hours and minutes.
+fn clock(t: Instant) -> String {
+    let minutes = t.as_millis() / 60_000;
+    format!("{:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+fn describe(device: u64, stored: &Stored) -> Option<String> {
+    match stored {
+        Stored::Readings(readings) => {
+            let last = readings.last()?;
+            let flow = readings.iter().rev().find(|r| r.channel.0 == 1);
+            let celsius = match flow.map(|r| r.value) {
+                Some(Value::Scaled(v)) => format!("{:.2} °C", f64::from(v) / 100.0),
+                _ => "-".into(),
+            };
+            Some(format!(
+                "   {}  device {device}: {:>2} readings, flow {celsius}",
+                clock(last.time),
+                readings.len()
+            ))
+        }
+        Stored::Report(Report::Alert(a)) => Some(format!(
+            "   {}  device {device}: ALERT {:?} {:?} on channel {}",
+            clock(a.time),
+            a.severity,
+            a.kind,
+            a.channel.0
+        )),
+        Stored::Report(Report::ConfigStatus {
+            version, code: 0, ..
+        }) => Some(format!(
+            "           device {device}: config v{version} applied"
+        )),
+        Stored::Report(_) => None,
+        Stored::Undecodable => Some(format!("           device {device}: undecodable record")),
+    }
 }
 
 fn main() {
-    let mut boiler = Synthetic::new(
-        [BOILER],
-        [Signal::Sine {
-            mean: 62.0,
-            amplitude: 4.0,
-            period: Duration::from_mins(40),
-        }],
-        7,
-    )
-    .with_noise(0.2);
-    let overheat = Episode::Excursion {
-        channel: 0,
-        from: minutes(70),
-        until: minutes(80),
-        offset: 16.0,
-    };
-    let dropout = Episode::Failure {
-        from: minutes(120),
-        until: minutes(121),
-        error: SensorErrorKind::Nack,
-    };
-    for episode in [overheat, dropout] {
-        boiler
-            .schedule(episode)
-            .unwrap_or_else(|e| panic!("cannot schedule {e:?}"));
+    let db = std::env::temp_dir().join("telemark-demo.sqlite");
+    let _ = std::fs::remove_file(&db);
+    let mut gateway = Gateway::open(&db).expect("open the demo database");
+    gateway.watch(|device, _, stored| {
+        if let Some(line) = describe(device, stored) {
+            println!("{line}");
+        }
+    });
+    // {0: 2, 1: 900}: version 2 reports every 15 minutes.
+    gateway.queue_config(102, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x03, 0x84]);
+    let gateway = Arc::new(Mutex::new(gateway));
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let port = listener.local_addr().expect("bound").port();
+    {
+        let gateway = Arc::clone(&gateway);
+        thread::spawn(move || {
+            for mut line in listener.incoming().flatten() {
+                let gateway = Arc::clone(&gateway);
+                thread::spawn(move || {
+                    let _ = Gateway::serve_shared(&gateway, &mut line, || 1_700_000_000_000);
+                });
+            }
+        });
     }
-    let mut gas = Synthetic::new([GAS], [Signal::Pulses { per_sample: 3 }], 1);
+    println!("gateway on 127.0.0.1:{port}, storing into {}", db.display());
+    println!("   time   what the gateway stored (device time)");
+    let devices = [
+        (101, Trouble::LinkCut(2, 3)),
+        (102, Trouble::None),
+        (103, Trouble::PowerCut(4 * 60 + 7)),
+    ];
+    let runs: Vec<_> = devices
+        .iter()
+        .map(|&(id, trouble)| (id, thread::spawn(move || run_device(id, port, trouble))))
+        .collect();
+    let mut taken = Vec::new();
+    for (id, run) in runs {
+        taken.push((id, run.join().expect("device thread")));
+    }
 
-    let mut boiler_rules = RuleState::new();
-    let mut stager: Stager<256> = Stager::new(CompactCodec, BLOCKS);
-    let mut store: RamStore<512, 1024> = RamStore::new(FullPolicy::EvictOldest);
-    let mut block = [0u8; 512];
-
-    let (mut next_boiler, mut next_gas) = (Instant::ZERO, Instant::ZERO);
-    let end = minutes(HOURS * 60);
-    let mut sampled = 0u32;
+    let gateway = gateway.lock().expect("gateway");
+    println!("\nin SQLite ({}):", db.display());
+    for (id, sampled) in taken {
+        let stored = gateway.readings(id).unwrap_or(0);
+        let alerts: i64 = gateway
+            .db()
+            .query_row(
+                "SELECT COUNT(*) FROM alerts WHERE device = ?1",
+                [id as i64],
+                |r| r.get(0),
+            )
+            .unwrap_or(0);
+        println!("  device {id}: {stored} readings stored of {sampled} taken, {alerts} alerts");
+    }
+    let c = gateway.counters();
     println!(
-        "telemark host demo: {HOURS} h of a boiler (every 10 s) and a gas meter (every 60 s)\n"
+        "  {} frames, {} records, {} received twice and stored once",
+        c.frames, c.records, c.duplicates
     );
-
-    while next_boiler.min(next_gas) < end {
-        let now = next_boiler.min(next_gas);
-        let mut readings: heapless::Vec<Reading, 2> = heapless::Vec::new();
-        if now == next_boiler {
-            next_boiler = now + BOILER.period;
-            if let Err(e) = boiler.sample(now, &mut readings) {
-                println!("{now:>12}  sampling {} failed: {e}", BOILER.id);
-                if let Some(alert) = boiler_rules.on_failure(&BOILER, now) {
-                    push_alert(&mut store, alert);
-                }
-            }
-        }
-        if now == next_gas {
-            next_gas = now + GAS.period;
-            if let Err(e) = gas.sample(now, &mut readings) {
-                println!("{now:>12}  sampling {} failed: {e}", GAS.id);
-            }
-        }
-        for mut reading in readings {
-            sampled += 1;
-            if reading.channel == BOILER.id {
-                for alert in boiler_rules.on_reading(&BOILER, &mut reading) {
-                    push_alert(&mut store, alert);
-                }
-            }
-            match stager.push(reading, &mut block) {
-                Ok(Some(sealed)) => push_block(&mut store, &block, sealed),
-                Ok(None) => {}
-                Err(e) => println!("{now:>12}  stager: {e}"),
-            }
-        }
-        match stager.poll(now, &mut block) {
-            Ok(Some(sealed)) => push_block(&mut store, &block, sealed),
-            Ok(None) => {}
-            Err(e) => println!("{now:>12}  stager: {e}"),
-        }
-    }
-    if let Ok(Some(sealed)) = stager.flush(&mut block) {
-        push_block(&mut store, &block, sealed);
-    }
-
-    println!(
-        "\nstore contents, in delivery order (alerts by severity, then age; then routine blocks):"
-    );
-    for record in store.iter() {
-        let what = match record.meta.lane {
-            Lane::Alert => match postcard::from_bytes::<Alert>(record.payload) {
-                Ok(a) => format!(
-                    "{:?} {:?} on {} at {}",
-                    a.severity, a.kind, a.channel, a.time
-                ),
-                Err(e) => format!("undecodable alert: {e}"),
-            },
-            Lane::Routine => {
-                let mut readings = Vec::new();
-                match CompactCodec.decode(record.payload, &mut readings) {
-                    Ok(n) => format!(
-                        "block of {n} readings, {} B ({:.1} B/reading), {} .. {}",
-                        record.payload.len(),
-                        record.payload.len() as f64 / n.max(1) as f64,
-                        readings.first().map_or(Instant::ZERO, |r| r.time),
-                        readings.last().map_or(Instant::ZERO, |r| r.time),
-                    ),
-                    Err(e) => format!("undecodable block: {e}"),
-                }
-            }
-        };
-        println!("  {:>5}  {:<7?} {what}", record.seq, record.meta.lane);
-    }
-
-    let c = store.counters();
-    println!(
-        "\nsampled {sampled} readings; {} staged in the open block",
-        stager.len()
-    );
-    for (name, lane, l) in [
-        ("alert", Lane::Alert, c.alert),
-        ("routine", Lane::Routine, c.routine),
-    ] {
-        println!(
-            "{name:>8} lane: {} records ({} readings) pushed, {} evicted ({} readings), {} refused; {} of {} bytes used",
-            l.pushed_records,
-            l.pushed_readings,
-            l.evicted_records,
-            l.evicted_readings,
-            l.refused_records,
-            store.used(lane),
-            store.capacity(lane),
-        );
-    }
-
-    // The server stored everything durably and acknowledges the whole range.
-    let seqs = || store.iter().map(|r| r.seq);
-    if let (Some(first), Some(last)) = (seqs().min(), seqs().max()) {
-        let acked = store.ack(SeqRange::new(first, last)).unwrap_or_default();
-        println!(
-            "\nserver acknowledged {first}..={last}: freed {} records ({} readings); {} left",
-            acked.records,
-            acked.readings,
-            store.len()
-        );
-    }
-}
-
-fn push_alert(store: &mut RamStore<512, 1024>, alert: Alert) {
-    let mut buf = [0u8; 32];
-    let Ok(bytes) = postcard::to_slice(&alert, &mut buf) else {
-        println!("alert did not encode: {alert:?}");
-        return;
-    };
-    match store.push(RecordMeta::alert(alert.severity, 1), bytes) {
-        Ok(seq) => println!(
-            "{:>12}  ALERT {seq}: {:?} {:?} on {}",
-            alert.time, alert.severity, alert.kind, alert.channel
-        ),
-        Err(e) => println!("{:>12}  alert refused: {e}", alert.time),
-    }
-}
-
-fn push_block(store: &mut RamStore<512, 1024>, block: &[u8], sealed: SealedBlock) {
-    let Some(bytes) = block.get(..sealed.len) else {
-        return;
-    };
-    match store.push(RecordMeta::routine(sealed.readings), bytes) {
-        Ok(seq) => println!(
-            "{:>12}  sealed block {seq}: {} readings in {} bytes ({:?})",
-            sealed.last, sealed.readings, sealed.len, sealed.reason
-        ),
-        Err(e) => println!("{:>12}  block refused: {e}", sealed.last),
-    }
 }

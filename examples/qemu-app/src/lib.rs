@@ -192,7 +192,11 @@ mod tests {
             now = wake.max(now + Duration::from_millis(1));
         }
         assert_eq!(engine.counters().sampled, 2 * 60);
-        assert!(engine.counters().alerts >= 3, "{} alerts", engine.counters().alerts);
+        assert!(
+            engine.counters().alerts >= 3,
+            "{} alerts",
+            engine.counters().alerts
+        );
     }
 
     #[test]

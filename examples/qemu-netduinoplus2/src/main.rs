@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+#[cfg(not(feature = "ram-store"))]
 mod retained;
 mod usart;
 
@@ -17,7 +18,9 @@ use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
 use telemark_core::report::ResetReason;
+#[cfg(not(feature = "ram-store"))]
 use telemark_core::store::{Blocking, FlashLayout, FlashStore};
+use telemark_core::store::RecordStore;
 use telemark_core::transport::step;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{
@@ -25,6 +28,7 @@ use telemark_qemu_app::{
 };
 use telemark_serial::SerialTransport;
 
+#[cfg(not(feature = "ram-store"))]
 use retained::RetainedFlash;
 use usart::Usart1;
 
@@ -42,7 +46,11 @@ macro_rules! log {
 }
 
 /// 32 pages of 1 KiB of retained RAM standing in for flash.
+#[cfg(not(feature = "ram-store"))]
 type Store = FlashStore<Blocking<RetainedFlash>, 512>;
+/// With `--features ram-store`: the RAM store, for the footprint report.
+#[cfg(feature = "ram-store")]
+type Store = telemark_core::store::RamStore<1024, 8192>;
 type Engine = Device<&'static mut Store, 64>;
 type Serial = SerialTransport<Usart1, 512>;
 
@@ -102,27 +110,11 @@ fn boot(
     } else {
         ResetReason::PowerOn
     };
-    // 4 pages for alerts and state, 28 for routine blocks.
-    let layout = FlashLayout::split(0..retained::SIZE as u32, retained::PAGE as u32, 4);
-    let store = match Store::new(RetainedFlash::take(), layout) {
-        Ok(s) => store.insert(s),
-        Err(e) => panic!("store layout: {e}"),
-    };
-    let mounted = match store.mount() {
-        Ok(m) => m,
-        Err(e) => {
-            log!("no store in flash ({e}): formatting");
-            match store.format().and_then(|()| store.mount()) {
-                Ok(m) => m,
-                Err(e) => panic!("flash store: {e}"),
-            }
-        }
-    };
+    let store = open_store(store);
     log!(
-        "telemark on netduinoplus2: device {DEVICE}, reset {reset:?}, {} alerts and {} blocks in flash, next seq {}",
-        mounted.alert_records,
-        mounted.routine_records,
-        mounted.next_seq.0
+        "telemark on netduinoplus2: device {DEVICE}, reset {reset:?}, {} records in the store, next seq {}",
+        store.len(),
+        store.next_seq().0
     );
     let engine = match device(DEVICE, store, reset) {
         Ok(engine) => slot.insert(engine),
@@ -150,4 +142,28 @@ fn panic(info: &PanicInfo) -> ! {
     crash::record_panic(info);
     log!("panic: {info}; resetting");
     SCB::sys_reset()
+}
+
+/// Mounts the flash store, formatting the retained RAM if it holds none
+/// (as after a power-on).
+#[cfg(not(feature = "ram-store"))]
+fn open_store(slot: &'static mut Option<Store>) -> &'static mut Store {
+    // 4 pages for alerts and state, 28 for routine blocks.
+    let layout = FlashLayout::split(0..retained::SIZE as u32, retained::PAGE as u32, 4);
+    let store = match Store::new(RetainedFlash::take(), layout) {
+        Ok(s) => slot.insert(s),
+        Err(e) => panic!("store layout: {e}"),
+    };
+    if let Err(e) = store.mount() {
+        log!("no store in flash ({e}): formatting");
+        if let Err(e) = store.format().and_then(|()| store.mount().map(|_| ())) {
+            panic!("flash store: {e}");
+        }
+    }
+    store
+}
+
+#[cfg(feature = "ram-store")]
+fn open_store(slot: &'static mut Option<Store>) -> &'static mut Store {
+    slot.insert(Store::new(telemark_core::store::FullPolicy::EvictOldest))
 }

@@ -1,5 +1,5 @@
 #![doc = include_str!("../README.md")]
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 #![cfg_attr(
     not(test),
@@ -12,6 +12,11 @@
 )]
 
 use core::fmt;
+
+#[cfg(feature = "std")]
+mod tcp;
+#[cfg(feature = "std")]
+pub use tcp::TcpLine;
 
 use embedded_io::{Read, ReadReady, Write};
 use telemark_core::transport::Transport;
