@@ -3,20 +3,35 @@
 #
 #   ./scripts/check.sh
 #
-# Installs the rustup targets and components it needs, then runs, in order:
-# rustfmt, clippy (warnings denied), the whole test suite, the no_std builds of
-# the core and drivers for Cortex-M0 and Cortex-M4F, and rustdoc (warnings
-# denied). Stops at the first failure.
+# Installs what it needs (rustup targets and components; qemu-system-arm
+# through apt-get where it is missing), then runs, in order: rustfmt, clippy
+# (warnings denied), the whole test suite (with the QEMU firmware end to end
+# and the flash store's power-cut sweep), the no_std builds for Cortex-M0 and
+# Cortex-M4F, the codec report, the fleet simulator, the flash wear figures,
+# the firmware footprint (which builds the embassy examples), and rustdoc
+# (warnings denied). Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain: rustup components and targets"
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
+step "toolchain: rustup components and targets, QEMU"
+rustup component add rustfmt clippy llvm-tools >/dev/null 2>&1 || true
 for target in thumbv6m-none-eabi thumbv7em-none-eabihf; do
     rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 done
+if ! command -v qemu-system-arm >/dev/null; then
+    # The firmware end-to-end test boots the QEMU boards.
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq qemu-system-arm >/dev/null
+    elif command -v sudo >/dev/null; then
+        sudo apt-get update -qq && sudo apt-get install -y -qq qemu-system-arm >/dev/null
+    else
+        echo "qemu-system-arm is missing and cannot be installed here: install it (apt-get install qemu-system-arm)" >&2
+        exit 1
+    fi
+fi
+qemu-system-arm --version | head -1
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -30,13 +45,22 @@ cargo clippy -p telemark-sensors --features async --all-targets --locked -- -D w
 cargo clippy -p telemark-serial --features async --all-targets --locked -- -D warnings
 
 step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
-cargo clippy -p telemark-core --no-default-features --features defmt,async --target thumbv7em-none-eabihf --locked -- -D warnings
+cargo clippy -p telemark-core --no-default-features --features defmt,async,flash --target thumbv7em-none-eabihf --locked -- -D warnings
+cargo clippy -p telemark-cortex-m --target thumbv7em-none-eabihf --locked -- -D warnings
+cargo clippy -p telemark-cortex-m --target thumbv6m-none-eabi --locked -- -D warnings
+
+step "cargo clippy (the QEMU firmware)"
+for board in netduinoplus2 microbit; do
+    (cd "examples/qemu-$board" && cargo clippy --release --locked -- -D warnings)
+done
 
 step "cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 cargo test -p telemark-sensors --features async --test async_drivers --locked 2>&1 | tee -a "$log"
+# The `small` encoder writes the wire format's vectors to the same bytes.
+cargo test -p telemark-core --features std,small --test wire_vectors --locked 2>&1 | tee -a "$log"
 
 step "no_std builds"
 cargo build -p telemark-core --no-default-features --target thumbv6m-none-eabi --locked
@@ -44,12 +68,21 @@ cargo build -p telemark-core --no-default-features --target thumbv7em-none-eabih
 cargo build -p telemark-core --no-default-features --features serde,defmt,async,lz4 --target thumbv6m-none-eabi --locked
 cargo build -p telemark-sensors --features async --target thumbv6m-none-eabi --locked
 cargo build -p telemark-serial --features async --target thumbv6m-none-eabi --locked
+cargo build -p telemark-core --no-default-features --features flash,small --target thumbv6m-none-eabi --locked
+cargo build -p telemark-core --no-default-features --features flash,async,defmt --target thumbv7em-none-eabihf --locked
+cargo build -p telemark-qemu-app --target thumbv6m-none-eabi --locked
 
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
 
 step "telemark-sim: 100 devices x 30 days, 30 % loss, 12 h partitions; exits non-zero on any invariant violation"
 cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --seed 1 --json
+
+step "flash store wear: a year of a block every 5 minutes on 64 KiB of STM32F4 and nRF52840 flash"
+cargo run --release --locked -p telemark-core --features std,flash --example flash_wear
+
+step "firmware footprint: flash and static RAM, and telemark's part (builds the embassy examples)"
+python3 scripts/footprint.py
 
 step "fuzz targets type-check (they run under cargo +nightly fuzz)"
 cargo check --manifest-path fuzz/Cargo.toml --locked
