@@ -49,9 +49,9 @@ cargo clippy -p telemark-core --no-default-features --features defmt,async,flash
 cargo clippy -p telemark-cortex-m --target thumbv7em-none-eabihf --locked -- -D warnings
 cargo clippy -p telemark-cortex-m --target thumbv6m-none-eabi --locked -- -D warnings
 
-step "cargo clippy (the QEMU firmware)"
-for board in netduinoplus2 microbit; do
-    (cd "examples/qemu-$board" && cargo clippy --release --locked -- -D warnings)
+step "cargo fmt and clippy (the firmware: each example is a workspace of its own)"
+for fw in qemu-netduinoplus2 qemu-microbit stm32f4-embassy nrf52840-embassy; do
+    (cd "examples/$fw" && cargo fmt --check && cargo clippy --release --locked -- -D warnings)
 done
 
 step "cargo test --workspace"

@@ -108,15 +108,32 @@ async fn main(spawner: Spawner) {
     spawner.spawn(count_pulses(reed).expect("one pulse task"));
 
     static TWIM_BUF: StaticCell<[u8; 16]> = StaticCell::new();
-    let i2c = Twim::new(p.TWISPI0, Irqs, p.P0_26, p.P0_27, twim::Config::default(), TWIM_BUF.init([0; 16]));
-    let climate = match Bme280::new(i2c, Delay, bme280::ADDRESS_PRIMARY, [ChannelId(1), ChannelId(2), ChannelId(3)]) {
+    let i2c = Twim::new(
+        p.TWISPI0,
+        Irqs,
+        p.P0_26,
+        p.P0_27,
+        twim::Config::default(),
+        TWIM_BUF.init([0; 16]),
+    );
+    let climate = match Bme280::new(
+        i2c,
+        Delay,
+        bme280::ADDRESS_PRIMARY,
+        [ChannelId(1), ChannelId(2), ChannelId(3)],
+    ) {
         Ok(bme) => Some(PerChannel::new(bme)),
         Err(e) => {
             warn!("BME280: {}", defmt::Debug2Format(&e));
             None
         }
     };
-    let gas = PerChannel::new(GasMeter::new(&PULSES, LITRES_PER_PULSE, [ChannelId(4), ChannelId(5), ChannelId(6)], 12 * 60));
+    let gas = PerChannel::new(GasMeter::new(
+        &PULSES,
+        LITRES_PER_PULSE,
+        [ChannelId(4), ChannelId(5), ChannelId(6)],
+        12 * 60,
+    ));
     let mut plant = Plant { climate, gas };
 
     // The store: the last 16 pages of flash; 2 for alerts and state.
@@ -164,7 +181,11 @@ async fn main(spawner: Spawner) {
             Ok(e) => e,
             Err(e) => defmt::panic!("engine: {}", e),
         };
-    info!("telemark: device {=u64:x}, {} records waiting", DEVICE, engine.store().len());
+    info!(
+        "telemark: device {=u64:x}, {} records waiting",
+        DEVICE,
+        engine.store().len()
+    );
 
     loop {
         let now = Instant::from_millis(embassy_time::Instant::now().as_millis());

@@ -74,7 +74,11 @@ fn main() -> ! {
             panic!("crash drill {value}");
         }
         if now.as_millis() >= status_at {
-            log!("{}, stack high-water {} B", Status(engine, now), stack::high_water());
+            log!(
+                "{}, stack high-water {} B",
+                Status(engine, now),
+                stack::high_water()
+            );
             status_at = now.as_millis() + 10 * 60_000;
         }
         let until = ms + real_ms_until(ms, wake);
@@ -108,7 +112,11 @@ fn boot(
         Err(e) => panic!("engine: {e}"),
     };
     if let Some(c) = crashed {
-        log!("reporting the crash before the reset: {:?} {}", c.kind, c.text());
+        log!(
+            "reporting the crash before the reset: {:?} {}",
+            c.kind,
+            c.text()
+        );
         engine.report_crash(&c);
     }
 }

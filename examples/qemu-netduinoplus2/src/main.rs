@@ -18,9 +18,9 @@ use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
 use telemark_core::report::ResetReason;
+use telemark_core::store::RecordStore;
 #[cfg(not(feature = "ram-store"))]
 use telemark_core::store::{Blocking, FlashLayout, FlashStore};
-use telemark_core::store::RecordStore;
 use telemark_core::transport::step;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{
@@ -82,7 +82,11 @@ fn main() -> ! {
             panic!("crash drill {value}");
         }
         if now.as_millis() >= status_at {
-            log!("{}, stack high-water {} B", Status(engine, now), stack::high_water());
+            log!(
+                "{}, stack high-water {} B",
+                Status(engine, now),
+                stack::high_water()
+            );
             status_at = now.as_millis() + 10 * 60_000;
         }
         let until = ms + real_ms_until(ms, wake);
@@ -121,7 +125,11 @@ fn boot(
         Err(e) => panic!("engine: {e}"),
     };
     if let Some(c) = crashed {
-        log!("reporting the crash before the reset: {:?} {}", c.kind, c.text());
+        log!(
+            "reporting the crash before the reset: {:?} {}",
+            c.kind,
+            c.text()
+        );
         engine.report_crash(&c);
     }
 }

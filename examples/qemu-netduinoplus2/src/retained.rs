@@ -83,7 +83,8 @@ impl NorFlash for RetainedFlash {
     const ERASE_SIZE: usize = PAGE;
 
     fn erase(&mut self, from: u32, to: u32) -> Result<(), Error> {
-        if from as usize % PAGE != 0 || to as usize % PAGE != 0 || to < from {
+        if !(from as usize).is_multiple_of(PAGE) || !(to as usize).is_multiple_of(PAGE) || to < from
+        {
             return Err(Error::NotAligned);
         }
         self.range(from, (to - from) as usize)?.fill(0xFF);
@@ -91,7 +92,7 @@ impl NorFlash for RetainedFlash {
     }
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Error> {
-        if offset as usize % 4 != 0 || bytes.len() % 4 != 0 {
+        if !(offset as usize).is_multiple_of(4) || !bytes.len().is_multiple_of(4) {
             return Err(Error::NotAligned);
         }
         // Like NOR flash, a write only clears bits.

@@ -22,9 +22,7 @@ use embassy_stm32::usart::{self, BufferedUart};
 use embassy_stm32::wdg::IndependentWatchdog;
 use embassy_stm32::{bind_interrupts, interrupt, peripherals};
 use embassy_time::{Delay, Duration as Wait, Timer};
-use embedded_storage::nor_flash::{
-    ErrorType, MultiwriteNorFlash, NorFlash, ReadNorFlash,
-};
+use embedded_storage::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, ReadNorFlash};
 use panic_probe as _;
 use static_cell::StaticCell;
 use telemark_core::channel::ChannelSpec;
@@ -142,18 +140,30 @@ async fn main(spawner: Spawner) {
     spawner.spawn(count_pulses(reed).expect("one pulse task"));
 
     let i2c = I2c::new_blocking(p.I2C1, p.PB6, p.PB7, Default::default());
-    let climate = match Bme280::new(i2c, Delay, bme280::ADDRESS_PRIMARY, [ChannelId(1), ChannelId(2), ChannelId(3)]) {
+    let climate = match Bme280::new(
+        i2c,
+        Delay,
+        bme280::ADDRESS_PRIMARY,
+        [ChannelId(1), ChannelId(2), ChannelId(3)],
+    ) {
         Ok(bme) => Some(PerChannel::new(bme)),
         Err(e) => {
             warn!("BME280: {}", defmt::Debug2Format(&e));
             None
         }
     };
-    let gas = PerChannel::new(GasMeter::new(&PULSES, LITRES_PER_PULSE, [ChannelId(4), ChannelId(5), ChannelId(6)], 12 * 60));
+    let gas = PerChannel::new(GasMeter::new(
+        &PULSES,
+        LITRES_PER_PULSE,
+        [ChannelId(4), ChannelId(5), ChannelId(6)],
+        12 * 60,
+    ));
     let mut plant = Plant { climate, gas };
 
     // The store: sectors 8-11, i.e. 384 KiB to 896 KiB into region 3.
-    let region = Flash::new_blocking(p.FLASH).into_blocking_regions().bank1_region3;
+    let region = Flash::new_blocking(p.FLASH)
+        .into_blocking_regions()
+        .bank1_region3;
     const SECTOR: u32 = 128 * 1024;
     let layout = FlashLayout::split(3 * SECTOR..7 * SECTOR, SECTOR, 2);
     static STORE: StaticCell<Store> = StaticCell::new();
@@ -173,7 +183,15 @@ async fn main(spawner: Spawner) {
     uart_config.baudrate = 115_200;
     static TX: StaticCell<[u8; 512]> = StaticCell::new();
     static RX: StaticCell<[u8; 512]> = StaticCell::new();
-    let uart = match BufferedUart::new(p.USART2, p.PA3, p.PA2, TX.init([0; 512]), RX.init([0; 512]), Irqs, uart_config) {
+    let uart = match BufferedUart::new(
+        p.USART2,
+        p.PA3,
+        p.PA2,
+        TX.init([0; 512]),
+        RX.init([0; 512]),
+        Irqs,
+        uart_config,
+    ) {
         Ok(u) => u,
         Err(e) => defmt::panic!("USART2: {}", e),
     };
@@ -190,7 +208,11 @@ async fn main(spawner: Spawner) {
             Ok(e) => e,
             Err(e) => defmt::panic!("engine: {}", e),
         };
-    info!("telemark: device {=u64:x}, {} records waiting", DEVICE, engine.store().len());
+    info!(
+        "telemark: device {=u64:x}, {} records waiting",
+        DEVICE,
+        engine.store().len()
+    );
 
     loop {
         let now = Instant::from_millis(embassy_time::Instant::now().as_millis());
