@@ -26,7 +26,7 @@ use crate::config::DeviceConfig;
 use crate::model::Severity;
 
 #[cfg(feature = "flash")]
-mod flash;
+pub mod flash;
 mod ram;
 mod ring;
 

@@ -16,9 +16,9 @@ use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
 use telemark_core::report::ResetReason;
-use telemark_core::store::{FullPolicy, RamStore};
+use telemark_core::store::{FullPolicy, RamStore, RecordStore, Seq};
 use telemark_core::transport::step;
-use telemark_cortex_m::{crash, stack, uptime};
+use telemark_cortex_m::{crash, retained, stack, uptime};
 use telemark_qemu_app::{
     device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
 };
@@ -70,6 +70,8 @@ fn main() -> ! {
         let ms = uptime::now_ms();
         let now = device_time(ms);
         let wake = step(engine, serial, now, boiler);
+        // A reset must not reuse sequence numbers the server has stored.
+        retained::save(engine.store().next_seq().0);
         if let Some((CRASH_DRILL_OUTPUT, value)) = boiler.last_output.take() {
             panic!("crash drill {value}");
         }
@@ -106,7 +108,14 @@ fn boot(
     } else {
         ResetReason::PowerOn
     };
-    log!("telemark on microbit: device {DEVICE}, reset {reset:?}");
+    // The RAM store's records are lost with a reset; its numbering is not.
+    if let Some(next) = retained::load() {
+        *store = Store::resume(FullPolicy::EvictOldest, Seq(next));
+    }
+    log!(
+        "telemark on microbit: device {DEVICE}, reset {reset:?}, next seq {}",
+        store.next_seq().0
+    );
     let engine = match device(DEVICE, store, reset) {
         Ok(engine) => slot.insert(engine),
         Err(e) => panic!("engine: {e}"),

@@ -261,7 +261,7 @@ impl Header {
     }
 }
 
-/// The two-lane store in NOR flash; see the [module docs](self).
+/// The two-lane store in NOR flash; see the [module docs](crate::store::flash).
 ///
 /// `F` is an async NOR flash: a blocking one comes wrapped in [`Blocking`]
 /// by [`FlashStore::new`]. `N` is the store's buffer: the largest record is
