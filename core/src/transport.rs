@@ -100,6 +100,51 @@ pub trait AsyncTransport {
     async fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Self::Error>;
 }
 
+/// A link that is down: the radio never attaches, so the engine keeps
+/// everything in its store. For a cut link in simulations and tests, and for
+/// a device between two links.
+///
+/// ```
+/// use telemark_core::transport::{NoLink, Transport};
+/// let mut link = NoLink { mtu: 256 };
+/// assert!(link.power(true).is_err());
+/// assert_eq!(link.receive(&mut [0u8; 8]), Ok(None));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoLink {
+    /// The MTU the link would have.
+    pub mtu: usize,
+}
+
+/// Why [`NoLink`] did not carry a frame: it is down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LinkDown;
+
+impl Transport for NoLink {
+    type Error = LinkDown;
+
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn power(&mut self, on: bool) -> Result<(), LinkDown> {
+        if on {
+            Err(LinkDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn send(&mut self, _frame: &[u8]) -> Result<(), LinkDown> {
+        Err(LinkDown)
+    }
+
+    fn receive(&mut self, _buf: &mut [u8]) -> Result<Option<usize>, LinkDown> {
+        Ok(None)
+    }
+}
+
 /// Takes the readings a sampler writes, to hand them to the engine.
 struct Collected(heapless::Vec<Reading, 8>);
 

@@ -16,7 +16,7 @@ use telemark_core::sensor::{Sensor, SensorErrorKind};
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{FullPolicy, RamStore, RecordStore};
 use telemark_core::time::{Duration, Instant};
-use telemark_core::transport::{step, Board};
+use telemark_core::transport::{step, Board, NoLink};
 use telemark_core::uplink::UplinkConfig;
 use telemark_gateway::Gateway;
 use telemark_sensors::synthetic::{Episode, Signal, Synthetic};
@@ -108,7 +108,7 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
             if let Some(t) = link.take() {
                 drop(t.release()); // closes the socket: the gateway sees the line close
             }
-            let mut dead = Dead;
+            let mut dead = NoLink { mtu: 200 };
             now = step(&mut engine, &mut dead, now, &mut board)
                 .min(mended)
                 .max(now + Duration::from_millis(1));
@@ -172,27 +172,4 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
         engine.config().engine.uplink.report_interval,
         Duration::from_mins(30)
     );
-}
-
-/// The link while it is cut: the radio cannot attach.
-struct Dead;
-
-impl telemark_core::transport::Transport for Dead {
-    type Error = ();
-    fn mtu(&self) -> usize {
-        200
-    }
-    fn power(&mut self, on: bool) -> Result<(), ()> {
-        if on {
-            Err(())
-        } else {
-            Ok(())
-        }
-    }
-    fn send(&mut self, _: &[u8]) -> Result<(), ()> {
-        Err(())
-    }
-    fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> {
-        Ok(None)
-    }
 }

@@ -17,9 +17,9 @@ use telemark_core::model::Value;
 use telemark_core::report::{Report, ResetReason};
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, RecordStore, SimFlash};
 use telemark_core::time::{Duration, Instant};
-use telemark_core::transport::{step, Transport};
+use telemark_core::transport::{step, NoLink};
 use telemark_gateway::{Gateway, Stored};
-use telemark_qemu_app::{device, Boiler, Device};
+use telemark_qemu_app::{device, Boiler, Device, MTU};
 use telemark_serial::{SerialTransport, TcpLine};
 
 type Flash = SimFlash<1024, 32>;
@@ -37,29 +37,6 @@ enum Trouble {
     LinkCut(u64, u64),
     /// The power goes at this minute; RAM is lost, flash is not.
     PowerCut(u64),
-}
-
-/// The link while it is cut: the modem cannot attach.
-struct Cut;
-
-impl Transport for Cut {
-    type Error = ();
-    fn mtu(&self) -> usize {
-        telemark_qemu_app::MTU
-    }
-    fn power(&mut self, on: bool) -> Result<(), ()> {
-        if on {
-            Err(())
-        } else {
-            Ok(())
-        }
-    }
-    fn send(&mut self, _: &[u8]) -> Result<(), ()> {
-        Err(())
-    }
-    fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> {
-        Ok(None)
-    }
 }
 
 fn boot(id: u64, flash: Flash, reset: ResetReason) -> Engine {
@@ -97,7 +74,7 @@ fn run_device(id: u64, port: u16, trouble: Trouble) -> u32 {
                     println!("   {}  device {id}: link cut", clock(now));
                     drop(l.release());
                 }
-                step(&mut engine, &mut Cut, now, &mut boiler)
+                step(&mut engine, &mut NoLink { mtu: MTU }, now, &mut boiler)
             }
             Trouble::PowerCut(at) if powered && now.as_millis() >= at * 60_000 => {
                 powered = false;
