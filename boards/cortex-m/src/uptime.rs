@@ -1,10 +1,10 @@
 //! Milliseconds since boot, counted by SysTick.
 //!
 //! ```no_run
-//! # fn take() -> cortex_m::peripheral::SYST { unimplemented!() }
 //! // At start-up, with the core clock's frequency:
-//! let mut syst = take();
-//! telemark_cortex_m::uptime::start(&mut syst, 168_000_000);
+//! if let Some(mut core) = cortex_m::Peripherals::take() {
+//!     telemark_cortex_m::uptime::start(&mut core.SYST, 168_000_000);
+//! }
 //! // and in the firmware:
 //! // #[cortex_m_rt::exception]
 //! // fn SysTick() { telemark_cortex_m::uptime::tick(); }

@@ -847,6 +847,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
             decimated: meta.decimated,
             readings: meta.readings,
         };
+        let mut evictions = false;
         loop {
             match self.append(meta.lane, header, payload) {
                 Ok(true) => break,
@@ -856,9 +857,13 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
                         && self.evict_oldest().map_err(PushError::Backend)?;
                     if !evicted {
                         self.refuse(meta.lane, meta.readings);
-                        self.refresh(meta.lane).map_err(PushError::Backend)?;
+                        // Only evictions changed the lane's pages.
+                        if evictions {
+                            self.refresh(meta.lane).map_err(PushError::Backend)?;
+                        }
                         return Err(PushError::Full);
                     }
+                    evictions = true;
                 }
                 Err(PushError::TooLarge) => {
                     self.refuse(meta.lane, meta.readings);

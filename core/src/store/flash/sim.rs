@@ -127,11 +127,6 @@ impl<const PAGE: usize, const PAGES: usize> SimFlash<PAGE, PAGES> {
         &self.erases
     }
 
-    /// The whole flash, page after page.
-    pub fn bytes(&self) -> impl Iterator<Item = u8> + '_ {
-        self.pages.iter().flatten().copied()
-    }
-
     /// Spends one byte of the budget; false (and power off) if none is left.
     fn spend(&mut self) -> bool {
         match &mut self.budget {
