@@ -45,15 +45,17 @@ use core::fmt;
 use crate::channel::ChannelSpec;
 use crate::codec::{BlockCodec, CompactCodec};
 use crate::config::{ConfigError, ConfigUpdate, DeviceConfig};
-use crate::frame::{Command, Frame, FrameError, FRAME_OVERHEAD_MAX, RECORD_HEADER_MAX};
 use crate::model::{Alert, ChannelId, Quality, Reading};
-use crate::report::{Crash, Heartbeat, Report, ResetReason};
 use crate::rules::RuleState;
 use crate::sensor::SensorErrorKind;
 use crate::stager::{SealedBlock, Stager, StagerConfig};
 use crate::store::{Lane, LoadError, RecordMeta, RecordStore, Seq};
 use crate::time::{Duration, Instant};
 use crate::uplink::{AckInfo, Uplink, UplinkAction, UplinkConfig};
+use crate::wire::frame::{frame_overhead, Command, Item, RECORD_HEADER_MAX};
+use crate::wire::report::{Crash, Heartbeat, Report, ResetReason};
+use crate::wire::seal::{FrameError, Sealing};
+use crate::wire::Epoch;
 
 /// What the engine needs to know besides its channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,21 +140,32 @@ pub enum Action<'a> {
     Sleep(Instant),
 }
 
-/// What a frame from the server did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a response from the server did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Downlink {
-    /// An acknowledgement freed records.
-    Ack(AckInfo),
-    /// A config update was applied (its version) or refused (why).
-    Config(Result<u32, ConfigError>),
-    /// A command was executed, or had been already (`repeated`).
-    Command {
-        /// The command's id.
-        id: u32,
-        /// The id was seen before: the earlier result was reported again.
-        repeated: bool,
-    },
+pub struct Downlink {
+    /// What its acknowledgement freed.
+    pub ack: AckInfo,
+    /// A config update it carried: applied (its version) or refused (why).
+    pub config: Option<Result<u32, ConfigError>>,
+    /// Commands it carried that were executed.
+    pub commands: u8,
+    /// Commands it carried whose ids were seen before: their earlier
+    /// results were reported again.
+    pub repeated: u8,
+}
+
+/// What a device is in this boot: how it seals its frames, and the epoch
+/// that names this boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Boot {
+    /// Why the device started.
+    pub reset_reason: ResetReason,
+    /// This boot's epoch: from the flash store's mount, or 64 bits from
+    /// the board's random number generator.
+    pub epoch: Epoch,
+    /// The device's key (or, on a bench, [`Sealing::Unauthenticated`]).
+    pub sealing: Sealing,
 }
 
 /// Commands remembered, so a repeated id is not executed twice.
@@ -205,6 +218,9 @@ pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU
     recent: heapless::Deque<(u32, u8, u32), RECENT_COMMANDS>,
 }
 
+/// Any sealing with a key: what the frame budget is sized for.
+const SEALED: Sealing = Sealing::key(0, crate::wire::seal::Key::from_bytes([0; 32]));
+
 /// Checks what the engine itself needs of a config.
 fn check<const MTU: usize>(config: &EngineConfig) -> Result<(), EngineError> {
     config.uplink.validate().map_err(EngineError::Uplink)?;
@@ -212,8 +228,9 @@ fn check<const MTU: usize>(config: &EngineConfig) -> Result<(), EngineError> {
     if usize::from(config.uplink.mtu) > MTU {
         return Err(EngineError::MtuOverBuffer);
     }
-    let room =
-        usize::from(config.uplink.mtu).saturating_sub(FRAME_OVERHEAD_MAX + RECORD_HEADER_MAX);
+    // Sized for a sealed frame, the larger, so either sealing works.
+    let overhead = frame_overhead(config.uplink.device, &SEALED);
+    let room = usize::from(config.uplink.mtu).saturating_sub(overhead + RECORD_HEADER_MAX);
     if usize::from(config.stager.max_bytes) > room {
         return Err(EngineError::BlockOverMtu);
     }
@@ -226,12 +243,12 @@ fn check<const MTU: usize>(config: &EngineConfig) -> Result<(), EngineError> {
 impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     Engine<S, CH, STAGE, MTU>
 {
-    /// An engine for `channels`, storing into `store`, started for `reset_reason`.
+    /// An engine for `channels`, storing into `store`, for this `boot`.
     pub fn new(
         channels: &[ChannelSpec],
         store: S,
         config: EngineConfig,
-        reset_reason: ResetReason,
+        boot: Boot,
     ) -> Result<Self, EngineError> {
         check::<MTU>(&config)?;
         let mut list = heapless::Vec::new();
@@ -251,10 +268,10 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             channels: list,
             stager: Stager::new(CompactCodec, config.stager),
             store,
-            uplink: Uplink::new(config.uplink),
+            uplink: Uplink::new(config.uplink, boot.sealing, boot.epoch),
             heartbeat: config.heartbeat,
             next_heartbeat: Instant::ZERO,
-            reset_reason,
+            reset_reason: boot.reset_reason,
             block: [0; MTU],
             frame: [0; MTU],
             counters: EngineCounters::default(),
@@ -628,36 +645,37 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         let _ = self.uplink.on_link_down(now);
     }
 
-    /// A frame arrived from the server: an acknowledgement, a config
-    /// update or a command. Anything else, or a frame for another device,
-    /// is refused and counted.
+    /// A frame arrived from the server: the response to the frame in
+    /// flight, with its acknowledgement and any config update and
+    /// commands. It is opened in place in `bytes`. A forged, replayed or
+    /// stale frame, or one for another device, is refused and counted, and
+    /// changes nothing.
     // Out of line: config updates and commands are rare, and their
     // buffers should not sit in the stack frame of every poll.
     #[inline(never)]
-    pub fn on_frame(&mut self, now: Instant, bytes: &[u8]) -> Result<Downlink, FrameError> {
-        let device = self.uplink.config().device;
-        let frame = Frame::parse(bytes).inspect_err(|_| self.uplink.count_bad_frame())?;
-        match frame {
-            Frame::Ack(ack) => self
-                .uplink
-                .on_ack(now, &ack, &mut self.store)
-                .map(Downlink::Ack),
-            Frame::Config { device: d, cbor } if d == device => {
-                Ok(Downlink::Config(self.apply_config(now, cbor)))
-            }
-            Frame::Command {
-                device: d,
-                id,
-                command,
-            } if d == device => {
-                let repeated = self.run_command(now, id, command);
-                Ok(Downlink::Command { id, repeated })
-            }
-            _ => {
-                self.uplink.count_bad_frame();
-                Err(FrameError::Malformed)
+    pub fn on_frame(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Downlink, FrameError> {
+        let (ack, response) = self.uplink.on_frame(now, bytes, &mut self.store)?;
+        let mut done = Downlink {
+            ack,
+            ..Downlink::default()
+        };
+        for item in response.items() {
+            match item {
+                Item::Config(cbor) => done.config = Some(self.apply_config(now, cbor)),
+                Item::Command { id, command } => {
+                    if self.run_command(now, id, command) {
+                        done.repeated = done.repeated.saturating_add(1);
+                    } else {
+                        done.commands = done.commands.saturating_add(1);
+                    }
+                }
+                // Key rotation needs a store that keeps the key across a
+                // power cut; until then a new key is refused by ignoring
+                // it, and the server keeps the old one.
+                Item::Key { .. } => {}
             }
         }
+        Ok(done)
     }
 
     /// What to do at `now`. Call again after carrying it out, until it

@@ -16,9 +16,7 @@ pub mod channel;
 pub mod codec;
 pub mod config;
 pub mod engine;
-pub mod frame;
 pub mod model;
-pub mod report;
 pub mod rules;
 pub mod sensor;
 pub mod stager;
@@ -26,6 +24,7 @@ pub mod store;
 pub mod time;
 pub mod transport;
 pub mod uplink;
+pub mod wire;
 
 /// The workspace README's quickstart, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -239,7 +239,7 @@ where
     loop {
         while let Ok(Some(n)) = transport.receive(&mut rx) {
             // Refused frames are counted by the uplink.
-            let _ = engine.on_frame(now, rx.get(..n).unwrap_or_default());
+            let _ = engine.on_frame(now, rx.get_mut(..n).unwrap_or_default());
         }
         match next_io(engine, board, now, &mut frame) {
             Io::Radio(true) => {
@@ -276,7 +276,7 @@ where
     let mut frame = [0u8; MTU];
     loop {
         while let Ok(Some(n)) = transport.receive(&mut rx).await {
-            let _ = engine.on_frame(now, rx.get(..n).unwrap_or_default());
+            let _ = engine.on_frame(now, rx.get_mut(..n).unwrap_or_default());
         }
         match next_io(engine, board, now, &mut frame) {
             Io::Radio(true) => {

@@ -54,10 +54,16 @@
 
 use core::fmt;
 
-use crate::frame::{AckFrame, FrameError, FrameWriteError, FrameWriter};
 use crate::model::Severity;
-use crate::store::{Lane, RecordStore};
+use crate::store::RecordStore;
 use crate::time::{Duration, Instant, WallClock};
+use crate::wire::frame::{FrameWriter, Response};
+use crate::wire::seal::{open, Direction, FrameError, FrameKind, Header, Sealing, MAX_COUNTER};
+use crate::wire::{Epoch, Lane, Seq};
+
+/// Most records one frame carries: the uplink remembers each one it sent,
+/// so that an acknowledgement frees only records that were sent.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 /// How the uplink behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,7 +103,7 @@ pub enum UplinkConfigError {
 impl fmt::Display for UplinkConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            UplinkConfigError::MtuTooSmall => "MTU below 32 bytes",
+            UplinkConfigError::MtuTooSmall => "MTU below 64 bytes",
             UplinkConfigError::ZeroInterval => "zero report interval or ack timeout",
             UplinkConfigError::BadHighWater => "high-water mark must be 1..=100 %",
             UplinkConfigError::BadRetry => "zero attempts, or max backoff below the ack timeout",
@@ -109,8 +115,9 @@ impl fmt::Display for UplinkConfigError {
 impl std::error::Error for UplinkConfigError {}
 
 impl UplinkConfig {
-    /// Smallest MTU: a frame header, one record header and a few bytes.
-    pub const MIN_MTU: u16 = 32;
+    /// Smallest MTU: a sealed frame header, one record header and a few
+    /// bytes of payload.
+    pub const MIN_MTU: u16 = 64;
 
     /// Defaults for a cellular or LoRa link: 80 % high water, 10 s first
     /// timeout, backoff up to an hour, 5 attempts per session.
@@ -188,8 +195,11 @@ pub struct UplinkCounters {
     pub acked_records: u32,
     /// Readings in the records freed by acknowledgements.
     pub acked_readings: u32,
-    /// Frames from the link that were refused (bad CRC, other device, ...).
+    /// Frames from the link that were refused: malformed, bad tag, for
+    /// another device, epoch or key.
     pub bad_frames: u32,
+    /// Responses refused as replayed, or answering no frame in flight.
+    pub replayed: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,11 +226,20 @@ pub struct Uplink {
     rng: u32,
     clock: WallClock,
     counters: UplinkCounters,
+    sealing: Sealing,
+    epoch: Epoch,
+    /// Counter of the last frame sent in this epoch.
+    counter: u32,
+    /// The records of the frame in flight, until its response comes.
+    in_flight: heapless::Vec<Seq, MAX_IN_FLIGHT>,
+    /// True while the frame `counter` awaits its response.
+    awaiting: bool,
 }
 
 impl Uplink {
-    /// A fresh uplink; the first routine report is due one interval after boot.
-    pub fn new(config: UplinkConfig) -> Self {
+    /// A fresh uplink for the boot `epoch`, sealing with `sealing`; the
+    /// first routine report is due one interval after boot.
+    pub fn new(config: UplinkConfig, sealing: Sealing, epoch: Epoch) -> Self {
         Uplink {
             config,
             state: State::Asleep {
@@ -234,7 +253,22 @@ impl Uplink {
             rng: (config.device as u32 ^ (config.device >> 32) as u32) | 1,
             clock: WallClock::unsynced(),
             counters: UplinkCounters::default(),
+            sealing,
+            epoch,
+            counter: 0,
+            in_flight: heapless::Vec::new(),
+            awaiting: false,
         }
+    }
+
+    /// The boot epoch this uplink seals its frames under.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The sealing in force.
+    pub fn sealing(&self) -> &Sealing {
+        &self.sealing
     }
 
     /// The config.
@@ -367,20 +401,34 @@ impl Uplink {
         let Some(frame_buf) = buf.get_mut(..mtu) else {
             return Some(self.end_session(now, false));
         };
-        let Ok(mut frame) = FrameWriter::new(frame_buf, self.config.device) else {
+        if self.counter >= MAX_COUNTER {
+            // Every nonce of this epoch is used: nothing more goes out
+            // until a reboot starts a new epoch.
+            return Some(self.end_session(now, false));
+        }
+        let header = Header::new(
+            FrameKind::Records,
+            self.config.device,
+            self.epoch,
+            self.counter + 1,
+            &self.sealing,
+        );
+        let Ok(mut frame) = FrameWriter::new(frame_buf, &header, now, &self.sealing) else {
             return Some(self.end_session(now, false));
         };
+        self.in_flight.clear();
+        let boots = store.boots();
         let mut nth = 0;
-        loop {
+        while !self.in_flight.is_full() {
             let record = match store.peek(nth) {
                 Ok(Some(r)) => r,
                 _ => break,
             };
-            match frame.push(&record) {
-                Ok(()) => nth += 1,
-                Err(FrameWriteError::Full) => break,
-                Err(_) => break,
+            if frame.push(&record, boots.epoch_of(record.seq)).is_err() {
+                break;
             }
+            let _ = self.in_flight.push(record.seq);
+            nth += 1;
         }
         if frame.count() == 0 {
             if nth == 0 && store.is_empty() {
@@ -391,9 +439,11 @@ impl Uplink {
             return Some(self.end_session(now, false));
         }
         let records = u32::from(frame.count());
-        let Ok(len) = frame.finish() else {
+        let Ok(len) = frame.finish(&self.sealing) else {
             return Some(self.end_session(now, false));
         };
+        self.counter += 1;
+        self.awaiting = true;
         self.attempt = self.attempt.saturating_add(1);
         let exponent = self.attempt.saturating_sub(1);
         let timeout = self.backoff(exponent);
@@ -426,49 +476,44 @@ impl Uplink {
         }
     }
 
-    /// A frame arrived from the server. Acknowledgements free their records
-    /// from the store and set the clock; anything else is refused, counted,
-    /// and returned as an error.
-    pub fn on_frame<S: RecordStore>(
+    /// A frame arrived from the server: it is opened in place and checked
+    /// (the device's key, this device, this epoch, and the answer to the
+    /// frame in flight, once). Its acknowledgement frees the records it
+    /// names that the frame in flight carried, and sets the clock; the
+    /// response is returned for its items. Anything else is refused,
+    /// counted, and returned as an error.
+    pub fn on_frame<'b, S: RecordStore>(
         &mut self,
         now: Instant,
-        bytes: &[u8],
+        bytes: &'b mut [u8],
         store: &mut S,
-    ) -> Result<AckInfo, FrameError> {
-        match AckFrame::parse(bytes) {
-            Ok(ack) => self.on_ack(now, &ack, store),
+    ) -> Result<(AckInfo, Response<'b>), FrameError> {
+        let response = match self.open_response(bytes) {
+            Ok(r) => r,
             Err(e) => {
-                self.count_bad_frame();
-                Err(e)
+                let c = &mut self.counters;
+                if e == FrameError::Replayed {
+                    c.replayed = c.replayed.saturating_add(1);
+                } else {
+                    c.bad_frames = c.bad_frames.saturating_add(1);
+                }
+                return Err(e);
             }
-        }
-    }
-
-    /// A frame was refused before it reached the uplink (counted here).
-    pub fn count_bad_frame(&mut self) {
-        self.counters.bad_frames = self.counters.bad_frames.saturating_add(1);
-    }
-
-    /// An acknowledgement, already parsed: frees its records from the store
-    /// and sets the clock. One for another device is refused and counted.
-    pub fn on_ack<S: RecordStore>(
-        &mut self,
-        now: Instant,
-        ack: &AckFrame<'_>,
-        store: &mut S,
-    ) -> Result<AckInfo, FrameError> {
-        if ack.device() != self.config.device {
-            self.count_bad_frame();
-            return Err(FrameError::Malformed);
-        }
+        };
+        self.awaiting = false;
         let mut info = AckInfo::default();
-        for range in ack.ranges() {
-            if let Ok(freed) = store.ack(range) {
-                info.records += freed.records;
-                info.readings += freed.readings;
+        for range in response.ranges() {
+            // Only what was sent: a range naming records the frame did not
+            // carry frees nothing.
+            for &seq in self.in_flight.iter().filter(|s| range.contains(**s)) {
+                if let Ok(freed) = store.ack(crate::wire::SeqRange::single(seq)) {
+                    info.records += freed.records;
+                    info.readings += freed.readings;
+                }
             }
         }
-        if let Some(t) = ack.server_time().and_then(|t| i64::try_from(t).ok()) {
+        self.in_flight.clear();
+        if let Some(t) = response.server_time().and_then(|t| i64::try_from(t).ok()) {
             self.clock.sync(now, t);
         }
         let c = &mut self.counters;
@@ -480,7 +525,26 @@ impl Uplink {
             self.state = State::Ready;
             self.attempt = 0;
         }
-        Ok(info)
+        Ok((info, response))
+    }
+
+    fn open_response<'b>(&self, bytes: &'b mut [u8]) -> Result<Response<'b>, FrameError> {
+        let (header, body) = open(bytes, &self.sealing, Direction::Down)?;
+        if header.device != self.config.device || header.epoch != self.epoch {
+            return Err(FrameError::NotForUs);
+        }
+        if header.kind != FrameKind::Response {
+            return Err(FrameError::Kind(header.kind as u8));
+        }
+        if !self.awaiting || header.counter != self.counter {
+            return Err(FrameError::Replayed);
+        }
+        Response::parse(&header, body)
+    }
+
+    /// A frame was refused before it reached the uplink (counted here).
+    pub fn count_bad_frame(&mut self) {
+        self.counters.bad_frames = self.counters.bad_frames.saturating_add(1);
     }
 
     /// When the uplink next needs a poll, if no event comes first: now

@@ -11,10 +11,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use telemark_core::codec::{raw_len, BlockCodec, CompactCodec};
-use telemark_core::frame::{FrameWriter, RecordsFrame};
 use telemark_core::model::{ChannelId, Quality, Reading, Severity, Value};
-use telemark_core::store::{Lane, Record, RecordMeta, Seq};
 use telemark_core::time::Instant;
+use telemark_core::wire::frame::{
+    Command, FrameWriter, Item, RecordsFrame, Response, ResponseWriter,
+};
+use telemark_core::wire::seal::{open, Direction, FrameError, FrameKind, Header, Key, Sealing};
+use telemark_core::wire::{Epoch, Lane, Record, RecordMeta, Seq, SeqRange};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/test-vectors")
@@ -222,41 +225,169 @@ fn block_vectors_decode_to_their_readings_and_encode_to_their_bytes() {
     }
 }
 
-#[test]
-fn frame_vector_parses_to_its_records() {
-    let (device, records) = frame_case();
-    let path = dir().join("frame-records.txt");
-    let mut buf = [0u8; 128];
-    let mut w = FrameWriter::new(&mut buf, device).unwrap();
-    for rec in &records {
-        w.push(rec).unwrap();
+/// The key of every frame vector: bytes 0x00..=0x1f, key id 1.
+fn vector_sealing() -> Sealing {
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = i as u8;
     }
-    let n = w.finish().unwrap();
+    Sealing::key(1, Key::from_bytes(key))
+}
+
+const VECTOR_EPOCH: Epoch = Epoch(0x0123_4567_89ab_cdef);
+
+/// Writes the vector file `name` in write mode; returns the bytes it holds.
+fn vector_bytes(name: &str, title: &str, bytes: &[u8], extra: &[String]) -> (String, Vec<u8>) {
+    let path = dir().join(name);
     if write_mode() {
-        let mut text = String::from(
-            "# a records frame from device 0xC0FFEE: an alert, then a decimated routine block\n",
-        );
-        text.push_str(&hex(&buf[..n]));
-        writeln!(text, "device: {device}").unwrap();
-        for rec in &records {
-            writeln!(text, "{}", record_line(rec)).unwrap();
+        let mut text = format!("# {title}\n");
+        text.push_str(&hex(bytes));
+        for line in extra {
+            writeln!(text, "{line}").unwrap();
         }
         std::fs::write(&path, text).unwrap();
     }
-    let text = std::fs::read_to_string(&path).unwrap();
-    let bytes = parse_bytes(&text);
-    assert_eq!(&buf[..n], &bytes[..]);
-    let frame = RecordsFrame::parse(&bytes).unwrap();
-    let want_device: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("device: "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(frame.device(), want_device);
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("record: ")).collect();
-    assert_eq!(frame.len(), lines.len());
-    for (rec, line) in frame.records().zip(lines) {
-        assert_eq!(record_line(&rec), line);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let on_file = parse_bytes(&text);
+    assert_eq!(
+        bytes,
+        &on_file[..],
+        "{name}: the writer no longer writes the checked-in bytes"
+    );
+    (text, on_file)
+}
+
+fn field<'t>(text: &'t str, name: &str) -> &'t str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no {name} line"))
+}
+
+#[test]
+fn records_frame_vectors_open_to_their_records() {
+    let (device, records) = frame_case();
+    for (name, sealing, title) in [
+        (
+            "frame-records.txt",
+            vector_sealing(),
+            "a records frame from device 0xC0FFEE sealed with ChaCha20-Poly1305 (key 00..1f, id 1): \
+             epoch 0123456789abcdef, counter 7, uptime 90 s; an alert, then a decimated routine \
+             block numbered in the earlier epoch 0123456789abcdee",
+        ),
+        (
+            "frame-records-unauthenticated.txt",
+            Sealing::Unauthenticated,
+            "the same frame unauthenticated (bench mode): body in clear, CRC-32 at the end",
+        ),
+    ] {
+        let header = Header::new(FrameKind::Records, device, VECTOR_EPOCH, 7, &sealing);
+        let mut buf = [0u8; 160];
+        let mut w = FrameWriter::new(&mut buf, &header, Instant::from_millis(90_000), &sealing).unwrap();
+        w.push(&records[0], None).unwrap();
+        w.push(&records[1], Some(Epoch(VECTOR_EPOCH.0 - 1))).unwrap();
+        let n = w.finish(&sealing).unwrap();
+        let mut extra = vec![
+            format!("device: {device}"),
+            format!("epoch: {}", VECTOR_EPOCH),
+            "counter: 7".to_string(),
+            "uptime_ms: 90000".to_string(),
+        ];
+        extra.push(format!("record: epoch={} {}", VECTOR_EPOCH, record_line(&records[0])));
+        extra.push(format!("record: epoch={} {}", Epoch(VECTOR_EPOCH.0 - 1), record_line(&records[1])));
+        let (text, mut bytes) = vector_bytes(name, title, &buf[..n], &extra);
+
+        let (header, body) = open(&mut bytes, &sealing, Direction::Up).unwrap();
+        assert_eq!(header.device.to_string(), field(&text, "device: "));
+        assert_eq!(header.epoch.to_string(), field(&text, "epoch: "));
+        assert_eq!(header.counter.to_string(), field(&text, "counter: "));
+        let frame = RecordsFrame::parse(&header, body).unwrap();
+        assert_eq!(frame.uptime().as_millis().to_string(), field(&text, "uptime_ms: "));
+        let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("record: ")).collect();
+        assert_eq!(frame.len(), lines.len());
+        for (rec, line) in frame.records().zip(lines) {
+            assert_eq!(format!("epoch={} {}", rec.epoch, record_line(&rec.record).trim_start_matches("record: ")), line);
+        }
     }
+}
+
+#[test]
+fn response_vector_opens_to_its_ack_and_items() {
+    let sealing = vector_sealing();
+    let device = 0x00C0_FFEE;
+    let header = Header::new(FrameKind::Response, device, VECTOR_EPOCH, 7, &sealing);
+    let ranges = [SeqRange::new(Seq(38), Seq(38)), SeqRange::single(Seq(41))];
+    let mut buf = [0u8; 128];
+    let mut w = ResponseWriter::new(
+        &mut buf,
+        &header,
+        Some(1_700_000_000_000),
+        &ranges,
+        &sealing,
+    )
+    .unwrap();
+    let config = [0xa2, 0x00, 0x04, 0x01, 0x19, 0x03, 0x84];
+    w.push(&Item::Config(&config)).unwrap();
+    w.push(&Item::Command {
+        id: 9,
+        command: Command::SetOutput {
+            output: 1,
+            value: 1,
+        },
+    })
+    .unwrap();
+    let n = w.finish(&sealing).unwrap();
+    let extra = vec![
+        format!("device: {device}"),
+        format!("epoch: {}", VECTOR_EPOCH),
+        "counter: 7 (the records frame it answers)".to_string(),
+        "server_time: 1700000000000".to_string(),
+        "ack: 38..=38, 41..=41".to_string(),
+        "item: config a20004011903 84 ({0: 4, 1: 900})".to_string(),
+        "item: command id=9 SetOutput { output: 1, value: 1 }".to_string(),
+    ];
+    let (_, mut bytes) = vector_bytes(
+        "frame-response.txt",
+        "the response to frame-records.txt, sealed for the way down: acknowledges both records, \
+         carries a config update and a command",
+        &buf[..n],
+        &extra,
+    );
+    // Sealed for the way down: the device's nonce space for the way up
+    // does not open it.
+    let mut up = bytes.clone();
+    assert_eq!(
+        open(&mut up, &sealing, Direction::Up).unwrap_err(),
+        FrameError::BadTag
+    );
+    let (header, body) = open(&mut bytes, &sealing, Direction::Down).unwrap();
+    assert_eq!(
+        (header.device, header.epoch, header.counter),
+        (device, VECTOR_EPOCH, 7)
+    );
+    let response = Response::parse(&header, body).unwrap();
+    assert_eq!(response.server_time(), Some(1_700_000_000_000));
+    assert_eq!(response.ranges().collect::<Vec<_>>(), ranges);
+    let items: Vec<Item<'_>> = response.items().collect();
+    assert_eq!(
+        items,
+        [
+            Item::Config(&config),
+            Item::Command {
+                id: 9,
+                command: Command::SetOutput {
+                    output: 1,
+                    value: 1
+                }
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_version_1_frame_is_refused_as_unsupported() {
+    // The first bytes of a version 1 records frame.
+    let mut v1 = parse_bytes(&"bytes: 01 00 ee ff 83 06 82 80 00 29 09 01 02 01 02 26 02 80 02 04 02 10 20 30 d5 fb 63 d8".to_string());
+    let err = open(&mut v1, &vector_sealing(), Direction::Up).unwrap_err();
+    assert_eq!(err, FrameError::Version(1));
+    assert_eq!(err.to_string(), "unsupported frame version 1");
 }

@@ -23,7 +23,6 @@
 use core::fmt;
 
 use crate::config::DeviceConfig;
-use crate::model::Severity;
 
 #[cfg(feature = "flash")]
 pub mod flash;
@@ -36,62 +35,9 @@ pub use flash::{
     FLASH_RECORD_HEADER,
 };
 
+pub use crate::wire::record::{Epoch, Lane, Record, RecordMeta, Seq, SeqRange};
 pub use ram::{RamStore, RAM_STORE_STATE_BYTES};
 pub use ring::{RecordRing, MAX_PAYLOAD, MAX_READINGS, RECORD_OVERHEAD, RING_STATE_BYTES};
-
-/// A record's sequence number: assigned on push, strictly increasing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Seq(pub u32);
-
-impl fmt::Display for Seq {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// An inclusive range of sequence numbers, as carried by acknowledgements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct SeqRange {
-    /// First sequence number in the range.
-    pub first: Seq,
-    /// Last sequence number in the range (inclusive).
-    pub last: Seq,
-}
-
-impl SeqRange {
-    /// `first..=last`.
-    pub const fn new(first: Seq, last: Seq) -> Self {
-        SeqRange { first, last }
-    }
-
-    /// Just `seq`.
-    pub const fn single(seq: Seq) -> Self {
-        SeqRange {
-            first: seq,
-            last: seq,
-        }
-    }
-
-    /// True if `seq` is in the range.
-    pub const fn contains(&self, seq: Seq) -> bool {
-        self.first.0 <= seq.0 && seq.0 <= self.last.0
-    }
-}
-
-/// Which lane a record travels in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Lane {
-    /// Reserved capacity, sent first, never evicted by routine data.
-    Alert,
-    /// Sealed blocks of routine readings.
-    Routine,
-}
 
 /// What a lane does when a new record does not fit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -105,52 +51,56 @@ pub enum FullPolicy {
     EvictOldest,
 }
 
-/// What the store needs to know about a record besides its payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct RecordMeta {
-    /// The lane.
-    pub lane: Lane,
-    /// Ordering within the alert lane; ignored by the routine lane.
-    pub severity: Severity,
-    /// Readings (or alerts) the payload holds, for loss accounting.
-    pub readings: u16,
-    /// The block was decimated to save space.
-    pub decimated: bool,
+/// Boots kept track of by [`Boots`].
+pub const MAX_BOOTS: usize = 8;
+
+/// Which boot epoch numbered which records, for a store whose records
+/// survive a reboot: each entry is an epoch and the first sequence number
+/// of that boot. A record is named on the wire by the epoch that numbered
+/// it, not by the boot that sends it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Boots {
+    entries: heapless::Vec<(Epoch, Seq), MAX_BOOTS>,
 }
 
-impl RecordMeta {
-    /// A routine block of `readings` readings.
-    pub const fn routine(readings: u16) -> Self {
-        RecordMeta {
-            lane: Lane::Routine,
-            severity: Severity::Info,
-            readings,
-            decimated: false,
-        }
+impl Boots {
+    /// The epoch that numbered `seq`, if it is one of the boots kept.
+    pub fn epoch_of(&self, seq: Seq) -> Option<Epoch> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(_, first)| *first <= seq)
+            .map(|(epoch, _)| *epoch)
     }
 
-    /// An alert record holding `alerts` alerts of the given severity.
-    pub const fn alert(severity: Severity, alerts: u16) -> Self {
-        RecordMeta {
-            lane: Lane::Alert,
-            severity,
-            readings: alerts,
-            decimated: false,
+    /// The boots, oldest first.
+    pub fn entries(&self) -> &[(Epoch, Seq)] {
+        &self.entries
+    }
+
+    /// Starts boot `epoch` at `first`, keeping the older boots that may
+    /// still own records (those from `oldest` on). When all of them are
+    /// still needed, the new boot is not added: its records stay named by
+    /// the last boot kept, which is consistent, if not exact.
+    pub(crate) fn start(&mut self, epoch: Epoch, first: Seq, oldest: Seq) {
+        while self.entries.len() >= 2 && self.entries.get(1).is_some_and(|e| e.1 <= oldest) {
+            self.entries.remove(0);
+        }
+        if self.entries.is_full() {
+            if self.entries.get(1).is_some_and(|e| e.1 <= oldest) || self.entries.len() < 2 {
+                self.entries.remove(0);
+            } else {
+                return;
+            }
+        }
+        let _ = self.entries.push((epoch, first));
+    }
+
+    pub(crate) fn from_entries(entries: impl IntoIterator<Item = (Epoch, Seq)>) -> Self {
+        Boots {
+            entries: entries.into_iter().take(MAX_BOOTS).collect(),
         }
     }
-}
-
-/// A stored record, borrowed from the store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct Record<'a> {
-    /// Sequence number.
-    pub seq: Seq,
-    /// What was pushed with it.
-    pub meta: RecordMeta,
-    /// The payload, exactly as pushed.
-    pub payload: &'a [u8],
 }
 
 /// Why a push was refused. The caller still holds the payload.
@@ -299,6 +249,12 @@ pub trait RecordStore {
         readings: u16,
     ) -> Result<bool, Self::Error>;
 
+    /// Which boots numbered the records kept; empty for a store whose
+    /// records all come from this boot, like [`RamStore`].
+    fn boots(&self) -> Boots {
+        Boots::default()
+    }
+
     /// Saves the config in force so that [`RecordStore::load_config`]
     /// returns it after a reboot; a torn save leaves the previous one.
     ///
@@ -383,6 +339,10 @@ impl<S: RecordStore> RecordStore for &mut S {
         readings: u16,
     ) -> Result<bool, Self::Error> {
         (**self).replace_decimated(seq, payload, readings)
+    }
+
+    fn boots(&self) -> Boots {
+        (**self).boots()
     }
 
     fn save_config<const CH: usize>(

@@ -63,8 +63,8 @@ use sequential_storage::queue::{QueueConfig, QueueStorage};
 use blocking::run;
 
 use super::{
-    Acked, FullPolicy, Lane, LoadError, PushError, Record, RecordMeta, RecordStore, SaveError, Seq,
-    SeqRange, StoreCounters, MAX_READINGS, RECORD_OVERHEAD,
+    Acked, Boots, Epoch, FullPolicy, Lane, LoadError, PushError, Record, RecordMeta, RecordStore,
+    SaveError, Seq, SeqRange, StoreCounters, MAX_BOOTS, MAX_READINGS, RECORD_OVERHEAD,
 };
 use crate::config::{ConfigUpdate, DeviceConfig};
 use crate::model::Severity;
@@ -80,6 +80,7 @@ const LEASE: u32 = 256;
 const KEY_LEASE: u32 = u32::MAX;
 const KEY_CONFIG: u32 = u32::MAX - 1;
 const KEY_REPLACING: u32 = u32::MAX - 2;
+const KEY_BOOTS: u32 = u32::MAX - 3;
 /// Sequence numbers stop below the state's keys.
 const SEQ_LIMIT: u32 = u32::MAX - 255;
 /// Map keys are stored little-endian in front of the value.
@@ -200,6 +201,9 @@ pub struct Mount {
     pub finished_decimation: bool,
     /// Items that were not records of this store (removed).
     pub foreign_items: u32,
+    /// The store was corrupted and has been formatted
+    /// ([`FlashStore::mount_or_format`]).
+    pub formatted: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -277,6 +281,9 @@ pub struct FlashStore<F, const N: usize = 512> {
     mounted: bool,
     policy: FullPolicy,
     counters: StoreCounters,
+    boots: Boots,
+    /// The lowest sequence number stored when mounted.
+    oldest: u32,
 }
 
 impl<F, const N: usize> FlashStore<Blocking<F>, N>
@@ -355,6 +362,8 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             mounted: false,
             policy: FullPolicy::default(),
             counters: StoreCounters::default(),
+            boots: Boots::default(),
+            oldest: 0,
         })
     }
 
@@ -390,6 +399,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             self.remove(KEY_REPLACING)?;
         }
         let mut max_seq: Option<u32> = None;
+        let mut min_seq: Option<u32> = None;
         for lane in [Lane::Alert, Lane::Routine] {
             // Items that are not records of this store go first.
             loop {
@@ -412,6 +422,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
                     len += 1;
                     used += item_bytes::<F>(payload.len());
                     max_seq = Some(max_seq.map_or(h.seq.0, |m| m.max(h.seq.0)));
+                    min_seq = Some(min_seq.map_or(h.seq.0, |m| m.min(h.seq.0)));
                     Visit::Next
                 })?;
             } else {
@@ -433,6 +444,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
                     len += 1;
                     used += item_bytes::<F>(bytes);
                     max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
+                    min_seq = Some(min_seq.map_or(seq, |m| m.min(seq)));
                 }
             }
             let state = self.lane_mut(lane);
@@ -444,11 +456,69 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         let after_records = max_seq.map_or(0, |m| m.saturating_add(1));
         self.next_seq = lease.unwrap_or(0).max(after_records);
         self.leased = self.next_seq;
+        self.oldest = min_seq.unwrap_or(self.next_seq);
+        let boots: Option<[u64; 2 * MAX_BOOTS]> = {
+            let (mut map, buf) = self.map();
+            run(map.fetch_item(buf, &KEY_BOOTS))?
+        };
+        self.boots = Boots::from_entries(boots.unwrap_or_default().chunks(2).filter_map(
+            |p| match *p {
+                [epoch, first] if epoch != 0 => Some((Epoch(epoch), Seq(first as u32))),
+                _ => None,
+            },
+        ));
         self.mounted = true;
         report.alert_records = self.alerts.len;
         report.routine_records = self.routine.len;
         report.next_seq = Seq(self.next_seq);
         Ok(report)
+    }
+
+    /// Mounts the store, and formats it only if it is corrupted (flash that
+    /// never held this store, or damaged by something else than a power
+    /// cut); a flash error is returned as it is, and formats nothing. The
+    /// one place a firmware should decide to format.
+    pub fn mount_or_format(&mut self) -> Result<Mount, FlashError<F::Error>> {
+        match self.mount() {
+            Err(FlashError::Corrupted) => {
+                self.format()?;
+                let mut mount = self.mount()?;
+                mount.formatted = true;
+                Ok(mount)
+            }
+            other => other,
+        }
+    }
+
+    /// Starts a boot: advances the boot epoch and saves it, with the first
+    /// sequence number of the boot, before any record of the boot is sent.
+    /// A store that has no epoch yet (new, or formatted) starts from
+    /// `entropy`, 64 bits from the board's random number generator, so a
+    /// formatted store never repeats the epochs (and so the nonces) of its
+    /// earlier life. Call it once per boot, after mounting.
+    pub fn start_boot(&mut self, entropy: u64) -> Result<Epoch, FlashError<F::Error>> {
+        if !self.mounted {
+            return Err(FlashError::NotMounted);
+        }
+        let epoch = match self.boots.entries().last() {
+            Some((last, _)) => Epoch(last.0.wrapping_add(1).max(1)),
+            None => Epoch(entropy.max(1)),
+        };
+        let mut next = self.boots.clone();
+        next.start(epoch, Seq(self.next_seq), Seq(self.oldest));
+        let mut flat = [0u64; 2 * MAX_BOOTS];
+        for (slot, (e, first)) in flat.chunks_mut(2).zip(next.entries()) {
+            if let [a, b] = slot {
+                *a = e.0;
+                *b = u64::from(first.0);
+            }
+        }
+        {
+            let (mut map, buf) = self.map();
+            run(map.store_item(buf, &KEY_BOOTS, &flat))?;
+        }
+        self.boots = next;
+        Ok(epoch)
     }
 
     /// Erases every page of the store. The store must be mounted again.
@@ -1027,6 +1097,10 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
             .decimated_readings
             .saturating_add(u32::from(old.saturating_sub(readings)));
         Ok(true)
+    }
+
+    fn boots(&self) -> Boots {
+        self.boots.clone()
     }
 
     fn save_config<const CH: usize>(
