@@ -9,14 +9,16 @@
 //!
 //! ```
 //! use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-//! use telemark_core::engine::{Action, Engine, EngineConfig};
+//! use telemark_core::engine::{Action, Boot, Engine, EngineConfig};
 //! use telemark_core::model::{ChannelId, Reading, Severity, Value};
-//! use telemark_core::report::ResetReason;
+//! use telemark_core::wire::report::ResetReason;
 //! use telemark_core::rules::Rules;
 //! use telemark_core::stager::StagerConfig;
 //! use telemark_core::store::{FullPolicy, RamStore};
 //! use telemark_core::time::{Duration, Instant};
 //! use telemark_core::uplink::UplinkConfig;
+//! use telemark_core::wire::seal::{Key, Sealing};
+//! use telemark_core::wire::Epoch;
 //!
 //! const TEMP: ChannelSpec = ChannelSpec::new(
 //!     ChannelId(1), Unit::Celsius, ValueKind::Scaled { decimals: 1 },
@@ -24,13 +26,17 @@
 //!     Rules::NONE.high(30.0, 1.0, Severity::Critical),
 //! );
 //! let config = EngineConfig {
-//!     uplink: UplinkConfig::new(7, 128, Duration::from_mins(30)),
+//!     uplink: UplinkConfig::new(7, 160, Duration::from_mins(30)),
 //!     stager: StagerConfig::new(64, 96, Duration::from_mins(30)),
 //!     heartbeat: Duration::from_mins(60 * 6),
 //! };
 //! let store: RamStore<128, 2048> = RamStore::new(FullPolicy::EvictOldest);
-//! let mut engine: Engine<_, 4, 64, 128> =
-//!     Engine::new(&[TEMP], store, config, ResetReason::PowerOn).unwrap();
+//! let boot = Boot {
+//!     reset_reason: ResetReason::PowerOn,
+//!     epoch: Epoch(0x5eed_0001), // 64 bits from the board's RNG, new at every boot
+//!     sealing: Sealing::key(1, Key::from_bytes([0x42; 32])), // provisioned with id 7
+//! };
+//! let mut engine: Engine<_, 4, 64, 160> = Engine::new(&[TEMP], store, config, boot).unwrap();
 //!
 //! let now = Instant::from_millis(0);
 //! assert_eq!(engine.poll(now), Action::Sample(ChannelId(1)));

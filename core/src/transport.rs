@@ -8,22 +8,24 @@
 //!
 //! ```
 //! use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-//! use telemark_core::engine::{Engine, EngineConfig};
+//! use telemark_core::engine::{Boot, Engine, EngineConfig};
 //! use telemark_core::model::{ChannelId, Reading, ReadingSink, Value};
 //! use telemark_core::sensor::SensorErrorKind;
-//! use telemark_core::report::ResetReason;
+//! use telemark_core::wire::report::ResetReason;
 //! use telemark_core::rules::Rules;
 //! use telemark_core::stager::StagerConfig;
 //! use telemark_core::store::{FullPolicy, RamStore};
 //! use telemark_core::time::{Duration, Instant};
 //! use telemark_core::transport::{step, Board, Transport};
 //! use telemark_core::uplink::UplinkConfig;
+//! use telemark_core::wire::seal::{Key, Sealing};
+//! use telemark_core::wire::Epoch;
 //!
 //! /// A link that is never up: everything stays stored.
 //! struct Dead;
 //! impl Transport for Dead {
 //!     type Error = ();
-//!     fn mtu(&self) -> usize { 64 }
+//!     fn mtu(&self) -> usize { 96 }
 //!     fn power(&mut self, on: bool) -> Result<(), ()> { if on { Err(()) } else { Ok(()) } }
 //!     fn send(&mut self, _: &[u8]) -> Result<(), ()> { Err(()) }
 //!     fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> { Ok(None) }
@@ -32,12 +34,19 @@
 //! const LEVEL: ChannelSpec = ChannelSpec::new(ChannelId(1), Unit::Percent,
 //!     ValueKind::Scaled { decimals: 0 }, Range::new(0.0, 100.0), Duration::from_mins(10), Rules::NONE);
 //! let config = EngineConfig {
-//!     uplink: UplinkConfig::new(1, 64, Duration::from_mins(60)),
+//!     uplink: UplinkConfig::new(1, 96, Duration::from_mins(60)),
 //!     stager: StagerConfig::new(32, 32, Duration::from_mins(60)),
 //!     heartbeat: Duration::from_mins(60),
 //! };
-//! let mut engine: Engine<RamStore<128, 512>, 2, 32, 64> =
-//!     Engine::new(&[LEVEL], RamStore::new(FullPolicy::EvictOldest), config, ResetReason::PowerOn).unwrap();
+//! // The key provisioned with the device id, and this boot's epoch from
+//! // the board's random number generator.
+//! let boot = Boot {
+//!     reset_reason: ResetReason::PowerOn,
+//!     epoch: Epoch(0x5eed_0001),
+//!     sealing: Sealing::key(1, Key::from_bytes([0x42; 32])),
+//! };
+//! let mut engine: Engine<RamStore<128, 512>, 2, 32, 96> =
+//!     Engine::new(&[LEVEL], RamStore::new(FullPolicy::EvictOldest), config, boot).unwrap();
 //! /// A tank with a level sensor that always reads 42 %.
 //! struct Tank;
 //! impl Board for Tank {

@@ -26,28 +26,32 @@
 //! and everything else waits for the next report.
 //!
 //! ```
-//! use telemark_core::frame::{write_ack, RecordsFrame};
 //! use telemark_core::model::Severity;
 //! use telemark_core::store::{FullPolicy, RamStore, RecordMeta, RecordStore, SeqRange};
 //! use telemark_core::time::{Duration, Instant};
 //! use telemark_core::uplink::{Uplink, UplinkAction, UplinkConfig};
+//! use telemark_core::wire::frame::ResponseWriter;
+//! use telemark_core::wire::seal::{FrameKind, Header, Key, Sealing};
+//! use telemark_core::wire::Epoch;
 //!
+//! let key = Sealing::key(1, Key::from_bytes([0x42; 32]));
 //! let mut store: RamStore<128, 1024> = RamStore::new(FullPolicy::EvictOldest);
-//! let mut uplink = Uplink::new(UplinkConfig::new(7, 64, Duration::from_mins(15)));
-//! let mut buf = [0u8; 64];
+//! let mut uplink = Uplink::new(UplinkConfig::new(7, 96, Duration::from_mins(15)), key.clone(), Epoch(3));
+//! let mut buf = [0u8; 96];
 //! let now = Instant::from_millis(1_000);
 //!
 //! // An alert wakes the radio at once and goes out in the first frame.
 //! let seq = store.push(RecordMeta::alert(Severity::Critical, 1), b"too hot").unwrap();
 //! assert_eq!(uplink.poll(now, &mut store, &mut buf), Some(UplinkAction::RadioOn));
-//! let Some(UplinkAction::Send(len)) = uplink.poll(now, &mut store, &mut buf) else { panic!() };
-//! assert_eq!(RecordsFrame::parse(&buf[..len]).unwrap().records().next().unwrap().seq, seq);
+//! let Some(UplinkAction::Send(_)) = uplink.poll(now, &mut store, &mut buf) else { panic!() };
 //! uplink.on_sent(now);
 //!
-//! // The server stores it and acknowledges; only now is it freed.
-//! let mut ack = [0u8; 32];
-//! let n = write_ack(&mut ack, 7, Some(1_700_000_000_000), &[SeqRange::single(seq)]).unwrap();
-//! uplink.on_frame(now, &ack[..n], &mut store).unwrap();
+//! // The server stores it and answers frame 1 of epoch 3; only now is it freed.
+//! let mut ack = [0u8; 64];
+//! let header = Header::new(FrameKind::Response, 7, Epoch(3), 1, &key);
+//! let w = ResponseWriter::new(&mut ack, &header, Some(1_700_000_000_000), &[SeqRange::single(seq)], &key).unwrap();
+//! let n = w.finish(&key).unwrap();
+//! uplink.on_frame(now, &mut ack[..n], &mut store).unwrap();
 //! assert!(store.is_empty());
 //! assert_eq!(uplink.poll(now, &mut store, &mut buf), Some(UplinkAction::RadioOff));
 //! ```

@@ -4,14 +4,17 @@
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::config::ConfigError;
+use telemark_core::engine::Boot;
 use telemark_core::engine::{Engine, EngineConfig};
 use telemark_core::model::{ChannelId, Severity};
-use telemark_core::report::{Report, ResetReason};
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::report::{Report, ResetReason};
+use telemark_core::wire::seal::{Key, Sealing};
+use telemark_core::wire::Epoch;
 
 const TEMP: ChannelSpec = ChannelSpec::new(
     ChannelId(1),
@@ -34,9 +37,17 @@ fn engine() -> TestEngine {
         &[TEMP],
         RamStore::new(FullPolicy::EvictOldest),
         config,
-        ResetReason::PowerOn,
+        Boot {
+            reset_reason: ResetReason::PowerOn,
+            epoch: Epoch(1),
+            sealing: sealing(),
+        },
     )
     .unwrap()
+}
+
+fn sealing() -> Sealing {
+    Sealing::key(1, Key::from_bytes([1; 32]))
 }
 
 /// A CBOR map from (key, encoded value) pairs; small keys only.
@@ -164,7 +175,7 @@ fn a_stale_version_is_refused() {
 #[test]
 fn commands_run_once_per_id_and_report_the_same_result() {
     use telemark_core::engine::Action;
-    use telemark_core::frame::Command;
+    use telemark_core::wire::frame::Command;
     let mut e = engine();
     let now = Instant::from_millis(5_000);
     let valve = Command::SetOutput {
@@ -214,8 +225,9 @@ fn commands_run_once_per_id_and_report_the_same_result() {
 #[test]
 fn a_reboot_waits_until_its_result_is_acknowledged() {
     use telemark_core::engine::Action;
-    use telemark_core::frame::{write_ack, Command, RecordsFrame};
     use telemark_core::store::SeqRange;
+    use telemark_core::wire::frame::{Command, RecordsFrame, ResponseWriter};
+    use telemark_core::wire::seal::{open, Direction, FrameKind, Header};
     let mut e = engine();
     let now = Instant::from_millis(1_000);
     assert!(!e.run_command(now, 1, Command::Reboot));
@@ -225,22 +237,24 @@ fn a_reboot_waits_until_its_result_is_acknowledged() {
         match e.poll(now) {
             Action::Reboot => panic!("rebooted before the result was delivered"),
             Action::Send(frame) => {
-                sent = Some(
-                    RecordsFrame::parse(frame)
-                        .unwrap()
-                        .records()
-                        .map(|r| r.seq)
-                        .collect::<Vec<_>>(),
-                )
+                let mut bytes = frame.to_vec();
+                let (header, body) = open(&mut bytes, &sealing(), Direction::Up).unwrap();
+                let frame = RecordsFrame::parse(&header, body).unwrap();
+                sent = Some((
+                    header.counter,
+                    frame.records().map(|r| r.record.seq).collect::<Vec<_>>(),
+                ))
             }
             Action::Sleep(_) => break,
             _ => {}
         }
     }
-    let seqs = sent.expect("the result was sent");
+    let (counter, seqs) = sent.expect("the result was sent");
     let ranges: Vec<SeqRange> = seqs.iter().map(|&s| SeqRange::single(s)).collect();
     let mut ack = [0u8; 128];
-    let n = write_ack(&mut ack, 5, None, &ranges).unwrap();
-    e.on_frame(now, &ack[..n]).unwrap();
+    let header = Header::new(FrameKind::Response, 5, Epoch(1), counter, &sealing());
+    let w = ResponseWriter::new(&mut ack, &header, None, &ranges, &sealing()).unwrap();
+    let n = w.finish(&sealing()).unwrap();
+    e.on_frame(now, &mut ack[..n]).unwrap();
     assert_eq!(e.poll(now), Action::Reboot);
 }

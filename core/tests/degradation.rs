@@ -4,14 +4,17 @@
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::codec::{BlockCodec, CompactCodec};
+use telemark_core::engine::Boot;
 use telemark_core::engine::{Action, Engine, EngineConfig};
 use telemark_core::model::{ChannelId, Quality, Reading, Value};
-use telemark_core::report::ResetReason;
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::seal::Sealing;
+use telemark_core::wire::Epoch;
 
 const LEVEL: ChannelSpec = ChannelSpec::new(
     ChannelId(3),
@@ -30,8 +33,17 @@ fn blocks_are_decimated_before_anything_is_evicted() {
         heartbeat: Duration::from_mins(24 * 60),
     };
     let store: RamStore<256, 2048> = RamStore::new(FullPolicy::EvictOldest);
-    let mut engine: Engine<_, 2, 64, 256> =
-        Engine::new(&[LEVEL], store, config, ResetReason::PowerOn).unwrap();
+    let mut engine: Engine<_, 2, 64, 256> = Engine::new(
+        &[LEVEL],
+        store,
+        config,
+        Boot {
+            reset_reason: ResetReason::PowerOn,
+            epoch: Epoch(1),
+            sealing: Sealing::Unauthenticated,
+        },
+    )
+    .unwrap();
     let mut produced = 0u32;
     let mut first_eviction_at_decimated = None;
     for minute in 0..3 * 24 * 60u64 {

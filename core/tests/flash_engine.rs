@@ -3,9 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
+use telemark_core::engine::Boot;
 use telemark_core::engine::{Action, Engine, EngineConfig};
 use telemark_core::model::{ChannelId, Reading, Severity, Value};
-use telemark_core::report::{Crash, CrashKind, Report, ResetReason};
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{
@@ -13,6 +13,9 @@ use telemark_core::store::{
 };
 use telemark_core::time::{Duration, Instant};
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::report::{Crash, CrashKind, Report, ResetReason};
+use telemark_core::wire::seal::{Key, Sealing};
+use telemark_core::wire::Epoch;
 
 const LEVEL: ChannelSpec = ChannelSpec::new(
     ChannelId(3),
@@ -33,14 +36,26 @@ fn layout() -> FlashLayout {
 
 fn boot(flash: Flash, reason: ResetReason) -> Device {
     let mut store = Store::new(flash, layout()).unwrap();
-    store.mount().unwrap();
+    store.mount_or_format().unwrap();
+    let epoch = store.start_boot(0xB007).unwrap();
     store.set_routine_policy(FullPolicy::EvictOldest);
     let config = EngineConfig {
         uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
         stager: StagerConfig::new(60, 200, Duration::from_mins(60)),
         heartbeat: Duration::from_mins(24 * 60),
     };
-    Engine::new(&[LEVEL], store, config, reason).unwrap()
+    let sealing = Sealing::key(1, Key::from_bytes([1; 32]));
+    Engine::new(
+        &[LEVEL],
+        store,
+        config,
+        Boot {
+            reset_reason: reason,
+            epoch,
+            sealing,
+        },
+    )
+    .unwrap()
 }
 
 /// Runs `minutes` with the link down; returns readings produced.
@@ -130,7 +145,17 @@ fn a_saved_config_that_no_longer_fits_leaves_the_defaults_and_says_so() {
         id: ChannelId(9),
         ..LEVEL
     };
-    let mut engine: Device = Engine::new(&[other], store, config, ResetReason::Software).unwrap();
+    let mut engine: Device = Engine::new(
+        &[other],
+        store,
+        config,
+        Boot {
+            reset_reason: ResetReason::Software,
+            epoch: Epoch(9),
+            sealing: Sealing::Unauthenticated,
+        },
+    )
+    .unwrap();
     assert_eq!(engine.config().version, 0);
     let mut refused = false;
     for nth in 0..engine.store().len() {
@@ -169,4 +194,56 @@ fn flash_blocks_are_decimated_before_they_are_evicted() {
         engine.heartbeat(Instant::ZERO).decimated,
         c.decimated_readings
     );
+}
+
+#[test]
+fn every_boot_has_a_new_epoch_and_records_keep_the_one_that_numbered_them() {
+    use telemark_core::store::RecordMeta;
+    use telemark_core::uplink::{Uplink, UplinkAction};
+    use telemark_core::wire::frame::RecordsFrame;
+    use telemark_core::wire::seal::{open, Direction};
+
+    let mut store = Store::new(Flash::new(), layout()).unwrap();
+    store.mount_or_format().unwrap();
+    let first = store.start_boot(0xB007).unwrap();
+    assert_eq!(
+        first,
+        Epoch(0xB007),
+        "a new store starts from the board's entropy"
+    );
+    let old = store.push(RecordMeta::routine(1), b"one").unwrap();
+
+    let mut store = Store::new(store.release().0, layout()).unwrap();
+    assert!(!store.mount_or_format().unwrap().formatted);
+    let second = store.start_boot(0xB007).unwrap();
+    assert_ne!(second, first, "the epoch advances at every boot");
+    let new = store.push(RecordMeta::routine(1), b"two").unwrap();
+    assert_eq!(store.boots().epoch_of(old), Some(first));
+    assert_eq!(store.boots().epoch_of(new), Some(second));
+
+    // The frame names each record by the epoch that numbered it.
+    let sealing = Sealing::key(1, Key::from_bytes([1; 32]));
+    let mut up = Uplink::new(
+        UplinkConfig::new(1, 256, Duration::from_mins(60)),
+        sealing.clone(),
+        second,
+    );
+    up.flush_now();
+    let mut buf = [0u8; 256];
+    let now = Instant::from_millis(0);
+    assert_eq!(
+        up.poll(now, &mut store, &mut buf),
+        Some(UplinkAction::RadioOn)
+    );
+    let Some(UplinkAction::Send(n)) = up.poll(now, &mut store, &mut buf) else {
+        panic!("nothing sent")
+    };
+    let (header, body) = open(&mut buf[..n], &sealing, Direction::Up).unwrap();
+    assert_eq!(header.epoch, second);
+    let names: Vec<_> = RecordsFrame::parse(&header, body)
+        .unwrap()
+        .records()
+        .map(|r| (r.epoch, r.record.seq))
+        .collect();
+    assert_eq!(names, [(first, old), (second, new)]);
 }

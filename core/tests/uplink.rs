@@ -5,11 +5,13 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use proptest::prelude::*;
-use telemark_core::frame::{write_ack, RecordsFrame};
 use telemark_core::model::Severity;
 use telemark_core::store::{FullPolicy, Lane, RamStore, RecordMeta, RecordStore, Seq, SeqRange};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::uplink::{Uplink, UplinkAction, UplinkConfig};
+use telemark_core::wire::frame::{RecordsFrame, ResponseWriter};
+use telemark_core::wire::seal::{open, Direction, FrameError, FrameKind, Header, Key, Sealing};
+use telemark_core::wire::Epoch;
 
 type Store = RamStore<256, 2048>;
 const DEVICE: u64 = 0xD1;
@@ -22,26 +24,58 @@ fn at(ms: u64) -> Instant {
     Instant::from_millis(ms)
 }
 
-fn ack(seqs: &[Seq], server_time: u64) -> Vec<u8> {
+const EPOCH: Epoch = Epoch(0xE0);
+
+fn sealing() -> Sealing {
+    Sealing::key(1, Key::from_bytes([0x5a; 32]))
+}
+
+fn uplink(config: UplinkConfig) -> Uplink {
+    Uplink::new(config, sealing(), EPOCH)
+}
+
+/// The counter and sequence numbers of a records frame.
+fn opened(frame: &[u8]) -> (u32, Vec<Seq>) {
+    let mut bytes = frame.to_vec();
+    let (header, body) = open(&mut bytes, &sealing(), Direction::Up).unwrap();
+    let records = RecordsFrame::parse(&header, body).unwrap();
+    (
+        header.counter,
+        records.records().map(|r| r.record.seq).collect(),
+    )
+}
+
+fn sent_seqs(frame: &[u8]) -> Vec<Seq> {
+    opened(frame).1
+}
+
+/// A response to frame `counter` acknowledging `seqs`, sealed with `sealing`.
+fn response_with(
+    sealing: &Sealing,
+    device: u64,
+    counter: u32,
+    seqs: &[Seq],
+    server_time: u64,
+) -> Vec<u8> {
     let ranges: Vec<SeqRange> = seqs.iter().map(|&s| SeqRange::single(s)).collect();
-    let mut buf = vec![0u8; 16 + 12 * ranges.len()];
-    let n = write_ack(&mut buf, DEVICE, Some(server_time), &ranges).unwrap();
+    let header = Header::new(FrameKind::Response, device, EPOCH, counter, sealing);
+    let mut buf = vec![0u8; 64 + 12 * ranges.len()];
+    let w = ResponseWriter::new(&mut buf, &header, Some(server_time), &ranges, sealing).unwrap();
+    let n = w.finish(sealing).unwrap();
     buf.truncate(n);
     buf
 }
 
-fn sent_seqs(frame: &[u8]) -> Vec<Seq> {
-    RecordsFrame::parse(frame)
-        .unwrap()
-        .records()
-        .map(|r| r.seq)
-        .collect()
+/// The server's answer to `frame`: every record in it acknowledged.
+fn ack(frame: &[u8], server_time: u64) -> Vec<u8> {
+    let (counter, seqs) = opened(frame);
+    response_with(&sealing(), DEVICE, counter, &seqs, server_time)
 }
 
 #[test]
 fn routine_data_waits_for_the_report_interval() {
     let mut store = Store::new(FullPolicy::EvictOldest);
-    let mut up = Uplink::new(config(128));
+    let mut up = uplink(config(128));
     let mut buf = [0u8; 128];
     store.push(RecordMeta::routine(10), &[1; 20]).unwrap();
     assert_eq!(up.poll(at(1_000), &mut store, &mut buf), None);
@@ -61,7 +95,7 @@ fn routine_data_waits_for_the_report_interval() {
 #[test]
 fn an_alert_wakes_the_radio_at_once_and_goes_first() {
     let mut store = Store::new(FullPolicy::EvictOldest);
-    let mut up = Uplink::new(config(64));
+    let mut up = uplink(config(64));
     let mut buf = [0u8; 256];
     let block = store.push(RecordMeta::routine(10), &[1; 20]).unwrap();
     assert_eq!(up.poll(at(5), &mut store, &mut buf), None);
@@ -82,7 +116,7 @@ fn an_alert_wakes_the_radio_at_once_and_goes_first() {
 #[test]
 fn frames_respect_the_mtu_and_the_session_sends_until_empty() {
     let mut store = Store::new(FullPolicy::EvictOldest);
-    let mut up = Uplink::new(config(48));
+    let mut up = uplink(config(64));
     let mut buf = [0u8; 512];
     let seqs: Vec<Seq> = (0..6)
         .map(|i| store.push(RecordMeta::routine(i), &[i as u8; 15]).unwrap())
@@ -96,10 +130,10 @@ fn frames_respect_the_mtu_and_the_session_sends_until_empty() {
     loop {
         match up.poll(at(1), &mut store, &mut buf) {
             Some(UplinkAction::Send(n)) => {
-                assert!(n <= 48);
+                assert!(n <= 64);
                 let got = sent_seqs(&buf[..n]);
                 assert!(!got.is_empty());
-                up.on_frame(at(1), &ack(&got, 1_700_000_000_000), &mut store)
+                up.on_frame(at(1), &mut ack(&buf[..n], 1_700_000_000_000), &mut store)
                     .unwrap();
                 delivered.extend(got);
             }
@@ -120,7 +154,7 @@ fn unanswered_frames_are_resent_with_growing_bounded_backoff() {
     let mut store = Store::new(FullPolicy::EvictOldest);
     let mut cfg = config(128);
     cfg.max_backoff = Duration::from_secs(60);
-    let mut up = Uplink::new(cfg);
+    let mut up = uplink(cfg);
     let mut buf = [0u8; 128];
     store
         .push(RecordMeta::alert(Severity::Critical, 1), b"x")
@@ -165,17 +199,115 @@ fn unanswered_frames_are_resent_with_growing_bounded_backoff() {
     );
 }
 
+/// Sends what is stored and returns the frame.
+fn send_one(up: &mut Uplink, store: &mut Store, now: Instant) -> Vec<u8> {
+    let mut buf = [0u8; 128];
+    up.flush_now();
+    loop {
+        match up.poll(now, store, &mut buf) {
+            Some(UplinkAction::Send(n)) => return buf[..n].to_vec(),
+            Some(UplinkAction::RadioOn) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[test]
 fn frames_for_other_devices_and_garbage_are_refused_and_counted() {
     let mut store = Store::new(FullPolicy::EvictOldest);
     let seq = store.push(RecordMeta::routine(1), b"a").unwrap();
-    let mut up = Uplink::new(config(64));
-    let mut other = [0u8; 32];
-    let n = write_ack(&mut other, DEVICE + 1, None, &[SeqRange::single(seq)]).unwrap();
-    assert!(up.on_frame(at(0), &other[..n], &mut store).is_err());
-    assert!(up.on_frame(at(0), b"\x01\x01garbage", &mut store).is_err());
+    let mut up = uplink(config(64));
+    let frame = send_one(&mut up, &mut store, at(0));
+    let (counter, _) = opened(&frame);
+    let mut other = response_with(&sealing(), DEVICE + 1, counter, &[seq], 1);
+    assert_eq!(
+        up.on_frame(at(0), &mut other, &mut store).unwrap_err(),
+        FrameError::NotForUs
+    );
+    assert!(up
+        .on_frame(at(0), &mut b"\x02\x01garbage".to_vec(), &mut store)
+        .is_err());
     assert_eq!(store.len(), 1, "nothing freed");
     assert_eq!(up.counters().bad_frames, 2);
+}
+
+#[test]
+fn a_forged_ack_frees_nothing() {
+    let mut store = Store::new(FullPolicy::EvictOldest);
+    let seq = store
+        .push(RecordMeta::alert(Severity::Critical, 1), b"fire")
+        .unwrap();
+    let mut up = uplink(config(64));
+    let frame = send_one(&mut up, &mut store, at(0));
+    let (counter, _) = opened(&frame);
+    // Right device, epoch and counter, but not the device's key.
+    let attacker = Sealing::key(1, Key::from_bytes([0x66; 32]));
+    let mut forged = response_with(&attacker, DEVICE, counter, &[seq], 1);
+    assert_eq!(
+        up.on_frame(at(1), &mut forged, &mut store).unwrap_err(),
+        FrameError::BadTag
+    );
+    // Unauthenticated, as if the link were a bench.
+    let mut plain = response_with(&Sealing::Unauthenticated, DEVICE, counter, &[seq], 1);
+    assert_eq!(
+        up.on_frame(at(1), &mut plain, &mut store).unwrap_err(),
+        FrameError::SealingMismatch
+    );
+    assert_eq!(store.len(), 1, "the alert is still there");
+    assert_eq!(up.counters().bad_frames, 2);
+    // The real acknowledgement still works.
+    up.on_frame(at(2), &mut ack(&frame, 1), &mut store).unwrap();
+    assert!(store.is_empty());
+}
+
+#[test]
+fn a_replayed_or_stale_ack_frees_nothing_and_keeps_the_attempt_count() {
+    let mut store = Store::new(FullPolicy::EvictOldest);
+    store.push(RecordMeta::routine(1), b"a").unwrap();
+    let mut up = uplink(config(64));
+    let first = send_one(&mut up, &mut store, at(0));
+    let mut captured = ack(&first, 1);
+    up.on_frame(at(1), &mut captured.clone(), &mut store)
+        .unwrap();
+    assert!(store.is_empty());
+    // A second record; the captured acknowledgement is replayed.
+    store.push(RecordMeta::routine(1), b"b").unwrap();
+    let second = send_one(&mut up, &mut store, at(2));
+    assert_ne!(
+        opened(&first).0,
+        opened(&second).0,
+        "a new counter per frame"
+    );
+    assert_eq!(
+        up.on_frame(at(3), &mut captured, &mut store).unwrap_err(),
+        FrameError::Replayed
+    );
+    assert_eq!(store.len(), 1);
+    assert_eq!(up.counters().replayed, 1);
+    // Still waiting for the real answer: the resend comes at its deadline.
+    let mut buf = [0u8; 128];
+    assert_eq!(up.poll(at(4), &mut store, &mut buf), None);
+    // An acknowledgement of a record the frame did not carry frees nothing.
+    let (counter, _) = opened(&second);
+    let mut wrong = response_with(&sealing(), DEVICE, counter, &[Seq(999)], 1);
+    let (info, _) = up.on_frame(at(5), &mut wrong, &mut store).unwrap();
+    assert_eq!(info.records, 0);
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn an_ack_frees_only_records_that_were_sent() {
+    let mut store = Store::new(FullPolicy::EvictOldest);
+    let a = store.push(RecordMeta::routine(1), b"a").unwrap();
+    let mut up = uplink(config(64));
+    let frame = send_one(&mut up, &mut store, at(0));
+    // Stored after the frame went: not in flight.
+    let b = store.push(RecordMeta::routine(1), b"b").unwrap();
+    let (counter, _) = opened(&frame);
+    let mut both = response_with(&sealing(), DEVICE, counter, &[a, b], 1);
+    let (info, _) = up.on_frame(at(1), &mut both, &mut store).unwrap();
+    assert_eq!(info.records, 1);
+    assert_eq!(store.peek(0).unwrap().unwrap().seq, b);
 }
 
 /// The server: stores records durably, once each, and acknowledges them.
@@ -183,19 +315,33 @@ fn frames_for_other_devices_and_garbage_are_refused_and_counted() {
 struct Server {
     stored: BTreeMap<u32, Vec<u8>>,
     duplicates: usize,
+    answered: std::collections::HashSet<u32>,
 }
 
 impl Server {
     fn receive(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
-        let frame = RecordsFrame::parse(frame).ok()?;
+        let mut bytes = frame.to_vec();
+        let (header, body) = open(&mut bytes, &sealing(), Direction::Up).ok()?;
+        // A frame counter answered before is a replay: never answered twice.
+        if !self.answered.insert(header.counter) {
+            return None;
+        }
+        let frame = RecordsFrame::parse(&header, body).ok()?;
         let mut seqs = Vec::new();
         for r in frame.records() {
+            let r = r.record;
             if self.stored.insert(r.seq.0, r.payload.to_vec()).is_some() {
                 self.duplicates += 1;
             }
             seqs.push(r.seq);
         }
-        Some(ack(&seqs, 1_700_000_000_000))
+        Some(response_with(
+            &sealing(),
+            DEVICE,
+            header.counter,
+            &seqs,
+            1_700_000_000_000,
+        ))
     }
 }
 
@@ -241,10 +387,10 @@ proptest! {
         pushes in prop::collection::vec((any::<bool>(), 1usize..40, 0u64..600_000), 1..60),
     ) {
         let mut store = Store::new(FullPolicy::Refuse);
-        let mut up = Uplink::new(config(96));
+        let mut up = uplink(config(112));
         let mut link = Link { rng: seed, loss, dup, delay_ms };
         let mut server = Server::default();
-        let mut buf = [0u8; 96];
+        let mut buf = [0u8; 112];
         let mut expected = BTreeMap::new();
         let mut now = at(0);
         let mut pushes: VecDeque<_> = {
@@ -274,12 +420,12 @@ proptest! {
                         }
                     }
                 } else if up.radio_on() {
-                    let _ = up.on_frame(now, &bytes, &mut store);
+                    let _ = up.on_frame(now, &mut bytes.clone(), &mut store);
                 }
             }
             while let Some(action) = up.poll(now, &mut store, &mut buf) {
                 if let UplinkAction::Send(n) = action {
-                    prop_assert!(n <= 96);
+                    prop_assert!(n <= 112);
                     for delay in link.carry() {
                         wire.push((now + Duration::from_millis(delay), true, buf[..n].to_vec()));
                     }

@@ -169,7 +169,7 @@ fn same(a: &[Reading], b: &[Reading]) -> bool {
 fn record_line(rec: &Record<'_>) -> String {
     let m = rec.meta;
     format!(
-        "record: seq={} lane={:?} severity={:?} readings={} decimated={} payload={}",
+        "seq={} lane={:?} severity={:?} readings={} decimated={} payload={}",
         rec.seq.0,
         m.lane,
         m.severity,
@@ -305,7 +305,7 @@ fn records_frame_vectors_open_to_their_records() {
         let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("record: ")).collect();
         assert_eq!(frame.len(), lines.len());
         for (rec, line) in frame.records().zip(lines) {
-            assert_eq!(format!("epoch={} {}", rec.epoch, record_line(&rec.record).trim_start_matches("record: ")), line);
+            assert_eq!(format!("epoch={} {}", rec.epoch, record_line(&rec.record)), line);
         }
     }
 }

@@ -13,7 +13,7 @@ use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m_rt::ExceptionFrame;
-use telemark_core::report::{Crash, CrashKind, CRASH_TEXT};
+use telemark_core::wire::report::{Crash, CrashKind, CRASH_TEXT};
 
 const MAGIC: u32 = 0x7E1E_C0DE;
 const WORDS: usize = 7 + CRASH_TEXT / 4;

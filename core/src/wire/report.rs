@@ -14,7 +14,7 @@
 //! | `0x14` | crash | kind (u8: 0 panic, 1 hard fault), pc, lr, fault status, uptime at the crash (ms), reset reason (u8), text length (u8), text (UTF-8) |
 //!
 //! ```
-//! use telemark_core::report::{Heartbeat, Report, ResetReason};
+//! use telemark_core::wire::report::{Heartbeat, Report, ResetReason};
 //! let beat = Heartbeat { uptime_s: 86_400, sampled: 2_880, sent_readings: 2_800, bytes_on_air: 3_100,
 //!     retries: 4, evicted: 0, decimated: 0, sensor_faults: 1, queue_depth: 2,
 //!     reset_reason: ResetReason::PowerOn, wakeups: 97 };
@@ -58,7 +58,7 @@ pub enum CrashKind {
 /// it (see [`crate::engine::Engine::report_crash`]).
 ///
 /// ```
-/// use telemark_core::report::{Crash, CrashKind, Report, ResetReason};
+/// use telemark_core::wire::report::{Crash, CrashKind, Report, ResetReason};
 /// let crash = Crash::new(CrashKind::Panic, 0, 0, 0, 73_000, "src/main.rs:42 overflow");
 /// assert_eq!(crash.text(), "src/main.rs:42 overflow");
 /// let mut buf = [0u8; 64];

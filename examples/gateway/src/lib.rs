@@ -16,11 +16,11 @@ use std::path::Path;
 
 use rusqlite::{params, Connection};
 use telemark_core::codec::{BlockCodec, CompactCodec};
-use telemark_core::frame::{
+use telemark_core::wire::frame::{
     write_ack, write_command, write_config, Command, RecordsFrame, MAX_ACK_RANGES,
 };
 use telemark_core::model::{Reading, Value};
-use telemark_core::report::Report;
+use telemark_core::wire::report::Report;
 use telemark_core::store::{Lane, Seq, SeqRange};
 use telemark_serial::{encode, overhead, Deframer};
 

@@ -17,9 +17,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use telemark_core::frame::Command;
+use telemark_core::wire::frame::Command;
 use telemark_core::model::Value;
-use telemark_core::report::Report;
+use telemark_core::wire::report::Report;
 use telemark_core::store::Seq;
 use telemark_gateway::{Gateway, Stored};
 

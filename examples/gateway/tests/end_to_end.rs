@@ -10,7 +10,7 @@ use std::thread;
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::engine::{Engine, EngineConfig};
 use telemark_core::model::{ChannelId, ReadingSink, Severity};
-use telemark_core::report::ResetReason;
+use telemark_core::wire::report::ResetReason;
 use telemark_core::rules::Rules;
 use telemark_core::sensor::{Sensor, SensorErrorKind};
 use telemark_core::stager::StagerConfig;

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use telemark_core::frame::Command as Downlink;
+use telemark_core::wire::frame::Command as Downlink;
 use telemark_gateway::Gateway;
 
 struct Board {

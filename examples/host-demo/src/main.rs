@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use telemark_core::model::Value;
-use telemark_core::report::{Report, ResetReason};
+use telemark_core::wire::report::{Report, ResetReason};
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, RecordStore, SimFlash};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::{step, NoLink};

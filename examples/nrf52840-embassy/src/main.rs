@@ -28,7 +28,7 @@ use static_cell::StaticCell;
 use telemark_core::channel::ChannelSpec;
 use telemark_core::engine::{Engine, EngineConfig};
 use telemark_core::model::{ChannelId, ReadingSink};
-use telemark_core::report::ResetReason;
+use telemark_core::wire::report::ResetReason;
 use telemark_core::sensor::SensorErrorKind;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, FullPolicy, RecordStore};

@@ -15,7 +15,7 @@ use core::panic::PanicInfo;
 use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
-use telemark_core::report::ResetReason;
+use telemark_core::wire::report::ResetReason;
 use telemark_core::store::{FullPolicy, RamStore, RecordStore, Seq};
 use telemark_core::transport::step;
 use telemark_cortex_m::{crash, retained, stack, uptime};

@@ -17,7 +17,7 @@ use core::panic::PanicInfo;
 use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
-use telemark_core::report::ResetReason;
+use telemark_core::wire::report::ResetReason;
 use telemark_core::store::RecordStore;
 #[cfg(not(feature = "ram-store"))]
 use telemark_core::store::{Blocking, FlashLayout, FlashStore};
