@@ -167,17 +167,69 @@ impl BlockCodec for CompactCodec {
         match r.u8()? {
             MODE_RAW => decode_raw_body(r.rest(), sink),
             MODE_COLUMNS => super::columns::decode(r.rest(), sink),
-            MODE_LZ4 => decode_lz4(r.rest(), sink),
+            MODE_LZ4 => decode_lz4(r.rest(), sink, usize::from(u16::MAX)),
             _ => Err(DecodeError::Malformed),
         }
     }
 }
 
+/// A sink that takes at most `left` readings.
+struct AtMost<'s> {
+    sink: &'s mut dyn ReadingSink,
+    left: usize,
+    over: bool,
+}
+
+impl ReadingSink for AtMost<'_> {
+    fn push_reading(&mut self, reading: Reading) -> Result<(), Reading> {
+        if self.left == 0 {
+            self.over = true;
+            return Err(reading);
+        }
+        self.left -= 1;
+        self.sink.push_reading(reading)
+    }
+}
+
+impl CompactCodec {
+    /// Decodes a block that may hold at most `max` readings, as a server
+    /// decodes what a device declared: a block holding more is refused
+    /// with [`DecodeError::BadCount`] after at most `max` readings of work
+    /// (an lz4 block before it is decompressed), so a few bytes never
+    /// expand into millions of rows.
+    pub fn decode_at_most(
+        &self,
+        block: &[u8],
+        max: usize,
+        sink: &mut dyn ReadingSink,
+    ) -> Result<usize, DecodeError> {
+        let mut bounded = AtMost {
+            sink,
+            left: max,
+            over: false,
+        };
+        let mut r = ByteReader::new(block);
+        let result = match r.u8()? {
+            MODE_RAW => decode_raw_body(r.rest(), &mut bounded),
+            MODE_COLUMNS => super::columns::decode(r.rest(), &mut bounded),
+            MODE_LZ4 => decode_lz4(r.rest(), &mut bounded, max),
+            _ => Err(DecodeError::Malformed),
+        };
+        match result {
+            Err(DecodeError::SinkFull { .. }) if bounded.over => Err(DecodeError::BadCount),
+            other => other,
+        }
+    }
+}
+
 #[cfg(all(feature = "lz4", feature = "std"))]
-fn decode_lz4(body: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, DecodeError> {
+fn decode_lz4(body: &[u8], sink: &mut dyn ReadingSink, max: usize) -> Result<usize, DecodeError> {
     let mut r = ByteReader::new(body);
-    // A raw body of at most u16::MAX readings.
-    let raw = r.len(raw_len(usize::from(u16::MAX)))?;
+    // A raw body of at most `max` readings: never a buffer larger than
+    // what the caller allows.
+    let raw = r
+        .len(raw_len(max.min(usize::from(u16::MAX))))
+        .map_err(|_| DecodeError::BadCount)?;
     let mut buf = std::vec![0u8; raw];
     let n =
         lz4_flex::block::decompress_into(r.rest(), &mut buf).map_err(|_| DecodeError::Malformed)?;
@@ -188,7 +240,7 @@ fn decode_lz4(body: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, DecodeEr
 }
 
 #[cfg(not(all(feature = "lz4", feature = "std")))]
-fn decode_lz4(_: &[u8], _: &mut dyn ReadingSink) -> Result<usize, DecodeError> {
+fn decode_lz4(_: &[u8], _: &mut dyn ReadingSink, _: usize) -> Result<usize, DecodeError> {
     Err(DecodeError::Unsupported)
 }
 

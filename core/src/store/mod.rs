@@ -82,6 +82,7 @@ impl Boots {
     /// still own records (those from `oldest` on). When all of them are
     /// still needed, the new boot is not added: its records stay named by
     /// the last boot kept, which is consistent, if not exact.
+    #[cfg_attr(not(feature = "flash"), allow(dead_code))]
     pub(crate) fn start(&mut self, epoch: Epoch, first: Seq, oldest: Seq) {
         while self.entries.len() >= 2 && self.entries.get(1).is_some_and(|e| e.1 <= oldest) {
             self.entries.remove(0);
@@ -96,6 +97,7 @@ impl Boots {
         let _ = self.entries.push((epoch, first));
     }
 
+    #[cfg_attr(not(feature = "flash"), allow(dead_code))]
     pub(crate) fn from_entries(entries: impl IntoIterator<Item = (Epoch, Seq)>) -> Self {
         Boots {
             entries: entries.into_iter().take(MAX_BOOTS).collect(),

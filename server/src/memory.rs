@@ -1,0 +1,136 @@
+//! A store in memory: for the simulator, tests and trials. It can be told
+//! to fail, as a busy database or a full disk would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+use telemark_core::wire::frame::Command;
+use telemark_core::wire::Epoch;
+
+use crate::outbox::{ConfigState, DesiredConfig, Outbox, QueuedCommand};
+use crate::store::{Batch, Committed, Conflict, EpochState, NewRecord, RecordKey, Store};
+
+/// The memory store's one failure: it was told to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unavailable;
+
+impl fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("store unavailable")
+    }
+}
+
+impl std::error::Error for Unavailable {}
+
+/// Everything in memory, in maps.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    records: BTreeMap<RecordKey, NewRecord>,
+    conflicts: Vec<(u64, Conflict)>,
+    epochs: HashMap<(u64, Epoch), EpochState>,
+    outboxes: HashMap<u64, Outbox>,
+    failing: bool,
+    commits: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// From now on every call fails (or, with `false`, works again).
+    pub fn set_failing(&mut self, failing: bool) {
+        self.failing = failing;
+    }
+
+    /// The records stored, by key.
+    pub fn records(&self) -> &BTreeMap<RecordKey, NewRecord> {
+        &self.records
+    }
+
+    /// The conflicts kept, with their device.
+    pub fn conflicts(&self) -> &[(u64, Conflict)] {
+        &self.conflicts
+    }
+
+    /// Batches committed.
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    fn check(&self) -> Result<(), Unavailable> {
+        if self.failing {
+            Err(Unavailable)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    type Error = Unavailable;
+
+    fn epoch_state(
+        &mut self,
+        device: u64,
+        epoch: Epoch,
+    ) -> Result<Option<EpochState>, Unavailable> {
+        self.check()?;
+        Ok(self.epochs.get(&(device, epoch)).copied())
+    }
+
+    fn stored_payload(&mut self, key: RecordKey) -> Result<Option<Vec<u8>>, Unavailable> {
+        self.check()?;
+        Ok(self.records.get(&key).map(|r| r.payload.clone()))
+    }
+
+    fn outbox(&mut self, device: u64) -> Result<Outbox, Unavailable> {
+        self.check()?;
+        Ok(self.outboxes.get(&device).cloned().unwrap_or_default())
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<Committed, Unavailable> {
+        self.check()?;
+        for r in &batch.records {
+            let key = RecordKey {
+                device: batch.device,
+                epoch: r.epoch,
+                seq: r.seq,
+            };
+            self.records.insert(key, r.clone());
+        }
+        self.conflicts
+            .extend(batch.conflicts.iter().map(|c| (batch.device, c.clone())));
+        self.epochs.insert((batch.device, batch.epoch), batch.state);
+        let outbox = self.outboxes.entry(batch.device).or_default();
+        for change in &batch.outbox {
+            outbox.apply(change);
+        }
+        self.commits += 1;
+        Ok(batch.committed())
+    }
+
+    fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), Unavailable> {
+        self.check()?;
+        self.outboxes.entry(device).or_default().config = Some(DesiredConfig {
+            version,
+            cbor: cbor.to_vec(),
+            state: ConfigState::Pending,
+        });
+        Ok(())
+    }
+
+    fn queue_command(&mut self, device: u64, id: u32, command: Command) -> Result<(), Unavailable> {
+        self.check()?;
+        let outbox = self.outboxes.entry(device).or_default();
+        if !outbox.commands.iter().any(|c| c.id == id) {
+            outbox.commands.push(QueuedCommand {
+                id,
+                command,
+                result: None,
+            });
+        }
+        Ok(())
+    }
+}
