@@ -290,26 +290,28 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         Ok(engine)
     }
 
-    /// Resumes with the config the store saved before the reboot, if any.
-    /// One that no longer fits this firmware is reported as refused, and
-    /// the firmware's defaults stay (version 0), so the server sends it again.
+    /// Resumes with the config the store saved before the reboot, if any,
+    /// and reports the version in force, so a server whose config the
+    /// device no longer runs (a RAM store after a power cut) sends it
+    /// again. A saved config that no longer fits this firmware is reported
+    /// as refused, and the firmware's defaults stay (version 0).
     fn restore_config(&mut self) {
-        let code = match self.store.load_config(&self.config()) {
-            Ok(None) => return,
+        let refused = match self.store.load_config(&self.config()) {
+            Ok(None) => None,
             Ok(Some(saved)) => match check::<MTU>(&saved.engine) {
                 Ok(()) => {
                     self.set_config(Instant::ZERO, saved);
-                    return;
+                    None
                 }
-                Err(_) => ConfigError::Inconsistent,
+                Err(_) => Some(ConfigError::Inconsistent),
             },
-            Err(LoadError::Config(e)) => e,
-            Err(_) => ConfigError::NotSaved,
+            Err(LoadError::Config(e)) => Some(e),
+            Err(_) => Some(ConfigError::NotSaved),
         };
         let report = Report::ConfigStatus {
             version: self.version,
-            code: code.code(),
-            detail: code.detail(),
+            code: refused.map_or(0, |e| e.code()),
+            detail: refused.map_or(0, |e| e.detail()),
         };
         let _ = self.push_report(report, crate::model::Severity::Info);
     }

@@ -98,7 +98,23 @@ fn records_config_and_numbering_survive_a_reboot() {
         engine.config().engine.uplink.report_interval,
         Duration::from_mins(15)
     );
-    assert_eq!(engine.store().len(), before);
+    // Every record kept, and the boot's report of the config in force.
+    assert_eq!(engine.store().len(), before + 1);
+    let newest = (0..engine.store().len())
+        .map(|n| {
+            let r = engine.store_mut().peek(n).unwrap().unwrap();
+            (r.seq, Report::decode(r.payload))
+        })
+        .max_by_key(|(seq, _)| *seq)
+        .unwrap();
+    assert_eq!(
+        newest.1,
+        Ok(Report::ConfigStatus {
+            version: 2,
+            code: 0,
+            detail: 0
+        })
+    );
     assert!(engine.store().next_seq() > next);
 
     // A crash captured before the reset goes out first.

@@ -70,6 +70,12 @@ pub enum OutboxChange {
         /// The version.
         version: u32,
     },
+    /// The device runs an older version than the desired one it had
+    /// applied (it lost it: a RAM store after a power cut): send it again.
+    ConfigLost {
+        /// The version.
+        version: u32,
+    },
     /// The desired config of this version was refused.
     ConfigRefused {
         /// The version.
@@ -98,6 +104,11 @@ impl Outbox {
                 detail,
             } => {
                 let desired = self.config.as_ref()?;
+                if desired.state == ConfigState::Applied && version < desired.version && code == 0 {
+                    return Some(OutboxChange::ConfigLost {
+                        version: desired.version,
+                    });
+                }
                 if desired.state != ConfigState::Pending {
                     return None;
                 }
@@ -135,6 +146,11 @@ impl Outbox {
             OutboxChange::ConfigApplied { version } => {
                 if let Some(c) = self.config.as_mut().filter(|c| c.version == version) {
                     c.state = ConfigState::Applied;
+                }
+            }
+            OutboxChange::ConfigLost { version } => {
+                if let Some(c) = self.config.as_mut().filter(|c| c.version == version) {
+                    c.state = ConfigState::Pending;
                 }
             }
             OutboxChange::ConfigRefused {

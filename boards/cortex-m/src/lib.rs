@@ -2,7 +2,6 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod crash;
-pub mod retained;
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 pub mod stack;
 pub mod uptime;

@@ -1,28 +1,31 @@
 //! The local gateway: the "local only" deployment next to the meter.
 //!
-//! It reads frames from devices over a serial line (a UART, or QEMU's
-//! `-serial tcp:`), stores every record in SQLite inside one transaction per
-//! frame, and only after the commit acknowledges the sequence numbers it
-//! stored. A record it already has is acknowledged again and not stored
-//! twice: records are keyed by (device, sequence). Blocks are decoded into
-//! one row per reading; alerts, heartbeats, config statuses and command
-//! results get tables of their own. Config updates and commands queued for a
-//! device go down with its next acknowledgement.
+//! It reads frames from devices over serial lines (a UART, or QEMU's
+//! `-serial tcp:`) and hands each to the server half of the protocol
+//! ([`telemark_server`]), over SQLite ([`SqliteStore`]): the frame is
+//! verified with the device's key, its records stored in one transaction,
+//! and only after the commit is the response sent back, with the
+//! acknowledgement and whatever config or commands wait for the device.
+//!
+//! A commit that fails (the database busy or locked by another process, the
+//! disk full) acknowledges nothing and keeps the line up; the device sends
+//! the records again. The error is logged with its cause.
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use rusqlite::{params, Connection};
-use telemark_core::codec::{BlockCodec, CompactCodec};
-use telemark_core::wire::frame::{
-    write_ack, write_command, write_config, Command, RecordsFrame, MAX_ACK_RANGES,
-};
-use telemark_core::model::{Reading, Value};
+use telemark_core::config::ConfigUpdate;
+use telemark_core::model::Reading;
+use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::Report;
-use telemark_core::store::{Lane, Seq, SeqRange};
+use telemark_core::wire::{Epoch, Seq};
 use telemark_serial::{encode, overhead, Deframer};
+use telemark_server::{Contents, Counters, Keyring, ReceiveError, Server, Store};
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
 
 /// Why the gateway failed.
 #[derive(Debug)]
@@ -31,6 +34,8 @@ pub enum GatewayError {
     Db(rusqlite::Error),
     /// The line failed.
     Io(std::io::Error),
+    /// A config update that is not one (its CBOR does not parse).
+    Config(telemark_core::config::ConfigError),
 }
 
 impl fmt::Display for GatewayError {
@@ -38,6 +43,7 @@ impl fmt::Display for GatewayError {
         match self {
             GatewayError::Db(e) => write!(f, "database: {e}"),
             GatewayError::Io(e) => write!(f, "line: {e}"),
+            GatewayError::Config(e) => write!(f, "config update: {e}"),
         }
     }
 }
@@ -56,38 +62,6 @@ impl From<std::io::Error> for GatewayError {
     }
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS records (
-    device INTEGER NOT NULL, seq INTEGER NOT NULL, lane TEXT NOT NULL,
-    decimated INTEGER NOT NULL, received_ms INTEGER NOT NULL, payload BLOB NOT NULL,
-    PRIMARY KEY (device, seq));
-CREATE TABLE IF NOT EXISTS readings (
-    device INTEGER NOT NULL, seq INTEGER NOT NULL, channel INTEGER NOT NULL,
-    time_ms INTEGER NOT NULL, kind TEXT NOT NULL, value REAL NOT NULL, raw INTEGER NOT NULL,
-    quality INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS readings_by_channel ON readings (device, channel, time_ms);
-CREATE TABLE IF NOT EXISTS alerts (
-    device INTEGER NOT NULL, seq INTEGER NOT NULL, channel INTEGER NOT NULL, kind TEXT NOT NULL,
-    severity TEXT NOT NULL, time_ms INTEGER NOT NULL, value REAL);
-CREATE TABLE IF NOT EXISTS reports (
-    device INTEGER NOT NULL, seq INTEGER NOT NULL, report TEXT NOT NULL);
-";
-
-/// Counts of what the gateway did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GatewayCounters {
-    /// Frames accepted.
-    pub frames: u64,
-    /// Frames refused (bad CRC, malformed).
-    pub bad_frames: u64,
-    /// Records stored.
-    pub records: u64,
-    /// Records received again and not stored again.
-    pub duplicates: u64,
-    /// Readings stored.
-    pub readings: u64,
-}
-
 /// What a stored record held, as shown to a [`Gateway::watch`]er.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stored {
@@ -95,217 +69,107 @@ pub enum Stored {
     Readings(Vec<Reading>),
     /// An alert, a heartbeat, a config status, a command result, a crash.
     Report(Report),
-    /// A payload that did not decode; it is kept raw in `records`.
+    /// An alert-lane payload of no known report; it is kept raw in `records`.
     Undecodable,
 }
 
-type Watcher = Box<dyn FnMut(u64, Seq, &Stored) + Send>;
+type Watcher = Box<dyn FnMut(u64, Epoch, Seq, &Stored) + Send>;
 
-/// The gateway's store and downlink queue.
+/// The gateway: the server half over SQLite.
 pub struct Gateway {
-    db: Connection,
-    downlink: HashMap<u64, VecDeque<Vec<u8>>>,
-    counters: GatewayCounters,
+    server: Server,
+    store: SqliteStore,
     watch: Option<Watcher>,
 }
 
-fn raw_bits(v: Value) -> (&'static str, i64, f64) {
-    match v {
-        Value::Scaled(x) => ("scaled", i64::from(x), f64::from(x)),
-        Value::Float(f) => ("float", i64::from(f.to_bits()), f64::from(f)),
-        Value::Bool(b) => ("bool", i64::from(b), f64::from(u8::from(b))),
-        Value::Counter(c) => ("counter", i64::from(c), f64::from(c)),
-    }
-}
-
-/// Sequence numbers as acknowledgement ranges, consecutive ones merged.
-pub fn ranges(mut seqs: Vec<u32>) -> Vec<SeqRange> {
-    seqs.sort_unstable();
-    seqs.dedup();
-    let mut out: Vec<SeqRange> = Vec::new();
-    for s in seqs {
-        match out.last_mut() {
-            Some(r) if r.last.0.checked_add(1) == Some(s) => r.last = Seq(s),
-            _ => out.push(SeqRange::single(Seq(s))),
-        }
-    }
-    out
-}
-
 impl Gateway {
-    /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, GatewayError> {
-        Self::with(Connection::open(path)?)
+    /// Opens (or creates) the database at `path`; accepts the devices of
+    /// `keyring`.
+    pub fn open(path: &Path, keyring: Keyring) -> Result<Self, GatewayError> {
+        Ok(Self::with(SqliteStore::open(path)?, keyring))
     }
 
     /// A gateway with a database in memory, for tests and trials.
-    pub fn in_memory() -> Result<Self, GatewayError> {
-        Self::with(Connection::open_in_memory()?)
+    pub fn in_memory(keyring: Keyring) -> Result<Self, GatewayError> {
+        Ok(Self::with(SqliteStore::in_memory()?, keyring))
     }
 
-    fn with(db: Connection) -> Result<Self, GatewayError> {
-        // Durable before acknowledged: every commit reaches the disk.
-        db.pragma_update(None, "synchronous", "FULL")?;
-        db.execute_batch(SCHEMA)?;
-        Ok(Gateway {
-            db,
-            downlink: HashMap::new(),
-            counters: GatewayCounters::default(),
+    fn with(store: SqliteStore, keyring: Keyring) -> Self {
+        Gateway {
+            server: Server::new(keyring),
+            store,
             watch: None,
-        })
+        }
     }
 
     /// Calls `f` with each record once it is stored (after the commit):
-    /// the device, the sequence number and what it held. Records received
-    /// again are not shown again.
-    pub fn watch(&mut self, f: impl FnMut(u64, Seq, &Stored) + Send + 'static) {
+    /// the device, the record's epoch and sequence number, and what it
+    /// held. Records received again are not shown again.
+    pub fn watch(&mut self, f: impl FnMut(u64, Epoch, Seq, &Stored) + Send + 'static) {
         self.watch = Some(Box::new(f));
     }
 
-    /// What the gateway did so far.
-    pub fn counters(&self) -> GatewayCounters {
-        self.counters
+    /// What the gateway stored and refused so far (only committed work).
+    pub fn counters(&self) -> Counters {
+        self.server.counters()
     }
 
     /// The database, for queries.
-    pub fn db(&self) -> &Connection {
-        &self.db
+    pub fn db(&self) -> &rusqlite::Connection {
+        self.store.db()
     }
 
-    /// Queues a CBOR config update for `device`.
-    pub fn queue_config(&mut self, device: u64, cbor: &[u8]) {
-        let mut buf = vec![0u8; cbor.len() + 32];
-        if let Ok(n) = write_config(&mut buf, device, cbor) {
-            buf.truncate(n);
-            self.downlink.entry(device).or_default().push_back(buf);
-        }
+    /// Sets the config `device` should run: a CBOR update, sent with every
+    /// response until the device reports it applied or refused. Returns
+    /// its version.
+    pub fn queue_config(&mut self, device: u64, cbor: &[u8]) -> Result<u32, GatewayError> {
+        let version = ConfigUpdate::parse(cbor)
+            .map_err(GatewayError::Config)?
+            .version();
+        self.store.set_config(device, version, cbor)?;
+        Ok(version)
     }
 
-    /// Queues a command for `device`.
-    pub fn queue_command(&mut self, device: u64, id: u32, command: Command) {
-        let mut buf = vec![0u8; 64];
-        if let Ok(n) = write_command(&mut buf, device, id, command) {
-            buf.truncate(n);
-            self.downlink.entry(device).or_default().push_back(buf);
-        }
-    }
-
-    /// Stores a frame's records and returns the frames to send back: the
-    /// acknowledgement, then anything queued for the device. A frame that
-    /// does not parse is refused and counted, and nothing is acknowledged.
-    pub fn receive(
+    /// Queues a command for `device`, sent until its result comes back.
+    pub fn queue_command(
         &mut self,
-        frame: &[u8],
-        now_unix_ms: u64,
-    ) -> Result<Vec<Vec<u8>>, GatewayError> {
-        let Ok(parsed) = RecordsFrame::parse(frame) else {
-            self.counters.bad_frames += 1;
-            return Ok(Vec::new());
-        };
-        let device = parsed.device();
-        let tx = self.db.transaction()?;
-        let mut seqs = Vec::new();
-        let mut stored = Vec::new();
-        for record in parsed.records() {
-            seqs.push(record.seq.0);
-            let lane = if record.meta.lane == Lane::Alert {
-                "alert"
-            } else {
-                "routine"
-            };
-            let inserted = tx.execute(
-                "INSERT OR IGNORE INTO records VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    device as i64,
-                    record.seq.0,
-                    lane,
-                    record.meta.decimated,
-                    now_unix_ms as i64,
-                    record.payload
-                ],
-            )?;
-            if inserted == 0 {
-                self.counters.duplicates += 1;
-                continue;
-            }
-            self.counters.records += 1;
-            if record.meta.lane == Lane::Routine {
-                let mut readings: Vec<Reading> = Vec::new();
-                // An undecodable block stays stored raw, in `records`.
-                if CompactCodec.decode(record.payload, &mut readings).is_ok() {
-                    for r in &readings {
-                        let (kind, raw, value) = raw_bits(r.value);
-                        tx.execute(
-                            "INSERT INTO readings VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                            params![
-                                device as i64,
-                                record.seq.0,
-                                r.channel.0,
-                                r.time.as_millis() as i64,
-                                kind,
-                                value,
-                                raw,
-                                r.quality.bits()
-                            ],
-                        )?;
-                    }
-                    self.counters.readings += readings.len() as u64;
-                    stored.push((record.seq, Stored::Readings(readings)));
-                } else {
-                    stored.push((record.seq, Stored::Undecodable));
-                }
-            } else {
-                match Report::decode(record.payload) {
-                    Ok(Report::Alert(a)) => {
-                        stored.push((record.seq, Stored::Report(Report::Alert(a))));
-                        tx.execute(
-                            "INSERT INTO alerts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                            params![
-                                device as i64,
-                                record.seq.0,
-                                a.channel.0,
-                                format!("{:?}", a.kind),
-                                format!("{:?}", a.severity),
-                                a.time.as_millis() as i64,
-                                a.value.map(|v| raw_bits(v).2)
-                            ],
-                        )?;
-                    }
-                    Ok(other) => {
-                        stored.push((record.seq, Stored::Report(other)));
-                        tx.execute(
-                            "INSERT INTO reports VALUES (?1, ?2, ?3)",
-                            params![device as i64, record.seq.0, format!("{other:?}")],
-                        )?;
-                    }
-                    Err(_) => stored.push((record.seq, Stored::Undecodable)),
-                }
-            }
-        }
-        tx.commit()?;
-        self.counters.frames += 1;
-        if let Some(watch) = &mut self.watch {
-            for (seq, what) in &stored {
-                watch(device, *seq, what);
-            }
-        }
-        // Only now, with the records on disk, acknowledge them.
-        let mut out = Vec::new();
-        for chunk in ranges(seqs).chunks(MAX_ACK_RANGES) {
-            let mut ack = vec![0u8; 32 + 12 * chunk.len()];
-            if let Ok(n) = write_ack(&mut ack, device, Some(now_unix_ms), chunk) {
-                ack.truncate(n);
-                out.push(ack);
-            }
-        }
-        if let Some(queue) = self.downlink.get_mut(&device) {
-            out.extend(queue.drain(..));
-        }
-        Ok(out)
+        device: u64,
+        id: u32,
+        command: Command,
+    ) -> Result<(), GatewayError> {
+        Ok(self.store.queue_command(device, id, command)?)
     }
 
-    /// Serves one serial line until it closes: frames in, acknowledgements
-    /// and downlink out. `clock` gives Unix milliseconds.
+    /// Takes one frame that arrived at `now_unix_ms`; returns the response
+    /// to send back, or nothing if the frame was refused (counted) or
+    /// could not be stored (logged: the device sends it again).
+    pub fn receive(&mut self, frame: &[u8], now_unix_ms: u64) -> Option<Vec<u8>> {
+        match self.server.receive(&mut self.store, frame, now_unix_ms) {
+            Ok(received) => {
+                if let Some(watch) = &mut self.watch {
+                    for r in &received.batch.records {
+                        let stored = match &r.contents {
+                            Contents::Readings(v) => {
+                                Stored::Readings(v.iter().map(|t| t.reading).collect())
+                            }
+                            Contents::Report { report, .. } => Stored::Report(*report),
+                            Contents::Unknown => Stored::Undecodable,
+                        };
+                        watch(received.batch.device, r.epoch, r.seq, &stored);
+                    }
+                }
+                Some(received.response)
+            }
+            Err(ReceiveError::Refused(_)) => None,
+            Err(ReceiveError::Store(e)) => {
+                eprintln!("frame not stored, not acknowledged (the device sends it again): {e}");
+                None
+            }
+        }
+    }
+
+    /// Serves one serial line until it closes: frames in, responses out.
+    /// `clock` gives Unix milliseconds.
     pub fn serve<L: Read + Write>(
         &mut self,
         line: &mut L,
@@ -315,7 +179,7 @@ impl Gateway {
     }
 
     /// Serves one of several lines at once: each line's thread takes the
-    /// gateway only while it stores a frame.
+    /// gateway only while it handles a frame.
     pub fn serve_shared<L: Read + Write>(
         gateway: &std::sync::Mutex<Gateway>,
         line: &mut L,
@@ -329,7 +193,7 @@ impl Gateway {
 
     /// Readings stored for `device`.
     pub fn readings(&self, device: u64) -> Result<u64, GatewayError> {
-        Ok(self.db.query_row(
+        Ok(self.db().query_row(
             "SELECT COUNT(*) FROM readings WHERE device = ?1",
             [device as i64],
             |r| r.get::<_, i64>(0),
@@ -338,10 +202,10 @@ impl Gateway {
 }
 
 /// Reads frames off `line` until it closes, hands each to `handle`, and
-/// writes back the frames it returns.
+/// writes back the response it returns.
 fn serve_line<L: Read + Write>(
     line: &mut L,
-    mut handle: impl FnMut(&[u8]) -> Result<Vec<Vec<u8>>, GatewayError>,
+    mut handle: impl FnMut(&[u8]) -> Option<Vec<u8>>,
 ) -> Result<(), GatewayError> {
     let mut rx: Deframer<4096> = Deframer::new();
     let mut buf = [0u8; 1024];
@@ -357,13 +221,13 @@ fn serve_line<L: Read + Write>(
                 continue;
             };
             let frame = frame.to_vec();
-            for reply in handle(&frame)? {
+            if let Some(reply) = handle(&frame) {
                 let mut framed = vec![0u8; reply.len() + overhead(reply.len())];
                 if let Ok(len) = encode(&reply, &mut framed) {
                     line.write_all(framed.get(..len).unwrap_or_default())?;
                 }
+                line.flush()?;
             }
-            line.flush()?;
         }
     }
 }

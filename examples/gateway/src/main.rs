@@ -6,22 +6,35 @@
 //! telemark-gateway --db readings.sqlite --tty /dev/ttyUSB0         # a real UART (set its speed with stty)
 //! ```
 //!
-//! `--config DEVICE:HEX` queues a CBOR config update, `--ping DEVICE:ID` a
-//! ping; both go down with the device's next acknowledgement. Each record
-//! stored is printed on standard output, one line each (`--quiet` stops
-//! that). With `--connect` the gateway connects again whenever the line
-//! closes (QEMU restarted, a cable pulled), until it is stopped.
+//! Devices are known by their keys: `--key DEVICE:ID:HEX` (the 32-byte key
+//! number ID of the device, 64 hex digits), or `--keys FILE` with a line
+//! `DEVICE ID HEX` per key (`#` starts a comment). A frame from a device
+//! without a key is refused. `--unauthenticated DEVICE` accepts frames from
+//! that device without a seal: for a bench only, and the device must be
+//! built for it too.
+//!
+//! `--config DEVICE:HEX` sets the config a device should run (CBOR),
+//! `--ping DEVICE:ID` queues a ping; both go down with the device's
+//! responses until it reports them done. Each record stored is printed on
+//! standard output, one line each (`--quiet` stops that). With `--connect`
+//! the gateway connects again whenever the line closes (QEMU restarted, a
+//! cable pulled), until it is stopped; with `--listen` it serves every
+//! device that connects, each on its own thread, until it is stopped.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use telemark_core::wire::frame::Command;
+use std::sync::{Arc, Mutex};
+
 use telemark_core::model::Value;
-use telemark_core::wire::report::Report;
 use telemark_core::store::Seq;
+use telemark_core::wire::frame::Command;
+use telemark_core::wire::report::Report;
+use telemark_core::wire::seal::Key;
 use telemark_gateway::{Gateway, Stored};
+use telemark_server::Keyring;
 
 enum Link {
     Connect(String),
@@ -76,12 +89,50 @@ fn describe(device: u64, seq: Seq, stored: &Stored) -> String {
     }
 }
 
+/// A key from `DEVICE`, `ID` and 64 hex digits.
+fn parse_key(device: &str, id: &str, hex_key: &str) -> Result<(u64, u8, Key), String> {
+    let device = parse_device(device)?;
+    let id = id.parse::<u8>().map_err(|e| format!("key id {id}: {e}"))?;
+    let bytes: [u8; 32] = hex(hex_key)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(format!("key of device {device}: 64 hex digits needed"))?;
+    Ok((device, id, Key::from_bytes(bytes)))
+}
+
+/// A device id, decimal or 0x-hexadecimal.
+fn parse_device(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("device id {s}: {e}"))
+}
+
+fn read_keys(path: &str, keyring: &mut Keyring) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [device, id, key] = fields[..] else {
+            return Err(format!("{path}:{}: DEVICE ID HEX expected", n + 1));
+        };
+        let (device, id, key) =
+            parse_key(device, id, key).map_err(|e| format!("{path}:{}: {e}", n + 1))?;
+        keyring.insert(device, id, key);
+    }
+    Ok(())
+}
+
 fn run() -> Result<(), String> {
     let mut db = PathBuf::from("telemark.sqlite");
     let mut link = None;
     let mut configs = Vec::new();
     let mut pings = Vec::new();
     let mut quiet = false;
+    let mut keyring = Keyring::new();
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -91,34 +142,54 @@ fn run() -> Result<(), String> {
             "--listen" => link = Some(Link::Listen(value()?)),
             "--tty" => link = Some(Link::Tty(PathBuf::from(value()?))),
             "--quiet" => quiet = true,
+            "--key" => {
+                let v = value()?;
+                let parts: Vec<&str> = v.split(':').collect();
+                let [device, id, key] = parts[..] else {
+                    return Err("--key DEVICE:ID:HEX".into());
+                };
+                let (device, id, key) = parse_key(device, id, key)?;
+                keyring.insert(device, id, key);
+            }
+            "--keys" => read_keys(&value()?, &mut keyring)?,
+            "--unauthenticated" => {
+                let device = parse_device(&value()?)?;
+                eprintln!("device {device}: unauthenticated frames accepted (a bench only)");
+                keyring.allow_unauthenticated(device);
+            }
             "--config" => {
                 let v = value()?;
                 let (d, h) = v.split_once(':').ok_or("--config DEVICE:HEX")?;
-                configs.push((
-                    d.parse::<u64>().map_err(|e| format!("--config: {e}"))?,
-                    hex(h).ok_or("--config: bad hex")?,
-                ));
+                configs.push((parse_device(d)?, hex(h).ok_or("--config: bad hex")?));
             }
             "--ping" => {
                 let v = value()?;
                 let (d, id) = v.split_once(':').ok_or("--ping DEVICE:ID")?;
                 pings.push((
-                    d.parse::<u64>().map_err(|e| e.to_string())?,
+                    parse_device(d)?,
                     id.parse::<u32>().map_err(|e| e.to_string())?,
                 ));
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let mut gateway = Gateway::open(&db).map_err(|e| e.to_string())?;
+    if keyring.devices().next().is_none() {
+        return Err("no device keys: give --key DEVICE:ID:HEX or --keys FILE".into());
+    }
+    let mut gateway = Gateway::open(&db, keyring).map_err(|e| e.to_string())?;
     for (device, cbor) in configs {
-        gateway.queue_config(device, &cbor);
+        let version = gateway
+            .queue_config(device, &cbor)
+            .map_err(|e| format!("--config {device}: {e}"))?;
+        eprintln!("device {device}: config version {version} queued");
     }
     for (device, id) in pings {
-        gateway.queue_command(device, id, Command::Ping);
+        gateway
+            .queue_command(device, id, Command::Ping)
+            .map_err(|e| format!("--ping {device}: {e}"))?;
     }
     if !quiet {
-        gateway.watch(|device, seq, stored| println!("{}", describe(device, seq, stored)));
+        gateway.watch(|device, _, seq, stored| println!("{}", describe(device, seq, stored)));
     }
     let served = match link.ok_or("one of --connect, --listen or --tty is needed")? {
         Link::Connect(addr) => loop {
@@ -130,8 +201,9 @@ fn run() -> Result<(), String> {
                     }
                     let c = gateway.counters();
                     eprintln!(
-                        "line closed after {} records ({} received twice), {} readings; connecting again",
-                        c.records, c.duplicates, c.readings
+                        "line closed after {} records ({} received twice, {} conflicts), {} readings, \
+                         {} frames refused; connecting again",
+                        c.records, c.duplicates, c.conflicts, c.readings, c.refused.total()
                     );
                 }
                 Err(e) => eprintln!("{addr}: {e}; trying again"),
@@ -140,9 +212,24 @@ fn run() -> Result<(), String> {
         },
         Link::Listen(addr) => {
             let listener = TcpListener::bind(&addr).map_err(|e| format!("{addr}: {e}"))?;
-            let (mut s, peer) = listener.accept().map_err(|e| e.to_string())?;
-            eprintln!("device connected from {peer}");
-            gateway.serve(&mut s, unix_ms)
+            let gateway = Arc::new(Mutex::new(gateway));
+            loop {
+                let (mut s, peer) = match listener.accept() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{addr}: {e}");
+                        continue;
+                    }
+                };
+                eprintln!("device connected from {peer}");
+                let gateway = Arc::clone(&gateway);
+                std::thread::spawn(move || {
+                    if let Err(e) = Gateway::serve_shared(&gateway, &mut s, unix_ms) {
+                        eprintln!("{peer}: {e}");
+                    }
+                    eprintln!("{peer}: line closed");
+                });
+            }
         }
         Link::Tty(path) => {
             let mut f = std::fs::OpenOptions::new()
@@ -156,8 +243,13 @@ fn run() -> Result<(), String> {
     served.map_err(|e| e.to_string())?;
     let c = gateway.counters();
     eprintln!(
-        "line closed: {} frames ({} refused), {} records ({} duplicates), {} readings stored",
-        c.frames, c.bad_frames, c.records, c.duplicates, c.readings
+        "line closed: {} frames ({} refused), {} records ({} duplicates, {} conflicts), {} readings stored",
+        c.frames,
+        c.refused.total(),
+        c.records,
+        c.duplicates,
+        c.conflicts,
+        c.readings
     );
     Ok(())
 }

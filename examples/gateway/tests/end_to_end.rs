@@ -8,9 +8,8 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::engine::{Engine, EngineConfig};
+use telemark_core::engine::{Boot, Engine, EngineConfig};
 use telemark_core::model::{ChannelId, ReadingSink, Severity};
-use telemark_core::wire::report::ResetReason;
 use telemark_core::rules::Rules;
 use telemark_core::sensor::{Sensor, SensorErrorKind};
 use telemark_core::stager::StagerConfig;
@@ -18,11 +17,16 @@ use telemark_core::store::{FullPolicy, RamStore, RecordStore};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::{step, Board, NoLink};
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::seal::{Key, Sealing};
+use telemark_core::wire::Epoch;
 use telemark_gateway::Gateway;
 use telemark_sensors::synthetic::{Episode, Signal, Synthetic};
 use telemark_serial::{SerialTransport, TcpLine};
+use telemark_server::Keyring;
 
 const DEVICE: u64 = 77;
+const KEY: [u8; 32] = [0x77; 32];
 const TEMP: ChannelSpec = ChannelSpec::new(
     ChannelId(1),
     Unit::Celsius,
@@ -58,21 +62,30 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let gateway = thread::spawn(move || {
-        let mut gw = Gateway::in_memory().unwrap();
+        let mut keyring = Keyring::new();
+        keyring.insert(DEVICE, 1, Key::from_bytes(KEY));
+        let mut gw = Gateway::in_memory(keyring).unwrap();
         // {0: 2, 1: 1800}: version 2 reports every 30 minutes.
-        gw.queue_config(DEVICE, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x07, 0x08]);
+        let version = gw
+            .queue_config(DEVICE, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x07, 0x08])
+            .unwrap();
+        assert_eq!(version, 2);
         serve(listener, &mut gw, 2);
         gw
     });
 
     let config = EngineConfig {
-        uplink: UplinkConfig::new(DEVICE, 200, Duration::from_mins(60)),
+        uplink: UplinkConfig::new(DEVICE, 220, Duration::from_mins(60)),
         stager: StagerConfig::new(64, 160, Duration::from_mins(60)),
         heartbeat: Duration::from_mins(60),
     };
     let store: RamStore<512, 4096> = RamStore::new(FullPolicy::Refuse);
-    let mut engine: Engine<_, 2, 64, 200> =
-        Engine::new(&[TEMP], store, config, ResetReason::PowerOn).unwrap();
+    let boot = Boot {
+        reset_reason: ResetReason::PowerOn,
+        epoch: Epoch(0x7777),
+        sealing: Sealing::key(1, Key::from_bytes(KEY)),
+    };
+    let mut engine: Engine<_, 2, 64, 220> = Engine::new(&[TEMP], store, config, boot).unwrap();
     let mut boiler = Synthetic::new(
         [TEMP],
         [Signal::Sine {
@@ -108,7 +121,7 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
             if let Some(t) = link.take() {
                 drop(t.release()); // closes the socket: the gateway sees the line close
             }
-            let mut dead = NoLink { mtu: 200 };
+            let mut dead = NoLink { mtu: 220 };
             now = step(&mut engine, &mut dead, now, &mut board)
                 .min(mended)
                 .max(now + Duration::from_millis(1));
@@ -159,10 +172,22 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
         })
         .unwrap();
     assert!(alerts >= 1, "the overheating raised an alert");
+    let unmapped: i64 = gw
+        .db()
+        .query_row(
+            "SELECT COUNT(*) FROM readings WHERE unix_ms IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unmapped, 0, "every reading has its Unix time");
+    let counters = gw.counters();
+    assert_eq!(counters.refused.total(), 0);
+    assert_eq!(counters.conflicts, 0);
     let config_reports: i64 = gw
         .db()
         .query_row(
-            "SELECT COUNT(*) FROM reports WHERE report LIKE 'ConfigStatus { version: 2, code: 0%'",
+            "SELECT COUNT(*) FROM config_status WHERE version = 2 AND code = 0",
             [],
             |r| r.get(0),
         )

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use telemark_core::model::Value;
-use telemark_core::wire::report::{Report, ResetReason};
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, RecordStore, SimFlash};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::{step, NoLink};
+use telemark_core::wire::report::{Report, ResetReason};
 use telemark_gateway::{Gateway, Stored};
 use telemark_qemu_app::{device, Boiler, Device, MTU};
 use telemark_serial::{SerialTransport, TcpLine};

@@ -14,9 +14,8 @@
 use core::fmt;
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::engine::{Engine, EngineConfig, EngineError};
+use telemark_core::engine::{Boot, Engine, EngineConfig, EngineError};
 use telemark_core::model::{ChannelId, ReadingSink, Severity};
-use telemark_core::wire::report::ResetReason;
 use telemark_core::rules::Rules;
 use telemark_core::sensor::{Sensor, SensorErrorKind};
 use telemark_core::stager::StagerConfig;
@@ -24,6 +23,9 @@ use telemark_core::store::RecordStore;
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::Board;
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::seal::{Key, Sealing};
+use telemark_core::wire::Epoch;
 use telemark_sensors::synthetic::{Signal, Synthetic};
 
 /// Device seconds per real second.
@@ -68,13 +70,41 @@ pub fn config(device: u64, stage: usize) -> EngineConfig {
     }
 }
 
-/// Builds the engine over `store`.
+/// The id of the key the demo devices seal their frames with.
+pub const KEY_ID: u8 = 1;
+
+/// The demo keys of the two QEMU boards, as a provisioning step would give
+/// them with their ids: (device, key). They are public, in this source, so
+/// the demo and its tests can name them to the gateway; a real device gets
+/// a key of its own that is written nowhere else.
+pub const DEMO_KEYS: [(u64, [u8; 32]); 2] = [
+    (405, *b"telemark demo key: netduinoplus2"),
+    (51, *b"telemark demo key: microbit (M0)"),
+];
+
+/// The sealing of demo device `id` (unauthenticated if it has no demo key,
+/// which the gateway refuses unless told otherwise).
+pub fn demo_sealing(id: u64) -> Sealing {
+    match DEMO_KEYS.iter().find(|(d, _)| *d == id) {
+        Some((_, key)) => Sealing::key(KEY_ID, Key::from_bytes(*key)),
+        None => Sealing::Unauthenticated,
+    }
+}
+
+/// Builds the engine of demo device `id` over `store`, for this boot's
+/// `epoch` and `reset` reason.
 pub fn device<S: RecordStore, const STAGE: usize>(
     id: u64,
     store: S,
+    epoch: Epoch,
     reset: ResetReason,
 ) -> Result<Device<S, STAGE>, EngineError> {
-    Engine::new(&[FLOW, GAS], store, config(id, STAGE), reset)
+    let boot = Boot {
+        reset_reason: reset,
+        epoch,
+        sealing: demo_sealing(id),
+    };
+    Engine::new(&[FLOW, GAS], store, config(id, STAGE), boot)
 }
 
 /// The simulated plant: the flow temperature swings through the alert
@@ -184,7 +214,7 @@ mod tests {
     #[test]
     fn an_hour_of_the_boiler_samples_both_channels_and_raises_alerts() {
         let store: RamStore<1024, 4096> = RamStore::new(FullPolicy::EvictOldest);
-        let mut engine: Device<_, 64> = device(405, store, ResetReason::PowerOn).unwrap();
+        let mut engine: Device<_, 64> = device(405, store, Epoch(1), ResetReason::PowerOn).unwrap();
         let mut boiler = Boiler::new(1);
         let mut now = Instant::ZERO;
         while now < Instant::from_millis(3_600_000) {

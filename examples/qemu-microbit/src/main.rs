@@ -7,6 +7,7 @@
 #![no_std]
 #![no_main]
 
+mod rng;
 mod uart;
 
 use core::fmt::Write as _;
@@ -16,9 +17,10 @@ use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
 use telemark_core::wire::report::ResetReason;
-use telemark_core::store::{FullPolicy, RamStore, RecordStore, Seq};
+use telemark_core::store::{FullPolicy, RamStore};
 use telemark_core::transport::step;
-use telemark_cortex_m::{crash, retained, stack, uptime};
+use telemark_core::wire::Epoch;
+use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{
     device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
 };
@@ -70,8 +72,6 @@ fn main() -> ! {
         let ms = uptime::now_ms();
         let now = device_time(ms);
         let wake = step(engine, serial, now, boiler);
-        // A reset must not reuse sequence numbers the server has stored.
-        retained::save(engine.store().next_seq().0);
         if let Some((CRASH_DRILL_OUTPUT, value)) = boiler.last_output.take() {
             panic!("crash drill {value}");
         }
@@ -108,15 +108,11 @@ fn boot(
     } else {
         ResetReason::PowerOn
     };
-    // The RAM store's records are lost with a reset; its numbering is not.
-    if let Some(next) = retained::load() {
-        *store = Store::resume(FullPolicy::EvictOldest, Seq(next));
-    }
-    log!(
-        "telemark on microbit: device {DEVICE}, reset {reset:?}, next seq {}",
-        store.next_seq().0
-    );
-    let engine = match device(DEVICE, store, reset) {
+    // The RAM store's records and numbering are lost with a reset; the
+    // new epoch names this boot's records apart from the last one's.
+    let epoch = Epoch(rng::u64() | 1);
+    log!("telemark on microbit: device {DEVICE}, reset {reset:?}, epoch {epoch}");
+    let engine = match device(DEVICE, store, epoch, reset) {
         Ok(engine) => slot.insert(engine),
         Err(e) => panic!("engine: {e}"),
     };

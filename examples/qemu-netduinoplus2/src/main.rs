@@ -19,6 +19,7 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
 use telemark_core::wire::report::ResetReason;
 use telemark_core::store::RecordStore;
+use telemark_core::wire::Epoch;
 #[cfg(not(feature = "ram-store"))]
 use telemark_core::store::{Blocking, FlashLayout, FlashStore};
 use telemark_core::transport::step;
@@ -114,13 +115,13 @@ fn boot(
     } else {
         ResetReason::PowerOn
     };
-    let store = open_store(store);
+    let (store, epoch) = open_store(store);
     log!(
-        "telemark on netduinoplus2: device {DEVICE}, reset {reset:?}, {} records in the store, next seq {}",
+        "telemark on netduinoplus2: device {DEVICE}, reset {reset:?}, epoch {epoch}, {} records in the store, next seq {}",
         store.len(),
         store.next_seq().0
     );
-    let engine = match device(DEVICE, store, reset) {
+    let engine = match device(DEVICE, store, epoch, reset) {
         Ok(engine) => slot.insert(engine),
         Err(e) => panic!("engine: {e}"),
     };
@@ -152,26 +153,52 @@ fn panic(info: &PanicInfo) -> ! {
     SCB::sys_reset()
 }
 
-/// Mounts the flash store, formatting the retained RAM if it holds none
-/// (as after a power-on).
+/// Mounts the flash store (formatting the retained RAM only if it holds
+/// no store, as after a power-on) and starts this boot's epoch in it.
 #[cfg(not(feature = "ram-store"))]
-fn open_store(slot: &'static mut Option<Store>) -> &'static mut Store {
+fn open_store(slot: &'static mut Option<Store>) -> (&'static mut Store, Epoch) {
     // 4 pages for alerts and state, 28 for routine blocks.
     let layout = FlashLayout::split(0..retained::SIZE as u32, retained::PAGE as u32, 4);
     let store = match Store::new(RetainedFlash::take(), layout) {
         Ok(s) => slot.insert(s),
         Err(e) => panic!("store layout: {e}"),
     };
-    if let Err(e) = store.mount() {
-        log!("no store in flash ({e}): formatting");
-        if let Err(e) = store.format().and_then(|()| store.mount().map(|_| ())) {
-            panic!("flash store: {e}");
-        }
+    match store.mount_or_format() {
+        Ok(m) if m.formatted => log!("no store in flash: formatted"),
+        Ok(_) => {}
+        Err(e) => panic!("flash store: {e}"),
     }
-    store
+    match store.start_boot(entropy()) {
+        Ok(epoch) => (store, epoch),
+        Err(e) => panic!("flash store: {e}"),
+    }
 }
 
+/// The RAM store, for the footprint report: a new epoch every boot.
 #[cfg(feature = "ram-store")]
-fn open_store(slot: &'static mut Option<Store>) -> &'static mut Store {
-    slot.insert(Store::new(telemark_core::store::FullPolicy::EvictOldest))
+fn open_store(slot: &'static mut Option<Store>) -> (&'static mut Store, Epoch) {
+    let store = slot.insert(Store::new(telemark_core::store::FullPolicy::EvictOldest));
+    (store, Epoch(entropy()))
+}
+
+/// 64 bits that differ from one power-on to the next. QEMU emulates no
+/// STM32 RNG, so the host's clock (through semihosting) and the time the
+/// core took to get here stand in; on a real STM32F405 this is the RNG
+/// peripheral (see `examples/stm32f4-embassy`).
+fn entropy() -> u64 {
+    use cortex_m_semihosting::{nr, syscall1};
+    // SAFETY: SYS_TIME takes no argument block and only returns a value;
+    // QEMU runs with semihosting enabled for this firmware (the log needs it).
+    let host_s = unsafe { syscall1(nr::TIME, 0) } as u64;
+    // SAFETY: SYS_ELAPSED writes two words into the block r1 points to,
+    // which lives on this stack frame for the call.
+    let mut ticks = [0u32; 2];
+    let ok = unsafe { syscall1(nr::ELAPSED, ticks.as_mut_ptr() as usize) };
+    let elapsed = if ok == 0 {
+        u64::from(ticks[0]) | u64::from(ticks[1]) << 32
+    } else {
+        0
+    };
+    let mixed = (host_s << 32) ^ elapsed.rotate_left(17) ^ u64::from(cortex_m::peripheral::SYST::get_current());
+    mixed | 1
 }

@@ -21,15 +21,15 @@ use std::process::ExitCode;
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::codec::{BlockCodec, CompactCodec};
 use telemark_core::engine::{Action, Engine, EngineConfig};
-use telemark_core::wire::frame::{write_ack, write_command, write_config, Command, RecordsFrame};
 use telemark_core::model::{ChannelId, Reading, Severity};
-use telemark_core::wire::report::{Report, ResetReason};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::Sensor;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore, Seq, SeqRange};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::frame::{write_ack, write_command, write_config, Command, RecordsFrame};
+use telemark_core::wire::report::{Report, ResetReason};
 use telemark_sensors::synthetic::{Episode, Signal, Synthetic};
 
 const HOUR: u64 = 3_600_000;
