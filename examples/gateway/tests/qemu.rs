@@ -8,7 +8,12 @@
 //!   (the gas meter's pulse count arrives without a gap);
 //! - on the STM32F405, whose store is the flash store, a crash drill makes
 //!   the firmware panic: after the reset the crash is reported, the config
-//!   is still the new one, and what the store held is still delivered.
+//!   is still the new one, and what the store held is still delivered;
+//! - the board is power-cycled: QEMU is killed and started again, so its
+//!   RAM is lost (on the STM32F405 the flash store with it, which the
+//!   firmware formats). The device numbers its records from the start
+//!   again in a new epoch, and every record of the new boot is stored,
+//!   once; the config it lost is sent again and applied.
 //!
 //! It builds the firmware with cargo and needs `qemu-system-arm`
 //! (Debian: `apt-get install qemu-system-arm`); without it the test fails
@@ -25,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use telemark_core::wire::frame::Command as Downlink;
+use telemark_core::wire::seal::Key;
 use telemark_gateway::Gateway;
+use telemark_qemu_app::{DEMO_KEYS, KEY_ID};
+use telemark_server::Keyring;
 
 struct Board {
     /// Folder under `examples/`.
@@ -149,8 +157,9 @@ impl Qemu {
 
 /// What the serving thread does with each new connection.
 enum Line {
-    /// Connect and serve, queueing these commands first.
-    Serve(Vec<(u32, Downlink)>),
+    /// Connect to QEMU's UART on this port and serve, queueing these
+    /// commands first.
+    Serve(u16, Vec<(u32, Downlink)>),
     /// Stop: hand the gateway back.
     Stop,
 }
@@ -186,6 +195,30 @@ fn count(db: &Connection, sql: &str, device: u64) -> i64 {
         .unwrap_or(0)
 }
 
+/// The epochs the device's records were numbered in, in the order the
+/// gateway first stored one of each.
+fn epochs(db: &Connection, device: u64) -> Vec<i64> {
+    db.prepare("SELECT epoch FROM records WHERE device = ?1 GROUP BY epoch ORDER BY MIN(rowid)")
+        .unwrap()
+        .query_map([device as i64], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The gas pulse counts of one epoch, in the order the device took them.
+fn pulses(db: &Connection, device: u64, epoch: i64) -> Vec<i64> {
+    db.prepare(
+        "SELECT raw FROM readings WHERE device = ?1 AND epoch = ?2 AND channel = 2 \
+         ORDER BY seq, time_ms",
+    )
+    .unwrap()
+    .query_map([device as i64, epoch], |r| r.get(0))
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
 fn run(board: &Board) {
     require_qemu();
     let elf = build(board);
@@ -197,20 +230,28 @@ fn run(board: &Board) {
 
     // The gateway serves one connection after another; the test cuts a
     // connection by shutting its socket down.
-    let mut gateway = Gateway::open(&db_path).unwrap();
-    gateway.queue_config(board.device, &CONFIG_V2);
+    let mut keyring = Keyring::new();
+    for (device, key) in DEMO_KEYS {
+        keyring.insert(device, KEY_ID, Key::from_bytes(key));
+    }
+    let mut gateway = Gateway::open(&db_path, keyring).unwrap();
+    gateway.queue_config(board.device, &CONFIG_V2).unwrap();
     let (lines, next_line) = mpsc::channel::<Line>();
     let (streams, live) = mpsc::channel::<TcpStream>();
     let device = board.device;
     let server = thread::spawn(move || {
-        while let Ok(Line::Serve(commands)) = next_line.recv() {
+        while let Ok(Line::Serve(port, commands)) = next_line.recv() {
             for (id, c) in commands {
-                gateway.queue_command(device, id, c);
+                gateway.queue_command(device, id, c).unwrap();
             }
             let mut stream = connect(port);
             streams.send(stream.try_clone().unwrap()).unwrap();
             // Ends when the test shuts the socket down.
-            let _ = gateway.serve(&mut stream, || 1_700_000_000_000);
+            let _ = gateway.serve(&mut stream, || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            });
         }
         gateway
     });
@@ -225,7 +266,7 @@ fn run(board: &Board) {
     };
     let minute = Duration::from_secs(60);
 
-    lines.send(Line::Serve(vec![])).unwrap();
+    lines.send(Line::Serve(port, vec![])).unwrap();
     let socket = live.recv().unwrap();
     wait_for(
         "readings, an alert and the config report",
@@ -233,12 +274,16 @@ fn run(board: &Board) {
         minute,
         || {
             count(&db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device) >= 20
-            && count(&db, "SELECT COUNT(*) FROM alerts WHERE device = ?1 AND kind = 'High'", device) >= 1
-            && count(
-                &db,
-                "SELECT COUNT(*) FROM reports WHERE device = ?1 AND report LIKE 'ConfigStatus { version: 2, code: 0,%'",
-                device,
-            ) == 1
+                && count(
+                    &db,
+                    "SELECT COUNT(*) FROM alerts WHERE device = ?1 AND kind = 'High'",
+                    device,
+                ) >= 1
+                && count(
+                    &db,
+                    "SELECT COUNT(*) FROM config_status WHERE device = ?1 AND version = 2 AND code = 0",
+                    device,
+                ) == 1
         },
     );
 
@@ -246,43 +291,69 @@ fn run(board: &Board) {
     socket.shutdown(Shutdown::Both).unwrap();
     let at_cut = gas(&db);
     thread::sleep(Duration::from_secs(8));
-    let commands = if board.crash_drill {
-        vec![(1, CRASH_DRILL)]
-    } else {
-        vec![]
-    };
-    lines.send(Line::Serve(commands)).unwrap();
-    let socket = live.recv().unwrap();
+    lines.send(Line::Serve(port, vec![])).unwrap();
+    let mut socket = live.recv().unwrap();
     wait_for("the readings of the cut", &qemu, minute, || {
         gas(&db) >= at_cut + 16
     });
 
     let rebooted = Arc::new(AtomicBool::new(false));
     if board.crash_drill {
+        // The crash drill goes down on the next connection.
+        socket.shutdown(Shutdown::Both).unwrap();
+        lines
+            .send(Line::Serve(port, vec![(1, CRASH_DRILL)]))
+            .unwrap();
+        socket = live.recv().unwrap();
         wait_for("the crash report after the reset", &qemu, minute, || {
             count(
                 &db,
-                "SELECT COUNT(*) FROM reports WHERE device = ?1 AND report LIKE 'Crash {%crash drill 7%'",
+                "SELECT COUNT(*) FROM crashes WHERE device = ?1 AND text LIKE '%crash drill 7%'",
                 device,
             ) == 1
         });
-        // Readings of the new boot start the pulse count again.
+        // Readings of the new boot, in its own epoch.
         wait_for("readings after the reset", &qemu, minute, || {
-            count(
-                &db,
-                "SELECT COUNT(*) FROM readings WHERE device = ?1 AND channel = 2 AND raw = 3",
-                device,
-            ) >= 2
+            epochs(&db, device).len() == 2 && pulses(&db, device, epochs(&db, device)[1]).len() >= 2
         });
         rebooted.store(true, Ordering::Relaxed);
     }
+    let before_power_cut = epochs(&db, device);
+    let log_before = qemu.log();
+
+    // Power cycle: QEMU is killed, RAM and all, and started again.
+    socket.shutdown(Shutdown::Both).unwrap();
+    drop(qemu);
+    let port = free_port();
+    let qemu = Qemu::boot(board, &elf, port);
+    lines.send(Line::Serve(port, vec![])).unwrap();
+    let socket = live.recv().unwrap();
+    wait_for(
+        "readings of the boot after the power cycle",
+        &qemu,
+        minute,
+        || {
+            let e = epochs(&db, device);
+            e.len() == before_power_cut.len() + 1 && pulses(&db, device, e[e.len() - 1]).len() >= 10
+        },
+    );
+    let powered_on = *epochs(&db, device).last().unwrap();
+    wait_for("the lost config applied again", &qemu, minute, || {
+        db.query_row(
+            "SELECT COUNT(*) FROM config_status WHERE device = ?1 AND epoch = ?2 AND version = 2 AND code = 0",
+            rusqlite::params![device as i64, powered_on],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0)
+            == 1
+    });
     socket.shutdown(Shutdown::Both).unwrap();
     lines.send(Line::Stop).unwrap();
     let gateway = server.join().unwrap();
-    let log = qemu.log();
+    let log = format!("{log_before}{}", qemu.log());
     drop(qemu);
 
-    // Every record once: the gateway refuses a (device, seq) it has.
+    // Every record once: the gateway keeps one per (device, epoch, seq).
     let c = gateway.counters();
     assert_eq!(
         c.records as i64,
@@ -292,36 +363,40 @@ fn run(board: &Board) {
             device
         )
     );
-    // The pulse count, in the order the device numbered its records, runs
-    // 1, 2, 3, ... without a gap or a repeat, starting again at 1 after a
-    // reset: nothing was lost to the cut, nothing stored twice.
-    let mut stmt = db
-        .prepare("SELECT raw FROM readings WHERE device = ?1 AND channel = 2 ORDER BY seq, time_ms")
-        .unwrap();
-    let pulses: Vec<i64> = stmt
-        .query_map([device as i64], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let mut boots = 1;
-    for w in pulses.windows(2) {
-        if w[1] == 1 && board.crash_drill {
-            boots += 1;
-            continue;
+    assert_eq!(c.conflicts, 0, "no record name was reused");
+    assert_eq!(
+        c.refused.total(),
+        0,
+        "every frame opened with the device's key"
+    );
+    // In each epoch the pulse count, in the order the device numbered its
+    // records, runs 1, 2, 3, ... without a gap or a repeat: nothing was
+    // lost to the cut, nothing stored twice, and nothing of a boot after a
+    // power cut dropped as a duplicate of the boot before.
+    let all = epochs(&db, device);
+    assert_eq!(
+        all.len(),
+        if board.crash_drill { 3 } else { 2 },
+        "a boot, (a reset,) a power cycle"
+    );
+    for &epoch in &all {
+        let p = pulses(&db, device, epoch);
+        assert_eq!(p.first(), Some(&1), "epoch {epoch:x} starts at one pulse");
+        for w in p.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "epoch {epoch:x}: pulse count jumps: {p:?}");
         }
-        assert_eq!(
-            w[1],
-            w[0] + 1,
-            "pulse count jumps from {} to {}: {pulses:?}",
-            w[0],
-            w[1]
-        );
     }
-    assert_eq!(pulses.first(), Some(&1));
-    assert!(pulses.len() as i64 >= at_cut + 16);
+    let first = pulses(&db, device, all[0]);
+    assert!(
+        first.len() as i64 >= at_cut + 16,
+        "{} pulses of the first boot, {at_cut} at the cut; epochs {all:x?}: {:?}",
+        first.len(),
+        all.iter()
+            .map(|&e| pulses(&db, device, e).len())
+            .collect::<Vec<_>>()
+    );
     if board.crash_drill {
         assert!(rebooted.load(Ordering::Relaxed));
-        assert_eq!(boots, 2, "one reset: {pulses:?}");
         // The config survived the reset in the flash store.
         let after = log.split("reset Crash").nth(1).unwrap_or_default();
         assert!(
@@ -336,17 +411,24 @@ fn run(board: &Board) {
     );
     let distinct = count(
         &db,
-        "SELECT COUNT(*) FROM (SELECT DISTINCT seq, channel, time_ms FROM readings WHERE device = ?1)",
+        "SELECT COUNT(*) FROM (SELECT DISTINCT epoch, seq, channel, time_ms FROM readings WHERE device = ?1)",
         device,
     );
     assert_eq!(readings, distinct, "a reading stored twice");
+    let unmapped = count(
+        &db,
+        "SELECT COUNT(*) FROM readings WHERE device = ?1 AND unix_ms IS NULL",
+        device,
+    );
+    assert_eq!(unmapped, 0, "every reading has its Unix time");
     println!(
-        "{}: {} readings, {} records ({} sent again and not stored twice), {} alerts",
+        "{}: {} readings, {} records ({} sent again and not stored twice), {} alerts, {} epochs",
         board.machine,
         readings,
         c.records,
         c.duplicates,
-        count(&db, "SELECT COUNT(*) FROM alerts WHERE device = ?1", device)
+        count(&db, "SELECT COUNT(*) FROM alerts WHERE device = ?1", device),
+        all.len()
     );
     let _ = std::fs::remove_file(&db_path);
 }
