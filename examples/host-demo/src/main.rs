@@ -13,14 +13,17 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use telemark_core::engine::Boot;
 use telemark_core::model::Value;
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, RecordStore, SimFlash};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::{step, NoLink};
 use telemark_core::wire::report::{Report, ResetReason};
+use telemark_core::wire::seal::{Key, Sealing};
 use telemark_gateway::{Gateway, Stored};
 use telemark_qemu_app::{device, Boiler, Device, MTU};
 use telemark_serial::{SerialTransport, TcpLine};
+use telemark_server::Keyring;
 
 type Flash = SimFlash<1024, 32>;
 type Store = FlashStore<Blocking<Flash>, 512>;
@@ -39,16 +42,39 @@ enum Trouble {
     PowerCut(u64),
 }
 
+/// The key device `id` is provisioned with: a demo key, the same on both
+/// ends. A real fleet keeps one random key per device.
+fn key(id: u64) -> Key {
+    let mut key = *b"telemark host demo key, device ?";
+    key[31] = id as u8;
+    Key::from_bytes(key)
+}
+
 fn boot(id: u64, flash: Flash, reset: ResetReason) -> Engine {
     let layout = FlashLayout::split(0..32 * 1024, 1024, 4);
     let mut store = Store::new(flash, layout).expect("the layout fits the flash");
-    if store.mount().is_err() {
-        store
-            .format()
-            .and_then(|()| store.mount().map(|_| ()))
-            .expect("a formatted store mounts");
-    }
-    device(id, store, reset).expect("the demo's config is valid")
+    store.mount_or_format().expect("the flash store mounts");
+    // A board's random number generator would give these bits; the demo
+    // takes them from the host.
+    let entropy = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ id;
+    let epoch = store
+        .start_boot(entropy)
+        .expect("the flash store saves the epoch");
+    let boot = Boot {
+        reset_reason: reset,
+        epoch,
+        sealing: Sealing::key(1, key(id)),
+    };
+    device(id, store, boot).expect("the demo's config is valid")
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn connect(port: u16) -> Link {
@@ -166,14 +192,20 @@ fn describe(device: u64, stored: &Stored) -> Option<String> {
 fn main() {
     let db = std::env::temp_dir().join("telemark-demo.sqlite");
     let _ = std::fs::remove_file(&db);
-    let mut gateway = Gateway::open(&db).expect("open the demo database");
-    gateway.watch(|device, _, stored| {
+    let mut keyring = Keyring::new();
+    for id in [101, 102, 103] {
+        keyring.insert(id, 1, key(id));
+    }
+    let mut gateway = Gateway::open(&db, keyring).expect("open the demo database");
+    gateway.watch(|device, _, _, stored| {
         if let Some(line) = describe(device, stored) {
             println!("{line}");
         }
     });
     // {0: 2, 1: 900}: version 2 reports every 15 minutes.
-    gateway.queue_config(102, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x03, 0x84]);
+    gateway
+        .queue_config(102, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x03, 0x84])
+        .expect("a valid config update");
     let gateway = Arc::new(Mutex::new(gateway));
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
     let port = listener.local_addr().expect("bound").port();
@@ -183,7 +215,7 @@ fn main() {
             for mut line in listener.incoming().flatten() {
                 let gateway = Arc::clone(&gateway);
                 thread::spawn(move || {
-                    let _ = Gateway::serve_shared(&gateway, &mut line, || 1_700_000_000_000);
+                    let _ = Gateway::serve_shared(&gateway, &mut line, unix_ms);
                 });
             }
         });
@@ -220,7 +252,10 @@ fn main() {
     }
     let c = gateway.counters();
     println!(
-        "  {} frames, {} records, {} received twice and stored once",
-        c.frames, c.records, c.duplicates
+        "  {} frames, {} records, {} received twice and stored once, {} frames refused",
+        c.frames,
+        c.records,
+        c.duplicates,
+        c.refused.total()
     );
 }

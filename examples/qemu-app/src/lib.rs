@@ -91,19 +91,22 @@ pub fn demo_sealing(id: u64) -> Sealing {
     }
 }
 
-/// Builds the engine of demo device `id` over `store`, for this boot's
-/// `epoch` and `reset` reason.
-pub fn device<S: RecordStore, const STAGE: usize>(
-    id: u64,
-    store: S,
-    epoch: Epoch,
-    reset: ResetReason,
-) -> Result<Device<S, STAGE>, EngineError> {
-    let boot = Boot {
+/// A boot of demo device `id`: its demo key, this boot's `epoch` and why
+/// it started.
+pub fn demo_boot(id: u64, epoch: Epoch, reset: ResetReason) -> Boot {
+    Boot {
         reset_reason: reset,
         epoch,
         sealing: demo_sealing(id),
-    };
+    }
+}
+
+/// Builds the engine of device `id` over `store`, for this `boot`.
+pub fn device<S: RecordStore, const STAGE: usize>(
+    id: u64,
+    store: S,
+    boot: Boot,
+) -> Result<Device<S, STAGE>, EngineError> {
     Engine::new(&[FLOW, GAS], store, config(id, STAGE), boot)
 }
 

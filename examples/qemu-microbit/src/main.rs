@@ -22,7 +22,7 @@ use telemark_core::transport::step;
 use telemark_core::wire::Epoch;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{
-    device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
+    demo_boot, device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
 };
 use telemark_serial::SerialTransport;
 
@@ -112,7 +112,7 @@ fn boot(
     // new epoch names this boot's records apart from the last one's.
     let epoch = Epoch(rng::u64() | 1);
     log!("telemark on microbit: device {DEVICE}, reset {reset:?}, epoch {epoch}");
-    let engine = match device(DEVICE, store, epoch, reset) {
+    let engine = match device(DEVICE, store, demo_boot(DEVICE, epoch, reset)) {
         Ok(engine) => slot.insert(engine),
         Err(e) => panic!("engine: {e}"),
     };

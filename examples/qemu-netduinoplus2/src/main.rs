@@ -25,7 +25,7 @@ use telemark_core::store::{Blocking, FlashLayout, FlashStore};
 use telemark_core::transport::step;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{
-    device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
+    demo_boot, device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
 };
 use telemark_serial::SerialTransport;
 
@@ -121,7 +121,7 @@ fn boot(
         store.len(),
         store.next_seq().0
     );
-    let engine = match device(DEVICE, store, epoch, reset) {
+    let engine = match device(DEVICE, store, demo_boot(DEVICE, epoch, reset)) {
         Ok(engine) => slot.insert(engine),
         Err(e) => panic!("engine: {e}"),
     };
