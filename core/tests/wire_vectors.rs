@@ -386,7 +386,7 @@ fn response_vector_opens_to_its_ack_and_items() {
 #[test]
 fn a_version_1_frame_is_refused_as_unsupported() {
     // The first bytes of a version 1 records frame.
-    let mut v1 = parse_bytes(&"bytes: 01 00 ee ff 83 06 82 80 00 29 09 01 02 01 02 26 02 80 02 04 02 10 20 30 d5 fb 63 d8".to_string());
+    let mut v1 = parse_bytes("bytes: 01 00 ee ff 83 06 82 80 00 29 09 01 02 01 02 26 02 80 02 04 02 10 20 30 d5 fb 63 d8");
     let err = open(&mut v1, &vector_sealing(), Direction::Up).unwrap_err();
     assert_eq!(err, FrameError::Version(1));
     assert_eq!(err.to_string(), "unsupported frame version 1");

@@ -306,12 +306,12 @@ impl Server {
                 epoch,
                 seq: record.seq,
             };
-            if !anchors.contains_key(&epoch) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = anchors.entry(epoch) {
                 let s = store
                     .epoch_state(device, epoch)
                     .map_err(|e| self.store_failed(e))?
                     .unwrap_or_default();
-                anchors.insert(epoch, s);
+                slot.insert(s);
             }
             let stored = store
                 .stored_payload(key)

@@ -37,7 +37,7 @@ impl EpochState {
             return true;
         }
         let back = self.highest - counter;
-        back >= 1 && back <= REPLAY_WINDOW && self.seen & (1 << (back - 1)) == 0
+        (1..=REPLAY_WINDOW).contains(&back) && self.seen & (1 << (back - 1)) == 0
     }
 
     /// Marks frame `counter` as accepted.

@@ -98,6 +98,48 @@ impl Key {
         Key(bytes)
     }
 
+    /// A key from 64 hexadecimal digits, as a provisioning tool prints it;
+    /// `None` if it is not that. A `const fn`, so firmware can take its
+    /// key from the build environment:
+    ///
+    /// ```
+    /// use telemark_core::wire::seal::Key;
+    /// const KEY: Option<Key> = Key::from_hex(
+    ///     "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+    /// );
+    /// assert_eq!(KEY.unwrap().as_bytes()[31], 0x1f);
+    /// assert!(Key::from_hex("not a key").is_none());
+    /// ```
+    pub const fn from_hex(hex: &str) -> Option<Key> {
+        const fn digit(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        }
+        let mut rest = hex.as_bytes();
+        if rest.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        let mut i = 0;
+        while let [hi, lo, tail @ ..] = rest {
+            let (Some(hi), Some(lo)) = (digit(*hi), digit(*lo)) else {
+                return None;
+            };
+            // 64 digits make 32 bytes: `i` stays below 32.
+            #[allow(clippy::indexing_slicing)]
+            {
+                out[i] = hi << 4 | lo;
+            }
+            i += 1;
+            rest = tail;
+        }
+        Some(Key(out))
+    }
+
     /// The key's bytes, for a provisioning tool or a keyring.
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0

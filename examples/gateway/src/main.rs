@@ -93,10 +93,9 @@ fn describe(device: u64, seq: Seq, stored: &Stored) -> String {
 fn parse_key(device: &str, id: &str, hex_key: &str) -> Result<(u64, u8, Key), String> {
     let device = parse_device(device)?;
     let id = id.parse::<u8>().map_err(|e| format!("key id {id}: {e}"))?;
-    let bytes: [u8; 32] = hex(hex_key)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(format!("key of device {device}: 64 hex digits needed"))?;
-    Ok((device, id, Key::from_bytes(bytes)))
+    let key =
+        Key::from_hex(hex_key).ok_or(format!("key of device {device}: 64 hex digits needed"))?;
+    Ok((device, id, key))
 }
 
 /// A device id, decimal or 0x-hexadecimal.

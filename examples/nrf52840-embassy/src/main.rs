@@ -26,15 +26,16 @@ use embassy_time::{Delay, Duration as Wait, Timer};
 use panic_probe as _;
 use static_cell::StaticCell;
 use telemark_core::channel::ChannelSpec;
-use telemark_core::engine::{Engine, EngineConfig};
+use telemark_core::engine::{Boot, Engine, EngineConfig};
 use telemark_core::model::{ChannelId, ReadingSink};
-use telemark_core::wire::report::ResetReason;
 use telemark_core::sensor::SensorErrorKind;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, FullPolicy, RecordStore};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::{step_async, Board};
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::seal::{Key, Sealing};
 use telemark_sensors::bme280::{self, Bme280};
 use telemark_sensors::per_channel::PerChannel;
 use telemark_sensors::pulse::{self, GasMeter, SharedPulses};
@@ -47,6 +48,17 @@ bind_interrupts!(struct Irqs {
 
 /// This device's id on the wire.
 const DEVICE: u64 = 0x5284_0001;
+/// This device's key, given at build time as 64 hex digits in
+/// `TELEMARK_DEVICE_KEY` (the gateway gets the same with `--key`). Without
+/// it the build uses a demo key that anyone reading this can use: fine on
+/// a bench, never in the field.
+const KEY: Key = match option_env!("TELEMARK_DEVICE_KEY") {
+    Some(hex) => match Key::from_hex(hex) {
+        Some(key) => key,
+        None => panic!("TELEMARK_DEVICE_KEY must be 64 hex digits"),
+    },
+    None => Key::from_bytes(*b"telemark demo key: nRF52840-DK!!"),
+};
 /// Litres of gas per pulse of the meter's reed switch.
 const LITRES_PER_PULSE: u32 = 10;
 
@@ -143,12 +155,18 @@ async fn main(spawner: Spawner) {
         Ok(s) => STORE.init(s),
         Err(e) => defmt::panic!("store layout: {}", e),
     };
-    if let Err(e) = store.mount() {
-        warn!("no telemark store in flash ({}): formatting", e);
-        if let Err(e) = store.format().and_then(|()| store.mount()) {
-            defmt::panic!("flash store: {}", defmt::Debug2Format(&e));
-        }
+    match store.mount_or_format() {
+        Ok(m) if m.formatted => warn!("no telemark store in flash: formatted"),
+        Ok(_) => {}
+        Err(e) => defmt::panic!("flash store: {}", defmt::Debug2Format(&e)),
     }
+    // A new epoch for this boot, saved before anything is sent; a new or
+    // formatted store starts from the hardware RNG.
+    let entropy = embassy_nrf::rng::Rng::new_blocking(p.RNG).blocking_next_u64();
+    let epoch = match store.start_boot(entropy) {
+        Ok(e) => e,
+        Err(e) => defmt::panic!("flash store: {}", defmt::Debug2Format(&e)),
+    };
     store.set_routine_policy(FullPolicy::EvictOldest);
 
     let mut uart_config = uarte::Config::default();
@@ -176,8 +194,13 @@ async fn main(spawner: Spawner) {
         heartbeat: Duration::from_mins(6 * 60),
     };
     let channels = [CLIMATE[0], CLIMATE[1], CLIMATE[2], GAS[0], GAS[1], GAS[2]];
+    let boot = Boot {
+        reset_reason: ResetReason::Unknown,
+        epoch,
+        sealing: Sealing::key(1, KEY),
+    };
     let mut engine: Engine<&mut Store, 6, 128, 256> =
-        match Engine::new(&channels, store, config, ResetReason::Unknown) {
+        match Engine::new(&channels, store, config, boot) {
             Ok(e) => e,
             Err(e) => defmt::panic!("engine: {}", e),
         };

@@ -217,7 +217,8 @@ mod tests {
     #[test]
     fn an_hour_of_the_boiler_samples_both_channels_and_raises_alerts() {
         let store: RamStore<1024, 4096> = RamStore::new(FullPolicy::EvictOldest);
-        let mut engine: Device<_, 64> = device(405, store, Epoch(1), ResetReason::PowerOn).unwrap();
+        let mut engine: Device<_, 64> =
+            device(405, store, demo_boot(405, Epoch(1), ResetReason::PowerOn)).unwrap();
         let mut boiler = Boiler::new(1);
         let mut now = Instant::ZERO;
         while now < Instant::from_millis(3_600_000) {

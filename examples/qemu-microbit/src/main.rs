@@ -16,9 +16,9 @@ use core::panic::PanicInfo;
 use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
-use telemark_core::wire::report::ResetReason;
 use telemark_core::store::{FullPolicy, RamStore};
 use telemark_core::transport::step;
+use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::Epoch;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{

@@ -17,12 +17,12 @@ use core::panic::PanicInfo;
 use cortex_m::peripheral::SCB;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use cortex_m_semihosting::hio;
-use telemark_core::wire::report::ResetReason;
 use telemark_core::store::RecordStore;
-use telemark_core::wire::Epoch;
 #[cfg(not(feature = "ram-store"))]
 use telemark_core::store::{Blocking, FlashLayout, FlashStore};
 use telemark_core::transport::step;
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::Epoch;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{
     demo_boot, device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
@@ -199,6 +199,8 @@ fn entropy() -> u64 {
     } else {
         0
     };
-    let mixed = (host_s << 32) ^ elapsed.rotate_left(17) ^ u64::from(cortex_m::peripheral::SYST::get_current());
+    let mixed = (host_s << 32)
+        ^ elapsed.rotate_left(17)
+        ^ u64::from(cortex_m::peripheral::SYST::get_current());
     mixed | 1
 }

@@ -112,7 +112,7 @@ fn parse_args() -> Result<Args, String> {
     if !(0.0..1.0).contains(&a.loss) {
         return Err("--loss must be in [0, 1)".into());
     }
-    if !(a.reboots_per_day >= 0.0) {
+    if a.reboots_per_day.is_nan() || a.reboots_per_day < 0.0 {
         return Err("--reboots-per-day must be 0 or more".into());
     }
     Ok(a)

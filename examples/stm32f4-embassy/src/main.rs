@@ -18,6 +18,7 @@ use embassy_stm32::flash::{Bank1Region3, Blocking as FlashBlocking, Flash};
 use embassy_stm32::gpio::Pull;
 use embassy_stm32::i2c::I2c;
 use embassy_stm32::mode::Async;
+use embassy_stm32::rng::{self, Rng};
 use embassy_stm32::usart::{self, BufferedUart};
 use embassy_stm32::wdg::IndependentWatchdog;
 use embassy_stm32::{bind_interrupts, interrupt, peripherals};
@@ -26,15 +27,16 @@ use embedded_storage::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, ReadN
 use panic_probe as _;
 use static_cell::StaticCell;
 use telemark_core::channel::ChannelSpec;
-use telemark_core::engine::{Engine, EngineConfig};
+use telemark_core::engine::{Boot, Engine, EngineConfig};
 use telemark_core::model::{ChannelId, ReadingSink};
-use telemark_core::wire::report::ResetReason;
 use telemark_core::sensor::SensorErrorKind;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, FullPolicy, RecordStore};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::{step_async, Board};
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::seal::{Key, Sealing};
 use telemark_sensors::bme280::{self, Bme280};
 use telemark_sensors::per_channel::PerChannel;
 use telemark_sensors::pulse::{self, GasMeter, SharedPulses};
@@ -43,10 +45,22 @@ use telemark_serial::SerialTransport;
 bind_interrupts!(struct Irqs {
     USART2 => usart::BufferedInterruptHandler<peripherals::USART2>;
     EXTI0 => exti::InterruptHandler<interrupt::typelevel::EXTI0>;
+    RNG => rng::InterruptHandler<peripherals::RNG>;
 });
 
 /// This device's id on the wire.
 const DEVICE: u64 = 0x0405_0001;
+/// This device's key, given at build time as 64 hex digits in
+/// `TELEMARK_DEVICE_KEY` (the gateway gets the same with `--key`). Without
+/// it the build uses a demo key that anyone reading this can use: fine on
+/// a bench, never in the field.
+const KEY: Key = match option_env!("TELEMARK_DEVICE_KEY") {
+    Some(hex) => match Key::from_hex(hex) {
+        Some(key) => key,
+        None => panic!("TELEMARK_DEVICE_KEY must be 64 hex digits"),
+    },
+    None => Key::from_bytes(*b"telemark demo key: stm32f4 board"),
+};
 /// Litres of gas per pulse of the meter's reed switch.
 const LITRES_PER_PULSE: u32 = 10;
 
@@ -131,7 +145,23 @@ async fn count_pulses(mut reed: ExtiInput<'static, Async>) {
 
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
-    let p = embassy_stm32::init(Default::default());
+    // 84 MHz from the internal oscillator through the PLL, whose 48 MHz
+    // output clocks the random number generator.
+    let mut rcc = embassy_stm32::Config::default();
+    {
+        use embassy_stm32::rcc::*;
+        rcc.rcc.pll_src = PllSource::HSI;
+        rcc.rcc.pll = Some(Pll {
+            prediv: PllPreDiv::DIV16,
+            mul: PllMul::MUL336,
+            divp: Some(PllPDiv::DIV4),
+            divq: Some(PllQDiv::DIV7),
+            divr: None,
+        });
+        rcc.rcc.sys = Sysclk::PLL1_P;
+        rcc.rcc.apb1_pre = APBPrescaler::DIV2;
+    }
+    let p = embassy_stm32::init(rcc);
     // Reset if the main loop stalls for 8 s.
     let mut watchdog = IndependentWatchdog::new(p.IWDG, 8_000_000);
     watchdog.unleash();
@@ -171,12 +201,18 @@ async fn main(spawner: Spawner) {
         Ok(s) => STORE.init(s),
         Err(e) => defmt::panic!("store layout: {}", e),
     };
-    if let Err(e) = store.mount() {
-        warn!("no telemark store in flash ({}): formatting", e);
-        if let Err(e) = store.format().and_then(|()| store.mount()) {
-            defmt::panic!("flash store: {}", defmt::Debug2Format(&e));
-        }
+    match store.mount_or_format() {
+        Ok(m) if m.formatted => warn!("no telemark store in flash: formatted"),
+        Ok(_) => {}
+        Err(e) => defmt::panic!("flash store: {}", defmt::Debug2Format(&e)),
     }
+    // A new epoch for this boot, saved before anything is sent; a new or
+    // formatted store starts from the hardware RNG.
+    let entropy = Rng::new(p.RNG, Irqs).next_u64();
+    let epoch = match store.start_boot(entropy) {
+        Ok(e) => e,
+        Err(e) => defmt::panic!("flash store: {}", defmt::Debug2Format(&e)),
+    };
     store.set_routine_policy(FullPolicy::EvictOldest);
 
     let mut uart_config = usart::Config::default();
@@ -203,8 +239,13 @@ async fn main(spawner: Spawner) {
         heartbeat: Duration::from_mins(6 * 60),
     };
     let channels = [CLIMATE[0], CLIMATE[1], CLIMATE[2], GAS[0], GAS[1], GAS[2]];
+    let boot = Boot {
+        reset_reason: ResetReason::Unknown,
+        epoch,
+        sealing: Sealing::key(1, KEY),
+    };
     let mut engine: Engine<&mut Store, 6, 128, 256> =
-        match Engine::new(&channels, store, config, ResetReason::Unknown) {
+        match Engine::new(&channels, store, config, boot) {
             Ok(e) => e,
             Err(e) => defmt::panic!("engine: {}", e),
         };
