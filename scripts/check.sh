@@ -75,13 +75,13 @@ cargo build -p telemark-qemu-app --target thumbv6m-none-eabi --locked
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
 
-step "telemark-sim: 100 devices x 30 days, 30 % loss, 12 h partitions; exits non-zero on any invariant violation"
-cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --seed 1 --json
+step "telemark-sim: 100 devices x 30 days, 30 % loss, 12 h outages, a power cycle a day, an attacker; exits non-zero on any invariant violation"
+cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --reboots-per-day 1 --attacker --seed 1 --json
 
 step "flash store wear: a year of a block every 5 minutes on 64 KiB of STM32F4 and nRF52840 flash"
 cargo run --release --locked -p telemark-core --features std,flash --example flash_wear
 
-step "firmware footprint: flash and static RAM, and telemark's part (builds the embassy examples)"
+step "firmware footprint: flash and static RAM, telemark's part and the AEAD's (builds the embassy examples)"
 python3 scripts/footprint.py
 
 step "fuzz targets type-check (they run under cargo +nightly fuzz)"

@@ -37,6 +37,7 @@ FIRMWARE = [
 ]
 
 CLASSES = [
+    ("aead", re.compile(r"chacha20|poly1305|\baead\b|aead(::|\.\.)|universal_hash|\bcipher(::|\.\.)|inout(::|\.\.)")),
     ("flash store", re.compile(r"store(::|\.\.)flash|sequential_storage|embedded_storage")),
     ("core", re.compile(r"telemark_core|minicbor|heapless|\bcrc\b|crc(::|\.\.)|lz4_flex")),
     ("serial", re.compile(r"telemark_serial|\bcobs\b|cobs(::|\.\.)")),
@@ -99,12 +100,13 @@ def main():
         flash, ram = sections(elf)
         code, statics = attribute(elf)
         rows.append((name, flash, ram, code, statics))
-    header = "| firmware | flash | static RAM | telemark core | flash store | serial | sensors | board support |"
+    header = "| firmware | flash | static RAM | telemark core | AEAD | flash store | serial | sensors | board support |"
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, flash, ram, code, _ in rows:
-        print(f"| {name} | {kib(flash)} KiB | {kib(ram)} KiB | {kib(code['core'])} KiB | {kib(code['flash store'])} KiB | "
-              f"{kib(code['serial'])} KiB | {kib(code['sensors'])} KiB | {kib(code['board support'])} KiB |")
+        print(f"| {name} | {kib(flash)} KiB | {kib(ram)} KiB | {kib(code['core'])} KiB | {kib(code['aead'])} KiB | "
+              f"{kib(code['flash store'])} KiB | {kib(code['serial'])} KiB | {kib(code['sensors'])} KiB | "
+              f"{kib(code['board support'])} KiB |")
     # The goal: engine, codec and RAM store on thumbv7em at opt-level "s".
     _, _, _, code, statics = rows[1]
     state = engine_state(statics, stage=64, mtu=256, store_buffers=1024 + 8192)
@@ -123,6 +125,8 @@ def main():
     mstate = engine_state(mstatics, stage=16, mtu=256, store_buffers=256 + 1536)
     print(f"telemark core on Cortex-M0 (microbit, `small`): {mcode['core']} bytes of flash ({kib(mcode['core'])} KiB), "
           f"{mstate} bytes of RAM besides the user's buffers")
+    print(f"ChaCha20-Poly1305 (chacha20, poly1305, aead): {code['aead']} bytes of flash on Cortex-M4F, "
+          f"{mcode['aead']} bytes on Cortex-M0")
 
 if __name__ == "__main__":
     main()

@@ -363,17 +363,10 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     /// config reported as applied is the one a reboot resumes with; if it
     /// cannot be saved it is refused ([`ConfigError::NotSaved`]).
     pub fn apply_config(&mut self, now: Instant, cbor: &[u8]) -> Result<u32, ConfigError> {
-        let result = ConfigUpdate::parse(cbor)
-            .and_then(|u| u.apply(&self.config()))
-            .and_then(|next| {
-                check::<MTU>(&next.engine)
-                    .map(|()| next)
-                    .map_err(|_| ConfigError::Inconsistent)
-            })
-            .and_then(|next| match self.store.save_config(&next) {
-                Ok(()) => Ok(next),
-                Err(_) => Err(ConfigError::NotSaved),
-            });
+        let result = self.accept_config(cbor);
+        // Applied from this shallow frame: sealing the staged readings runs
+        // the block encoder, whose scratch must not sit on top of the
+        // parser's.
         let result = result.map(|next| {
             let version = next.version;
             self.set_config(now, next);
@@ -391,6 +384,24 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         let _ = self.push_report(report, crate::model::Severity::Info);
         self.uplink.flush_now();
         result
+    }
+
+    /// Parses `cbor`, applies it to the config in force, checks the result
+    /// and saves it. Out of line: the parsed update and two whole configs
+    /// are on the stack only while an update is checked.
+    #[inline(never)]
+    fn accept_config(&mut self, cbor: &[u8]) -> Result<DeviceConfig<CH>, ConfigError> {
+        ConfigUpdate::parse(cbor)
+            .and_then(|u| u.apply(&self.config()))
+            .and_then(|next| {
+                check::<MTU>(&next.engine)
+                    .map(|()| next)
+                    .map_err(|_| ConfigError::Inconsistent)
+            })
+            .and_then(|next| match self.store.save_config(&next) {
+                Ok(()) => Ok(next),
+                Err(_) => Err(ConfigError::NotSaved),
+            })
     }
 
     /// Reports a crash captured before this boot (by the board support's

@@ -532,6 +532,8 @@ impl Uplink {
         Ok((info, response))
     }
 
+    // Out of line: the cipher's state lives only while a frame is opened.
+    #[inline(never)]
     fn open_response<'b>(&self, bytes: &'b mut [u8]) -> Result<Response<'b>, FrameError> {
         let (header, body) = open(bytes, &self.sealing, Direction::Down)?;
         if header.device != self.config.device || header.epoch != self.epoch {
