@@ -27,4 +27,5 @@ cargo build --release --locked -p telemark-gateway
 firmware=$!
 trap 'pkill -P "$firmware" 2>/dev/null; kill "$firmware" 2>/dev/null || true' EXIT
 rm -f "qemu-$board.sqlite"
-./target/release/telemark-gateway --db "qemu-$board.sqlite" --connect "127.0.0.1:$port"
+./target/release/telemark-gateway --db "qemu-$board.sqlite" --keys examples/qemu-app/demo-keys.txt \
+    --connect "127.0.0.1:$port"

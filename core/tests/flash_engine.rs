@@ -263,3 +263,27 @@ fn every_boot_has_a_new_epoch_and_records_keep_the_one_that_numbered_them() {
         .collect();
     assert_eq!(names, [(first, old), (second, new)]);
 }
+
+#[test]
+fn epochs_never_repeat_even_when_every_boot_still_owns_records() {
+    use telemark_core::store::{RecordMeta, MAX_BOOTS};
+    let mut flash = Flash::new();
+    let mut seen = Vec::new();
+    // More boots than the store keeps, each leaving a record unsent.
+    for _ in 0..MAX_BOOTS + 4 {
+        let mut store = Store::new(flash, layout()).unwrap();
+        store.mount_or_format().unwrap();
+        let epoch = store.start_boot(0xE0).unwrap();
+        assert!(!seen.contains(&epoch), "epoch {epoch} started twice");
+        seen.push(epoch);
+        store.push(RecordMeta::routine(1), b"kept").unwrap();
+        flash = store.release().0;
+    }
+    // Each record still has one name, the same at every boot: the first
+    // boots' records are named by the oldest boot kept.
+    let mut store = Store::new(flash, layout()).unwrap();
+    store.mount_or_format().unwrap();
+    let boots = store.boots();
+    assert_eq!(boots.entries().len(), MAX_BOOTS);
+    assert_eq!(boots.epoch_of(telemark_core::store::Seq(0)), Some(seen[0]));
+}

@@ -234,6 +234,22 @@ mod tests {
     }
 
     #[test]
+    fn the_demo_keys_file_holds_the_demo_keys() {
+        let text = include_str!("../demo-keys.txt");
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(lines.len(), DEMO_KEYS.len());
+        for (line, (device, key)) in lines.iter().zip(DEMO_KEYS) {
+            assert_eq!(line[0], device.to_string());
+            assert_eq!(line[1], KEY_ID.to_string());
+            assert_eq!(Key::from_hex(line[2]), Some(Key::from_bytes(key)));
+        }
+    }
+
+    #[test]
     fn device_time_runs_sixty_times_faster() {
         assert_eq!(device_time(1_000), Instant::from_millis(60_000));
         assert_eq!(real_ms_until(1_000, Instant::from_millis(120_000)), 1_000);

@@ -81,6 +81,8 @@ const KEY_LEASE: u32 = u32::MAX;
 const KEY_CONFIG: u32 = u32::MAX - 1;
 const KEY_REPLACING: u32 = u32::MAX - 2;
 const KEY_BOOTS: u32 = u32::MAX - 3;
+/// The boots item: the latest epoch, then (epoch, first seq) per boot kept.
+const BOOTS_ITEM: usize = 1 + 2 * MAX_BOOTS;
 /// Sequence numbers stop below the state's keys.
 const SEQ_LIMIT: u32 = u32::MAX - 255;
 /// Map keys are stored little-endian in front of the value.
@@ -282,6 +284,9 @@ pub struct FlashStore<F, const N: usize = 512> {
     policy: FullPolicy,
     counters: StoreCounters,
     boots: Boots,
+    /// The epoch of the last boot started, if any: kept apart from `boots`,
+    /// which may not have room for every boot.
+    latest_epoch: Option<Epoch>,
     /// The lowest sequence number stored when mounted.
     oldest: u32,
 }
@@ -363,6 +368,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             policy: FullPolicy::default(),
             counters: StoreCounters::default(),
             boots: Boots::default(),
+            latest_epoch: None,
             oldest: 0,
         })
     }
@@ -457,16 +463,18 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         self.next_seq = lease.unwrap_or(0).max(after_records);
         self.leased = self.next_seq;
         self.oldest = min_seq.unwrap_or(self.next_seq);
-        let boots: Option<[u64; 2 * MAX_BOOTS]> = {
+        // The latest epoch, then (epoch, first seq) of each boot kept.
+        let boots: Option<[u64; BOOTS_ITEM]> = {
             let (mut map, buf) = self.map();
             run(map.fetch_item(buf, &KEY_BOOTS))?
         };
-        self.boots = Boots::from_entries(boots.unwrap_or_default().chunks(2).filter_map(
-            |p| match *p {
-                [epoch, first] if epoch != 0 => Some((Epoch(epoch), Seq(first as u32))),
-                _ => None,
-            },
-        ));
+        let boots = boots.unwrap_or([0; BOOTS_ITEM]);
+        let (latest, table) = boots.split_at(1);
+        self.latest_epoch = latest.first().copied().filter(|&e| e != 0).map(Epoch);
+        self.boots = Boots::from_entries(table.chunks(2).filter_map(|p| match *p {
+            [epoch, first] if epoch != 0 => Some((Epoch(epoch), Seq(first as u32))),
+            _ => None,
+        }));
         self.mounted = true;
         report.alert_records = self.alerts.len;
         report.routine_records = self.routine.len;
@@ -500,14 +508,18 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         if !self.mounted {
             return Err(FlashError::NotMounted);
         }
-        let epoch = match self.boots.entries().last() {
-            Some((last, _)) => Epoch(last.0.wrapping_add(1).max(1)),
+        let epoch = match self.latest_epoch {
+            Some(last) => Epoch(last.0.wrapping_add(1).max(1)),
             None => Epoch(entropy.max(1)),
         };
         let mut next = self.boots.clone();
         next.start(epoch, Seq(self.next_seq), Seq(self.oldest));
-        let mut flat = [0u64; 2 * MAX_BOOTS];
-        for (slot, (e, first)) in flat.chunks_mut(2).zip(next.entries()) {
+        let mut flat = [0u64; BOOTS_ITEM];
+        let (latest, table) = flat.split_at_mut(1);
+        if let Some(slot) = latest.first_mut() {
+            *slot = epoch.0;
+        }
+        for (slot, (e, first)) in table.chunks_mut(2).zip(next.entries()) {
             if let [a, b] = slot {
                 *a = e.0;
                 *b = u64::from(first.0);
@@ -518,6 +530,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             run(map.store_item(buf, &KEY_BOOTS, &flat))?;
         }
         self.boots = next;
+        self.latest_epoch = Some(epoch);
         Ok(epoch)
     }
 
