@@ -224,18 +224,14 @@ pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU
     recent: heapless::Deque<(u32, u8, u32), RECENT_COMMANDS>,
 }
 
-/// Any sealing with a key: what the frame budget is sized for.
-const SEALED: Sealing = Sealing::key(0, crate::wire::seal::Key::from_bytes([0; 32]));
-
 /// Checks what the engine itself needs of a config.
-fn check<const MTU: usize>(config: &EngineConfig) -> Result<(), EngineError> {
+fn check<const MTU: usize>(config: &EngineConfig, sealing: &Sealing) -> Result<(), EngineError> {
     config.uplink.validate().map_err(EngineError::Uplink)?;
     config.stager.validate().map_err(EngineError::Stager)?;
     if usize::from(config.uplink.mtu) > MTU {
         return Err(EngineError::MtuOverBuffer);
     }
-    // Sized for a sealed frame, the larger, so either sealing works.
-    let overhead = frame_overhead(config.uplink.device, &SEALED);
+    let overhead = frame_overhead(config.uplink.device, sealing);
     let room = usize::from(config.uplink.mtu).saturating_sub(overhead + RECORD_HEADER_MAX);
     if usize::from(config.stager.max_bytes) > room {
         return Err(EngineError::BlockOverMtu);
@@ -256,7 +252,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         config: EngineConfig,
         boot: Boot,
     ) -> Result<Self, EngineError> {
-        check::<MTU>(&config)?;
+        check::<MTU>(&config, &boot.sealing)?;
         let mut list = heapless::Vec::new();
         for spec in channels {
             spec.validate().map_err(|_| EngineError::Channel(spec.id))?;
@@ -298,7 +294,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     fn restore_config(&mut self) {
         let refused = match self.store.load_config(&self.config()) {
             Ok(None) => None,
-            Ok(Some(saved)) => match check::<MTU>(&saved.engine) {
+            Ok(Some(saved)) => match check::<MTU>(&saved.engine, self.uplink.sealing()) {
                 Ok(()) => {
                     self.set_config(Instant::ZERO, saved);
                     None
@@ -394,7 +390,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         ConfigUpdate::parse(cbor)
             .and_then(|u| u.apply(&self.config()))
             .and_then(|next| {
-                check::<MTU>(&next.engine)
+                check::<MTU>(&next.engine, self.uplink.sealing())
                     .map(|()| next)
                     .map_err(|_| ConfigError::Inconsistent)
             })

@@ -548,11 +548,6 @@ impl Uplink {
         Response::parse(&header, body)
     }
 
-    /// A frame was refused before it reached the uplink (counted here).
-    pub fn count_bad_frame(&mut self) {
-        self.counters.bad_frames = self.counters.bad_frames.saturating_add(1);
-    }
-
     /// When the uplink next needs a poll, if no event comes first: now
     /// while the radio is on and nothing is in flight; the resend time while
     /// a frame is; else when stored data falls due.

@@ -78,21 +78,14 @@ impl Boots {
         &self.entries
     }
 
-    /// Starts boot `epoch` at `first`, keeping the older boots that may
-    /// still own records (those from `oldest` on). When all of them are
-    /// still needed, the new boot is not added: its records stay named by
-    /// the last boot kept, which is consistent, if not exact.
+    /// Starts boot `epoch` at `first`, dropping the older boots that own
+    /// no record any more (none numbered from `oldest` on). When all of
+    /// them are still needed, the new boot is not added: its records stay
+    /// named by the last boot kept, which is consistent, if not exact.
     #[cfg_attr(not(feature = "flash"), allow(dead_code))]
     pub(crate) fn start(&mut self, epoch: Epoch, first: Seq, oldest: Seq) {
-        while self.entries.len() >= 2 && self.entries.get(1).is_some_and(|e| e.1 <= oldest) {
+        while self.entries.get(1).is_some_and(|e| e.1 <= oldest) {
             self.entries.remove(0);
-        }
-        if self.entries.is_full() {
-            if self.entries.get(1).is_some_and(|e| e.1 <= oldest) || self.entries.len() < 2 {
-                self.entries.remove(0);
-            } else {
-                return;
-            }
         }
         let _ = self.entries.push((epoch, first));
     }

@@ -50,14 +50,10 @@
 
 use super::record::{Epoch, Lane, Record, RecordMeta, Seq, SeqRange};
 use super::seal::{seal, Direction, FrameError, FrameKind, FrameWriteError, Header, Key, Sealing};
-use super::seal::{HEADER_MAX, TAG_LEN};
 use crate::codec::bits::{ByteReader, ByteWriter};
 use crate::model::Severity;
 use crate::time::Instant;
 
-/// Bytes of a records frame besides its records, at most: the header, the
-/// uptime and the tag.
-pub const FRAME_OVERHEAD_MAX: usize = HEADER_MAX + 10 + TAG_LEN;
 /// Bytes a record numbered in the frame's own epoch costs besides its
 /// payload, at most (a payload of up to 16 KiB).
 pub const RECORD_HEADER_MAX: usize = 5 + 1 + 3 + 2;
