@@ -64,7 +64,9 @@ fn run<const PAGE: usize, const PAGES: usize>(name: &str, alert_pages: u32, days
                 store_policy: FullPolicy::EvictOldest,
                 channels: heapless::Vec::new(),
             };
-            store.save_config(&config).expect("save config");
+            store
+                .save_config(|buf| config.encode(buf).ok())
+                .expect("save config");
         }
         if minute % 60 == 55 {
             if let (Some(first), Some(last)) = (unacked.first(), unacked.last()) {

@@ -55,12 +55,12 @@ use crate::model::{Alert, ChannelId, Quality, Reading};
 use crate::rules::RuleState;
 use crate::sensor::SensorErrorKind;
 use crate::stager::{SealedBlock, Stager, StagerConfig};
-use crate::store::{Lane, LoadError, RecordMeta, RecordStore, Seq};
+use crate::store::{Lane, RecordMeta, RecordStore, SaveError, Seq};
 use crate::time::{Duration, Instant};
 use crate::uplink::{AckInfo, Uplink, UplinkAction, UplinkConfig};
 use crate::wire::frame::{frame_overhead, Command, Item, RECORD_HEADER_MAX};
-use crate::wire::report::{Crash, Heartbeat, Report, ResetReason};
-use crate::wire::seal::{FrameError, Sealing};
+use crate::wire::report::{Crash, Heartbeat, KeyStatus, Report, ResetReason};
+use crate::wire::seal::{FrameError, Key, Sealing};
 use crate::wire::Epoch;
 
 /// What the engine needs to know besides its channels.
@@ -159,6 +159,9 @@ pub struct Downlink {
     /// Commands it carried whose ids were seen before: their earlier
     /// results were reported again.
     pub repeated: u8,
+    /// A new key it carried, and what the device did with it (see
+    /// [`Engine::take_key`]).
+    pub key: Option<KeyStatus>,
 }
 
 /// What a device is in this boot: how it seals its frames, and the epoch
@@ -170,7 +173,9 @@ pub struct Boot {
     /// This boot's epoch: from the flash store's mount, or 64 bits from
     /// the board's random number generator.
     pub epoch: Epoch,
-    /// The device's key (or, on a bench, [`Sealing::Unauthenticated`]).
+    /// The device's provisioned key (or, on a bench,
+    /// [`Sealing::Unauthenticated`]). A key the store saved when the server
+    /// rotated it ([`RecordStore::load_key`]) takes its place.
     pub sealing: Sealing,
 }
 
@@ -252,7 +257,14 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         config: EngineConfig,
         boot: Boot,
     ) -> Result<Self, EngineError> {
-        check::<MTU>(&config, &boot.sealing)?;
+        let mut store = store;
+        let sealing = match (boot.sealing, store.load_key()) {
+            (Sealing::Key { .. }, Ok(Some((id, key)))) => Sealing::key(id, key),
+            // A store that cannot be read leaves the provisioned key; the
+            // server refuses it if it retired it, and says so.
+            (provisioned, _) => provisioned,
+        };
+        check::<MTU>(&config, &sealing)?;
         let mut list = heapless::Vec::new();
         for spec in channels {
             spec.validate().map_err(|_| EngineError::Channel(spec.id))?;
@@ -270,7 +282,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             channels: list,
             stager: Stager::new(CompactCodec, config.stager),
             store,
-            uplink: Uplink::new(config.uplink, boot.sealing, boot.epoch),
+            uplink: Uplink::new(config.uplink, sealing, boot.epoch),
             heartbeat: config.heartbeat,
             next_heartbeat: Instant::ZERO,
             reset_reason: boot.reset_reason,
@@ -292,16 +304,20 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     /// again. A saved config that no longer fits this firmware is reported
     /// as refused, and the firmware's defaults stay (version 0).
     fn restore_config(&mut self) {
-        let refused = match self.store.load_config(&self.config()) {
+        let defaults = self.config();
+        let saved = self
+            .store
+            .load_config(|cbor| ConfigUpdate::parse(cbor).and_then(|u| u.apply(&defaults)));
+        let refused = match saved {
             Ok(None) => None,
-            Ok(Some(saved)) => match check::<MTU>(&saved.engine, self.uplink.sealing()) {
+            Ok(Some(Ok(saved))) => match check::<MTU>(&saved.engine, self.uplink.sealing()) {
                 Ok(()) => {
                     self.set_config(Instant::ZERO, saved);
                     None
                 }
                 Err(_) => Some(ConfigError::Inconsistent),
             },
-            Err(LoadError::Config(e)) => Some(e),
+            Ok(Some(Err(e))) => Some(e),
             Err(_) => Some(ConfigError::NotSaved),
         };
         let report = Report::ConfigStatus {
@@ -394,10 +410,54 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
                     .map(|()| next)
                     .map_err(|_| ConfigError::Inconsistent)
             })
-            .and_then(|next| match self.store.save_config(&next) {
-                Ok(()) => Ok(next),
-                Err(_) => Err(ConfigError::NotSaved),
-            })
+            .and_then(
+                |next| match self.store.save_config(|buf| next.encode(buf).ok()) {
+                    Ok(()) => Ok(next),
+                    Err(_) => Err(ConfigError::NotSaved),
+                },
+            )
+    }
+
+    /// Takes key `id`, sent by the server to replace the device's key: it
+    /// is saved to the store, then seals every frame from the next one on,
+    /// and the outcome is reported upstream either way. Nothing is in
+    /// flight when the key changes (it came in the response to the frame
+    /// that was), so no record waits on an answer under the old key.
+    ///
+    /// Refused, and the old key kept, when the store cannot keep a key
+    /// across a power cut ([`KeyStatus::NotPersistent`]: a RAM store
+    /// would come back with the key the server retired) or fails to save it
+    /// ([`KeyStatus::NotSaved`]), and when `id` is the one in force with
+    /// another key or the device seals nothing ([`KeyStatus::Refused`]).
+    pub fn take_key(&mut self, id: u8, key: Key) -> KeyStatus {
+        let status = match self.uplink.sealing() {
+            Sealing::Unauthenticated => KeyStatus::Refused,
+            Sealing::Key {
+                id: current,
+                key: k,
+            } if *current == id => {
+                if *k == key {
+                    KeyStatus::InUse
+                } else {
+                    KeyStatus::Refused
+                }
+            }
+            Sealing::Key { .. } => match self.store.save_key(id, &key) {
+                Ok(()) => {
+                    self.uplink.set_sealing(Sealing::key(id, key));
+                    KeyStatus::InUse
+                }
+                Err(SaveError::NotPersistent) => KeyStatus::NotPersistent,
+                Err(_) => KeyStatus::NotSaved,
+            },
+        };
+        let severity = match status {
+            KeyStatus::InUse => crate::model::Severity::Info,
+            _ => crate::model::Severity::Warning,
+        };
+        let _ = self.push_report(Report::KeyStatus { id, status }, severity);
+        self.uplink.flush_now();
+        status
     }
 
     /// Reports a crash captured before this boot (by the board support's
@@ -684,10 +744,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
                         done.commands = done.commands.saturating_add(1);
                     }
                 }
-                // Key rotation needs a store that keeps the key across a
-                // power cut; until then a new key is refused by ignoring
-                // it, and the server keeps the old one.
-                Item::Key { .. } => {}
+                Item::Key { id, key } => done.key = Some(self.take_key(id, key)),
             }
         }
         Ok(done)

@@ -275,6 +275,14 @@ impl Uplink {
         &self.sealing
     }
 
+    /// Seals every frame from the next one on with `sealing` (a key the
+    /// server rotated to). Call it only while no frame is in flight, as
+    /// after a response: an answer to a frame sealed under the old key
+    /// would be refused.
+    pub fn set_sealing(&mut self, sealing: Sealing) {
+        self.sealing = sealing;
+    }
+
     /// The config.
     pub fn config(&self) -> &UplinkConfig {
         &self.config

@@ -258,3 +258,32 @@ fn a_reboot_waits_until_its_result_is_acknowledged() {
     e.on_frame(now, &mut ack[..n]).unwrap();
     assert_eq!(e.poll(now), Action::Reboot);
 }
+
+#[test]
+fn a_key_the_store_cannot_keep_or_under_the_id_in_force_is_refused_and_reported() {
+    use telemark_core::wire::report::KeyStatus;
+    let mut e = engine();
+    let other = Key::from_bytes([9; 32]);
+    // A RAM store loses a key with the power: taking it would strand the
+    // device with a key the server retired.
+    assert_eq!(e.take_key(2, other.clone()), KeyStatus::NotPersistent);
+    assert_eq!(e.take_key(1, other), KeyStatus::Refused);
+    assert_eq!(e.take_key(1, Key::from_bytes([1; 32])), KeyStatus::InUse);
+    let mut reports = Vec::new();
+    let mut n = 0;
+    while let Ok(Some(r)) = e.store_mut().peek(n) {
+        if let Ok(Report::KeyStatus { id, status }) = Report::decode(r.payload) {
+            reports.push((id, status));
+        }
+        n += 1;
+    }
+    reports.sort_by_key(|&(id, s)| (id, s as u8));
+    assert_eq!(
+        reports,
+        [
+            (1, KeyStatus::InUse),
+            (1, KeyStatus::Refused),
+            (2, KeyStatus::NotPersistent)
+        ]
+    );
+}

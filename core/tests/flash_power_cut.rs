@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use telemark_core::config::DeviceConfig;
+use telemark_core::config::{ConfigUpdate, DeviceConfig};
 use telemark_core::engine::EngineConfig;
 use telemark_core::model::Severity;
 use telemark_core::stager::StagerConfig;
@@ -188,7 +188,10 @@ impl Run<'_> {
 
     fn save_config(&mut self, version: u32) -> Step {
         self.model.in_flight = Some(Op::Config(version));
-        self.store.save_config(&config(version)).map_err(|_| ())?;
+        let config = config(version);
+        self.store
+            .save_config(|buf| config.encode(buf).ok())
+            .map_err(|_| ())?;
         self.model.config = Some(version);
         self.model.in_flight = None;
         Ok(())
@@ -426,9 +429,9 @@ fn verify(store: &mut Store, model: &mut Model) -> usize {
 
     // Config: the one in force, or the one being saved.
     let loaded = store
-        .load_config(&config(0))
+        .load_config(|cbor| ConfigUpdate::parse(cbor).map(|u| u.version()))
         .expect("config readable after recovery")
-        .map(|c| c.version);
+        .map(|parsed| parsed.expect("the saved config parses"));
     match (&in_flight, loaded) {
         (Some(Op::Config(v)), Some(l)) if l == *v => model.config = Some(l),
         (_, l) => assert_eq!(l, model.config, "config torn"),

@@ -14,7 +14,7 @@ use telemark_core::codec::{BlockCodec, CompactCodec};
 use telemark_core::model::{ChannelId, Reading, Severity, Value};
 use telemark_core::time::Instant;
 use telemark_core::wire::frame::{Command, FrameWriter, Item, Response};
-use telemark_core::wire::report::Report;
+use telemark_core::wire::report::{KeyStatus, Report};
 use telemark_core::wire::seal::{open, Direction, FrameKind, Header, Key, Sealing};
 use telemark_core::wire::{Epoch, Record, RecordMeta, Seq};
 
@@ -51,10 +51,20 @@ fn block(first: u64, n: u64) -> Vec<u8> {
 /// A sealed records frame: (seq, readings, payload) blocks, each numbered
 /// in `epoch`, sent in `epoch` at `uptime` as frame `counter`.
 fn frame(epoch: Epoch, counter: u32, uptime: u64, blocks: &[(u32, u16, &[u8])]) -> Vec<u8> {
-    let s = sealing();
-    let header = Header::new(FrameKind::Records, DEVICE, epoch, counter, &s);
+    sealed_frame(&sealing(), epoch, counter, uptime, blocks)
+}
+
+/// [`frame`] sealed with `s`.
+fn sealed_frame(
+    s: &Sealing,
+    epoch: Epoch,
+    counter: u32,
+    uptime: u64,
+    blocks: &[(u32, u16, &[u8])],
+) -> Vec<u8> {
+    let header = Header::new(FrameKind::Records, DEVICE, epoch, counter, s);
     let mut buf = vec![0u8; 2048];
-    let Ok(mut w) = FrameWriter::new(&mut buf, &header, Instant::from_millis(uptime), &s) else {
+    let Ok(mut w) = FrameWriter::new(&mut buf, &header, Instant::from_millis(uptime), s) else {
         panic!("frame header does not fit");
     };
     for &(seq, readings, payload) in blocks {
@@ -65,18 +75,28 @@ fn frame(epoch: Epoch, counter: u32, uptime: u64, blocks: &[(u32, u16, &[u8])]) 
         };
         assert!(w.push(&record, None).is_ok(), "record does not fit");
     }
-    let n = w.finish(&s).unwrap_or(0);
+    let n = w.finish(s).unwrap_or(0);
     buf.truncate(n);
     buf
 }
 
 fn alert_frame(epoch: Epoch, counter: u32, seq: u32, report: Report) -> Vec<u8> {
-    let s = sealing();
-    let header = Header::new(FrameKind::Records, DEVICE, epoch, counter, &s);
+    sealed_alert_frame(&sealing(), epoch, counter, seq, report)
+}
+
+/// [`alert_frame`] sealed with `s`.
+fn sealed_alert_frame(
+    s: &Sealing,
+    epoch: Epoch,
+    counter: u32,
+    seq: u32,
+    report: Report,
+) -> Vec<u8> {
+    let header = Header::new(FrameKind::Records, DEVICE, epoch, counter, s);
     let mut payload = [0u8; 64];
     let len = report.encode(&mut payload).unwrap_or(0);
     let mut buf = vec![0u8; 256];
-    let Ok(mut w) = FrameWriter::new(&mut buf, &header, Instant::from_millis(10), &s) else {
+    let Ok(mut w) = FrameWriter::new(&mut buf, &header, Instant::from_millis(10), s) else {
         panic!("frame header does not fit");
     };
     let record = Record {
@@ -85,14 +105,19 @@ fn alert_frame(epoch: Epoch, counter: u32, seq: u32, report: Report) -> Vec<u8> 
         payload: payload.get(..len).unwrap_or_default(),
     };
     assert!(w.push(&record, None).is_ok());
-    let n = w.finish(&s).unwrap_or(0);
+    let n = w.finish(s).unwrap_or(0);
     buf.truncate(n);
     buf
 }
 
 fn items(response: &[u8]) -> Vec<String> {
+    sealed_items(&sealing(), response)
+}
+
+/// [`items`] of a response sealed with `s`.
+fn sealed_items(s: &Sealing, response: &[u8]) -> Vec<String> {
     let mut bytes = response.to_vec();
-    let Ok((header, body)) = open(&mut bytes, &sealing(), Direction::Down) else {
+    let Ok((header, body)) = open(&mut bytes, s, Direction::Down) else {
         panic!("the response does not open with the device's key");
     };
     let Ok(r) = Response::parse(&header, body) else {
@@ -121,6 +146,7 @@ pub fn run<S: Store>(mut fresh: impl FnMut() -> S) {
     epochs_name_records_apart(&mut fresh());
     replays_are_refused_after_a_restart(&mut fresh());
     the_outbox_is_sent_until_settled(&mut fresh());
+    keys_rotate_and_retire(&mut fresh());
 }
 
 /// New records are stored with their readings on the server's clock;
@@ -307,4 +333,80 @@ pub fn the_outbox_is_sent_until_settled<S: Store>(store: &mut S) {
         outbox.pending().is_empty(),
         "the store kept the outbox settled"
     );
+}
+
+/// A key rotation rides every response until a frame sealed with the new
+/// key arrives; from then on the old key is refused, across a restart; a
+/// device that refuses the next key keeps the one it has.
+pub fn keys_rotate_and_retire<S: Store>(store: &mut S) {
+    let second = Sealing::key(2, Key::from_bytes([0x44; 32]));
+    let third = Key::from_bytes([0x55; 32]);
+    let mut server = server();
+    assert!(
+        server
+            .rotate_key(store, DEVICE, 1, Key::from_bytes([0x66; 32]))
+            .is_err(),
+        "a rotation to the id in force is refused"
+    );
+    assert!(
+        server
+            .rotate_key(store, DEVICE, 2, Key::from_bytes([0x44; 32]))
+            .is_ok(),
+        "set_key failed"
+    );
+    let b = block(0, 1);
+    let epoch = Epoch(5);
+    let r = receive(&mut server, store, &frame(epoch, 1, 1_000, &[(1, 1, &b)]));
+    assert_eq!(items(&r.response), ["key 2"], "the new key goes down");
+    let r = receive(
+        &mut server,
+        store,
+        &sealed_frame(&second, epoch, 2, 2_000, &[(2, 1, &b)]),
+    );
+    assert!(
+        sealed_items(&second, &r.response).is_empty(),
+        "a response under the new key, with nothing left to send"
+    );
+
+    let mut restarted = self::server();
+    match restarted.receive(store, &frame(epoch, 3, 3_000, &[(3, 1, &b)]), RECEIVED) {
+        Err(ReceiveError::Refused(Refusal::RetiredKey { key: 1, .. })) => {}
+        other => panic!("the retired key was not refused: {other:?}"),
+    }
+    assert_eq!(restarted.counters().refused.retired_key, 1);
+    receive(
+        &mut restarted,
+        store,
+        &sealed_frame(&second, epoch, 4, 4_000, &[(3, 1, &b)]),
+    );
+
+    assert!(restarted
+        .rotate_key(store, DEVICE, 2, third.clone())
+        .is_err());
+    assert!(restarted.rotate_key(store, DEVICE, 3, third).is_ok());
+    let r = receive(
+        &mut restarted,
+        store,
+        &sealed_frame(&second, epoch, 5, 5_000, &[(4, 1, &b)]),
+    );
+    assert_eq!(sealed_items(&second, &r.response), ["key 3"]);
+    let refused = Report::KeyStatus {
+        id: 3,
+        status: KeyStatus::NotPersistent,
+    };
+    let r = receive(
+        &mut restarted,
+        store,
+        &sealed_alert_frame(&second, epoch, 6, 5, refused),
+    );
+    assert!(
+        sealed_items(&second, &r.response).is_empty(),
+        "a refused key is sent no more"
+    );
+    let outbox = store.outbox(DEVICE).ok().unwrap_or_default();
+    assert_eq!(outbox.key_in_use(), Some(2), "the device keeps key 2");
+    match restarted.receive(store, &frame(epoch, 7, 7_000, &[(6, 1, &b)]), RECEIVED) {
+        Err(ReceiveError::Refused(Refusal::RetiredKey { key: 1, .. })) => {}
+        other => panic!("key 1 came back: {other:?}"),
+    }
 }

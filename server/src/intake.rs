@@ -9,11 +9,11 @@ use telemark_core::model::Reading;
 use telemark_core::transport::MAX_DOWNLINK;
 use telemark_core::wire::frame::{RecordsFrame, ResponseWriter, MAX_ACK_RANGES};
 use telemark_core::wire::report::Report;
-use telemark_core::wire::seal::{open, Direction, FrameError, FrameKind, Header, Sealing};
+use telemark_core::wire::seal::{open, Direction, FrameError, FrameKind, Header, Key, Sealing};
 use telemark_core::wire::{Epoch, Lane, Seq, SeqRange};
 
 use crate::keyring::Keyring;
-use crate::outbox::Outbox;
+use crate::outbox::{KeyState, Outbox, OutboxChange, Retired};
 use crate::store::{
     Batch, Committed, Conflict, Contents, EpochState, NewRecord, PendingResponse, RecordKey, Store,
     TimedReading,
@@ -58,6 +58,14 @@ pub enum Refusal {
         /// The key id it names.
         key: u8,
     },
+    /// A key the device moved away from (a rotation finished): the old
+    /// key may be the one an attacker holds.
+    RetiredKey {
+        /// The device the frame claims.
+        device: u64,
+        /// The key id it names.
+        key: u8,
+    },
     /// The tag does not verify: forged, tampered or corrupted.
     BadTag,
     /// Unauthenticated, from a device not allowed to send so.
@@ -83,6 +91,9 @@ impl fmt::Display for Refusal {
             Refusal::UnknownDevice(d) => write!(f, "unknown device {d}"),
             Refusal::UnknownKey { device, key } => {
                 write!(f, "device {device} has no key {key}")
+            }
+            Refusal::RetiredKey { device, key } => {
+                write!(f, "device {device} moved away from key {key}")
             }
             Refusal::BadTag => f.write_str("authentication failed"),
             Refusal::Unauthenticated(d) => {
@@ -126,6 +137,39 @@ impl<E: std::error::Error + 'static> std::error::Error for ReceiveError<E> {
     }
 }
 
+/// Why [`Server::rotate_key`] did not start a rotation.
+#[derive(Debug)]
+pub enum RotateError<E> {
+    /// No such device in the keyring.
+    UnknownDevice(u64),
+    /// The device seals with a key of this id now: a new key needs a new
+    /// id (the device refuses another key under the id in force).
+    IdInUse(u8),
+    /// The store failed; nothing changed.
+    Store(E),
+}
+
+impl<E: fmt::Display> fmt::Display for RotateError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RotateError::UnknownDevice(d) => write!(f, "unknown device {d}"),
+            RotateError::IdInUse(id) => {
+                write!(f, "key id {id} is in use: a new key needs a new id")
+            }
+            RotateError::Store(e) => write!(f, "not saved: {e}"),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for RotateError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RotateError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Frames refused, by cause.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Refusals {
@@ -137,6 +181,8 @@ pub struct Refusals {
     pub unknown_device: u64,
     /// [`Refusal::UnknownKey`].
     pub unknown_key: u64,
+    /// [`Refusal::RetiredKey`].
+    pub retired_key: u64,
     /// [`Refusal::BadTag`].
     pub bad_tag: u64,
     /// [`Refusal::Unauthenticated`].
@@ -154,6 +200,7 @@ impl Refusals {
             + self.unsupported_version
             + self.unknown_device
             + self.unknown_key
+            + self.retired_key
             + self.bad_tag
             + self.unauthenticated
             + self.replayed
@@ -230,6 +277,7 @@ impl Server {
             Refusal::UnsupportedVersion(_) => c.unsupported_version += 1,
             Refusal::UnknownDevice(_) => c.unknown_device += 1,
             Refusal::UnknownKey { .. } => c.unknown_key += 1,
+            Refusal::RetiredKey { .. } => c.retired_key += 1,
             Refusal::BadTag => c.bad_tag += 1,
             Refusal::Unauthenticated(_) => c.unauthenticated += 1,
             Refusal::Replayed => c.replayed += 1,
@@ -250,8 +298,16 @@ impl Server {
         received_unix_ms: u64,
     ) -> Result<Received, ReceiveError<S::Error>> {
         let mut bytes = frame.to_vec();
-        let (header, sealing) = match self.sealing_for(&bytes) {
-            Ok(found) => found,
+        let header = match self.header_of(&bytes) {
+            Ok(header) => header,
+            Err(r) => return Err(self.refuse(r)),
+        };
+        // Only a device of the keyring costs the store a read.
+        let mut outbox = store
+            .outbox(header.device)
+            .map_err(|e| self.store_failed(e))?;
+        let sealing = match self.sealing_for(&header, &outbox) {
+            Ok(sealing) => sealing,
             Err(r) => return Err(self.refuse(r)),
         };
         let body = match open(&mut bytes, &sealing, Direction::Up) {
@@ -276,7 +332,6 @@ impl Server {
             .ok()
             .and_then(|r| r.checked_sub(uptime));
 
-        let mut outbox = store.outbox(device).map_err(|e| self.store_failed(e))?;
         let mut batch = Batch {
             device,
             epoch: header.epoch,
@@ -294,6 +349,14 @@ impl Server {
                 ranges: Vec::new(),
             },
         };
+        // The first frame sealed with the key the device was sent.
+        if let Some(k) = &outbox.key {
+            if k.state == KeyState::Pending && !header.unauthenticated && k.id == header.key_id {
+                let change = OutboxChange::KeyInUse { id: k.id };
+                outbox.apply(&change);
+                batch.outbox.push(change);
+            }
+        }
         // Anchors of the earlier boots the frame's records were numbered in.
         let mut anchors: HashMap<Epoch, EpochState> = HashMap::new();
         anchors.insert(header.epoch, state);
@@ -374,13 +437,41 @@ impl Server {
         Ok(Received { batch, response })
     }
 
+    /// Starts moving `device` to key `key` of id `id`, through `store`'s
+    /// outbox: the key goes down (sealed with the device's current key)
+    /// with each response until a frame sealed with it arrives. From that
+    /// frame on, the device's earlier keys are retired and refused
+    /// ([`Refusal::RetiredKey`]). A device that cannot keep the key (a
+    /// RAM store) refuses it, and keeps its key.
+    pub fn rotate_key<S: Store>(
+        &self,
+        store: &mut S,
+        device: u64,
+        id: u8,
+        key: Key,
+    ) -> Result<(), RotateError<S::Error>> {
+        let keys = self
+            .keyring
+            .device(device)
+            .ok_or(RotateError::UnknownDevice(device))?;
+        let outbox = store.outbox(device).map_err(RotateError::Store)?;
+        let in_use = match outbox.key_in_use() {
+            Some(current) => current == id,
+            None => keys.sealing(id).is_some(),
+        };
+        if in_use {
+            return Err(RotateError::IdInUse(id));
+        }
+        store.set_key(device, id, &key).map_err(RotateError::Store)
+    }
+
     fn store_failed<E>(&mut self, e: E) -> ReceiveError<E> {
         self.counters.store_failures += 1;
         ReceiveError::Store(e)
     }
 
-    /// The clear header and the sealing the keyring has for it.
-    fn sealing_for(&self, bytes: &[u8]) -> Result<(Header, Sealing), Refusal> {
+    /// The clear header of a records frame from a device of the keyring.
+    fn header_of(&self, bytes: &[u8]) -> Result<Header, Refusal> {
         let header = match Header::parse(bytes) {
             Ok((h, _)) => h,
             Err(FrameError::Version(v)) => return Err(Refusal::UnsupportedVersion(v)),
@@ -389,22 +480,37 @@ impl Server {
         if header.kind != FrameKind::Records {
             return Err(Refusal::NotRecords);
         }
+        if self.keyring.device(header.device).is_none() {
+            return Err(Refusal::UnknownDevice(header.device));
+        }
+        Ok(header)
+    }
+
+    /// The sealing `header` names: the key a rotation decides (see
+    /// [`Outbox::key_for`]), else the keyring's.
+    fn sealing_for(&self, header: &Header, outbox: &Outbox) -> Result<Sealing, Refusal> {
         let keys = self
             .keyring
             .device(header.device)
             .ok_or(Refusal::UnknownDevice(header.device))?;
-        let sealing = if header.unauthenticated {
-            if !keys.allows_unauthenticated() {
-                return Err(Refusal::Unauthenticated(header.device));
-            }
-            Sealing::Unauthenticated
-        } else {
-            keys.sealing(header.key_id).ok_or(Refusal::UnknownKey {
+        if header.unauthenticated {
+            return if keys.allows_unauthenticated() {
+                Ok(Sealing::Unauthenticated)
+            } else {
+                Err(Refusal::Unauthenticated(header.device))
+            };
+        }
+        match outbox.key_for(header.key_id) {
+            Some(Ok(key)) => Ok(Sealing::key(header.key_id, key.clone())),
+            Some(Err(Retired)) => Err(Refusal::RetiredKey {
                 device: header.device,
                 key: header.key_id,
-            })?
-        };
-        Ok((header, sealing))
+            }),
+            None => keys.sealing(header.key_id).ok_or(Refusal::UnknownKey {
+                device: header.device,
+                key: header.key_id,
+            }),
+        }
     }
 
     /// The response to a committed batch: its acknowledgement, the

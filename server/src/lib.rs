@@ -13,8 +13,8 @@
 //!    device times to Unix ms through the uptime the frame carries;
 //! 4. **commits** everything in one [`Batch`]; only the [`Committed`]
 //!    token the store returns builds the **response**: the
-//!    acknowledgement, and the [`Outbox`] (config, commands) until the
-//!    device's reports settle it.
+//!    acknowledgement, and the [`Outbox`] (config, commands, a new key)
+//!    until the device settles it.
 //!
 //! The gateway (SQLite), the simulator (memory) and the cloud service all
 //! stand on it; each backend passes the same [`conformance`] suite.
@@ -44,10 +44,15 @@ mod memory;
 mod outbox;
 mod store;
 
-pub use intake::{ranges, Counters, Limits, ReceiveError, Received, Refusal, Refusals, Server};
+pub use intake::{
+    ranges, Counters, Limits, ReceiveError, Received, Refusal, Refusals, RotateError, Server,
+};
 pub use keyring::{DeviceKeys, Keyring};
 pub use memory::{MemoryStore, Unavailable};
-pub use outbox::{CommandOutcome, ConfigState, DesiredConfig, Outbox, OutboxChange, QueuedCommand};
+pub use outbox::{
+    CommandOutcome, ConfigState, DesiredConfig, KeyRotation, KeyState, Outbox, OutboxChange,
+    QueuedCommand, Retired,
+};
 pub use store::{
     Batch, Committed, Conflict, Contents, EpochState, NewRecord, RecordKey, Store, TimedReading,
     REPLAY_WINDOW,

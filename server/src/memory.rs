@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use telemark_core::wire::frame::Command;
+use telemark_core::wire::seal::Key;
 use telemark_core::wire::Epoch;
 
 use crate::outbox::{ConfigState, DesiredConfig, Outbox, QueuedCommand};
@@ -131,6 +132,15 @@ impl Store for MemoryStore {
                 result: None,
             });
         }
+        Ok(())
+    }
+
+    fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), Unavailable> {
+        self.check()?;
+        self.outboxes
+            .entry(device)
+            .or_default()
+            .rotate(id, key.clone());
         Ok(())
     }
 }

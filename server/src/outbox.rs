@@ -1,9 +1,11 @@
-//! What the server wants a device to do: the config it should run and the
-//! commands it should execute, each sent with every response until the
-//! device's own report settles it.
+//! What the server wants a device to do: the config it should run, the
+//! commands it should execute and the key it should move to, each sent
+//! with every response until the device settles it: its own report, or (a
+//! key) its first frame sealed with the new key.
 
 use telemark_core::wire::frame::{Command, Item};
-use telemark_core::wire::report::Report;
+use telemark_core::wire::report::{KeyStatus, Report};
+use telemark_core::wire::seal::Key;
 
 /// Where a desired config stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +55,38 @@ pub struct QueuedCommand {
     pub result: Option<CommandOutcome>,
 }
 
+/// A frame sealed with a key the device moved away from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retired;
+
+/// Where a key rotation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// Sent with every response until a frame sealed with it arrives;
+    /// frames under the device's earlier key are still accepted.
+    Pending,
+    /// A frame sealed with it arrived: it is the device's only key, and
+    /// its earlier keys are retired (refused from now on).
+    InUse,
+    /// The device refused it (a RAM store, a failed save); no longer
+    /// sent, and the earlier key stays.
+    Refused(KeyStatus),
+}
+
+/// The key a device should move to, or moved to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRotation {
+    /// Its id, as frames name it.
+    pub id: u8,
+    /// The key.
+    pub key: Key,
+    /// Where it stands.
+    pub state: KeyState,
+    /// The key the device used before, when an earlier rotation gave it
+    /// (else the keyring's): accepted until this one is in use.
+    pub previous: Option<(u8, Key)>,
+}
+
 /// Everything queued for one device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outbox {
@@ -60,6 +94,8 @@ pub struct Outbox {
     pub config: Option<DesiredConfig>,
     /// Commands, oldest first.
     pub commands: Vec<QueuedCommand>,
+    /// The key it should move to, or moved to, if one was set.
+    pub key: Option<KeyRotation>,
 }
 
 /// A change a device's report makes to its outbox.
@@ -91,6 +127,18 @@ pub enum OutboxChange {
         id: u32,
         /// Its result.
         outcome: CommandOutcome,
+    },
+    /// A frame sealed with the pending key of this id arrived.
+    KeyInUse {
+        /// The key's id.
+        id: u8,
+    },
+    /// The device refused the pending key of this id.
+    KeyRefused {
+        /// The key's id.
+        id: u8,
+        /// Why.
+        status: KeyStatus,
     },
 }
 
@@ -126,6 +174,13 @@ impl Outbox {
                 } else {
                     None
                 }
+            }
+            Report::KeyStatus { id, status } => {
+                let rotation = self.key.as_ref()?;
+                (rotation.state == KeyState::Pending
+                    && rotation.id == id
+                    && status != KeyStatus::InUse)
+                    .then_some(OutboxChange::KeyRefused { id, status })
             }
             Report::CommandResult { id, status, value } => self
                 .commands
@@ -167,12 +222,83 @@ impl Outbox {
                     c.result = Some(outcome);
                 }
             }
+            OutboxChange::KeyInUse { id } => {
+                if let Some(k) = self.key.as_mut().filter(|k| k.id == id) {
+                    k.state = KeyState::InUse;
+                }
+            }
+            OutboxChange::KeyRefused { id, status } => {
+                if let Some(k) = self.key.as_mut().filter(|k| k.id == id) {
+                    k.state = KeyState::Refused(status);
+                }
+            }
         }
     }
 
-    /// What still goes down with every response: a pending config, then
-    /// commands without a result, oldest first.
+    /// The key a frame naming key `id` is opened with, if a rotation
+    /// decides it: the key in use (no other id is accepted once a device
+    /// moved to it), the pending one, or the one an earlier rotation gave.
+    /// `None` leaves it to the keyring.
+    pub fn key_for(&self, id: u8) -> Option<Result<&Key, Retired>> {
+        let rotation = self.key.as_ref()?;
+        if rotation.state == KeyState::InUse {
+            return Some(if rotation.id == id {
+                Ok(&rotation.key)
+            } else {
+                Err(Retired)
+            });
+        }
+        if rotation.state == KeyState::Pending && rotation.id == id {
+            return Some(Ok(&rotation.key));
+        }
+        let (previous, key) = rotation.previous.as_ref()?;
+        Some(if *previous == id {
+            Ok(key)
+        } else {
+            Err(Retired)
+        })
+    }
+
+    /// Starts moving the device to key `id`, replacing an earlier
+    /// rotation; the key the device uses now stays accepted until then. A
+    /// store's [`crate::Store::set_key`] does this (or the same in its own
+    /// query language).
+    pub fn rotate(&mut self, id: u8, key: Key) {
+        let previous = match self.key.take() {
+            Some(r) if r.state == KeyState::InUse => Some((r.id, r.key)),
+            Some(r) => r.previous,
+            None => None,
+        };
+        self.key = Some(KeyRotation {
+            id,
+            key,
+            state: KeyState::Pending,
+            previous,
+        });
+    }
+
+    /// The id of the key the device seals with, if a rotation decides it
+    /// (else the keyring's).
+    pub fn key_in_use(&self) -> Option<u8> {
+        let rotation = self.key.as_ref()?;
+        if rotation.state == KeyState::InUse {
+            Some(rotation.id)
+        } else {
+            rotation.previous.as_ref().map(|(id, _)| *id)
+        }
+    }
+
+    /// What still goes down with every response: a pending key, a pending
+    /// config, then commands without a result, oldest first.
     pub fn pending(&self) -> Vec<Item<'_>> {
+        let key = self
+            .key
+            .iter()
+            .filter(|k| k.state == KeyState::Pending)
+            .map(|k| Item::Key {
+                id: k.id,
+                key: k.key.clone(),
+            });
         let config = self
             .config
             .iter()
@@ -186,6 +312,6 @@ impl Outbox {
                 id: c.id,
                 command: c.command,
             });
-        config.chain(commands).collect()
+        key.chain(config).chain(commands).collect()
     }
 }

@@ -10,6 +10,7 @@
 use telemark_core::model::{Reading, Severity};
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::Report;
+use telemark_core::wire::seal::Key;
 use telemark_core::wire::{Epoch, Lane, Seq, SeqRange};
 
 use crate::outbox::{Outbox, OutboxChange};
@@ -232,4 +233,10 @@ pub trait Store {
     /// device reports its result. A command of an id already queued for
     /// the device replaces nothing and is ignored.
     fn queue_command(&mut self, device: u64, id: u32, command: Command) -> Result<(), Self::Error>;
+
+    /// Sets the key `device` should move to: key `key` of id `id`, sent
+    /// (sealed with the device's current key) with each response until a
+    /// frame sealed with it arrives, or the device refuses it. It replaces
+    /// an earlier rotation, finished or not.
+    fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), Self::Error>;
 }

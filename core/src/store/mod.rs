@@ -22,7 +22,7 @@
 
 use core::fmt;
 
-use crate::config::DeviceConfig;
+use crate::wire::seal::Key;
 
 #[cfg(feature = "flash")]
 pub mod flash;
@@ -250,26 +250,44 @@ pub trait RecordStore {
         Boots::default()
     }
 
-    /// Saves the config in force so that [`RecordStore::load_config`]
-    /// returns it after a reboot; a torn save leaves the previous one.
+    /// Saves the config in force, as the opaque bytes `encode` writes into
+    /// the buffer it is given (returning their length, or `None` if they do
+    /// not fit), so that [`RecordStore::load_config`] hands them back after
+    /// a reboot; a torn save leaves the previous one.
     ///
     /// A store that keeps nothing across a reboot, like [`RamStore`],
-    /// accepts and forgets it.
-    fn save_config<const CH: usize>(
-        &mut self,
-        config: &DeviceConfig<CH>,
-    ) -> Result<(), SaveError<Self::Error>> {
-        let _ = config;
+    /// accepts and forgets it: the engine reports its config at every boot,
+    /// and the server sends again what the device lost.
+    fn save_config<W>(&mut self, encode: W) -> Result<(), SaveError<Self::Error>>
+    where
+        W: FnOnce(&mut [u8]) -> Option<usize>,
+    {
+        let _ = encode;
         Ok(())
     }
 
-    /// The config saved last, applied over the firmware's `defaults`;
-    /// `None` if there is none.
-    fn load_config<const CH: usize>(
-        &mut self,
-        defaults: &DeviceConfig<CH>,
-    ) -> Result<Option<DeviceConfig<CH>>, LoadError<Self::Error>> {
-        let _ = defaults;
+    /// Hands the config saved last to `decode`, and returns what it made of
+    /// it; `None` if there is none.
+    fn load_config<T, R>(&mut self, decode: R) -> Result<Option<T>, Self::Error>
+    where
+        R: FnOnce(&[u8]) -> T,
+    {
+        let _ = decode;
+        Ok(None)
+    }
+
+    /// Saves key `id`, sent by the server to replace the device's key, so
+    /// that [`RecordStore::load_key`] returns it after a reboot. A store
+    /// that cannot keep it across a power cut, like [`RamStore`], refuses
+    /// it ([`SaveError::NotPersistent`]): the device would come back with
+    /// the key the server retired.
+    fn save_key(&mut self, id: u8, key: &Key) -> Result<(), SaveError<Self::Error>> {
+        let _ = (id, key);
+        Err(SaveError::NotPersistent)
+    }
+
+    /// The key saved last, with its id, if any.
+    fn load_key(&mut self) -> Result<Option<(u8, Key)>, Self::Error> {
         Ok(None)
     }
 }
@@ -340,40 +358,38 @@ impl<S: RecordStore> RecordStore for &mut S {
         (**self).boots()
     }
 
-    fn save_config<const CH: usize>(
-        &mut self,
-        config: &DeviceConfig<CH>,
-    ) -> Result<(), SaveError<Self::Error>> {
-        (**self).save_config(config)
+    fn save_config<W>(&mut self, encode: W) -> Result<(), SaveError<Self::Error>>
+    where
+        W: FnOnce(&mut [u8]) -> Option<usize>,
+    {
+        (**self).save_config(encode)
     }
 
-    fn load_config<const CH: usize>(
-        &mut self,
-        defaults: &DeviceConfig<CH>,
-    ) -> Result<Option<DeviceConfig<CH>>, LoadError<Self::Error>> {
-        (**self).load_config(defaults)
+    fn load_config<T, R>(&mut self, decode: R) -> Result<Option<T>, Self::Error>
+    where
+        R: FnOnce(&[u8]) -> T,
+    {
+        (**self).load_config(decode)
+    }
+
+    fn save_key(&mut self, id: u8, key: &Key) -> Result<(), SaveError<Self::Error>> {
+        (**self).save_key(id, key)
+    }
+
+    fn load_key(&mut self) -> Result<Option<(u8, Key)>, Self::Error> {
+        (**self).load_key()
     }
 }
 
-/// Why a config could not be saved.
+/// Why a config or a key could not be saved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum SaveError<E> {
     /// The encoded config is larger than the store's buffer.
     TooLarge,
-    /// The storage backend failed.
-    Backend(E),
-}
-
-/// Why a saved config could not be loaded; the defaults stay in force.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum LoadError<E> {
-    /// The saved config does not apply to this firmware's defaults (a
-    /// channel it names is gone, say).
-    Config(crate::config::ConfigError),
+    /// The store keeps nothing across a power cut.
+    NotPersistent,
     /// The storage backend failed.
     Backend(E),
 }

@@ -12,6 +12,7 @@
 //! | `0x12` | config status | version, code (u8: 0 applied, else [`crate::config::ConfigError::code`]), detail |
 //! | `0x13` | command result | id, status (u8: 0 done, 1 refused), value |
 //! | `0x14` | crash | kind (u8: 0 panic, 1 hard fault), pc, lr, fault status, uptime at the crash (ms), reset reason (u8), text length (u8), text (UTF-8) |
+//! | `0x15` | key status | key id (u8), status (u8, [`KeyStatus`]) |
 //!
 //! ```
 //! use telemark_core::wire::report::{Heartbeat, Report, ResetReason};
@@ -39,6 +40,39 @@ pub const TAG_CONFIG: u8 = 0x12;
 pub const TAG_COMMAND: u8 = 0x13;
 /// First byte of a crash record.
 pub const TAG_CRASH: u8 = 0x14;
+/// First byte of a key status record.
+pub const TAG_KEY: u8 = 0x15;
+
+/// What a device did with a key the server sent it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum KeyStatus {
+    /// Saved, and sealing every frame from now on.
+    InUse = 0,
+    /// Refused: the store cannot keep a key across a power cut (a RAM
+    /// store), so the device would come back with a key the server
+    /// retired. The old key stays.
+    NotPersistent = 1,
+    /// Refused: the store failed to save it. The old key stays.
+    NotSaved = 2,
+    /// Refused: the id is the one in force with another key, or the
+    /// device seals nothing (a bench device).
+    Refused = 3,
+}
+
+impl KeyStatus {
+    /// The status of its code.
+    pub fn from_u8(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => KeyStatus::InUse,
+            1 => KeyStatus::NotPersistent,
+            2 => KeyStatus::NotSaved,
+            3 => KeyStatus::Refused,
+            _ => return None,
+        })
+    }
+}
 
 /// Most bytes of text (panic location and message) a crash record keeps.
 pub const CRASH_TEXT: usize = 32;
@@ -227,6 +261,13 @@ pub enum Report {
         /// A result value (a ping answers with the uptime in seconds).
         value: u32,
     },
+    /// What became of a new key (a rotation).
+    KeyStatus {
+        /// The id of the key the server sent.
+        id: u8,
+        /// What the device did with it.
+        status: KeyStatus,
+    },
     /// A crash before the last reset.
     Crash {
         /// What was captured.
@@ -318,6 +359,11 @@ impl Report {
                 w.u8(*status)?;
                 w.varint(u64::from(*value))?;
             }
+            Report::KeyStatus { id, status } => {
+                w.u8(TAG_KEY)?;
+                w.u8(*id)?;
+                w.u8(*status as u8)?;
+            }
             Report::Crash {
                 crash,
                 reset_reason,
@@ -394,6 +440,10 @@ impl Report {
                 id: r.varint_u32()?,
                 status: r.u8()?,
                 value: r.varint_u32()?,
+            },
+            TAG_KEY => Report::KeyStatus {
+                id: r.u8()?,
+                status: KeyStatus::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?,
             },
             TAG_CRASH => {
                 let kind = match r.u8()? {

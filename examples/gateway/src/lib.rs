@@ -19,9 +19,10 @@ use telemark_core::config::ConfigUpdate;
 use telemark_core::model::Reading;
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::Report;
+use telemark_core::wire::seal::Key;
 use telemark_core::wire::{Epoch, Seq};
 use telemark_serial::{encode, overhead, Deframer};
-use telemark_server::{Contents, Counters, Keyring, ReceiveError, Server, Store};
+use telemark_server::{Contents, Counters, Keyring, ReceiveError, RotateError, Server, Store};
 
 mod sqlite;
 
@@ -36,6 +37,8 @@ pub enum GatewayError {
     Io(std::io::Error),
     /// A config update that is not one (its CBOR does not parse).
     Config(telemark_core::config::ConfigError),
+    /// A key rotation that cannot start (an unknown device, an id in use).
+    Rotate(RotateError<rusqlite::Error>),
 }
 
 impl fmt::Display for GatewayError {
@@ -44,6 +47,7 @@ impl fmt::Display for GatewayError {
             GatewayError::Db(e) => write!(f, "database: {e}"),
             GatewayError::Io(e) => write!(f, "line: {e}"),
             GatewayError::Config(e) => write!(f, "config update: {e}"),
+            GatewayError::Rotate(e) => write!(f, "key rotation: {e}"),
         }
     }
 }
@@ -138,6 +142,17 @@ impl Gateway {
         command: Command,
     ) -> Result<(), GatewayError> {
         Ok(self.store.queue_command(device, id, command)?)
+    }
+
+    /// Starts moving `device` to key `key` of id `id`: sent with every
+    /// response until the device's first frame sealed with it, which
+    /// retires its earlier keys (see [`Server::rotate_key`]). The device's
+    /// store must keep keys (a flash store): a RAM-store device refuses it
+    /// and keeps its key (its `key_status` row says why).
+    pub fn rotate_key(&mut self, device: u64, id: u8, key: Key) -> Result<(), GatewayError> {
+        self.server
+            .rotate_key(&mut self.store, device, id, key)
+            .map_err(GatewayError::Rotate)
     }
 
     /// Takes one frame that arrived at `now_unix_ms`; returns the response

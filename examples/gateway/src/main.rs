@@ -15,7 +15,12 @@
 //!
 //! `--config DEVICE:HEX` sets the config a device should run (CBOR),
 //! `--ping DEVICE:ID` queues a ping; both go down with the device's
-//! responses until it reports them done. Each record stored is printed on
+//! responses until it reports them done. `--rotate-key DEVICE:ID:HEX`
+//! moves a device to a new key (a new id): it goes down, sealed with the
+//! current key, until the device's first frame under the new one, which
+//! retires the old. It needs a device with a flash store; the gateway keeps
+//! the new key in its database, so `--key` keeps naming the provisioned
+//! one. Each record stored is printed on
 //! standard output, one line each (`--quiet` stops that). With `--connect`
 //! the gateway connects again whenever the line closes (QEMU restarted, a
 //! cable pulled), until it is stopped; with `--listen` it serves every
@@ -130,6 +135,7 @@ fn run() -> Result<(), String> {
     let mut link = None;
     let mut configs = Vec::new();
     let mut pings = Vec::new();
+    let mut rotations = Vec::new();
     let mut quiet = false;
     let mut keyring = Keyring::new();
     let mut args = std::env::args().skip(1);
@@ -151,6 +157,14 @@ fn run() -> Result<(), String> {
                 keyring.insert(device, id, key);
             }
             "--keys" => read_keys(&value()?, &mut keyring)?,
+            "--rotate-key" => {
+                let v = value()?;
+                let parts: Vec<&str> = v.split(':').collect();
+                let [device, id, key] = parts[..] else {
+                    return Err("--rotate-key DEVICE:ID:HEX".into());
+                };
+                rotations.push(parse_key(device, id, key)?);
+            }
             "--unauthenticated" => {
                 let device = parse_device(&value()?)?;
                 eprintln!("device {device}: unauthenticated frames accepted (a bench only)");
@@ -181,6 +195,12 @@ fn run() -> Result<(), String> {
             .queue_config(device, &cbor)
             .map_err(|e| format!("--config {device}: {e}"))?;
         eprintln!("device {device}: config version {version} queued");
+    }
+    for (device, id, key) in rotations {
+        gateway
+            .rotate_key(device, id, key)
+            .map_err(|e| format!("--rotate-key {device}: {e}"))?;
+        eprintln!("device {device}: key {id} queued");
     }
     for (device, id) in pings {
         gateway

@@ -9,11 +9,12 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use telemark_core::model::Value;
 use telemark_core::wire::frame::Command;
-use telemark_core::wire::report::Report;
+use telemark_core::wire::report::{KeyStatus, Report};
+use telemark_core::wire::seal::Key;
 use telemark_core::wire::{Epoch, Lane};
 use telemark_server::{
-    Batch, CommandOutcome, Committed, ConfigState, Contents, DesiredConfig, EpochState, NewRecord,
-    Outbox, OutboxChange, QueuedCommand, RecordKey, Store,
+    Batch, CommandOutcome, Committed, ConfigState, Contents, DesiredConfig, EpochState,
+    KeyRotation, KeyState, NewRecord, Outbox, OutboxChange, QueuedCommand, RecordKey, Store,
 };
 
 const SCHEMA: &str = "
@@ -59,11 +60,26 @@ CREATE TABLE IF NOT EXISTS epochs (
 CREATE TABLE IF NOT EXISTS outbox_config (
     device INTEGER PRIMARY KEY, version INTEGER NOT NULL, cbor BLOB NOT NULL,
     state TEXT NOT NULL, code INTEGER NOT NULL, detail INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS key_status (
+    device INTEGER NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL, id INTEGER NOT NULL, status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox_key (
+    device INTEGER PRIMARY KEY, id INTEGER NOT NULL, key BLOB NOT NULL, state TEXT NOT NULL,
+    status INTEGER, previous_id INTEGER, previous_key BLOB);
 CREATE TABLE IF NOT EXISTS outbox_commands (
     device INTEGER NOT NULL, id INTEGER NOT NULL, code INTEGER NOT NULL,
     output INTEGER NOT NULL, value INTEGER NOT NULL, status INTEGER, result INTEGER,
     PRIMARY KEY (device, id));
 ";
+
+/// A key column: 32 bytes, or the row is damaged.
+fn key_of(bytes: &[u8]) -> rusqlite::Result<Key> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Key::from_bytes)
+        .map_err(|_| {
+            rusqlite::Error::InvalidColumnType(1, "key".into(), rusqlite::types::Type::Blob)
+        })
+}
 
 /// SQLite's integers are signed: u64 ids and epochs are kept bit for bit.
 fn i(v: u64) -> i64 {
@@ -228,6 +244,12 @@ impl SqliteStore {
                         params![d, e, s, received, id, status, value],
                     )?;
                 }
+                Report::KeyStatus { id, status } => {
+                    tx.execute(
+                        "INSERT INTO key_status VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![d, e, s, received, id, format!("{status:?}")],
+                    )?;
+                }
                 Report::Crash {
                     crash,
                     reset_reason,
@@ -285,6 +307,18 @@ impl SqliteStore {
                 tx.execute(
                     "UPDATE outbox_commands SET status = ?3, result = ?4 WHERE device = ?1 AND id = ?2",
                     params![i(device), id, outcome.status, outcome.value],
+                )?;
+            }
+            OutboxChange::KeyInUse { id } => {
+                tx.execute(
+                    "UPDATE outbox_key SET state = 'in use' WHERE device = ?1 AND id = ?2",
+                    params![i(device), id],
+                )?;
+            }
+            OutboxChange::KeyRefused { id, status } => {
+                tx.execute(
+                    "UPDATE outbox_key SET state = 'refused', status = ?3 WHERE device = ?1 AND id = ?2",
+                    params![i(device), id, status as u8],
                 )?;
             }
         }
@@ -369,7 +403,45 @@ impl Store for SqliteStore {
                 });
             }
         }
-        Ok(Outbox { config, commands })
+        let key = self
+            .db
+            .query_row(
+                "SELECT id, key, state, status, previous_id, previous_key FROM outbox_key \
+                 WHERE device = ?1",
+                [i(device)],
+                |r| {
+                    let state = match (r.get::<_, String>(2)?.as_str(), r.get::<_, Option<u8>>(3)?)
+                    {
+                        ("in use", _) => KeyState::InUse,
+                        ("refused", status) => KeyState::Refused(
+                            status
+                                .and_then(KeyStatus::from_u8)
+                                .unwrap_or(KeyStatus::Refused),
+                        ),
+                        _ => KeyState::Pending,
+                    };
+                    let previous: Option<(u8, Vec<u8>)> = r.get::<_, Option<u8>>(4)?.zip(r.get(5)?);
+                    Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, state, previous))
+                },
+            )
+            .optional()?;
+        let key = match key {
+            None => None,
+            Some((id, key, state, previous)) => Some(KeyRotation {
+                id,
+                key: key_of(&key)?,
+                state,
+                previous: match previous {
+                    Some((id, key)) => Some((id, key_of(&key)?)),
+                    None => None,
+                },
+            }),
+        };
+        Ok(Outbox {
+            config,
+            commands,
+            key,
+        })
     }
 
     fn commit(&mut self, batch: &Batch) -> rusqlite::Result<Committed> {
@@ -412,6 +484,31 @@ impl Store for SqliteStore {
             params![i(device), version, cbor],
         )?;
         Ok(())
+    }
+
+    fn set_key(&mut self, device: u64, id: u8, key: &Key) -> rusqlite::Result<()> {
+        let tx = self.db.transaction()?;
+        let previous: Option<(Option<u8>, Option<Vec<u8>>)> = tx
+            .query_row(
+                "SELECT CASE state WHEN 'in use' THEN id ELSE previous_id END, \
+                        CASE state WHEN 'in use' THEN key ELSE previous_key END \
+                 FROM outbox_key WHERE device = ?1",
+                [i(device)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (previous_id, previous_key) = previous.unwrap_or_default();
+        tx.execute(
+            "INSERT OR REPLACE INTO outbox_key VALUES (?1, ?2, ?3, 'pending', NULL, ?4, ?5)",
+            params![
+                i(device),
+                id,
+                &key.as_bytes()[..],
+                previous_id,
+                previous_key
+            ],
+        )?;
+        tx.commit()
     }
 
     fn queue_command(&mut self, device: u64, id: u32, command: Command) -> rusqlite::Result<()> {

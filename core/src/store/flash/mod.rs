@@ -19,7 +19,11 @@
 //!   the map, so after a reboot numbering resumes past every number that
 //!   may have been handed out (up to 256 go unused per reboot);
 //! - the config in force ([`RecordStore::save_config`]), written before the
-//!   engine reports it applied.
+//!   engine reports it applied;
+//! - the boot epochs ([`FlashStore::start_boot`]);
+//! - a key the server rotated to ([`RecordStore::save_key`]), saved before
+//!   the first frame sealed with it. Formatting forgets it: a formatted
+//!   device comes back with its provisioned key.
 //!
 //! The flash must allow a word to be written twice (clearing bits only):
 //! acknowledging a record marks it in place (`MultiwriteNorFlash`). The
@@ -63,11 +67,11 @@ use sequential_storage::queue::{QueueConfig, QueueStorage};
 use blocking::run;
 
 use super::{
-    Acked, Boots, Epoch, FullPolicy, Lane, LoadError, PushError, Record, RecordMeta, RecordStore,
-    SaveError, Seq, SeqRange, StoreCounters, MAX_BOOTS, MAX_READINGS, RECORD_OVERHEAD,
+    Acked, Boots, Epoch, FullPolicy, Lane, PushError, Record, RecordMeta, RecordStore, SaveError,
+    Seq, SeqRange, StoreCounters, MAX_BOOTS, MAX_READINGS, RECORD_OVERHEAD,
 };
-use crate::config::{ConfigUpdate, DeviceConfig};
 use crate::model::Severity;
+use crate::wire::seal::Key;
 
 /// Bytes in front of each record's payload in flash: sequence number (4),
 /// flags (1: severity, decimated), readings (2).
@@ -81,6 +85,9 @@ const KEY_LEASE: u32 = u32::MAX;
 const KEY_CONFIG: u32 = u32::MAX - 1;
 const KEY_REPLACING: u32 = u32::MAX - 2;
 const KEY_BOOTS: u32 = u32::MAX - 3;
+const KEY_KEY: u32 = u32::MAX - 4;
+/// The key item: its id, then its 32 bytes.
+const KEY_ITEM: usize = 1 + 32;
 /// The boots item: the latest epoch, then (epoch, first seq) per boot kept.
 const BOOTS_ITEM: usize = 1 + 2 * MAX_BOOTS;
 /// Sequence numbers stop below the state's keys.
@@ -595,6 +602,22 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         run(map.store_item(buf, &key, &value))
     }
 
+    /// Saves a state item (the config, the key), telling a value too large
+    /// for the map from a failing flash.
+    fn store_state<'v, V: sequential_storage::map::Value<'v>>(
+        &mut self,
+        key: u32,
+        value: &V,
+    ) -> Result<(), SaveError<FlashError<F::Error>>> {
+        let (mut map, buf) = self.map();
+        match run(map.store_item(buf, &key, value)) {
+            Ok(()) => Ok(()),
+            Err(sequential_storage::Error::BufferTooSmall(_))
+            | Err(sequential_storage::Error::ItemTooBig) => Err(SaveError::TooLarge),
+            Err(e) => Err(SaveError::Backend(e.into())),
+        }
+    }
+
     fn remove(&mut self, key: u32) -> Result<(), sequential_storage::Error<F::Error>> {
         let (mut map, buf) = self.map();
         run(map.remove_item(buf, &key))
@@ -879,9 +902,12 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
 }
 
 /// Map bytes kept from alerts for the state: a config as large as the
-/// buffer, the lease, and a decimation marker.
+/// buffer, the boots, a key, the lease, and a decimation marker.
 fn state_reserve<F: NorFlash, const N: usize>() -> usize {
-    item_bytes::<F>(N) + 2 * item_bytes::<F>(0)
+    item_bytes::<F>(N)
+        + item_bytes::<F>(BOOTS_ITEM * 8)
+        + item_bytes::<F>(KEY_ITEM)
+        + 2 * item_bytes::<F>(0)
 }
 
 /// Items the alert lane pops per pass over the map.
@@ -1116,37 +1142,43 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
         self.boots.clone()
     }
 
-    fn save_config<const CH: usize>(
-        &mut self,
-        config: &DeviceConfig<CH>,
-    ) -> Result<(), SaveError<Self::Error>> {
+    fn save_config<W>(&mut self, encode: W) -> Result<(), SaveError<Self::Error>>
+    where
+        W: FnOnce(&mut [u8]) -> Option<usize>,
+    {
         self.check_mounted().map_err(SaveError::Backend)?;
-        let mut cbor = [0u8; N];
-        let n = config.encode(&mut cbor).map_err(|_| SaveError::TooLarge)?;
-        let value: &[u8] = cbor.get(..n).unwrap_or_default();
-        let (mut map, buf) = self.map();
-        match run(map.store_item(buf, &KEY_CONFIG, &value)) {
-            Ok(()) => Ok(()),
-            Err(sequential_storage::Error::BufferTooSmall(_))
-            | Err(sequential_storage::Error::ItemTooBig) => Err(SaveError::TooLarge),
-            Err(e) => Err(SaveError::Backend(e.into())),
-        }
+        let mut bytes = [0u8; N];
+        let n = encode(&mut bytes).ok_or(SaveError::TooLarge)?;
+        let value: &[u8] = bytes.get(..n).ok_or(SaveError::TooLarge)?;
+        self.store_state(KEY_CONFIG, &value)
     }
 
-    fn load_config<const CH: usize>(
-        &mut self,
-        defaults: &DeviceConfig<CH>,
-    ) -> Result<Option<DeviceConfig<CH>>, LoadError<Self::Error>> {
-        self.check_mounted().map_err(LoadError::Backend)?;
+    fn load_config<T, R>(&mut self, decode: R) -> Result<Option<T>, Self::Error>
+    where
+        R: FnOnce(&[u8]) -> T,
+    {
+        self.check_mounted()?;
         let (mut map, buf) = self.map();
-        let saved: Option<&[u8]> =
-            run(map.fetch_item(buf, &KEY_CONFIG)).map_err(|e| LoadError::Backend(e.into()))?;
-        match saved {
-            None => Ok(None),
-            Some(cbor) => ConfigUpdate::parse(cbor)
-                .and_then(|u| u.apply(defaults))
-                .map(Some)
-                .map_err(LoadError::Config),
-        }
+        let saved: Option<&[u8]> = run(map.fetch_item(buf, &KEY_CONFIG))?;
+        Ok(saved.map(decode))
+    }
+
+    fn save_key(&mut self, id: u8, key: &Key) -> Result<(), SaveError<Self::Error>> {
+        self.check_mounted().map_err(SaveError::Backend)?;
+        let mut item = [0u8; KEY_ITEM];
+        let (head, body) = item.split_at_mut(1);
+        head.fill(id);
+        body.copy_from_slice(key.as_bytes());
+        self.store_state(KEY_KEY, &item)
+    }
+
+    fn load_key(&mut self) -> Result<Option<(u8, Key)>, Self::Error> {
+        self.check_mounted()?;
+        let (mut map, buf) = self.map();
+        let saved: Option<[u8; KEY_ITEM]> = run(map.fetch_item(buf, &KEY_KEY))?;
+        Ok(saved.and_then(|item| {
+            let (id, key) = item.split_first()?;
+            Some((*id, Key::from_bytes(<[u8; 32]>::try_from(key).ok()?)))
+        }))
     }
 }
