@@ -10,8 +10,7 @@
 //! the lifetime is the pages' endurance (10,000 cycles) over the busiest
 //! page's erases per year.
 
-use telemark_core::config::DeviceConfig;
-use telemark_core::engine::EngineConfig;
+use telemark_core::config::{DeviceConfig, EngineConfig};
 use telemark_core::model::Severity;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{

@@ -37,8 +37,7 @@
 
 use core::fmt;
 
-use crate::model::{ChannelId, Value};
-use crate::rules::{RuleError, Rules};
+use crate::model::{ChannelId, Severity, Value};
 use crate::time::Duration;
 
 /// Largest number of decimals a scaled channel may declare.
@@ -364,3 +363,177 @@ impl ChannelSpec {
         }
     }
 }
+
+/// A threshold with hysteresis, in engineering units.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Threshold {
+    /// The alert fires when the value crosses this limit.
+    pub limit: f32,
+    /// The alert clears only once the value is back by this much.
+    pub hysteresis: f32,
+    /// Severity of the alert.
+    pub severity: Severity,
+}
+
+/// A limit on how fast the value may change.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RateLimit {
+    /// Largest normal change, in engineering units per second.
+    pub max_per_sec: f32,
+    /// Severity of the alert.
+    pub severity: Severity,
+}
+
+/// Fires when a rule sees the same thing `count` times in a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RunRule {
+    /// How many in a row (at least 2 for stuck values, 1 for faults).
+    pub count: u16,
+    /// Severity of the alert.
+    pub severity: Severity,
+}
+
+/// The rules of one channel. Build it in a `const` with the chained methods.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Rules {
+    /// Fires when the value rises above the limit.
+    pub high: Option<Threshold>,
+    /// Fires when the value falls below the limit.
+    pub low: Option<Threshold>,
+    /// Fires when the value changes faster than allowed.
+    pub rate: Option<RateLimit>,
+    /// Fires when the value is identical for `count` readings.
+    pub stuck: Option<RunRule>,
+    /// Fires after `count` consecutive sampling failures.
+    pub fault: Option<RunRule>,
+}
+
+impl Rules {
+    /// No rules.
+    pub const NONE: Rules = Rules {
+        high: None,
+        low: None,
+        rate: None,
+        stuck: None,
+        fault: None,
+    };
+
+    /// Adds a high threshold.
+    pub const fn high(mut self, limit: f32, hysteresis: f32, severity: Severity) -> Self {
+        self.high = Some(Threshold {
+            limit,
+            hysteresis,
+            severity,
+        });
+        self
+    }
+
+    /// Adds a low threshold.
+    pub const fn low(mut self, limit: f32, hysteresis: f32, severity: Severity) -> Self {
+        self.low = Some(Threshold {
+            limit,
+            hysteresis,
+            severity,
+        });
+        self
+    }
+
+    /// Adds a rate-of-change limit in units per second.
+    pub const fn rate(mut self, max_per_sec: f32, severity: Severity) -> Self {
+        self.rate = Some(RateLimit {
+            max_per_sec,
+            severity,
+        });
+        self
+    }
+
+    /// Adds a stuck-value rule: `samples` identical readings in a row.
+    pub const fn stuck(mut self, samples: u16, severity: Severity) -> Self {
+        self.stuck = Some(RunRule {
+            count: samples,
+            severity,
+        });
+        self
+    }
+
+    /// Adds a sensor-fault rule: `failures` failed samples in a row.
+    pub const fn fault(mut self, failures: u16, severity: Severity) -> Self {
+        self.fault = Some(RunRule {
+            count: failures,
+            severity,
+        });
+        self
+    }
+
+    /// Checks that every rule makes sense.
+    pub const fn validate(&self) -> Result<(), RuleError> {
+        if let Some(t) = self.high {
+            if !t.limit.is_finite() || !t.hysteresis.is_finite() || t.hysteresis < 0.0 {
+                return Err(RuleError::BadThreshold);
+            }
+        }
+        if let Some(t) = self.low {
+            if !t.limit.is_finite() || !t.hysteresis.is_finite() || t.hysteresis < 0.0 {
+                return Err(RuleError::BadThreshold);
+            }
+        }
+        if let (Some(h), Some(l)) = (self.high, self.low) {
+            if l.limit >= h.limit {
+                return Err(RuleError::ThresholdsCrossed);
+            }
+        }
+        if let Some(r) = self.rate {
+            if !r.max_per_sec.is_finite() || r.max_per_sec <= 0.0 {
+                return Err(RuleError::BadRate);
+            }
+        }
+        if let Some(s) = self.stuck {
+            if s.count < 2 {
+                return Err(RuleError::BadCount);
+            }
+        }
+        if let Some(f) = self.fault {
+            if f.count == 0 {
+                return Err(RuleError::BadCount);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a rule was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum RuleError {
+    /// A threshold or its hysteresis is not finite, or the hysteresis is negative.
+    BadThreshold,
+    /// The low threshold is not below the high threshold.
+    ThresholdsCrossed,
+    /// The rate limit is not a positive finite number.
+    BadRate,
+    /// A stuck count below 2 or a fault count of 0.
+    BadCount,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuleError::BadThreshold => "threshold or hysteresis not finite, or hysteresis negative",
+            RuleError::ThresholdsCrossed => "low threshold is not below high threshold",
+            RuleError::BadRate => "rate limit must be positive and finite",
+            RuleError::BadCount => "stuck count must be at least 2, fault count at least 1",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for RuleError {}

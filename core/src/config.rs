@@ -31,8 +31,7 @@
 //! integers or floats; severity is 0 info, 1 warning, 2 critical.
 //!
 //! ```
-//! use telemark_core::config::{ConfigUpdate, DeviceConfig};
-//! use telemark_core::engine::EngineConfig;
+//! use telemark_core::config::{ConfigUpdate, DeviceConfig, EngineConfig};
 //! use telemark_core::stager::StagerConfig;
 //! use telemark_core::store::FullPolicy;
 //! use telemark_core::time::Duration;
@@ -62,14 +61,29 @@ use minicbor::data::Type;
 use minicbor::Decoder;
 
 use crate::channel::{ChannelSpec, Range, SpecError, ValueKind};
-use crate::engine::EngineConfig;
+use crate::channel::{RateLimit, RunRule, Threshold};
 use crate::model::{ChannelId, Severity};
-use crate::rules::{RateLimit, RunRule, Threshold};
+use crate::stager::StagerConfig;
 use crate::store::FullPolicy;
 use crate::time::Duration;
+use crate::uplink::UplinkConfig;
 
 /// Most channel entries one update may carry.
 pub const MAX_CHANNEL_UPDATES: usize = 16;
+
+/// What the [`Engine`](crate::engine::Engine) needs to know besides its
+/// channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct EngineConfig {
+    /// When and how to send.
+    pub uplink: UplinkConfig,
+    /// When blocks seal. `max_bytes` must leave room for the frame envelope
+    /// within the MTU.
+    pub stager: StagerConfig,
+    /// How often to report health.
+    pub heartbeat: Duration,
+}
 
 /// Everything a server can configure on a device.
 #[derive(Clone, Debug, PartialEq)]
@@ -319,8 +333,7 @@ impl<const CH: usize> DeviceConfig<CH> {
     /// protocol. Returns the length written into `out`.
     ///
     /// ```
-    /// # use telemark_core::config::{ConfigUpdate, DeviceConfig};
-    /// # use telemark_core::engine::EngineConfig;
+    /// # use telemark_core::config::{ConfigUpdate, DeviceConfig, EngineConfig};
     /// # use telemark_core::stager::StagerConfig;
     /// # use telemark_core::store::FullPolicy;
     /// # use telemark_core::time::Duration;

@@ -9,7 +9,8 @@
 //!
 //! ```
 //! use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-//! use telemark_core::engine::{Action, Boot, Engine, EngineConfig};
+//! use telemark_core::engine::{Action, Boot, Engine};
+//! use telemark_core::config::EngineConfig;
 //! use telemark_core::model::{ChannelId, Reading, Severity, Value};
 //! use telemark_core::wire::report::ResetReason;
 //! use telemark_core::rules::Rules;
@@ -50,31 +51,18 @@ use core::fmt;
 
 use crate::channel::ChannelSpec;
 use crate::codec::{BlockCodec, CompactCodec};
-use crate::config::{ConfigError, ConfigUpdate, DeviceConfig};
+use crate::config::{ConfigError, ConfigUpdate, DeviceConfig, EngineConfig};
 use crate::model::{Alert, ChannelId, Quality, Reading};
 use crate::rules::RuleState;
 use crate::sensor::SensorErrorKind;
-use crate::stager::{SealedBlock, Stager, StagerConfig};
+use crate::stager::{SealedBlock, Stager};
 use crate::store::{Lane, RecordMeta, RecordStore, SaveError, Seq};
 use crate::time::{Duration, Instant};
-use crate::uplink::{AckInfo, Uplink, UplinkAction, UplinkConfig};
+use crate::uplink::{AckInfo, Uplink, UplinkAction};
 use crate::wire::frame::{frame_overhead, Command, Item, RECORD_HEADER_MAX};
 use crate::wire::report::{Crash, Heartbeat, KeyStatus, Report, ResetReason};
 use crate::wire::seal::{FrameError, Key, Sealing};
 use crate::wire::Epoch;
-
-/// What the engine needs to know besides its channels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct EngineConfig {
-    /// When and how to send.
-    pub uplink: UplinkConfig,
-    /// When blocks seal. `max_bytes` must leave room for the frame envelope
-    /// within the MTU.
-    pub stager: StagerConfig,
-    /// How often to report health.
-    pub heartbeat: Duration,
-}
 
 /// Why an [`Engine`] could not be built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

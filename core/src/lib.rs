@@ -12,6 +12,7 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod bytes;
 pub mod channel;
 pub mod codec;
 pub mod config;

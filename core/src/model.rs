@@ -53,6 +53,40 @@ impl Value {
         }
     }
 
+    /// The value's kind as the block codec and the reports write it:
+    /// 0 scaled, 1 float, 2 bool, 3 counter.
+    pub(crate) const fn kind_code(self) -> u8 {
+        match self {
+            Value::Scaled(_) => 0,
+            Value::Float(_) => 1,
+            Value::Bool(_) => 2,
+            Value::Counter(_) => 3,
+        }
+    }
+
+    /// The value's 32 bits as the block codec and the reports write them
+    /// (two's complement for `Scaled`, IEEE 754 for `Float`).
+    pub(crate) const fn bits(self) -> u32 {
+        match self {
+            Value::Scaled(v) => v as u32,
+            Value::Float(f) => f.to_bits(),
+            Value::Bool(b) => b as u32,
+            Value::Counter(c) => c,
+        }
+    }
+
+    /// The value written as `kind` and `bits`, or `None` for an unknown kind
+    /// or a bool other than 0 and 1.
+    pub(crate) fn from_code(kind: u8, bits: u32) -> Option<Value> {
+        Some(match kind {
+            0 => Value::Scaled(bits as i32),
+            1 => Value::Float(f32::from_bits(bits)),
+            2 if bits <= 1 => Value::Bool(bits == 1),
+            3 => Value::Counter(bits),
+            _ => return None,
+        })
+    }
+
     /// True if both values are the same kind and bit-identical.
     ///
     /// Unlike `==`, a NaN float equals itself here, which is what the

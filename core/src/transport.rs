@@ -8,7 +8,8 @@
 //!
 //! ```
 //! use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-//! use telemark_core::engine::{Boot, Engine, EngineConfig};
+//! use telemark_core::engine::{Boot, Engine};
+//! use telemark_core::config::EngineConfig;
 //! use telemark_core::model::{ChannelId, Reading, ReadingSink, Value};
 //! use telemark_core::sensor::SensorErrorKind;
 //! use telemark_core::wire::report::ResetReason;

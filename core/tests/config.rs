@@ -3,9 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::config::ConfigError;
-use telemark_core::engine::Boot;
-use telemark_core::engine::{Engine, EngineConfig};
+use telemark_core::config::{ConfigError, EngineConfig};
+use telemark_core::engine::{Boot, Engine};
 use telemark_core::model::{ChannelId, Severity};
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;

@@ -4,8 +4,9 @@
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::codec::{BlockCodec, CompactCodec};
+use telemark_core::config::EngineConfig;
 use telemark_core::engine::Boot;
-use telemark_core::engine::{Action, Engine, EngineConfig};
+use telemark_core::engine::{Action, Engine};
 use telemark_core::model::{ChannelId, Quality, Reading, Value};
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;

@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
+use telemark_core::config::EngineConfig;
 use telemark_core::engine::Boot;
-use telemark_core::engine::{Action, Engine, EngineConfig};
+use telemark_core::engine::{Action, Engine};
 use telemark_core::model::{ChannelId, Reading, Severity, Value};
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;

@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use telemark_core::config::{ConfigUpdate, DeviceConfig};
-use telemark_core::engine::EngineConfig;
+use telemark_core::config::{ConfigUpdate, DeviceConfig, EngineConfig};
 use telemark_core::model::Severity;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{

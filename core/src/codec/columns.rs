@@ -16,11 +16,12 @@
 //! the channels by (time, table position), which the encoder checks holds;
 //! otherwise an explicit order column says which channel comes next.
 
-use super::bits::{width, BitReader, BitWriter, ByteReader, ByteWriter};
+use super::bits::{width, BitReader, BitWriter};
 use super::pack::{PackCost, PackReader, PackWriter};
 use super::timestamps::{self, TimeCursor};
 use super::values::{self, FloatCursor, IntCursor};
 use super::{DecodeError, EncodeError};
+use crate::bytes::{ByteReader, ByteWriter};
 use crate::model::{ChannelId, Quality, Reading, ReadingSink, Value};
 use crate::time::Instant;
 
@@ -33,34 +34,6 @@ pub(crate) const MODE_COLUMNS: u8 = 2;
 const FLAG_EXPLICIT_ORDER: u8 = 1;
 const DESC_QUALITY: u8 = 1 << 2;
 const DESC_TIME_REF: u8 = 1 << 3;
-
-pub(crate) fn kind_of(v: Value) -> u8 {
-    match v {
-        Value::Scaled(_) => 0,
-        Value::Float(_) => 1,
-        Value::Bool(_) => 2,
-        Value::Counter(_) => 3,
-    }
-}
-
-pub(crate) fn int_of(v: Value) -> i32 {
-    match v {
-        Value::Scaled(x) => x,
-        Value::Float(f) => f.to_bits() as i32,
-        Value::Bool(b) => i32::from(b),
-        Value::Counter(c) => c as i32,
-    }
-}
-
-pub(crate) fn value_from(kind: u8, bits: u32) -> Result<Value, DecodeError> {
-    Ok(match kind {
-        0 => Value::Scaled(bits as i32),
-        1 => Value::Float(f32::from_bits(bits)),
-        2 if bits <= 1 => Value::Bool(bits == 1),
-        3 => Value::Counter(bits),
-        _ => return Err(DecodeError::Malformed),
-    })
-}
 
 #[derive(Clone, Copy, Debug)]
 struct Chan {
@@ -80,6 +53,12 @@ pub(crate) enum Unsuitable {
 impl From<EncodeError> for Unsuitable {
     fn from(e: EncodeError) -> Self {
         Unsuitable::Encode(e)
+    }
+}
+
+impl From<crate::bytes::Overflow> for Unsuitable {
+    fn from(_: crate::bytes::Overflow) -> Self {
+        Unsuitable::Encode(EncodeError::BufferTooSmall)
     }
 }
 
@@ -127,7 +106,7 @@ fn build_table(readings: &[Reading]) -> Result<(Table, bool), Unsuitable> {
         let found = find(&table, r.channel, &mut guess);
         match found.and_then(|i| table.get_mut(i)) {
             Some(c) => {
-                if c.kind != kind_of(r.value) {
+                if c.kind != r.value.kind_code() {
                     return Err(Unsuitable::MixedKinds);
                 }
                 c.count += 1;
@@ -136,7 +115,7 @@ fn build_table(readings: &[Reading]) -> Result<(Table, bool), Unsuitable> {
             None => table
                 .push(Chan {
                     id: r.channel,
-                    kind: kind_of(r.value),
+                    kind: r.value.kind_code(),
                     count: 1,
                     quality: !r.quality.is_good(),
                 })
@@ -394,7 +373,7 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
         };
         let of_channel = || by.of(c);
         let value = if chan.kind == 1 {
-            let floats = of_channel().map(|r| f32::from_bits(int_of(r.value) as u32));
+            let floats = of_channel().map(|r| f32::from_bits(r.value.bits()));
             values::write_float(floats, w.rest())?
         } else {
             // A column that fits is gathered once and planned and written
@@ -403,7 +382,7 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
             let mut factor = values::CommonFactor::default();
             if gathered {
                 for (slot, r) in gathered_values.iter_mut().zip(of_channel()) {
-                    *slot = int_of(r.value);
+                    *slot = r.value.bits() as i32;
                     factor.push(*slot);
                 }
             }
@@ -413,7 +392,7 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
             let factor = gathered.then(|| factor.factor());
             write_ints(
                 col,
-                || of_channel().map(|r| int_of(r.value)),
+                || of_channel().map(|r| r.value.bits() as i32),
                 factor,
                 w.rest(),
             )?
@@ -526,7 +505,9 @@ enum ValueCursor<'a> {
 impl ValueCursor<'_> {
     fn next(&mut self, kind: u8) -> Result<Value, DecodeError> {
         match self {
-            ValueCursor::Int(c) => value_from(kind, c.next()? as u32),
+            ValueCursor::Int(c) => {
+                Value::from_code(kind, c.next()? as u32).ok_or(DecodeError::Malformed)
+            }
             ValueCursor::Float(c) => Ok(Value::Float(c.next()?)),
         }
     }

@@ -13,10 +13,11 @@
 //! block holds more than [`MAX_CHANNELS`] channels, or a channel changes its
 //! value kind), so a block is never more than raw plus its header.
 
-use super::bits::{width, zigzag, ByteReader, ByteWriter};
-use super::columns::{self, int_of, kind_of, value_from, Unsuitable, MODE_COLUMNS};
+use super::bits::{width, zigzag};
+use super::columns::{self, Unsuitable, MODE_COLUMNS};
 use super::{BlockCodec, DecodeError, EncodeError};
-use crate::model::{ChannelId, Quality, Reading, ReadingSink};
+use crate::bytes::{ByteReader, ByteWriter};
+use crate::model::{ChannelId, Quality, Reading, ReadingSink, Value};
 use crate::time::Instant;
 
 pub use super::columns::MAX_CHANNELS;
@@ -70,7 +71,7 @@ fn write_raw_body(readings: &[Reading], w: &mut ByteWriter<'_>) -> Result<(), En
     for r in readings {
         let t = r.time.as_millis().to_le_bytes();
         let c = r.channel.0.to_le_bytes();
-        let v = (int_of(r.value) as u32).to_le_bytes();
+        let v = r.value.bits().to_le_bytes();
         w.bytes(&[
             c[0],
             c[1],
@@ -82,7 +83,7 @@ fn write_raw_body(readings: &[Reading], w: &mut ByteWriter<'_>) -> Result<(), En
             t[5],
             t[6],
             t[7],
-            kind_of(r.value),
+            r.value.kind_code(),
             v[0],
             v[1],
             v[2],
@@ -103,7 +104,8 @@ fn decode_raw_body(body: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, Dec
             time: Instant::from_millis(u64::from_le_bytes([
                 b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
             ])),
-            value: value_from(b[10], u32::from_le_bytes([b[11], b[12], b[13], b[14]]))?,
+            value: Value::from_code(b[10], u32::from_le_bytes([b[11], b[12], b[13], b[14]]))
+                .ok_or(DecodeError::Malformed)?,
             quality: Quality::from_bits(b[15]),
         };
         sink.push_reading(reading)
@@ -312,7 +314,7 @@ const TIME_HEADER: usize = 6;
 impl Estimate {
     fn add(&mut self, r: &Reading) -> usize {
         self.readings += 1;
-        let v = int_of(r.value);
+        let v = r.value.bits() as i32;
         let t = r.time.as_millis();
         // Channels sampled with the first share its timestamps.
         let leader_time = self.channels.first().map(|c| c.time);

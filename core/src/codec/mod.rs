@@ -23,10 +23,6 @@ mod plain;
 
 pub use compact::{raw_len, CompactCodec, Estimate, MAX_CHANNELS, RAW_READING_BYTES};
 
-/// A value from its wire kind (0 scaled, 1 float, 2 bool, 3 counter) and bits.
-pub(crate) fn value_of(kind: u8, bits: u32) -> Result<crate::model::Value, DecodeError> {
-    columns::value_from(kind, bits)
-}
 #[cfg(feature = "serde")]
 pub use plain::PlainCodec;
 
@@ -115,3 +111,18 @@ impl fmt::Display for DecodeError {
 
 #[cfg(feature = "std")]
 impl std::error::Error for DecodeError {}
+
+impl From<crate::bytes::Overflow> for EncodeError {
+    fn from(_: crate::bytes::Overflow) -> Self {
+        EncodeError::BufferTooSmall
+    }
+}
+
+impl From<crate::bytes::ReadError> for DecodeError {
+    fn from(e: crate::bytes::ReadError) -> Self {
+        match e {
+            crate::bytes::ReadError::Truncated => DecodeError::Truncated,
+            crate::bytes::ReadError::Malformed => DecodeError::Malformed,
+        }
+    }
+}

@@ -16,9 +16,10 @@
 //!
 //! All arithmetic wraps at 64 bits.
 
-use super::bits::{unzigzag, zigzag, BitReader, BitWriter, ByteReader, ByteWriter};
+use super::bits::{unzigzag, zigzag, BitReader, BitWriter};
 use super::pack::{PackCost, PackReader, PackWriter};
 use super::{DecodeError, EncodeError};
+use crate::bytes::{ByteReader, ByteWriter};
 
 const FRAC: u32 = 16;
 const MAX_PHASE: u64 = 1 << FRAC;

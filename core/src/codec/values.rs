@@ -18,9 +18,10 @@
 //! with the previous as `0` + the meaningful bits in the previous window, or
 //! `1` + 5 bits of leading zeros + 5 bits of (length - 1) + the bits.
 
-use super::bits::{zigzag, BitReader, BitWriter, ByteReader, ByteWriter};
+use super::bits::{zigzag, BitReader, BitWriter};
 use super::pack::{PackCost, PackReader, PackWriter};
 use super::{DecodeError, EncodeError};
+use crate::bytes::{ByteReader, ByteWriter};
 
 const PREDICTORS: usize = 3;
 

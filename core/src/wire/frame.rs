@@ -50,7 +50,7 @@
 
 use super::record::{Epoch, Lane, Record, RecordMeta, Seq, SeqRange};
 use super::seal::{seal, Direction, FrameError, FrameKind, FrameWriteError, Header, Key, Sealing};
-use crate::codec::bits::{ByteReader, ByteWriter};
+use crate::bytes::{ByteReader, ByteWriter};
 use crate::model::Severity;
 use crate::time::Instant;
 
@@ -118,7 +118,7 @@ impl<'a> FrameWriter<'a> {
         let mut w = ByteWriter::new(buf.get_mut(header_len..).unwrap_or_default());
         let body = (|| {
             w.varint(uptime.as_millis())?;
-            Ok::<usize, crate::codec::EncodeError>(w.position())
+            Ok::<usize, crate::bytes::Overflow>(w.position())
         })();
         let records_at = header_len + body.map_err(|_| FrameWriteError::BufferTooSmall)?;
         let trailer = sealing.trailer_len();
@@ -183,7 +183,7 @@ impl<'a> FrameWriter<'a> {
             w.varint(u64::from(record.meta.readings))?;
             w.varint(record.payload.len() as u64)?;
             w.bytes(record.payload)?;
-            Ok::<usize, crate::codec::EncodeError>(w.position())
+            Ok::<usize, crate::bytes::Overflow>(w.position())
         })();
         let n = written.map_err(|_| FrameWriteError::Full)?;
         self.len += n;
@@ -363,7 +363,7 @@ impl Command {
         }
     }
 
-    fn write(&self, w: &mut ByteWriter<'_>) -> Result<(), crate::codec::EncodeError> {
+    fn write(&self, w: &mut ByteWriter<'_>) -> Result<(), crate::bytes::Overflow> {
         match *self {
             Command::Ping => w.u8(0),
             Command::FlushNow => w.u8(1),
@@ -459,7 +459,7 @@ impl<'a> ResponseWriter<'a> {
                 w.varint(u64::from(r.first.0))?;
                 w.varint(u64::from(r.last.0.saturating_sub(r.first.0)))?;
             }
-            Ok::<usize, crate::codec::EncodeError>(w.position())
+            Ok::<usize, crate::bytes::Overflow>(w.position())
         })();
         let len = header_len + body.map_err(|_| FrameWriteError::BufferTooSmall)?;
         let trailer = sealing.trailer_len();
@@ -504,7 +504,7 @@ impl<'a> ResponseWriter<'a> {
                     w.bytes(key.as_bytes())?;
                 }
             }
-            Ok::<usize, crate::codec::EncodeError>(w.position())
+            Ok::<usize, crate::bytes::Overflow>(w.position())
         })();
         self.len += written.map_err(|_| FrameWriteError::Full)?;
         Ok(())

@@ -25,13 +25,15 @@
 //! assert_eq!(Report::decode(&buf[..n]), Ok(Report::Heartbeat(beat)));
 //! ```
 
-use crate::codec::bits::{ByteReader, ByteWriter};
-use crate::codec::{DecodeError, EncodeError};
+use super::seal::{FrameError, FrameWriteError};
+use crate::bytes::{ByteReader, ByteWriter};
 use crate::model::{Alert, AlertKind, ChannelId, Severity, Value};
 use crate::time::Instant;
 
 /// First byte of an alert record.
 pub const TAG_ALERT: u8 = 0x10;
+/// The value kind an alert without a value carries.
+const NO_VALUE: u8 = 4;
 /// First byte of a heartbeat record.
 pub const TAG_HEARTBEAT: u8 = 0x11;
 /// First byte of a config status record.
@@ -306,7 +308,7 @@ fn alert_kind_code(k: AlertKind) -> u8 {
 
 impl Report {
     /// Writes the report into `out`; returns its length.
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, FrameWriteError> {
         let mut w = ByteWriter::new(out);
         match self {
             Report::Alert(a) => {
@@ -315,13 +317,7 @@ impl Report {
                 w.u8(alert_kind_code(a.kind))?;
                 w.u8(a.severity as u8)?;
                 w.varint(a.time.as_millis())?;
-                let (kind, bits) = match a.value {
-                    Some(Value::Scaled(v)) => (0, v as u32),
-                    Some(Value::Float(f)) => (1, f.to_bits()),
-                    Some(Value::Bool(b)) => (2, u32::from(b)),
-                    Some(Value::Counter(c)) => (3, c),
-                    None => (4, 0),
-                };
+                let (kind, bits) = a.value.map_or((NO_VALUE, 0), |v| (v.kind_code(), v.bits()));
                 w.u8(kind)?;
                 w.varint(u64::from(bits))?;
             }
@@ -385,20 +381,20 @@ impl Report {
     }
 
     /// Reads a report; blocks and unknown tags are errors.
-    pub fn decode(bytes: &[u8]) -> Result<Report, DecodeError> {
+    pub fn decode(bytes: &[u8]) -> Result<Report, FrameError> {
         let mut r = ByteReader::new(bytes);
         let report = match r.u8()? {
             TAG_ALERT => {
                 let channel =
-                    ChannelId(u16::try_from(r.varint()?).map_err(|_| DecodeError::Malformed)?);
-                let kind = alert_kind(r.u8()?).ok_or(DecodeError::Malformed)?;
-                let severity = Severity::from_bits(r.u8()?).ok_or(DecodeError::Malformed)?;
+                    ChannelId(u16::try_from(r.varint()?).map_err(|_| FrameError::Malformed)?);
+                let kind = alert_kind(r.u8()?).ok_or(FrameError::Malformed)?;
+                let severity = Severity::from_bits(r.u8()?).ok_or(FrameError::Malformed)?;
                 let time = Instant::from_millis(r.varint()?);
                 let value_kind = r.u8()?;
                 let bits = r.varint_u32()?;
                 let value = match value_kind {
-                    4 => None,
-                    k => Some(crate::codec::value_of(k, bits)?),
+                    NO_VALUE => None,
+                    k => Some(Value::from_code(k, bits).ok_or(FrameError::Malformed)?),
                 };
                 Report::Alert(Alert {
                     channel,
@@ -413,7 +409,7 @@ impl Report {
                 for slot in &mut f {
                     *slot = r.varint_u32()?;
                 }
-                let reset_reason = ResetReason::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?;
+                let reset_reason = ResetReason::from_u8(r.u8()?).ok_or(FrameError::Malformed)?;
                 let wakeups = r.varint_u32()?;
                 let [uptime_s, sampled, sent_readings, bytes_on_air, retries, evicted, decimated, sensor_faults, queue_depth] =
                     f;
@@ -434,7 +430,7 @@ impl Report {
             TAG_CONFIG => Report::ConfigStatus {
                 version: r.varint_u32()?,
                 code: r.u8()?,
-                detail: u16::try_from(r.varint()?).map_err(|_| DecodeError::Malformed)?,
+                detail: u16::try_from(r.varint()?).map_err(|_| FrameError::Malformed)?,
             },
             TAG_COMMAND => Report::CommandResult {
                 id: r.varint_u32()?,
@@ -443,39 +439,39 @@ impl Report {
             },
             TAG_KEY => Report::KeyStatus {
                 id: r.u8()?,
-                status: KeyStatus::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?,
+                status: KeyStatus::from_u8(r.u8()?).ok_or(FrameError::Malformed)?,
             },
             TAG_CRASH => {
                 let kind = match r.u8()? {
                     0 => CrashKind::Panic,
                     1 => CrashKind::HardFault,
-                    _ => return Err(DecodeError::Malformed),
+                    _ => return Err(FrameError::Malformed),
                 };
                 let mut f = [0u32; 4];
                 for slot in &mut f {
                     *slot = r.varint_u32()?;
                 }
-                let reset_reason = ResetReason::from_u8(r.u8()?).ok_or(DecodeError::Malformed)?;
+                let reset_reason = ResetReason::from_u8(r.u8()?).ok_or(FrameError::Malformed)?;
                 let len = usize::from(r.u8()?);
                 if len > CRASH_TEXT {
-                    return Err(DecodeError::Malformed);
+                    return Err(FrameError::Malformed);
                 }
                 let mut text = [0u8; CRASH_TEXT];
                 for slot in text.iter_mut().take(len) {
                     *slot = r.u8()?;
                 }
                 let text = core::str::from_utf8(text.get(..len).unwrap_or_default())
-                    .map_err(|_| DecodeError::Malformed)?;
+                    .map_err(|_| FrameError::Malformed)?;
                 let [pc, lr, status, uptime_ms] = f;
                 Report::Crash {
                     crash: Crash::new(kind, pc, lr, status, uptime_ms, text),
                     reset_reason,
                 }
             }
-            _ => return Err(DecodeError::Malformed),
+            _ => return Err(FrameError::Malformed),
         };
         if r.remaining() != 0 {
-            return Err(DecodeError::TrailingBytes);
+            return Err(FrameError::Malformed);
         }
         Ok(report)
     }

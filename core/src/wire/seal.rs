@@ -45,7 +45,7 @@ use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 
 use super::record::Epoch;
-use crate::codec::bits::{ByteReader, ByteWriter};
+use crate::bytes::{ByteReader, ByteWriter};
 
 /// The envelope format this build writes and reads.
 pub const FRAME_VERSION: u8 = 2;
@@ -225,7 +225,8 @@ impl fmt::Display for FrameWriteError {
 #[cfg(feature = "std")]
 impl std::error::Error for FrameWriteError {}
 
-/// Why bytes are not a frame this end accepts.
+/// Why bytes are not a frame, or a part of one (a record, a report, an
+/// item), that this end accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -272,12 +273,18 @@ impl fmt::Display for FrameError {
 #[cfg(feature = "std")]
 impl std::error::Error for FrameError {}
 
-impl From<crate::codec::DecodeError> for FrameError {
-    fn from(e: crate::codec::DecodeError) -> Self {
+impl From<crate::bytes::ReadError> for FrameError {
+    fn from(e: crate::bytes::ReadError) -> Self {
         match e {
-            crate::codec::DecodeError::Truncated => FrameError::Truncated,
-            _ => FrameError::Malformed,
+            crate::bytes::ReadError::Truncated => FrameError::Truncated,
+            crate::bytes::ReadError::Malformed => FrameError::Malformed,
         }
+    }
+}
+
+impl From<crate::bytes::Overflow> for FrameWriteError {
+    fn from(_: crate::bytes::Overflow) -> Self {
+        FrameWriteError::BufferTooSmall
     }
 }
 
@@ -332,7 +339,7 @@ impl Header {
             w.varint(self.device)?;
             w.bytes(&self.epoch.0.to_le_bytes())?;
             w.varint(u64::from(self.counter))?;
-            Ok::<usize, crate::codec::EncodeError>(w.position())
+            Ok::<usize, crate::bytes::Overflow>(w.position())
         })();
         written.map_err(|_| FrameWriteError::BufferTooSmall)
     }

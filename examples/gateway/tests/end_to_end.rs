@@ -8,7 +8,8 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::engine::{Boot, Engine, EngineConfig};
+use telemark_core::config::EngineConfig;
+use telemark_core::engine::{Boot, Engine};
 use telemark_core::model::{ChannelId, ReadingSink, Severity};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::{Sensor, SensorErrorKind};

@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::engine::{Action, Boot, Engine, EngineConfig};
+use telemark_core::config::EngineConfig;
+use telemark_core::engine::{Action, Boot, Engine};
 use telemark_core::model::{ChannelId, Reading, Value};
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;

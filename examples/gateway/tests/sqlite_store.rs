@@ -12,7 +12,8 @@ use std::time::Duration as Wall;
 
 use rusqlite::Connection;
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::engine::{Boot, Engine, EngineConfig};
+use telemark_core::config::EngineConfig;
+use telemark_core::engine::{Boot, Engine};
 use telemark_core::model::{ChannelId, Reading, ReadingSink, Value};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::SensorErrorKind;

@@ -14,7 +14,8 @@
 use core::fmt;
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::engine::{Boot, Engine, EngineConfig, EngineError};
+use telemark_core::config::EngineConfig;
+use telemark_core::engine::{Boot, Engine, EngineError};
 use telemark_core::model::{ChannelId, ReadingSink, Severity};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::{Sensor, SensorErrorKind};

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
-use telemark_core::engine::{Action, Boot, Engine, EngineConfig};
+use telemark_core::config::EngineConfig;
+use telemark_core::engine::{Action, Boot, Engine};
 use telemark_core::model::{ChannelId, Reading, Severity};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::Sensor;
