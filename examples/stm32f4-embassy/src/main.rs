@@ -27,8 +27,8 @@ use embedded_storage::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, ReadN
 use panic_probe as _;
 use static_cell::StaticCell;
 use telemark_core::channel::ChannelSpec;
-use telemark_core::engine::{Boot, Engine};
 use telemark_core::config::EngineConfig;
+use telemark_core::engine::{Boot, Engine};
 use telemark_core::model::{ChannelId, ReadingSink};
 use telemark_core::sensor::SensorErrorKind;
 use telemark_core::stager::StagerConfig;
