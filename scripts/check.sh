@@ -8,8 +8,9 @@
 # (warnings denied), the whole test suite (with the QEMU firmware end to end
 # and the flash store's power-cut sweep), the no_std builds for Cortex-M0 and
 # Cortex-M4F, the codec report, the fleet simulator, the flash wear figures,
-# the firmware footprint (which builds the embassy examples), and rustdoc
-# (warnings denied). Stops at the first failure.
+# the firmware footprint (which builds the embassy examples), every fuzz
+# target for a bounded time (scripts/fuzz.sh), and rustdoc (warnings
+# denied). Stops at the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,8 +85,9 @@ cargo run --release --locked -p telemark-core --features std,flash --example fla
 step "firmware footprint: flash and static RAM, telemark's part and the AEAD's (builds the embassy examples)"
 python3 scripts/footprint.py
 
-step "fuzz targets type-check (they run under cargo +nightly fuzz)"
+step "fuzz: every target for ${FUZZ_SECONDS:-20} s, with its execution count"
 cargo check --manifest-path fuzz/Cargo.toml --locked
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
