@@ -188,6 +188,26 @@ pub struct EngineCounters {
     /// Readings that could not be staged or stored (the store refused their
     /// block, or they were reported for an unknown channel).
     pub dropped_readings: u32,
+    /// Reports not stored because the alert lane had filled its share for
+    /// their severity (see [`alert_share_percent`]), so that room stays for
+    /// more urgent ones.
+    pub reports_held_back: u32,
+}
+
+/// How much of the alert lane, in percent of its capacity, reports of
+/// `severity` may fill: info reports (heartbeats, config statuses, command
+/// results, cleared alerts) half of it, warnings three quarters, critical
+/// alerts all of it. A report is stored only if the lane's use
+/// ([`RecordStore::used`]) stays within its share with the report's record
+/// added (at [`RECORD_OVERHEAD`](crate::store::RECORD_OVERHEAD) bytes beside
+/// its payload); otherwise it is counted in
+/// [`EngineCounters::reports_held_back`].
+pub const fn alert_share_percent(severity: crate::model::Severity) -> usize {
+    match severity {
+        crate::model::Severity::Info => 50,
+        crate::model::Severity::Warning => 75,
+        crate::model::Severity::Critical => 100,
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -206,6 +226,8 @@ pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU
     uplink: Uplink,
     heartbeat: Duration,
     next_heartbeat: Instant,
+    /// This boot's latest heartbeat, replaced by the next while unsent.
+    last_heartbeat: Option<Seq>,
     reset_reason: ResetReason,
     block: [u8; MTU],
     frame: [u8; MTU],
@@ -273,6 +295,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             uplink: Uplink::new(config.uplink, sealing, boot.epoch),
             heartbeat: config.heartbeat,
             next_heartbeat: Instant::ZERO,
+            last_heartbeat: None,
             reset_reason: boot.reset_reason,
             block: [0; MTU],
             frame: [0; MTU],
@@ -562,6 +585,14 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     fn push_report(&mut self, report: Report, severity: crate::model::Severity) -> Option<Seq> {
         let mut buf = [0u8; 64];
         let n = report.encode(&mut buf).ok()?;
+        let share = alert_share_percent(severity);
+        let capacity = self.store.capacity(Lane::Alert);
+        let used_after = self.store.used(Lane::Alert) + n + crate::store::RECORD_OVERHEAD;
+        if share < 100 && used_after * 100 > capacity * share {
+            let c = &mut self.counters;
+            c.reports_held_back = c.reports_held_back.saturating_add(1);
+            return None;
+        }
         // A refusal is counted by the store's alert lane.
         self.store
             .push(
@@ -772,8 +803,16 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.heartbeat;
             self.counters.heartbeats = self.counters.heartbeats.saturating_add(1);
+            // An unsent heartbeat is replaced, not queued behind: only the
+            // newest counts matter.
+            if let Some(seq) = self.last_heartbeat.take() {
+                if !self.uplink.is_in_flight(seq) {
+                    let _ = self.store.discard(seq);
+                }
+            }
             let beat = self.heartbeat(now);
-            let _ = self.push_report(Report::Heartbeat(beat), crate::model::Severity::Info);
+            self.last_heartbeat =
+                self.push_report(Report::Heartbeat(beat), crate::model::Severity::Info);
             // Heartbeats go out on their own interval, with whatever is stored.
             self.uplink.flush_now();
         }

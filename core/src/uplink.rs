@@ -469,6 +469,11 @@ impl Uplink {
         Some(UplinkAction::Send(len))
     }
 
+    /// True if the frame in flight carries record `seq`.
+    pub fn is_in_flight(&self, seq: Seq) -> bool {
+        self.in_flight.contains(&seq)
+    }
+
     /// The link took the frame. (The timeout runs from the send.)
     pub fn on_sent(&mut self, _now: Instant) {}
 

@@ -26,6 +26,8 @@ struct Rec {
 struct Model {
     alert: VecDeque<Rec>,
     routine: VecDeque<Rec>,
+    /// Readings in records discarded from each lane (alert, routine).
+    superseded_readings: [u32; 2],
 }
 
 impl Model {
@@ -69,6 +71,8 @@ enum Op {
     Ack { at: usize, width: usize },
     /// Acknowledge numbers that were never issued or are already gone.
     AckStale { seq: u32 },
+    /// Discard the `at`-th pending record, as a superseded heartbeat is.
+    Discard { at: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -80,6 +84,7 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         3 => (0usize..16, 1usize..4).prop_map(|(at, width)| Op::Ack { at, width }),
         1 => any::<u32>().prop_map(|seq| Op::AckStale { seq }),
+        2 => (0usize..16).prop_map(|at| Op::Discard { at }),
     ]
 }
 
@@ -106,19 +111,32 @@ fn check(store: &mut Store, model: &Model) {
     assert_eq!(store.len(), want.len());
 
     let counters = store.counters();
-    for (lane, c, cap, recs) in [
-        (Lane::Alert, counters.alert, ALERT, &model.alert),
-        (Lane::Routine, counters.routine, ROUTINE, &model.routine),
+    for (lane, c, cap, recs, superseded) in [
+        (
+            Lane::Alert,
+            counters.alert,
+            ALERT,
+            &model.alert,
+            model.superseded_readings[0],
+        ),
+        (
+            Lane::Routine,
+            counters.routine,
+            ROUTINE,
+            &model.routine,
+            model.superseded_readings[1],
+        ),
     ] {
-        // Every record and reading that went in is pending, acked or evicted.
+        // Every record and reading that went in is pending, acked, evicted
+        // or superseded.
         assert_eq!(
             c.pushed_records,
-            c.acked_records + c.evicted_records + recs.len() as u32
+            c.acked_records + c.evicted_records + c.superseded_records + recs.len() as u32
         );
         let pending: u32 = recs.iter().map(|r| u32::from(r.readings)).sum();
         assert_eq!(
             c.pushed_readings,
-            c.acked_readings + c.evicted_readings + pending
+            c.acked_readings + c.evicted_readings + superseded + pending
         );
         let live: usize = recs.iter().map(|r| r.payload.len() + RECORD_OVERHEAD).sum();
         assert!(store.used(lane) >= live && store.used(lane) <= cap);
@@ -239,6 +257,31 @@ fn run(ops: Vec<Op>, policy: FullPolicy) {
                 }
                 let acked = store.ack(SeqRange::single(Seq(seq))).unwrap();
                 assert_eq!(acked.records, 0);
+                assert!(
+                    !store.discard(Seq(seq)).unwrap(),
+                    "discarded a record not stored"
+                );
+            }
+            Op::Discard { at } => {
+                let seqs = model.all_seqs();
+                if seqs.is_empty() {
+                    continue;
+                }
+                let seq = seqs[at % seqs.len()];
+                let (i, lane) = if model.alert.iter().any(|r| r.seq == seq) {
+                    (0, Lane::Alert)
+                } else {
+                    (1, Lane::Routine)
+                };
+                let recs = model.lane(lane);
+                let pos = recs.iter().position(|r| r.seq == seq).unwrap();
+                let gone = recs.remove(pos).unwrap();
+                model.superseded_readings[i] += u32::from(gone.readings);
+                let used = store.used(lane);
+                assert!(store.discard(Seq(seq)).unwrap());
+                // Its space comes back at once, wherever it lay (the gap a
+                // wrap leaves at the end may go with it).
+                assert!(store.used(lane) <= used - gone.payload.len() - RECORD_OVERHEAD);
             }
         }
         check(&mut store, &model);
@@ -322,7 +365,7 @@ fn state_beyond_capacity_is_documented() {
         core::mem::size_of::<telemark_core::store::RecordRing<64>>(),
         64 + RING_STATE_BYTES
     );
-    assert_eq!(RAM_STORE_STATE_BYTES, 124);
+    assert_eq!(RAM_STORE_STATE_BYTES, 132);
     assert_eq!(
         core::mem::size_of::<RamStore<256, 4096>>(),
         256 + 4096 + RAM_STORE_STATE_BYTES

@@ -21,6 +21,8 @@ type Store = FlashStore<Blocking<Flash>, 256>;
 enum Op {
     Push { alert: bool, severity: u8, len: u8 },
     Ack { first: u8, span: u8 },
+    /// Discard one record, as a superseded heartbeat is.
+    Discard { seq: u8 },
     Policy { evict: bool },
     Decimate,
     /// Cut the power after this many more bytes of writes and erases.
@@ -140,6 +142,19 @@ fuzz_target!(|ops: Vec<Op>| {
                 match store.ack(range) {
                     Ok(_) => {
                         model.held.retain(|s, _| !range.contains(Seq(*s)));
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            Op::Discard { seq } => {
+                let seq = u32::from(seq);
+                if let Some(rec) = model.held.get(&seq) {
+                    model.unsure.insert(seq, Some(rec.clone()));
+                }
+                match store.discard(Seq(seq)) {
+                    Ok(found) => {
+                        assert_eq!(found, model.held.remove(&seq).is_some(), "discard of {seq}");
                         true
                     }
                     Err(_) => false,

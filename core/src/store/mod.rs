@@ -163,6 +163,9 @@ pub struct LaneCounters {
     pub refused_readings: u32,
     /// Readings dropped by decimating blocks to save space.
     pub decimated_readings: u32,
+    /// Records the device replaced with newer ones before they were sent
+    /// (an unsent heartbeat, when the next is due): no data lost.
+    pub superseded_records: u32,
 }
 
 /// Counters of both lanes.
@@ -198,6 +201,13 @@ pub trait RecordStore {
     /// Unknown or already-freed numbers are ignored, so duplicate
     /// acknowledgements are harmless.
     fn ack(&mut self, range: SeqRange) -> Result<Acked, Self::Error>;
+
+    /// Removes the unacknowledged record `seq`, which the device replaced
+    /// before it was sent (an unsent heartbeat, when the next one is due),
+    /// and gives its space back. Counted in
+    /// [`LaneCounters::superseded_records`], not as lost. False if no such
+    /// record is waiting.
+    fn discard(&mut self, seq: Seq) -> Result<bool, Self::Error>;
 
     /// Unacknowledged records in both lanes.
     fn len(&self) -> usize;
@@ -307,6 +317,10 @@ impl<S: RecordStore> RecordStore for &mut S {
 
     fn ack(&mut self, range: SeqRange) -> Result<Acked, Self::Error> {
         (**self).ack(range)
+    }
+
+    fn discard(&mut self, seq: Seq) -> Result<bool, Self::Error> {
+        (**self).discard(seq)
     }
 
     fn len(&self) -> usize {

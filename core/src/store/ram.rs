@@ -110,6 +110,10 @@ impl<const ALERT: usize, const ROUTINE: usize> RecordStore for RamStore<ALERT, R
         })
     }
 
+    fn discard(&mut self, seq: Seq) -> Result<bool, Infallible> {
+        Ok(self.alert.discard(seq) || self.routine.discard(seq))
+    }
+
     fn len(&self) -> usize {
         self.alert.len() + self.routine.len()
     }

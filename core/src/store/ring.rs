@@ -29,7 +29,7 @@ pub const MAX_PAYLOAD: usize = (1 << 14) - 1;
 pub const MAX_READINGS: u16 = (1 << 14) - 1;
 /// Bytes of a [`RecordRing`] beyond its `N` bytes of capacity (for `N` a
 /// multiple of 4).
-pub const RING_STATE_BYTES: usize = 60;
+pub const RING_STATE_BYTES: usize = 64;
 
 const LEN_MASK: u16 = (1 << 14) - 1;
 const ACKED: u16 = 1 << 14;
@@ -100,6 +100,7 @@ impl<const N: usize> RecordRing<N> {
                 refused_records: 0,
                 refused_readings: 0,
                 decimated_readings: 0,
+                superseded_records: 0,
             },
         }
     }
@@ -349,6 +350,53 @@ impl<const N: usize> RecordRing<N> {
         c.evicted_readings = c
             .evicted_readings
             .saturating_add(u32::from(slot.meta.readings));
+        self.reclaim();
+        true
+    }
+
+    /// Removes the unacknowledged record `seq` and gives its space back at
+    /// once, wherever it lies: the records around it move to close the gap
+    /// and, unless the ring is wrapped, to the start of the buffer, so the
+    /// free space is one run. Counted as superseded. False if `seq` is not
+    /// waiting here.
+    pub fn discard(&mut self, seq: Seq) -> bool {
+        let Some(slot) = self.slots().find(|s| s.seq == seq && !s.acked) else {
+            return false;
+        };
+        let (head, tail, size) = (self.head as usize, self.tail as usize, slot.size());
+        if self.wrapped() && slot.pos >= head {
+            // In the upper run: the records before it move up by its size.
+            self.buf.copy_within(head..slot.pos, head + size);
+            self.head = (head + size) as u32;
+            if self.head == self.wrap_end {
+                self.head = 0;
+                self.wrap_end = NOT_WRAPPED;
+            }
+        } else {
+            // In the run that ends at the tail: the records after it move
+            // down by its size.
+            self.buf.copy_within(slot.pos + size..tail, slot.pos);
+            self.tail = (tail - size) as u32;
+            if self.wrapped() && self.tail == 0 {
+                self.tail = self.wrap_end;
+                self.wrap_end = NOT_WRAPPED;
+            }
+        }
+        if !self.wrapped() && self.head > 0 {
+            let (head, tail) = (self.head as usize, self.tail as usize);
+            self.buf.copy_within(head..tail, 0);
+            self.tail = (tail - head) as u32;
+            self.head = 0;
+        }
+        self.records -= 1;
+        self.pending = self.pending.saturating_sub(1);
+        if self.records == 0 {
+            self.head = 0;
+            self.tail = 0;
+            self.wrap_end = NOT_WRAPPED;
+        }
+        self.counters.superseded_records = self.counters.superseded_records.saturating_add(1);
+        // Acknowledged records it held back may now be at the head.
         self.reclaim();
         true
     }

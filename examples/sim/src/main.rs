@@ -150,6 +150,8 @@ pub struct Totals {
     routine_flushes: u64,
     alerts: u64,
     heartbeats: u64,
+    heartbeats_replaced: u64,
+    reports_held_back: u64,
     alert_latency_ms: Vec<u64>,
     violations: Vec<String>,
     max_store_bytes: usize,
@@ -171,6 +173,8 @@ impl Totals {
         self.bytes_on_air += up.bytes_sent;
         self.alerts += u64::from(engine.counters().alerts);
         self.heartbeats += u64::from(engine.counters().heartbeats);
+        self.heartbeats_replaced += u64::from(engine.store().counters().alert.superseded_records);
+        self.reports_held_back += u64::from(engine.counters().reports_held_back);
     }
 
     /// What one server process did, at its end.
@@ -290,6 +294,11 @@ fn main() -> ExitCode {
         ),
         ("alerts", totals.alerts.to_string()),
         ("heartbeats", totals.heartbeats.to_string()),
+        (
+            "heartbeats_replaced_unsent",
+            totals.heartbeats_replaced.to_string(),
+        ),
+        ("reports_held_back", totals.reports_held_back.to_string()),
         (
             "alert_latency_p50",
             format!("{:.1}", percentile(&totals.alert_latency_ms, 0.5)),

@@ -910,6 +910,44 @@ fn state_reserve<F: NorFlash, const N: usize>() -> usize {
         + 2 * item_bytes::<F>(0)
 }
 
+impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
+    /// Pops every record of `lane` whose number is in `range` and updates
+    /// the lane's length and free space; the caller counts what it was.
+    fn pop_range(&mut self, lane: Lane, range: SeqRange) -> Result<Acked, FlashError<F::Error>> {
+        if self.lane(lane).len == 0 {
+            return Ok(Acked::default());
+        }
+        let (mut records, mut readings, mut bytes) = (0u32, 0u32, 0usize);
+        loop {
+            let mut popped = 0;
+            self.scan(lane, |h, payload| {
+                if range.contains(h.seq) {
+                    popped += 1;
+                    readings = readings.saturating_add(u32::from(h.readings));
+                    bytes += item_bytes::<F>(payload.len());
+                    Visit::Pop
+                } else {
+                    Visit::Next
+                }
+            })?;
+            records += popped;
+            // The alert lane pops a bounded number per pass.
+            if lane == Lane::Routine || popped < POPS_PER_PASS as u32 {
+                break;
+            }
+        }
+        if lane == Lane::Alert {
+            self.alerts.used = self.alerts.used.saturating_sub(bytes);
+        }
+        if records > 0 {
+            let state = self.lane_mut(lane);
+            state.len = state.len.saturating_sub(records as usize);
+            self.refresh(lane)?;
+        }
+        Ok(Acked { records, readings })
+    }
+}
+
 /// Items the alert lane pops per pass over the map.
 const POPS_PER_PASS: usize = 16;
 
@@ -1005,47 +1043,32 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
         self.check_mounted()?;
         let mut acked = Acked::default();
         for lane in [Lane::Alert, Lane::Routine] {
-            if self.lane(lane).len == 0 {
-                continue;
-            }
-            let (mut records, mut readings, mut bytes) = (0u32, 0u32, 0usize);
-            loop {
-                let mut popped = 0;
-                self.scan(lane, |h, payload| {
-                    if range.contains(h.seq) {
-                        popped += 1;
-                        readings = readings.saturating_add(u32::from(h.readings));
-                        bytes += item_bytes::<F>(payload.len());
-                        Visit::Pop
-                    } else {
-                        Visit::Next
-                    }
-                })?;
-                records += popped;
-                // The alert lane pops a bounded number per pass.
-                if lane == Lane::Routine || popped < POPS_PER_PASS as u32 {
-                    break;
-                }
-            }
-            if lane == Lane::Alert {
-                self.alerts.used = self.alerts.used.saturating_sub(bytes);
-            }
-            if records == 0 {
-                continue;
-            }
+            let popped = self.pop_range(lane, range)?;
             let c = match lane {
                 Lane::Alert => &mut self.counters.alert,
                 Lane::Routine => &mut self.counters.routine,
             };
-            c.acked_records = c.acked_records.saturating_add(records);
-            c.acked_readings = c.acked_readings.saturating_add(readings);
-            let state = self.lane_mut(lane);
-            state.len = state.len.saturating_sub(records as usize);
-            acked.records += records;
-            acked.readings = acked.readings.saturating_add(readings);
-            self.refresh(lane)?;
+            c.acked_records = c.acked_records.saturating_add(popped.records);
+            c.acked_readings = c.acked_readings.saturating_add(popped.readings);
+            acked.records += popped.records;
+            acked.readings = acked.readings.saturating_add(popped.readings);
         }
         Ok(acked)
+    }
+
+    fn discard(&mut self, seq: Seq) -> Result<bool, Self::Error> {
+        self.check_mounted()?;
+        for lane in [Lane::Alert, Lane::Routine] {
+            if self.pop_range(lane, SeqRange::single(seq))?.records > 0 {
+                let c = match lane {
+                    Lane::Alert => &mut self.counters.alert,
+                    Lane::Routine => &mut self.counters.routine,
+                };
+                c.superseded_records = c.superseded_records.saturating_add(1);
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn len(&self) -> usize {
