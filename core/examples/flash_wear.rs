@@ -57,7 +57,7 @@ fn run<const PAGE: usize, const PAGES: usize>(name: &str, alert_pages: u32, days
                 version,
                 engine: EngineConfig {
                     uplink: UplinkConfig::new(9, 256, Duration::from_mins(60)),
-                    stager: StagerConfig::new(128, 200, Duration::from_mins(5)),
+                    stager: StagerConfig::new(128, 190, Duration::from_mins(5)),
                     heartbeat: Duration::from_mins(360),
                 },
                 store_policy: FullPolicy::EvictOldest,

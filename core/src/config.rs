@@ -41,7 +41,7 @@
 //!     version: 3,
 //!     engine: EngineConfig {
 //!         uplink: UplinkConfig::new(9, 256, Duration::from_mins(60)),
-//!         stager: StagerConfig::new(128, 200, Duration::from_mins(60)),
+//!         stager: StagerConfig::new(128, 190, Duration::from_mins(60)),
 //!         heartbeat: Duration::from_mins(360),
 //!     },
 //!     store_policy: FullPolicy::EvictOldest,
@@ -121,6 +121,9 @@ pub enum ConfigError {
     /// The store could not save the new config, so it was not applied:
     /// a config in force is always the one a reboot resumes with.
     NotSaved,
+    /// The new MTU is lower than a record already stored needs: it could
+    /// never be sent. Send the lower MTU once the store has drained.
+    StrandsRecords,
 }
 
 impl ConfigError {
@@ -137,6 +140,7 @@ impl ConfigError {
             ConfigError::Channel(..) => 6,
             ConfigError::Inconsistent => 7,
             ConfigError::NotSaved => 8,
+            ConfigError::StrandsRecords => 9,
         }
     }
 
@@ -161,6 +165,9 @@ impl fmt::Display for ConfigError {
             ConfigError::Channel(c, e) => write!(f, "channel {c}: {e}"),
             ConfigError::Inconsistent => f.write_str("settings do not work together"),
             ConfigError::NotSaved => f.write_str("the store could not save the config"),
+            ConfigError::StrandsRecords => {
+                f.write_str("the MTU is lower than stored records need to be sent")
+            }
         }
     }
 }
@@ -342,7 +349,7 @@ impl<const CH: usize> DeviceConfig<CH> {
     ///     version: 0,
     ///     engine: EngineConfig {
     ///         uplink: UplinkConfig::new(9, 256, Duration::from_mins(60)),
-    ///         stager: StagerConfig::new(128, 200, Duration::from_mins(60)),
+    ///         stager: StagerConfig::new(128, 190, Duration::from_mins(60)),
     ///         heartbeat: Duration::from_mins(360),
     ///     },
     ///     store_policy: FullPolicy::Refuse,

@@ -59,8 +59,8 @@ use crate::stager::{SealedBlock, Stager};
 use crate::store::{Lane, RecordMeta, RecordStore, SaveError, Seq};
 use crate::time::{Duration, Instant};
 use crate::uplink::{AckInfo, Uplink, UplinkAction};
-use crate::wire::frame::{frame_overhead, Command, Item, RECORD_HEADER_MAX};
-use crate::wire::report::{Crash, Heartbeat, KeyStatus, Report, ResetReason};
+use crate::wire::frame::{frame_overhead, Command, Item, RECORD_EPOCH_BYTES, RECORD_HEADER_MAX};
+use crate::wire::report::{Crash, Heartbeat, KeyStatus, Report, ResetReason, MAX_REPORT_LEN};
 use crate::wire::seal::{FrameError, Key, Sealing};
 use crate::wire::Epoch;
 
@@ -83,6 +83,8 @@ pub enum EngineError {
     MtuOverBuffer,
     /// A sealed block could not fit in a frame: lower `stager.max_bytes`.
     BlockOverMtu,
+    /// The MTU is below [`min_mtu`]: some report could never be sent.
+    MtuBelowReports,
     /// A zero heartbeat interval.
     ZeroHeartbeat,
 }
@@ -98,6 +100,9 @@ impl fmt::Display for EngineError {
             EngineError::MtuOverBuffer => f.write_str("MTU larger than the frame buffer"),
             EngineError::BlockOverMtu => {
                 f.write_str("stager max_bytes leaves no room for the frame envelope")
+            }
+            EngineError::MtuBelowReports => {
+                f.write_str("MTU too small for the largest report in one frame")
             }
             EngineError::ZeroHeartbeat => f.write_str("heartbeat interval is zero"),
         }
@@ -240,15 +245,33 @@ pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU
 }
 
 /// Checks what the engine itself needs of a config.
+/// Bytes a frame must be able to carry, at least, for device `device`
+/// sealed with `sealing`: the frame's envelope and one report of
+/// [`MAX_REPORT_LEN`] bytes numbered in an earlier boot. Below it, some
+/// report the engine makes could never leave. 114 bytes for a sealed device
+/// whose id is below 128, 123 for the largest id.
+pub fn min_mtu(device: u64, sealing: &Sealing) -> usize {
+    frame_overhead(device, sealing) + RECORD_HEADER_MAX + RECORD_EPOCH_BYTES + MAX_REPORT_LEN
+}
+
+/// The most bytes a sealed block may take so that it fits one frame of
+/// `config`, in this boot or a later one (a record from an earlier boot
+/// names its epoch).
+fn block_room(config: &EngineConfig, sealing: &Sealing) -> usize {
+    let overhead = frame_overhead(config.uplink.device, sealing);
+    usize::from(config.uplink.mtu).saturating_sub(overhead + RECORD_HEADER_MAX + RECORD_EPOCH_BYTES)
+}
+
 fn check<const MTU: usize>(config: &EngineConfig, sealing: &Sealing) -> Result<(), EngineError> {
     config.uplink.validate().map_err(EngineError::Uplink)?;
     config.stager.validate().map_err(EngineError::Stager)?;
     if usize::from(config.uplink.mtu) > MTU {
         return Err(EngineError::MtuOverBuffer);
     }
-    let overhead = frame_overhead(config.uplink.device, sealing);
-    let room = usize::from(config.uplink.mtu).saturating_sub(overhead + RECORD_HEADER_MAX);
-    if usize::from(config.stager.max_bytes) > room {
+    if usize::from(config.uplink.mtu) < min_mtu(config.uplink.device, sealing) {
+        return Err(EngineError::MtuBelowReports);
+    }
+    if usize::from(config.stager.max_bytes) > block_room(config, sealing) {
         return Err(EngineError::BlockOverMtu);
     }
     if config.heartbeat.is_zero() {
@@ -419,7 +442,25 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             .and_then(|next| {
                 check::<MTU>(&next.engine, self.uplink.sealing())
                     .map(|()| next)
-                    .map_err(|_| ConfigError::Inconsistent)
+                    .map_err(|e| match e {
+                        EngineError::MtuBelowReports | EngineError::MtuOverBuffer => {
+                            ConfigError::OutOfRange(3)
+                        }
+                        _ => ConfigError::Inconsistent,
+                    })
+            })
+            .and_then(|next| {
+                if next.engine.uplink.mtu > self.uplink.link_mtu() {
+                    // Frames that large would never cross the link.
+                    return Err(ConfigError::OutOfRange(3));
+                }
+                // A lower MTU must not strand a record already stored.
+                let room = block_room(&next.engine, self.uplink.sealing());
+                if next.engine.uplink.mtu < self.uplink.config().mtu && self.largest_block()? > room
+                {
+                    return Err(ConfigError::StrandsRecords);
+                }
+                Ok(next)
             })
             .and_then(
                 |next| match self.store.save_config(|buf| next.encode(buf).ok()) {
@@ -427,6 +468,33 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
                     Err(_) => Err(ConfigError::NotSaved),
                 },
             )
+    }
+
+    /// The largest block waiting in the store (reports always fit, by
+    /// [`min_mtu`]). Walks every record: run only when a config lowers the
+    /// MTU.
+    fn largest_block(&mut self) -> Result<usize, ConfigError> {
+        let mut largest = 0;
+        for nth in 0..self.store.len() {
+            match self.store.peek(nth) {
+                Ok(Some(r)) if r.meta.lane == Lane::Routine => {
+                    largest = largest.max(r.payload.len());
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                // Unknown sizes: refuse rather than risk stranding them.
+                Err(_) => return Err(ConfigError::StrandsRecords),
+            }
+        }
+        Ok(largest)
+    }
+
+    /// Tells the engine the largest frame its link carries (the drivers in
+    /// [`transport`](crate::transport) do, from `Transport::mtu`): frames are
+    /// never built larger, and a config update whose MTU is larger is
+    /// refused with [`ConfigError::OutOfRange`]`(3)`.
+    pub fn set_link_mtu(&mut self, mtu: usize) {
+        self.uplink.set_link_mtu(mtu);
     }
 
     /// Takes key `id`, sent by the server to replace the device's key: it

@@ -26,7 +26,7 @@
 //! struct Dead;
 //! impl Transport for Dead {
 //!     type Error = ();
-//!     fn mtu(&self) -> usize { 96 }
+//!     fn mtu(&self) -> usize { 128 }
 //!     fn power(&mut self, on: bool) -> Result<(), ()> { if on { Err(()) } else { Ok(()) } }
 //!     fn send(&mut self, _: &[u8]) -> Result<(), ()> { Err(()) }
 //!     fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> { Ok(None) }
@@ -35,7 +35,7 @@
 //! const LEVEL: ChannelSpec = ChannelSpec::new(ChannelId(1), Unit::Percent,
 //!     ValueKind::Scaled { decimals: 0 }, Range::new(0.0, 100.0), Duration::from_mins(10), Rules::NONE);
 //! let config = EngineConfig {
-//!     uplink: UplinkConfig::new(1, 96, Duration::from_mins(60)),
+//!     uplink: UplinkConfig::new(1, 128, Duration::from_mins(60)),
 //!     stager: StagerConfig::new(32, 32, Duration::from_mins(60)),
 //!     heartbeat: Duration::from_mins(60),
 //! };
@@ -46,7 +46,7 @@
 //!     epoch: Epoch(0x5eed_0001),
 //!     sealing: Sealing::key(1, Key::from_bytes([0x42; 32])),
 //! };
-//! let mut engine: Engine<RamStore<128, 512>, 2, 32, 96> =
+//! let mut engine: Engine<RamStore<128, 512>, 2, 32, 128> =
 //!     Engine::new(&[LEVEL], RamStore::new(FullPolicy::EvictOldest), config, boot).unwrap();
 //! /// A tank with a level sensor that always reads 42 %.
 //! struct Tank;
@@ -76,8 +76,9 @@ pub trait Transport {
     /// The link's error.
     type Error: fmt::Debug;
 
-    /// Largest frame the link carries. The engine's `UplinkConfig::mtu`
-    /// must not exceed it.
+    /// Largest frame the link carries. [`step`] tells the engine, which
+    /// builds no larger frame and refuses a config update with a larger
+    /// MTU; the engine's `UplinkConfig::mtu` should not exceed it either.
     fn mtu(&self) -> usize;
 
     /// Powers the radio; `Err` on power-on means the link could not come up.
@@ -246,6 +247,7 @@ where
 {
     let mut rx = [0u8; MAX_DOWNLINK];
     let mut frame = [0u8; MTU];
+    engine.set_link_mtu(transport.mtu());
     loop {
         while let Ok(Some(n)) = transport.receive(&mut rx) {
             // Refused frames are counted by the uplink.
@@ -284,6 +286,7 @@ where
 {
     let mut rx = [0u8; MAX_DOWNLINK];
     let mut frame = [0u8; MTU];
+    engine.set_link_mtu(transport.mtu());
     loop {
         while let Ok(Some(n)) = transport.receive(&mut rx).await {
             let _ = engine.on_frame(now, rx.get_mut(..n).unwrap_or_default());

@@ -238,6 +238,8 @@ pub struct Uplink {
     in_flight: heapless::Vec<Seq, MAX_IN_FLIGHT>,
     /// True while the frame `counter` awaits its response.
     awaiting: bool,
+    /// The largest frame the link carries, as the transport says.
+    link_mtu: u16,
 }
 
 impl Uplink {
@@ -262,6 +264,7 @@ impl Uplink {
             counter: 0,
             in_flight: heapless::Vec::new(),
             awaiting: false,
+            link_mtu: u16::MAX,
         }
     }
 
@@ -281,6 +284,18 @@ impl Uplink {
     /// would be refused.
     pub fn set_sealing(&mut self, sealing: Sealing) {
         self.sealing = sealing;
+    }
+
+    /// Tells the uplink the largest frame the link carries: no frame is
+    /// built larger, whatever the config says.
+    pub fn set_link_mtu(&mut self, mtu: usize) {
+        self.link_mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+    }
+
+    /// The largest frame the link carries, if a transport said (else
+    /// `u16::MAX`).
+    pub fn link_mtu(&self) -> u16 {
+        self.link_mtu
     }
 
     /// The config.
@@ -409,7 +424,7 @@ impl Uplink {
         store: &mut S,
         buf: &mut [u8],
     ) -> Option<UplinkAction> {
-        let mtu = usize::from(self.config.mtu).min(buf.len());
+        let mtu = usize::from(self.config.mtu.min(self.link_mtu)).min(buf.len());
         let Some(frame_buf) = buf.get_mut(..mtu) else {
             return Some(self.end_session(now, false));
         };

@@ -45,7 +45,7 @@ const PUMP: ChannelSpec = ChannelSpec::new(
 fn device(heartbeat: Duration) -> Device {
     let config = EngineConfig {
         uplink: UplinkConfig::new(4, 256, Duration::from_mins(60)),
-        stager: StagerConfig::new(64, 200, Duration::from_mins(60)),
+        stager: StagerConfig::new(64, 190, Duration::from_mins(60)),
         heartbeat,
     };
     Engine::new(

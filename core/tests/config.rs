@@ -29,7 +29,7 @@ type TestEngine = Engine<RamStore<512, 2048>, 4, 64, 256>;
 fn engine() -> TestEngine {
     let config = EngineConfig {
         uplink: UplinkConfig::new(5, 256, Duration::from_mins(60)),
-        stager: StagerConfig::new(64, 200, Duration::from_mins(60)),
+        stager: StagerConfig::new(64, 190, Duration::from_mins(60)),
         heartbeat: Duration::from_mins(360),
     };
     Engine::new(

@@ -30,7 +30,7 @@ const LEVEL: ChannelSpec = ChannelSpec::new(
 fn blocks_are_decimated_before_anything_is_evicted() {
     let config = EngineConfig {
         uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
-        stager: StagerConfig::new(60, 200, Duration::from_mins(60)),
+        stager: StagerConfig::new(60, 190, Duration::from_mins(60)),
         heartbeat: Duration::from_mins(24 * 60),
     };
     let store: RamStore<256, 2048> = RamStore::new(FullPolicy::EvictOldest);

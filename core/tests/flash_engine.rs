@@ -42,7 +42,7 @@ fn boot(flash: Flash, reason: ResetReason) -> Device {
     store.set_routine_policy(FullPolicy::EvictOldest);
     let config = EngineConfig {
         uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
-        stager: StagerConfig::new(60, 200, Duration::from_mins(60)),
+        stager: StagerConfig::new(60, 190, Duration::from_mins(60)),
         heartbeat: Duration::from_mins(24 * 60),
     };
     let sealing = Sealing::key(1, Key::from_bytes([1; 32]));
@@ -155,7 +155,7 @@ fn a_saved_config_that_no_longer_fits_leaves_the_defaults_and_says_so() {
     store.mount().unwrap();
     let config = EngineConfig {
         uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
-        stager: StagerConfig::new(60, 200, Duration::from_mins(60)),
+        stager: StagerConfig::new(60, 190, Duration::from_mins(60)),
         heartbeat: Duration::from_mins(24 * 60),
     };
     let other = ChannelSpec {

@@ -73,7 +73,7 @@ fn config(version: u32) -> DeviceConfig<2> {
         version,
         engine: EngineConfig {
             uplink: UplinkConfig::new(9, 200, Duration::from_secs(60 + u64::from(version))),
-            stager: StagerConfig::new(64, 150, Duration::from_mins(10)),
+            stager: StagerConfig::new(64, 140, Duration::from_mins(10)),
             heartbeat: Duration::from_mins(60),
         },
         store_policy: FullPolicy::Refuse,

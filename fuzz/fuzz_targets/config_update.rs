@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         version: 3,
         engine: EngineConfig {
             uplink: UplinkConfig::new(9, 256, Duration::from_mins(60)),
-            stager: StagerConfig::new(128, 200, Duration::from_mins(60)),
+            stager: StagerConfig::new(128, 190, Duration::from_mins(60)),
             heartbeat: Duration::from_mins(360),
         },
         store_policy: FullPolicy::Refuse,

@@ -45,6 +45,11 @@ pub const TAG_CRASH: u8 = 0x14;
 /// First byte of a key status record.
 pub const TAG_KEY: u8 = 0x15;
 
+/// The largest report's payload: a crash report with its whole text and
+/// every number at its widest (a heartbeat takes at most 52 bytes, an alert
+/// 22).
+pub const MAX_REPORT_LEN: usize = 2 + 4 * 5 + 2 + CRASH_TEXT;
+
 /// What a device did with a key the server sent it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

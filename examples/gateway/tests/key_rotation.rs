@@ -40,7 +40,7 @@ type FlashDevice = Engine<FlashStore<Blocking<Flash>, 512>, 1, 64, 256>;
 fn config(device: u64) -> EngineConfig {
     EngineConfig {
         uplink: UplinkConfig::new(device, 256, Duration::from_mins(10)),
-        stager: StagerConfig::new(10, 200, Duration::from_mins(10)),
+        stager: StagerConfig::new(10, 190, Duration::from_mins(10)),
         heartbeat: Duration::from_mins(24 * 60),
     }
 }

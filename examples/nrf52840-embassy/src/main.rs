@@ -191,7 +191,7 @@ async fn main(spawner: Spawner) {
 
     let config = EngineConfig {
         uplink: UplinkConfig::new(DEVICE, 256, Duration::from_mins(15)),
-        stager: StagerConfig::new(128, 200, Duration::from_mins(15)),
+        stager: StagerConfig::new(128, 190, Duration::from_mins(15)),
         heartbeat: Duration::from_mins(6 * 60),
     };
     let channels = [CLIMATE[0], CLIMATE[1], CLIMATE[2], GAS[0], GAS[1], GAS[2]];

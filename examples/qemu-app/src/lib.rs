@@ -66,7 +66,7 @@ pub fn config(device: u64, stage: usize) -> EngineConfig {
     uplink.max_backoff = Duration::from_mins(5);
     EngineConfig {
         uplink,
-        stager: StagerConfig::new(stage as u16, 200, Duration::from_mins(5)),
+        stager: StagerConfig::new(stage as u16, 190, Duration::from_mins(5)),
         heartbeat: Duration::from_mins(60),
     }
 }
