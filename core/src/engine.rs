@@ -174,6 +174,9 @@ pub struct Boot {
 
 /// Commands remembered, so a repeated id is not executed twice.
 const RECENT_COMMANDS: usize = 16;
+/// A remembered command as saved: id (4), status (1), value (4).
+const COMMAND_BYTES: usize = 9;
+const _: () = assert!(RECENT_COMMANDS * COMMAND_BYTES <= crate::store::MAX_COMMANDS_BYTES);
 
 /// Counts of what the engine did. All saturate.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -329,7 +332,54 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             recent: heapless::Deque::new(),
         };
         engine.restore_config();
+        engine.restore_commands();
         Ok(engine)
+    }
+
+    /// Resumes with the commands the store saved before the reboot, so one
+    /// the server repeats is answered with its result, not run again (a
+    /// reboot command reboots once). A store that cannot be read leaves
+    /// none.
+    fn restore_commands(&mut self) {
+        let recent = self.store.load_commands(|bytes| {
+            let mut recent = heapless::Deque::new();
+            for entry in bytes.chunks_exact(COMMAND_BYTES) {
+                let field = |at: usize| -> [u8; 4] {
+                    let mut b = [0; 4];
+                    b.copy_from_slice(entry.get(at..at + 4).unwrap_or(&[0; 4]));
+                    b
+                };
+                let status = entry.get(4).copied().unwrap_or(0);
+                let _ = recent.push_back((
+                    u32::from_le_bytes(field(0)),
+                    status,
+                    u32::from_le_bytes(field(5)),
+                ));
+            }
+            recent
+        });
+        if let Ok(Some(recent)) = recent {
+            self.recent = recent;
+        }
+    }
+
+    /// Saves the commands run lately; see [`RecordStore::save_commands`].
+    fn save_commands(&mut self) {
+        let mut bytes = [0u8; RECENT_COMMANDS * COMMAND_BYTES];
+        let mut n = 0;
+        for &(id, status, value) in self.recent.iter() {
+            if let Some(entry) = bytes.get_mut(n..n + COMMAND_BYTES) {
+                let (head, tail) = entry.split_at_mut(4);
+                head.copy_from_slice(&id.to_le_bytes());
+                let (mid, last) = tail.split_at_mut(1);
+                mid.fill(status);
+                last.copy_from_slice(&value.to_le_bytes());
+                n += COMMAND_BYTES;
+            }
+        }
+        // Not saved, a repeat after a reboot would run again; the command
+        // itself still runs now.
+        let _ = self.store.save_commands(bytes.get(..n).unwrap_or_default());
     }
 
     /// Resumes with the config the store saved before the reboot, if any,
@@ -581,6 +631,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             self.recent.pop_front();
         }
         let _ = self.recent.push_back((id, status, value));
+        self.save_commands();
         let seq = self.push_report(
             Report::CommandResult { id, status, value },
             crate::model::Severity::Info,

@@ -14,6 +14,7 @@ use telemark_core::store::{
 };
 use telemark_core::time::{Duration, Instant};
 use telemark_core::uplink::UplinkConfig;
+use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::{Crash, CrashKind, Report, ResetReason};
 use telemark_core::wire::seal::{Key, Sealing};
 use telemark_core::wire::Epoch;
@@ -287,4 +288,56 @@ fn epochs_never_repeat_even_when_every_boot_still_owns_records() {
     let boots = store.boots();
     assert_eq!(boots.entries().len(), MAX_BOOTS);
     assert_eq!(boots.epoch_of(telemark_core::store::Seq(0)), Some(seen[0]));
+}
+
+#[test]
+fn a_repeated_reboot_command_does_not_reboot_twice() {
+    let mut engine = boot(Flash::new(), ResetReason::PowerOn);
+    let now = Instant::from_millis(1_000);
+    assert!(!engine.run_command(now, 41, Command::Reboot));
+    assert!(!engine.run_command(
+        now,
+        42,
+        Command::SetOutput {
+            output: 2,
+            value: 7
+        }
+    ));
+    // The device reboots (its result was sent, the server's ack lost): only
+    // the flash is left.
+    let flash = engine.into_store().release().0;
+    let mut engine = boot(flash, ResetReason::Software);
+    let later = Instant::from_millis(2_000);
+    // The server sends both again: each is answered, neither runs.
+    assert!(engine.run_command(later, 41, Command::Reboot));
+    assert!(engine.run_command(
+        later,
+        42,
+        Command::SetOutput {
+            output: 2,
+            value: 7
+        }
+    ));
+    for _ in 0..50 {
+        let action = engine.poll(later);
+        assert!(
+            !matches!(action, Action::Reboot | Action::SetOutput { .. }),
+            "{action:?}"
+        );
+        if matches!(action, Action::Sleep(_)) {
+            break;
+        }
+    }
+    let store = engine.store_mut();
+    let results: Vec<(u32, u8, u32)> = (0..store.len())
+        .filter_map(|n| match Report::decode(store.peek(n).ok()??.payload) {
+            Ok(Report::CommandResult { id, status, value }) => Some((id, status, value)),
+            _ => None,
+        })
+        .collect();
+    // The first boot's results and the repeats', the same.
+    assert_eq!(results.iter().filter(|r| **r == (41, 0, 0)).count(), 2);
+    assert_eq!(results.iter().filter(|r| **r == (42, 0, 7)).count(), 2);
+    // A new command still runs.
+    assert!(!engine.run_command(later, 43, Command::Ping));
 }

@@ -286,6 +286,25 @@ pub trait RecordStore {
         Ok(None)
     }
 
+    /// Saves the ids and results of the commands run lately (opaque bytes,
+    /// at most [`MAX_COMMANDS_BYTES`]), so that a command the server repeats
+    /// after a reboot is answered again, not run again. A store that keeps
+    /// nothing across a power cut, like [`RamStore`], forgets them.
+    fn save_commands(&mut self, bytes: &[u8]) -> Result<(), SaveError<Self::Error>> {
+        let _ = bytes;
+        Ok(())
+    }
+
+    /// Hands the commands saved last to `decode`, and returns what it made
+    /// of them; `None` if there are none.
+    fn load_commands<T, R>(&mut self, decode: R) -> Result<Option<T>, Self::Error>
+    where
+        R: FnOnce(&[u8]) -> T,
+    {
+        let _ = decode;
+        Ok(None)
+    }
+
     /// Saves key `id`, sent by the server to replace the device's key, so
     /// that [`RecordStore::load_key`] returns it after a reboot. A store
     /// that cannot keep it across a power cut, like [`RamStore`], refuses
@@ -390,10 +409,24 @@ impl<S: RecordStore> RecordStore for &mut S {
         (**self).save_key(id, key)
     }
 
+    fn save_commands(&mut self, bytes: &[u8]) -> Result<(), SaveError<Self::Error>> {
+        (**self).save_commands(bytes)
+    }
+
+    fn load_commands<T, R>(&mut self, decode: R) -> Result<Option<T>, Self::Error>
+    where
+        R: FnOnce(&[u8]) -> T,
+    {
+        (**self).load_commands(decode)
+    }
+
     fn load_key(&mut self) -> Result<Option<(u8, Key)>, Self::Error> {
         (**self).load_key()
     }
 }
+
+/// Most bytes [`RecordStore::save_commands`] is given.
+pub const MAX_COMMANDS_BYTES: usize = 160;
 
 /// Why a config or a key could not be saved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -86,6 +86,7 @@ const KEY_CONFIG: u32 = u32::MAX - 1;
 const KEY_REPLACING: u32 = u32::MAX - 2;
 const KEY_BOOTS: u32 = u32::MAX - 3;
 const KEY_KEY: u32 = u32::MAX - 4;
+const KEY_COMMANDS: u32 = u32::MAX - 5;
 /// The key item: its id, then its 32 bytes.
 const KEY_ITEM: usize = 1 + 32;
 /// The boots item: the latest epoch, then (epoch, first seq) per boot kept.
@@ -907,6 +908,7 @@ fn state_reserve<F: NorFlash, const N: usize>() -> usize {
     item_bytes::<F>(N)
         + item_bytes::<F>(BOOTS_ITEM * 8)
         + item_bytes::<F>(KEY_ITEM)
+        + item_bytes::<F>(super::MAX_COMMANDS_BYTES)
         + 2 * item_bytes::<F>(0)
 }
 
@@ -1183,6 +1185,24 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
         self.check_mounted()?;
         let (mut map, buf) = self.map();
         let saved: Option<&[u8]> = run(map.fetch_item(buf, &KEY_CONFIG))?;
+        Ok(saved.map(decode))
+    }
+
+    fn save_commands(&mut self, bytes: &[u8]) -> Result<(), SaveError<Self::Error>> {
+        self.check_mounted().map_err(SaveError::Backend)?;
+        if bytes.len() > super::MAX_COMMANDS_BYTES {
+            return Err(SaveError::TooLarge);
+        }
+        self.store_state(KEY_COMMANDS, &bytes)
+    }
+
+    fn load_commands<T, R>(&mut self, decode: R) -> Result<Option<T>, Self::Error>
+    where
+        R: FnOnce(&[u8]) -> T,
+    {
+        self.check_mounted()?;
+        let (mut map, buf) = self.map();
+        let saved: Option<&[u8]> = run(map.fetch_item(buf, &KEY_COMMANDS))?;
         Ok(saved.map(decode))
     }
 
