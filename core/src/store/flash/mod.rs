@@ -619,6 +619,19 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         }
     }
 
+    /// Hands the bytes of state item `key` (the config, the commands) to
+    /// `decode`; `None` if there is none.
+    fn load_state<T>(
+        &mut self,
+        key: u32,
+        decode: impl FnOnce(&[u8]) -> T,
+    ) -> Result<Option<T>, FlashError<F::Error>> {
+        self.check_mounted()?;
+        let (mut map, buf) = self.map();
+        let saved: Option<&[u8]> = run(map.fetch_item(buf, &key))?;
+        Ok(saved.map(decode))
+    }
+
     fn remove(&mut self, key: u32) -> Result<(), sequential_storage::Error<F::Error>> {
         let (mut map, buf) = self.map();
         run(map.remove_item(buf, &key))
@@ -1182,10 +1195,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
     where
         R: FnOnce(&[u8]) -> T,
     {
-        self.check_mounted()?;
-        let (mut map, buf) = self.map();
-        let saved: Option<&[u8]> = run(map.fetch_item(buf, &KEY_CONFIG))?;
-        Ok(saved.map(decode))
+        self.load_state(KEY_CONFIG, decode)
     }
 
     fn save_commands(&mut self, bytes: &[u8]) -> Result<(), SaveError<Self::Error>> {
@@ -1200,10 +1210,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
     where
         R: FnOnce(&[u8]) -> T,
     {
-        self.check_mounted()?;
-        let (mut map, buf) = self.map();
-        let saved: Option<&[u8]> = run(map.fetch_item(buf, &KEY_COMMANDS))?;
-        Ok(saved.map(decode))
+        self.load_state(KEY_COMMANDS, decode)
     }
 
     fn save_key(&mut self, id: u8, key: &Key) -> Result<(), SaveError<Self::Error>> {
