@@ -754,7 +754,10 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             // Per channel: was its last reading kept?
             let mut parity: heapless::Vec<(ChannelId, bool), CH> =
                 self.channels.iter().map(|c| (c.spec.id, false)).collect();
-            let (seq, old_len) = match self.store.oldest_undecimated() {
+            // Never a record of the frame in flight: the server may hold it
+            // already, and must not get two payloads under one name.
+            let in_flight = self.uplink.in_flight();
+            let (seq, old_len) = match self.store.oldest_undecimated(in_flight) {
                 Ok(Some(record)) => {
                     let mut sink = crate::model::FnSink(|r: Reading| {
                         let slot = parity.iter_mut().find(|p| p.0 == r.channel);

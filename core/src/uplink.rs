@@ -489,6 +489,12 @@ impl Uplink {
         self.in_flight.contains(&seq)
     }
 
+    /// The records the frame in flight carries, until its response comes
+    /// or the next frame is built.
+    pub fn in_flight(&self) -> &[Seq] {
+        &self.in_flight
+    }
+
     /// The link took the frame. (The timeout runs from the send.)
     pub fn on_sent(&mut self, _now: Instant) {}
 

@@ -106,3 +106,78 @@ fn blocks_are_decimated_before_anything_is_evicted() {
         c.decimated_readings
     );
 }
+
+#[test]
+fn decimation_never_rewrites_a_record_in_flight() {
+    let config = EngineConfig {
+        uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
+        stager: StagerConfig::new(60, 190, Duration::from_mins(60)),
+        heartbeat: Duration::from_mins(24 * 60),
+    };
+    let store: RamStore<256, 2048> = RamStore::new(FullPolicy::EvictOldest);
+    let mut engine: Engine<_, 2, 64, 256> = Engine::new(
+        &[LEVEL],
+        store,
+        config,
+        Boot {
+            reset_reason: ResetReason::PowerOn,
+            epoch: Epoch(1),
+            sealing: Sealing::Unauthenticated,
+        },
+    )
+    .unwrap();
+    let run = |engine: &mut Engine<_, 2, 64, 256>, from: u64, minutes: u64, link: bool| {
+        let mut sent = false;
+        for minute in from..from + minutes {
+            let now = Instant::from_millis(minute * 60_000);
+            loop {
+                match engine.poll(now) {
+                    Action::Sample(ch) => {
+                        let v = ((minute * 7919) % 1000) as i32;
+                        engine.on_reading(now, Reading::new(ch, now, Value::Scaled(v)));
+                    }
+                    // The frame goes out and its answer never comes back.
+                    Action::Send(_) if link => {
+                        engine.on_sent(now);
+                        sent = true;
+                    }
+                    Action::RadioOn if !link || sent => engine.on_link_down(now),
+                    Action::Sleep(_) => break,
+                    _ => {}
+                }
+            }
+            if sent {
+                return minute;
+            }
+        }
+        from + minutes
+    };
+    // A few hours offline, then the link comes up for one frame, whose
+    // response is lost: its records stay in flight until the next frame.
+    let at = run(&mut engine, 0, 6 * 60, false);
+    let at = run(&mut engine, at, 24 * 60, true);
+    let in_flight: Vec<(u32, Vec<u8>)> = engine
+        .store()
+        .iter()
+        .filter(|r| r.meta.lane == Lane::Routine && engine.uplink().is_in_flight(r.seq))
+        .map(|r| (r.seq.0, r.payload.to_vec()))
+        .collect();
+    assert!(!in_flight.is_empty(), "no block in flight");
+    assert_eq!(engine.store().counters().routine.decimated_readings, 0);
+    // Offline again, up to the first decimation: the oldest blocks are the
+    // ones in flight, and it goes around them.
+    let mut minute = at + 1;
+    while engine.store().counters().routine.decimated_readings == 0 {
+        minute = run(&mut engine, minute, 10, false);
+        assert!(minute < at + 7 * 24 * 60, "no decimation in a week");
+    }
+    for (seq, payload) in &in_flight {
+        let now = engine.store().iter().find(|r| r.seq.0 == *seq).unwrap();
+        assert!(!now.meta.decimated);
+        assert_eq!(
+            &now.payload.to_vec(),
+            payload,
+            "record {seq} rewritten in flight"
+        );
+    }
+}

@@ -167,7 +167,7 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Decimate => {
                 let target = store
-                    .oldest_undecimated()
+                    .oldest_undecimated(&[])
                     .ok()
                     .flatten()
                     .map(|r| (r.seq, r.payload.len()));

@@ -239,9 +239,10 @@ pub trait RecordStore {
     /// Changes what the routine lane does when full.
     fn set_routine_policy(&mut self, policy: FullPolicy);
 
-    /// The oldest routine record not yet decimated, if the store can
-    /// replace it in place.
-    fn oldest_undecimated(&mut self) -> Result<Option<Record<'_>>, Self::Error>;
+    /// The oldest routine record not yet decimated and not in `skip` (the
+    /// records of the frame in flight), if the store can replace it in
+    /// place.
+    fn oldest_undecimated(&mut self, skip: &[Seq]) -> Result<Option<Record<'_>>, Self::Error>;
 
     /// Replaces routine record `seq` (as returned by
     /// [`RecordStore::oldest_undecimated`]) with a smaller, decimated payload
@@ -374,8 +375,8 @@ impl<S: RecordStore> RecordStore for &mut S {
         (**self).set_routine_policy(policy)
     }
 
-    fn oldest_undecimated(&mut self) -> Result<Option<Record<'_>>, Self::Error> {
-        (**self).oldest_undecimated()
+    fn oldest_undecimated(&mut self, skip: &[Seq]) -> Result<Option<Record<'_>>, Self::Error> {
+        (**self).oldest_undecimated(skip)
     }
 
     fn replace_decimated(

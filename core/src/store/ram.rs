@@ -158,8 +158,8 @@ impl<const ALERT: usize, const ROUTINE: usize> RecordStore for RamStore<ALERT, R
         self.routine.set_policy(policy);
     }
 
-    fn oldest_undecimated(&mut self) -> Result<Option<Record<'_>>, Infallible> {
-        Ok(self.routine.oldest_undecimated())
+    fn oldest_undecimated(&mut self, skip: &[Seq]) -> Result<Option<Record<'_>>, Infallible> {
+        Ok(self.routine.oldest_undecimated(skip))
     }
 
     fn replace_decimated(

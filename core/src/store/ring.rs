@@ -282,16 +282,16 @@ impl<const N: usize> RecordRing<N> {
     /// The oldest record not yet decimated, if it lies in the same
     /// contiguous run of the buffer as the head (so it can be rewritten in
     /// place).
-    fn decimation_target(&self) -> Option<Slot> {
+    fn decimation_target(&self, skip: &[Seq]) -> Option<Slot> {
         let mut slots = self.slots();
-        let target = slots.find(|s| !s.acked && !s.meta.decimated)?;
+        let target = slots.find(|s| !s.acked && !s.meta.decimated && !skip.contains(&s.seq))?;
         (target.pos >= self.head as usize).then_some(target)
     }
 
     /// The oldest unacknowledged record not yet decimated, if it can be
     /// replaced in place by [`RecordRing::replace_decimated`].
-    pub fn oldest_undecimated(&self) -> Option<Record<'_>> {
-        let slot = self.decimation_target()?;
+    pub fn oldest_undecimated(&self, skip: &[Seq]) -> Option<Record<'_>> {
+        let slot = self.decimation_target(skip)?;
         let start = slot.pos + RECORD_OVERHEAD;
         Some(Record {
             seq: slot.seq,
@@ -300,20 +300,24 @@ impl<const N: usize> RecordRing<N> {
         })
     }
 
-    /// Replaces record `seq` (the one [`RecordRing::oldest_undecimated`]
+    /// Replaces record `seq` (one [`RecordRing::oldest_undecimated`]
     /// returns) with a smaller payload of `readings` readings, flagged
     /// decimated. The bytes saved become free space; the readings dropped
     /// are counted. False if `seq` is not that record or the payload is not
     /// smaller.
     pub fn replace_decimated(&mut self, seq: Seq, payload: &[u8], readings: u16) -> bool {
-        let Some(slot) = self.decimation_target() else {
+        let head = self.head as usize;
+        let Some(slot) = self
+            .slots()
+            .find(|s| s.seq == seq && !s.acked && !s.meta.decimated)
+            .filter(|s| s.pos >= head)
+        else {
             return false;
         };
-        if slot.seq != seq || payload.len() >= slot.len || readings > slot.meta.readings {
+        if payload.len() >= slot.len || readings > slot.meta.readings {
             return false;
         }
         let freed = slot.len - payload.len();
-        let head = self.head as usize;
         // Shift the records before it forward, then write it right-aligned
         // in its old slot: the freed bytes end up in front of the head.
         self.buf.copy_within(head..slot.pos, head + freed);

@@ -1118,10 +1118,10 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
         self.policy = policy;
     }
 
-    fn oldest_undecimated(&mut self) -> Result<Option<Record<'_>>, Self::Error> {
+    fn oldest_undecimated(&mut self, skip: &[Seq]) -> Result<Option<Record<'_>>, Self::Error> {
         self.check_mounted()?;
         let found = self.scan(Lane::Routine, |h, _| {
-            if h.decimated {
+            if h.decimated || skip.contains(&h.seq) {
                 Visit::Next
             } else {
                 Visit::Stop
