@@ -45,8 +45,9 @@ struct Model {
     held: BTreeMap<u32, (Lane, Vec<u8>)>,
     /// Records an interrupted operation may have added or removed.
     unsure: BTreeMap<u32, Option<(Lane, Vec<u8>)>>,
-    /// Evictions an interrupted push may have made.
-    evicting: bool,
+    /// The routine queue, oldest first, before an interrupted evicting
+    /// push: it may have evicted any prefix of it.
+    evicting: Vec<u32>,
     handed_out: Option<u32>,
     policy: FullPolicy,
 }
@@ -60,7 +61,7 @@ fn check(store: &mut Store, model: &mut Model) {
     }
     let unsure = std::mem::take(&mut model.unsure);
     let evicting = std::mem::take(&mut model.evicting);
-    let mut routine_gone = evicting;
+    let may_be_gone: Vec<u32> = evicting.into_iter().take_while(|s| !found.contains_key(s)).collect();
     let held = std::mem::take(&mut model.held);
     for (seq, (lane, payload)) in held {
         match found.get(&seq) {
@@ -69,13 +70,10 @@ fn check(store: &mut Store, model: &mut Model) {
                 if !decimated {
                     assert_eq!(*p, payload, "record {seq} changed");
                 }
-                if lane == Lane::Routine {
-                    routine_gone = false;
-                }
                 model.held.insert(seq, (*l, p.clone()));
             }
             None if unsure.contains_key(&seq) => {}
-            None if lane == Lane::Routine && routine_gone => {}
+            None if may_be_gone.contains(&seq) => {}
             None => panic!("record {seq} lost"),
         }
     }
@@ -108,23 +106,26 @@ fuzz_target!(|ops: Vec<Op>| {
                 let seq = store.next_seq().0;
                 let payload: Vec<u8> = (0..len).map(|i| i ^ seq as u8).collect();
                 model.unsure.insert(seq, Some((lane, payload.clone())));
-                model.evicting = lane == Lane::Routine
-                    && store.routine_policy() == FullPolicy::EvictOldest;
                 let meta = RecordMeta { lane, severity, readings: 1, decimated: false };
                 let before = store.counters().routine.evicted_records;
+                // Eviction takes the routine lane's oldest in queue order (a
+                // decimated copy travels after records younger than it).
+                let queue: Vec<u32> = (0..store.len())
+                    .filter_map(|n| {
+                        let r = store.peek(n).ok().flatten()?;
+                        (r.meta.lane == Lane::Routine).then_some(r.seq.0)
+                    })
+                    .collect();
+                if lane == Lane::Routine && store.routine_policy() == FullPolicy::EvictOldest {
+                    model.evicting = queue.clone();
+                }
                 match store.push(meta, &payload) {
                     Ok(got) => {
                         assert_eq!(got.0, seq);
                         model.handed_out = Some(seq);
                         let evicted = store.counters().routine.evicted_records - before;
-                        for _ in 0..evicted {
-                            let oldest = model
-                                .held
-                                .iter()
-                                .find(|(_, (l, _))| *l == Lane::Routine)
-                                .map(|(s, _)| *s)
-                                .expect("evicted a held record");
-                            model.held.remove(&oldest);
+                        for oldest in queue.iter().take(evicted as usize) {
+                            assert!(model.held.remove(oldest).is_some(), "evicted {oldest}, not held");
                         }
                         model.held.insert(seq, (lane, payload));
                         true
@@ -200,7 +201,7 @@ fuzz_target!(|ops: Vec<Op>| {
         };
         if ok {
             model.unsure.clear();
-            model.evicting = false;
+            model.evicting.clear();
             continue;
         }
         let mut flash = store.release().0;
