@@ -247,7 +247,6 @@ pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU
     recent: heapless::Deque<(u32, u8, u32), RECENT_COMMANDS>,
 }
 
-/// Checks what the engine itself needs of a config.
 /// Bytes a frame must be able to carry, at least, for device `device`
 /// sealed with `sealing`: the frame's envelope and one report of
 /// [`MAX_REPORT_LEN`] bytes numbered in an earlier boot. Below it, some
@@ -265,6 +264,7 @@ fn block_room(config: &EngineConfig, sealing: &Sealing) -> usize {
     usize::from(config.uplink.mtu).saturating_sub(overhead + RECORD_HEADER_MAX + RECORD_EPOCH_BYTES)
 }
 
+/// Checks what the engine itself needs of a config.
 fn check<const MTU: usize>(config: &EngineConfig, sealing: &Sealing) -> Result<(), EngineError> {
     config.uplink.validate().map_err(EngineError::Uplink)?;
     config.stager.validate().map_err(EngineError::Stager)?;
@@ -344,17 +344,17 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         let recent = self.store.load_commands(|bytes| {
             let mut recent = heapless::Deque::new();
             for entry in bytes.chunks_exact(COMMAND_BYTES) {
-                let field = |at: usize| -> [u8; 4] {
-                    let mut b = [0; 4];
-                    b.copy_from_slice(entry.get(at..at + 4).unwrap_or(&[0; 4]));
-                    b
+                let Some((id, rest)) = entry.split_first_chunk::<4>() else {
+                    continue;
                 };
-                let status = entry.get(4).copied().unwrap_or(0);
-                let _ = recent.push_back((
-                    u32::from_le_bytes(field(0)),
-                    status,
-                    u32::from_le_bytes(field(5)),
-                ));
+                let Some((&status, value)) = rest.split_first() else {
+                    continue;
+                };
+                let Some(value) = value.first_chunk::<4>() else {
+                    continue;
+                };
+                let _ =
+                    recent.push_back((u32::from_le_bytes(*id), status, u32::from_le_bytes(*value)));
             }
             recent
         });
@@ -366,17 +366,15 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     /// Saves the commands run lately; see [`RecordStore::save_commands`].
     fn save_commands(&mut self) {
         let mut bytes = [0u8; RECENT_COMMANDS * COMMAND_BYTES];
-        let mut n = 0;
-        for &(id, status, value) in self.recent.iter() {
-            if let Some(entry) = bytes.get_mut(n..n + COMMAND_BYTES) {
-                let (head, tail) = entry.split_at_mut(4);
-                head.copy_from_slice(&id.to_le_bytes());
-                let (mid, last) = tail.split_at_mut(1);
-                mid.fill(status);
-                last.copy_from_slice(&value.to_le_bytes());
-                n += COMMAND_BYTES;
-            }
+        let entries = bytes
+            .chunks_exact_mut(COMMAND_BYTES)
+            .zip(self.recent.iter());
+        for (entry, &(id, status, value)) in entries {
+            let [a, b, c, d] = id.to_le_bytes();
+            let [e, f, g, h] = value.to_le_bytes();
+            entry.copy_from_slice(&[a, b, c, d, status, e, f, g, h]);
         }
+        let n = self.recent.len() * COMMAND_BYTES;
         // Not saved, a repeat after a reboot would run again; the command
         // itself still runs now.
         let _ = self.store.save_commands(bytes.get(..n).unwrap_or_default());
@@ -928,7 +926,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             // An unsent heartbeat is replaced, not queued behind: only the
             // newest counts matter.
             if let Some(seq) = self.last_heartbeat.take() {
-                if !self.uplink.is_in_flight(seq) {
+                if !self.uplink.in_flight().contains(&seq) {
                     let _ = self.store.discard(seq);
                 }
             }

@@ -484,11 +484,6 @@ impl Uplink {
         Some(UplinkAction::Send(len))
     }
 
-    /// True if the frame in flight carries record `seq`.
-    pub fn is_in_flight(&self, seq: Seq) -> bool {
-        self.in_flight.contains(&seq)
-    }
-
     /// The records the frame in flight carries, until its response comes
     /// or the next frame is built.
     pub fn in_flight(&self) -> &[Seq] {

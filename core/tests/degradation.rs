@@ -26,17 +26,18 @@ const LEVEL: ChannelSpec = ChannelSpec::new(
     Rules::NONE,
 );
 
-#[test]
-fn blocks_are_decimated_before_anything_is_evicted() {
+type Device = Engine<RamStore<256, 2048>, 2, 64, 256>;
+
+/// A level sensor a minute apart, blocks of an hour, no authentication.
+fn device() -> Device {
     let config = EngineConfig {
         uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
         stager: StagerConfig::new(60, 190, Duration::from_mins(60)),
         heartbeat: Duration::from_mins(24 * 60),
     };
-    let store: RamStore<256, 2048> = RamStore::new(FullPolicy::EvictOldest);
-    let mut engine: Engine<_, 2, 64, 256> = Engine::new(
+    Engine::new(
         &[LEVEL],
-        store,
+        RamStore::new(FullPolicy::EvictOldest),
         config,
         Boot {
             reset_reason: ResetReason::PowerOn,
@@ -44,7 +45,12 @@ fn blocks_are_decimated_before_anything_is_evicted() {
             sealing: Sealing::Unauthenticated,
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn blocks_are_decimated_before_anything_is_evicted() {
+    let mut engine = device();
     let mut produced = 0u32;
     let mut first_eviction_at_decimated = None;
     for minute in 0..3 * 24 * 60u64 {
@@ -109,24 +115,8 @@ fn blocks_are_decimated_before_anything_is_evicted() {
 
 #[test]
 fn decimation_never_rewrites_a_record_in_flight() {
-    let config = EngineConfig {
-        uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
-        stager: StagerConfig::new(60, 190, Duration::from_mins(60)),
-        heartbeat: Duration::from_mins(24 * 60),
-    };
-    let store: RamStore<256, 2048> = RamStore::new(FullPolicy::EvictOldest);
-    let mut engine: Engine<_, 2, 64, 256> = Engine::new(
-        &[LEVEL],
-        store,
-        config,
-        Boot {
-            reset_reason: ResetReason::PowerOn,
-            epoch: Epoch(1),
-            sealing: Sealing::Unauthenticated,
-        },
-    )
-    .unwrap();
-    let run = |engine: &mut Engine<_, 2, 64, 256>, from: u64, minutes: u64, link: bool| {
+    let mut engine = device();
+    let run = |engine: &mut Device, from: u64, minutes: u64, link: bool| {
         let mut sent = false;
         for minute in from..from + minutes {
             let now = Instant::from_millis(minute * 60_000);
@@ -159,7 +149,7 @@ fn decimation_never_rewrites_a_record_in_flight() {
     let in_flight: Vec<(u32, Vec<u8>)> = engine
         .store()
         .iter()
-        .filter(|r| r.meta.lane == Lane::Routine && engine.uplink().is_in_flight(r.seq))
+        .filter(|r| r.meta.lane == Lane::Routine && engine.uplink().in_flight().contains(&r.seq))
         .map(|r| (r.seq.0, r.payload.to_vec()))
         .collect();
     assert!(!in_flight.is_empty(), "no block in flight");
