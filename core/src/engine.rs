@@ -523,17 +523,15 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
     /// MTU.
     fn largest_block(&mut self) -> Result<usize, ConfigError> {
         let mut largest = 0;
-        for nth in 0..self.store.len() {
-            match self.store.peek(nth) {
-                Ok(Some(r)) if r.meta.lane == Lane::Routine => {
+        self.store
+            .visit(|r| {
+                if r.meta.lane == Lane::Routine {
                     largest = largest.max(r.payload.len());
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                // Unknown sizes: refuse rather than risk stranding them.
-                Err(_) => return Err(ConfigError::StrandsRecords),
-            }
-        }
+                true
+            })
+            // Unknown sizes: refuse rather than risk stranding them.
+            .map_err(|_| ConfigError::StrandsRecords)?;
         Ok(largest)
     }
 
@@ -896,15 +894,11 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             return Action::SetOutput { output, value };
         }
         if let Some(seq) = self.reboot_after {
-            let mut n = 0;
             let mut delivered = true;
-            while let Ok(Some(r)) = self.store.peek(n) {
-                if r.seq == seq {
-                    delivered = false;
-                    break;
-                }
-                n += 1;
-            }
+            let _ = self.store.visit(|r| {
+                delivered &= r.seq != seq;
+                delivered
+            });
             if delivered {
                 self.reboot_after = None;
                 return Action::Reboot;

@@ -445,20 +445,17 @@ impl Uplink {
         };
         self.in_flight.clear();
         let boots = store.boots();
-        let mut nth = 0;
-        while !self.in_flight.is_full() {
-            let record = match store.peek(nth) {
-                Ok(Some(r)) => r,
-                _ => break,
-            };
-            if frame.push(&record, boots.epoch_of(record.seq)).is_err() {
-                break;
+        let in_flight = &mut self.in_flight;
+        // A store that fails part way leaves a frame of what it showed.
+        let _ = store.visit(|record| {
+            if in_flight.is_full() || frame.push(record, boots.epoch_of(record.seq)).is_err() {
+                return false;
             }
-            let _ = self.in_flight.push(record.seq);
-            nth += 1;
-        }
+            let _ = in_flight.push(record.seq);
+            true
+        });
         if frame.count() == 0 {
-            if nth == 0 && store.is_empty() {
+            if store.is_empty() {
                 return Some(self.end_session(now, true));
             }
             // The next record is larger than the MTU: it can never be sent.

@@ -196,6 +196,21 @@ pub trait RecordStore {
     /// severity then age, then the routine lane by age. `peek(0)` is next.
     fn peek(&mut self, nth: usize) -> Result<Option<Record<'_>>, Self::Error>;
 
+    /// Shows the unacknowledged records in delivery order, as
+    /// [`RecordStore::peek`] numbers them, until `visit` returns false: one
+    /// walk through the store, where a `peek` per record may walk it
+    /// again each time (as a flash store does). Frames are built with it.
+    fn visit(&mut self, mut visit: impl FnMut(&Record<'_>) -> bool) -> Result<(), Self::Error> {
+        let mut nth = 0;
+        while let Some(record) = self.peek(nth)? {
+            if !visit(&record) {
+                break;
+            }
+            nth += 1;
+        }
+        Ok(())
+    }
+
     /// Frees every stored record whose sequence number is in `range`.
     ///
     /// Unknown or already-freed numbers are ignored, so duplicate
@@ -333,6 +348,10 @@ impl<S: RecordStore> RecordStore for &mut S {
 
     fn peek(&mut self, nth: usize) -> Result<Option<Record<'_>>, Self::Error> {
         (**self).peek(nth)
+    }
+
+    fn visit(&mut self, visit: impl FnMut(&Record<'_>) -> bool) -> Result<(), Self::Error> {
+        (**self).visit(visit)
     }
 
     fn ack(&mut self, range: SeqRange) -> Result<Acked, Self::Error> {

@@ -101,6 +101,15 @@ impl<const ALERT: usize, const ROUTINE: usize> RecordStore for RamStore<ALERT, R
         Ok(self.iter().nth(nth))
     }
 
+    fn visit(&mut self, mut visit: impl FnMut(&Record<'_>) -> bool) -> Result<(), Infallible> {
+        for record in self.iter() {
+            if !visit(&record) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn ack(&mut self, range: SeqRange) -> Result<Acked, Infallible> {
         let a = self.alert.ack(range);
         let r = self.routine.ack(range);

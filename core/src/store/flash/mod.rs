@@ -25,6 +25,13 @@
 //!   the first frame sealed with it. Formatting forgets it: a formatted
 //!   device comes back with its provisioned key.
 //!
+//! What stays in RAM, so that a wake-up costs few flash reads: the alert
+//! lane's delivery order (12 bytes per record, at most
+//! [`MAX_ALERT_RECORDS`]), the lanes' lengths and room, and the first
+//! record to send, so a poll with nothing due reads no flash. A frame is
+//! built in one walk through the store ([`RecordStore::visit`]), reading
+//! each record it carries about once.
+//!
 //! The flash must allow a word to be written twice (clearing bits only):
 //! acknowledging a record marks it in place (`MultiwriteNorFlash`). The
 //! internal flash of the nRF52 and STM32F4 families does.
@@ -97,6 +104,27 @@ const SEQ_LIMIT: u32 = u32::MAX - 255;
 const KEY_BYTES: usize = 4;
 
 const DECIMATED: u8 = 0b100;
+
+/// Most records the alert lane holds: their delivery order is kept in RAM
+/// (12 bytes each), so a poll never walks the map to find the next one.
+pub const MAX_ALERT_RECORDS: usize = 32;
+
+/// An alert record as the store keeps it in RAM.
+#[derive(Clone, Copy, Debug)]
+struct AlertEntry {
+    seq: u32,
+    /// Payload bytes.
+    len: u16,
+    readings: u16,
+    severity: Severity,
+}
+
+impl AlertEntry {
+    /// Delivery order: most severe first, then oldest.
+    fn order(&self) -> (core::cmp::Reverse<u8>, u32) {
+        (core::cmp::Reverse(self.severity as u8), self.seq)
+    }
+}
 
 /// Where in the flash each part of the store lives. Each range is whole
 /// pages (erase units) and the three do not overlap.
@@ -297,6 +325,11 @@ pub struct FlashStore<F, const N: usize = 512> {
     latest_epoch: Option<Epoch>,
     /// The lowest sequence number stored when mounted.
     oldest: u32,
+    /// The alert lane in delivery order.
+    order: heapless::Vec<AlertEntry, MAX_ALERT_RECORDS>,
+    /// The buffer holds the first record in delivery order, of this lane
+    /// and length: what every poll asks for, answered without a read.
+    front: Option<(Lane, usize)>,
 }
 
 impl<F, const N: usize> FlashStore<Blocking<F>, N>
@@ -378,6 +411,8 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             boots: Boots::default(),
             latest_epoch: None,
             oldest: 0,
+            order: heapless::Vec::new(),
+            front: None,
         })
     }
 
@@ -389,6 +424,8 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// whether to [`FlashStore::format`]; power cuts alone never cause it.
     pub fn mount(&mut self) -> Result<Mount, FlashError<F::Error>> {
         self.mounted = false;
+        self.front = None;
+        self.order.clear();
         let mut report = Mount::default();
         // A decimated copy pushed but its original not yet removed?
         let replacing: Option<u32> = self.fetch_u32(KEY_REPLACING)?;
@@ -441,25 +478,32 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
                 })?;
             } else {
                 // A cut while the map compacts can leave an alert on two
-                // pages until the next compaction: count each number once,
-                // stepping through them in order, one pass per alert.
-                let mut at: Option<u32> = None;
-                loop {
-                    let mut next: Option<(u32, usize)> = None;
-                    self.scan(lane, |h, payload| {
-                        let seq = h.seq.0;
-                        if at.is_none_or(|a| seq > a) && next.is_none_or(|n| seq < n.0) {
-                            next = Some((seq, payload.len()));
-                        }
-                        Visit::Next
-                    })?;
-                    let Some((seq, bytes)) = next else { break };
-                    at = Some(seq);
-                    len += 1;
-                    used += item_bytes::<F>(bytes);
-                    max_seq = Some(max_seq.map_or(seq, |m| m.max(seq)));
-                    min_seq = Some(min_seq.map_or(seq, |m| m.min(seq)));
+                // pages until the next compaction: each number counts once.
+                let mut order: heapless::Vec<AlertEntry, MAX_ALERT_RECORDS> = heapless::Vec::new();
+                let mut overflow = false;
+                self.scan(lane, |h, payload| {
+                    let entry = AlertEntry {
+                        seq: h.seq.0,
+                        len: payload.len() as u16,
+                        readings: h.readings,
+                        severity: h.severity,
+                    };
+                    if let Err(at) = order.binary_search_by(|e| e.order().cmp(&entry.order())) {
+                        overflow |= order.insert(at, entry).is_err();
+                    }
+                    Visit::Next
+                })?;
+                // More alerts than the store ever holds: not its own writes.
+                if overflow {
+                    return Err(FlashError::Corrupted);
                 }
+                for e in &order {
+                    len += 1;
+                    used += item_bytes::<F>(usize::from(e.len));
+                    max_seq = Some(max_seq.map_or(e.seq, |m| m.max(e.seq)));
+                    min_seq = Some(min_seq.map_or(e.seq, |m| m.min(e.seq)));
+                }
+                self.order = order;
             }
             let state = self.lane_mut(lane);
             state.len = len;
@@ -571,6 +615,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         MapStorage<u32, &mut F, Cache<Uncached, Uncached, Uncached, u32>>,
         &mut [u8; N],
     ) {
+        self.front = None;
         // The layout was checked when the store was built.
         let map = MapStorage::new(
             &mut self.flash,
@@ -581,6 +626,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     }
 
     fn queue(&mut self) -> QueueStorage<&mut F, Cache<Uncached, Uncached, Uncached>> {
+        self.front = None;
         // The layout was checked when the store was built.
         QueueStorage::new(
             &mut self.flash,
@@ -658,67 +704,20 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     fn scan_raw(
         &mut self,
         lane: Lane,
-        mut visit: impl FnMut(&[u8]) -> Visit,
+        visit: impl FnMut(&[u8]) -> Visit,
     ) -> Result<Option<usize>, FlashError<F::Error>> {
+        self.front = None;
+        let Self {
+            flash, layout, buf, ..
+        } = self;
         if lane == Lane::Routine {
-            let buf = &mut self.buf;
-            let mut queue = QueueStorage::new(
-                &mut self.flash,
-                QueueConfig::new(self.layout.routine.clone()),
-                Cache::new_uncached(),
-            );
-            return run(async move {
-                let mut items = queue.iter().await?;
-                while let Some(entry) = items.next(buf).await? {
-                    match visit(&entry) {
-                        Visit::Next => {}
-                        Visit::Pop => {
-                            entry.pop().await?;
-                        }
-                        Visit::Stop => return Ok(Some(entry.len())),
-                    }
-                }
-                Ok(None)
-            });
+            return scan_queue(flash, layout.routine.clone(), buf, visit);
         }
-        let base = self.buf.as_ptr() as usize;
-        let mut pops: heapless::Vec<u32, POPS_PER_PASS> = heapless::Vec::new();
-        let mut stop = None;
-        {
-            let (mut map, buf) = self.map();
-            run(async {
-                let mut items = map.fetch_all_items(buf).await?;
-                while let Some((key, value)) = items.next::<&[u8]>(buf).await? {
-                    if key >= SEQ_LIMIT {
-                        continue;
-                    }
-                    if pops.is_full() {
-                        break;
-                    }
-                    match visit(value) {
-                        Visit::Next => {}
-                        Visit::Pop => {
-                            let _ = pops.push(key);
-                        }
-                        Visit::Stop => {
-                            stop = Some((value.as_ptr() as usize - base, value.len()));
-                            break;
-                        }
-                    }
-                }
-                Ok::<(), sequential_storage::Error<F::Error>>(())
-            })?;
-        }
+        let (pops, stop) = scan_map(flash, layout.alerts.clone(), buf, visit)?;
         for key in pops {
             self.remove(key)?;
         }
-        Ok(match stop {
-            Some((start, len)) => {
-                self.buf.copy_within(start..start + len, 0);
-                Some(len)
-            }
-            None => None,
-        })
+        Ok(stop)
     }
 
     /// Recomputes what `lane` uses and can take.
@@ -784,13 +783,21 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             if len + KEY_BYTES > N {
                 return Err(PushError::TooLarge);
             }
-            // Alerts leave room for the lease and the config.
+            // Alerts leave room for the lease and the config, and no more
+            // of them than RAM keeps the order of.
             let state = &self.alerts;
             if state.used + item_bytes::<F>(payload.len()) + state_reserve::<F, N>()
                 > state.capacity
+                || self.order.is_full()
             {
                 return Ok(false);
             }
+            let entry = AlertEntry {
+                seq: header.seq.0,
+                len: payload.len() as u16,
+                readings: header.readings,
+                severity: header.severity,
+            };
             let mut item = [0u8; N];
             let value = item.get_mut(..len).ok_or(PushError::TooLarge)?;
             let (head, body) = value.split_at_mut(FLASH_RECORD_HEADER);
@@ -801,6 +808,12 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             return match run(map.store_item(buf, &header.seq.0, &value)) {
                 Ok(()) => {
                     self.alerts.used += item_bytes::<F>(payload.len());
+                    let at = self
+                        .order
+                        .binary_search_by(|e| e.order().cmp(&entry.order()))
+                        .unwrap_or_else(|at| at);
+                    // Room was checked above.
+                    let _ = self.order.insert(at, entry);
                     Ok(true)
                 }
                 Err(sequential_storage::Error::FullStorage) => Ok(false),
@@ -808,6 +821,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
                 Err(e) => Err(PushError::Backend(e.into())),
             };
         }
+        self.front = None;
         let item = self.buf.get_mut(..len).ok_or(PushError::TooLarge)?;
         let (head, body) = item.split_at_mut(FLASH_RECORD_HEADER);
         header.write(head).ok_or(PushError::TooLarge)?;
@@ -859,32 +873,10 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// Finds the `nth` record in delivery order; leaves it at the start of
     /// the buffer and returns its length.
     fn find(&mut self, nth: usize) -> Result<Option<(Lane, usize)>, FlashError<F::Error>> {
-        let alerts = self.alerts.len;
-        if nth < alerts {
-            // Most severe first, then oldest. The map does not keep its
-            // items in order, so step from each alert to the next in that
-            // order, one pass per step (the alert lane holds few records).
-            let order = |h: &Header| (core::cmp::Reverse(h.severity as u8), h.seq.0);
-            let mut at: Option<(core::cmp::Reverse<u8>, u32)> = None;
-            for _ in 0..=nth {
-                let mut next = None;
-                self.scan(Lane::Alert, |h, _| {
-                    let key = order(&h);
-                    if at.is_none_or(|a| key > a) && next.is_none_or(|n| key < n) {
-                        next = Some(key);
-                    }
-                    Visit::Next
-                })?;
-                match next {
-                    Some(key) => at = Some(key),
-                    None => return Ok(None),
-                }
-            }
-            let Some(target) = at else {
-                return Ok(None);
-            };
+        if let Some(entry) = self.order.get(nth) {
+            let seq = Seq(entry.seq);
             let found = self.scan(Lane::Alert, |h, _| {
-                if order(&h) == target {
+                if h.seq == seq {
                     Visit::Stop
                 } else {
                     Visit::Next
@@ -892,7 +884,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             })?;
             return Ok(found.map(|len| (Lane::Alert, len)));
         }
-        let mut left = nth - alerts;
+        let mut left = nth - self.order.len();
         let found = self.scan(Lane::Routine, |_, _| {
             if left == 0 {
                 Visit::Stop
@@ -905,14 +897,18 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     }
 
     fn record(&self, lane: Lane, len: usize) -> Option<Record<'_>> {
-        let item = self.buf.get(..len)?;
-        let header = Header::parse(item)?;
-        Some(Record {
-            seq: header.seq,
-            meta: header.meta(lane),
-            payload: item.get(FLASH_RECORD_HEADER..)?,
-        })
+        record_of(lane, self.buf.get(..len)?)
     }
+}
+
+/// The record an item of `lane` holds, if it is one of this store's.
+fn record_of(lane: Lane, item: &[u8]) -> Option<Record<'_>> {
+    let header = Header::parse(item)?;
+    Some(Record {
+        seq: header.seq,
+        meta: header.meta(lane),
+        payload: item.get(FLASH_RECORD_HEADER..)?,
+    })
 }
 
 /// Map bytes kept from alerts for the state: a config as large as the
@@ -925,41 +921,124 @@ fn state_reserve<F: NorFlash, const N: usize>() -> usize {
         + 2 * item_bytes::<F>(0)
 }
 
+/// Shows the routine queue's items oldest first, popping or stopping as
+/// `visit` says; returns the length of the item a stop left at the start
+/// of `buf`.
+fn scan_queue<F: NorFlash + MultiwriteNorFlash>(
+    flash: &mut F,
+    range: Range<u32>,
+    buf: &mut [u8],
+    mut visit: impl FnMut(&[u8]) -> Visit,
+) -> Result<Option<usize>, FlashError<F::Error>> {
+    // The layout was checked when the store was built.
+    let mut queue = QueueStorage::new(flash, QueueConfig::new(range), Cache::new_uncached());
+    Ok(run(async move {
+        let mut items = queue.iter().await?;
+        while let Some(entry) = items.next(buf).await? {
+            match visit(&entry) {
+                Visit::Next => {}
+                Visit::Pop => {
+                    entry.pop().await?;
+                }
+                Visit::Stop => return Ok(Some(entry.len())),
+            }
+        }
+        Ok::<_, sequential_storage::Error<F::Error>>(None)
+    })?)
+}
+
+/// Shows the map's records (not its state items) in flash order; returns
+/// the keys `visit` asked to pop (at most [`POPS_PER_PASS`]: the scan
+/// ends there) for the caller to remove, and the length of the item a stop
+/// left at the start of `buf`.
+#[allow(clippy::type_complexity)]
+fn scan_map<F: NorFlash>(
+    flash: &mut F,
+    range: Range<u32>,
+    buf: &mut [u8],
+    mut visit: impl FnMut(&[u8]) -> Visit,
+) -> Result<(heapless::Vec<u32, POPS_PER_PASS>, Option<usize>), FlashError<F::Error>> {
+    let base = buf.as_ptr() as usize;
+    let mut pops: heapless::Vec<u32, POPS_PER_PASS> = heapless::Vec::new();
+    let mut stop = None;
+    {
+        // The layout was checked when the store was built.
+        let mut map: MapStorage<u32, &mut F, Cache<Uncached, Uncached, Uncached, u32>> =
+            MapStorage::new(flash, MapConfig::new(range), Cache::new_uncached());
+        run(async {
+            let mut items = map.fetch_all_items(buf).await?;
+            while let Some((key, value)) = items.next::<&[u8]>(buf).await? {
+                if key >= SEQ_LIMIT {
+                    continue;
+                }
+                if pops.is_full() {
+                    break;
+                }
+                match visit(value) {
+                    Visit::Next => {}
+                    Visit::Pop => {
+                        let _ = pops.push(key);
+                    }
+                    Visit::Stop => {
+                        stop = Some((value.as_ptr() as usize - base, value.len()));
+                        break;
+                    }
+                }
+            }
+            Ok::<(), sequential_storage::Error<F::Error>>(())
+        })?;
+    }
+    Ok(match stop {
+        Some((start, len)) => {
+            buf.copy_within(start..start + len, 0);
+            (pops, Some(len))
+        }
+        None => (pops, None),
+    })
+}
+
 impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     /// Pops every record of `lane` whose number is in `range` and updates
     /// the lane's length and free space; the caller counts what it was.
     fn pop_range(&mut self, lane: Lane, range: SeqRange) -> Result<Acked, FlashError<F::Error>> {
+        let mut acked = Acked::default();
         if self.lane(lane).len == 0 {
-            return Ok(Acked::default());
+            return Ok(acked);
         }
-        let (mut records, mut readings, mut bytes) = (0u32, 0u32, 0usize);
-        loop {
-            let mut popped = 0;
-            self.scan(lane, |h, payload| {
+        if lane == Lane::Alert {
+            while let Some(at) = self.order.iter().position(|e| range.contains(Seq(e.seq))) {
+                let Some(&entry) = self.order.get(at) else {
+                    break;
+                };
+                self.remove(entry.seq)?;
+                self.order.remove(at);
+                let state = &mut self.alerts;
+                state.len = state.len.saturating_sub(1);
+                state.used = state
+                    .used
+                    .saturating_sub(item_bytes::<F>(usize::from(entry.len)));
+                acked.records += 1;
+                acked.readings = acked.readings.saturating_add(u32::from(entry.readings));
+            }
+        } else {
+            let (mut records, mut readings) = (0u32, 0u32);
+            self.scan(lane, |h, _| {
                 if range.contains(h.seq) {
-                    popped += 1;
+                    records += 1;
                     readings = readings.saturating_add(u32::from(h.readings));
-                    bytes += item_bytes::<F>(payload.len());
                     Visit::Pop
                 } else {
                     Visit::Next
                 }
             })?;
-            records += popped;
-            // The alert lane pops a bounded number per pass.
-            if lane == Lane::Routine || popped < POPS_PER_PASS as u32 {
-                break;
-            }
-        }
-        if lane == Lane::Alert {
-            self.alerts.used = self.alerts.used.saturating_sub(bytes);
-        }
-        if records > 0 {
-            let state = self.lane_mut(lane);
+            let state = &mut self.routine;
             state.len = state.len.saturating_sub(records as usize);
+            acked = Acked { records, readings };
+        }
+        if acked.records > 0 {
             self.refresh(lane)?;
         }
-        Ok(Acked { records, readings })
+        Ok(acked)
     }
 }
 
@@ -1048,10 +1127,68 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
 
     fn peek(&mut self, nth: usize) -> Result<Option<Record<'_>>, Self::Error> {
         self.check_mounted()?;
-        match self.find(nth)? {
-            Some((lane, len)) => Ok(self.record(lane, len)),
-            None => Ok(None),
+        if nth >= self.len() {
+            return Ok(None);
         }
+        if let (0, Some((lane, len))) = (nth, self.front) {
+            return Ok(self.record(lane, len));
+        }
+        let found = self.find(nth)?;
+        if nth == 0 {
+            self.front = found;
+        }
+        Ok(found.and_then(|(lane, len)| self.record(lane, len)))
+    }
+
+    /// The alert lane in passes over the map, each showing the records
+    /// next in order as it meets them (records of one severity lie in
+    /// order, so a pass per severity is the usual cost), then the routine
+    /// lane in one pass.
+    fn visit(&mut self, mut visit: impl FnMut(&Record<'_>) -> bool) -> Result<(), Self::Error> {
+        self.check_mounted()?;
+        self.front = None;
+        let Self {
+            flash,
+            layout,
+            buf,
+            order,
+            ..
+        } = self;
+        let mut next = 0;
+        let mut done = false;
+        while next < order.len() && !done {
+            let before = next;
+            let (_, _) = scan_map(flash, layout.alerts.clone(), buf, |data| {
+                let (Some(record), Some(want)) = (record_of(Lane::Alert, data), order.get(next))
+                else {
+                    return Visit::Next;
+                };
+                if record.seq.0 != want.seq {
+                    return Visit::Next;
+                }
+                next += 1;
+                if visit(&record) {
+                    Visit::Next
+                } else {
+                    done = true;
+                    Visit::Stop
+                }
+            })?;
+            if next == before {
+                // An alert in RAM is missing from flash: the order is stale.
+                return Err(FlashError::Internal);
+            }
+        }
+        if done {
+            return Ok(());
+        }
+        scan_queue(flash, layout.routine.clone(), buf, |data| {
+            match record_of(Lane::Routine, data) {
+                Some(record) if !visit(&record) => Visit::Stop,
+                _ => Visit::Next,
+            }
+        })?;
+        Ok(())
     }
 
     fn ack(&mut self, range: SeqRange) -> Result<Acked, Self::Error> {

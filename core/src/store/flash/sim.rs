@@ -72,6 +72,7 @@ pub struct SimFlash<const PAGE: usize, const PAGES: usize> {
     budget: Option<u64>,
     powered: bool,
     spent: u64,
+    read: u64,
 }
 
 impl<const PAGE: usize, const PAGES: usize> Default for SimFlash<PAGE, PAGES> {
@@ -89,6 +90,7 @@ impl<const PAGE: usize, const PAGES: usize> SimFlash<PAGE, PAGES> {
             budget: None,
             powered: true,
             spent: 0,
+            read: 0,
         }
     }
 
@@ -120,6 +122,12 @@ impl<const PAGE: usize, const PAGES: usize> SimFlash<PAGE, PAGES> {
     /// Bytes written and erased so far, over all power cycles.
     pub fn spent(&self) -> u64 {
         self.spent
+    }
+
+    /// Bytes read so far, over all power cycles: what a store's operations
+    /// cost in flash reads.
+    pub fn read_bytes(&self) -> u64 {
+        self.read
     }
 
     /// Erases of each page so far.
@@ -174,6 +182,7 @@ impl<const PAGE: usize, const PAGES: usize> ReadNorFlash for SimFlash<PAGE, PAGE
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
         self.check(offset, bytes.len(), 1)?;
+        self.read += bytes.len() as u64;
         for (i, out) in bytes.iter_mut().enumerate() {
             let at = offset as usize + i;
             *out = self
