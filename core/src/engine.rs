@@ -258,8 +258,11 @@ pub fn min_mtu(device: u64, sealing: &Sealing) -> usize {
 
 /// The most bytes a sealed block may take so that it fits one frame of
 /// `config`, in this boot or a later one (a record from an earlier boot
-/// names its epoch).
-fn block_room(config: &EngineConfig, sealing: &Sealing) -> usize {
+/// names its epoch): the largest [`StagerConfig::max_bytes`] the engine
+/// accepts with that MTU.
+///
+/// [`StagerConfig::max_bytes`]: crate::stager::StagerConfig::max_bytes
+pub fn block_room(config: &EngineConfig, sealing: &Sealing) -> usize {
     let overhead = frame_overhead(config.uplink.device, sealing);
     usize::from(config.uplink.mtu).saturating_sub(overhead + RECORD_HEADER_MAX + RECORD_EPOCH_BYTES)
 }

@@ -11,7 +11,7 @@ use telemark_core::model::{ChannelId, Reading, Severity};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::Sensor;
 use telemark_core::stager::StagerConfig;
-use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
+use telemark_core::store::{Lane, StoreCounters};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::uplink::UplinkConfig;
 use telemark_core::wire::frame::{Command, RecordsFrame, Response};
@@ -25,11 +25,13 @@ use telemark_server::{
 
 use crate::attacker::Attacker;
 use crate::link::{Link, Rng};
+use crate::storage::{list, Listed, SimStore};
 use crate::{Args, Totals, DAY, HOUR};
 
 /// Unix ms at the start of the simulation.
 pub const UNIX0: u64 = 1_700_000_000_000;
-const MTU: usize = 512;
+/// The engine's frame buffer: the largest MTU the simulator runs.
+pub const MTU: usize = 512;
 
 const BOILER: ChannelSpec = ChannelSpec::new(
     ChannelId(1),
@@ -48,22 +50,25 @@ const GAS: ChannelSpec = ChannelSpec::new(
     Rules::NONE,
 );
 
-type DeviceStore = RamStore<1024, 8192>;
-type DeviceEngine = Engine<DeviceStore, 4, 256, MTU>;
+type DeviceEngine<S> = Engine<S, 4, 256, MTU>;
 
 /// Routine data, heartbeats and block sealing share one cadence, so one
 /// wake-up carries all three.
 pub const REPORT: Duration = Duration::from_mins(6 * 60);
 
-fn engine_config(device: u64) -> EngineConfig {
-    let mut uplink = UplinkConfig::new(device, MTU as u16, REPORT);
+fn engine_config(device: u64, mtu: u16, sealing: &Sealing) -> EngineConfig {
+    let mut uplink = UplinkConfig::new(device, mtu, REPORT);
     // A failed session is retried at most once per report interval.
     uplink.max_backoff = REPORT;
-    EngineConfig {
+    let mut config = EngineConfig {
         uplink,
         stager: StagerConfig::new(256, 440, REPORT),
         heartbeat: REPORT,
-    }
+    };
+    // Blocks as large as one frame carries.
+    let room = telemark_core::engine::block_room(&config, sealing);
+    config.stager.max_bytes = config.stager.max_bytes.min(room as u16);
+    config
 }
 
 /// Config version 1: `{0: 1, 2: 43200}`.
@@ -109,27 +114,35 @@ struct Truth {
     delivered: HashSet<(u16, u64)>,
 }
 
-/// The device, its boot, and what its lost boots left behind.
-struct Device {
+/// The device and its boot.
+struct Device<S: SimStore> {
     id: u64,
     sealing: Sealing,
-    engine: DeviceEngine,
+    engine: DeviceEngine<S>,
     epoch: Epoch,
     boot_at: u64,
     radio_on: bool,
 }
 
-impl Device {
-    fn boot(id: u64, key: &Key, epoch: Epoch, at: u64, reason: ResetReason) -> Option<Device> {
+impl<S: SimStore> Device<S> {
+    fn boot(
+        id: u64,
+        key: &Key,
+        (store, epoch): (S, Epoch),
+        at: u64,
+        reason: ResetReason,
+        mtu: u16,
+    ) -> Result<Device<S>, String> {
         let sealing = Sealing::key(1, key.clone());
         let boot = Boot {
             reset_reason: reason,
             epoch,
             sealing: sealing.clone(),
         };
-        let store = DeviceStore::new(FullPolicy::EvictOldest);
-        let engine = DeviceEngine::new(&[BOILER, GAS], store, engine_config(id), boot).ok()?;
-        Some(Device {
+        let config = engine_config(id, mtu, &sealing);
+        let engine = DeviceEngine::new(&[BOILER, GAS], store, config, boot)
+            .map_err(|e| format!("engine refused: {e:?}"))?;
+        Ok(Device {
             id,
             sealing,
             engine,
@@ -167,8 +180,162 @@ impl Host {
     }
 }
 
+/// A power cut armed on the device's flash, and what the store held before
+/// the engine call it may land in: enough to tell, after the reboot, what
+/// the cut cost.
+#[derive(Default)]
+struct Watch {
+    armed: bool,
+    /// The store's records before the call.
+    ledger: Vec<Listed>,
+    /// The store's counters before the call.
+    counters: StoreCounters,
+    /// Readings in RAM before the call, and those the call was given.
+    in_ram: u64,
+    /// Flash bytes written when the ledger was taken.
+    written: u64,
+}
+
+impl Watch {
+    /// Arms a cut at a random byte of the next write or erase.
+    fn arm<S: SimStore>(&mut self, engine: &mut DeviceEngine<S>, rng: &mut Rng) {
+        self.armed = true;
+        self.take(engine, true);
+        engine.store_mut().cut_in_next(rng.next());
+    }
+
+    fn take<S: SimStore>(&mut self, engine: &mut DeviceEngine<S>, list_store: bool) {
+        let store = engine.store_mut();
+        if list_store || store.written() != self.written {
+            self.written = store.written();
+            self.ledger = store.snapshot();
+        }
+        self.counters = engine.store().counters();
+        self.in_ram = engine.staged() as u64;
+    }
+
+    /// After an engine call that was given `fed` readings: true if the
+    /// power went during it.
+    fn after<S: SimStore>(&mut self, engine: &mut DeviceEngine<S>, fed: u64) -> bool {
+        if !self.armed {
+            return false;
+        }
+        if engine.store().is_cut() {
+            self.armed = false;
+            self.in_ram += fed;
+            return true;
+        }
+        self.take(engine, false);
+        false
+    }
+}
+
+/// What the device accounts for at its end or at a power cycle.
+#[derive(Default)]
+struct Ledger {
+    produced: u64,
+    lost_unsealed: u64,
+    evicted: u64,
+    decimated: u64,
+    /// Routine records lost with RAM at power cycles: (epoch, seq, readings).
+    lost_blocks: Vec<(Epoch, Seq, u64)>,
+}
+
+impl Ledger {
+    /// Readings a store's counters say were dropped by policy.
+    fn count_store(&mut self, c: StoreCounters) {
+        self.evicted +=
+            u64::from(c.routine.evicted_readings) + u64::from(c.routine.refused_readings);
+        self.decimated += u64::from(c.routine.decimated_readings);
+    }
+}
+
+/// The action with its frame copied out, so that the engine can be called
+/// again before it is carried out.
+fn owned(action: Action<'_>) -> (Action<'static>, Vec<u8>) {
+    match action {
+        Action::Send(frame) => (Action::Send(&[]), frame.to_vec()),
+        Action::Sample(ch) => (Action::Sample(ch), Vec::new()),
+        Action::RadioOn => (Action::RadioOn, Vec::new()),
+        Action::RadioOff => (Action::RadioOff, Vec::new()),
+        Action::SetOutput { output, value } => (Action::SetOutput { output, value }, Vec::new()),
+        Action::Reboot => (Action::Reboot, Vec::new()),
+        Action::Sleep(t) => (Action::Sleep(t), Vec::new()),
+    }
+}
+
+/// Settles a power cut: what the store held before the call the power
+/// went in (`watch`) against what it holds after the reboot (`after`).
+/// Every sealed record must be there, or acknowledged (on the server), or
+/// evicted oldest first, or be a heartbeat replaced unsent; readings in
+/// RAM not sealed into a surviving record are lost unsealed.
+fn settle_cut(
+    device: u64,
+    watch: &Watch,
+    after: &[Listed],
+    host: &Host,
+    ledger: &mut Ledger,
+    totals: &mut Totals,
+) {
+    let records = host.store.records();
+    let on_server = |l: &Listed| {
+        l.epoch.is_some_and(|epoch| {
+            records.contains_key(&RecordKey {
+                device,
+                epoch,
+                seq: l.seq,
+            })
+        })
+    };
+    let now: HashMap<Seq, &Listed> = after.iter().map(|l| (l.seq, l)).collect();
+    let mut kept_older = false;
+    for before in &watch.ledger {
+        match now.get(&before.seq) {
+            Some(kept) => {
+                if before.lane == Lane::Routine {
+                    kept_older = true;
+                }
+                if kept.readings < before.readings && kept.decimated {
+                    ledger.decimated += before.readings - kept.readings;
+                } else if kept.readings != before.readings {
+                    totals.sealed_records_lost += 1;
+                    totals.violation(format!(
+                        "device {device}: record {:?} changed at a power cut",
+                        before.seq
+                    ));
+                }
+            }
+            None if on_server(before) => {}
+            None if before.lane == Lane::Alert && before.heartbeat => {}
+            None if before.lane == Lane::Routine && !kept_older => {
+                ledger.evicted += before.readings;
+            }
+            None => {
+                totals.sealed_records_lost += 1;
+                totals.violation(format!(
+                    "device {device}: sealed record {:?} ({:?}) lost at a power cut",
+                    before.seq, before.lane
+                ));
+            }
+        }
+    }
+    let known: HashSet<Seq> = watch.ledger.iter().map(|l| l.seq).collect();
+    let sealed: u64 = after
+        .iter()
+        .filter(|l| l.lane == Lane::Routine && !known.contains(&l.seq))
+        .map(|l| l.readings)
+        .sum();
+    match watch.in_ram.checked_sub(sealed) {
+        Some(lost) => ledger.lost_unsealed += lost,
+        None => totals.violation(format!(
+            "device {device}: {sealed} readings sealed at a power cut, {} were in RAM",
+            watch.in_ram
+        )),
+    }
+}
+
 /// Runs one device for the whole simulation.
-pub fn run(device: u64, args: &Args, totals: &mut Totals) {
+pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
     let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ device.wrapping_add(1));
     let end = args.days * DAY;
     let mut outages = Vec::new();
@@ -214,60 +381,104 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
     let mut sensors = sensors(device, &mut rng, args.days);
     let mut truth = Truth::default();
 
-    let first_epoch = Epoch(rng.next() | 1);
-    let Some(mut dev) = Device::boot(device, &key, first_epoch, 0, ResetReason::PowerOn) else {
-        totals.violation(format!("device {device}: engine config refused"));
-        return;
+    let booted = S::first(&mut rng)
+        .and_then(|first| Device::boot(device, &key, first, 0, ResetReason::PowerOn, args.mtu));
+    let mut dev = match booted {
+        Ok(dev) => dev,
+        Err(e) => {
+            totals.violation(format!("device {device}: {e}"));
+            return;
+        }
     };
-    truth.boot_at.insert(first_epoch, 0);
+    truth.boot_at.insert(dev.epoch, 0);
     totals.epochs += 1;
     // Frames on the wire, by arrival time: responses to the device,
     // records to the server.
     let mut to_device: BTreeMap<u64, Vec<Wire>> = BTreeMap::new();
     let mut to_server: BTreeMap<u64, Vec<Wire>> = BTreeMap::new();
-    let mut produced = 0u64;
-    let mut lost_unsealed = 0u64;
-    // Routine records lost with RAM at power cuts: (epoch, seq, readings).
-    let mut lost_blocks: Vec<(Epoch, Seq, u64)> = Vec::new();
-    let mut evicted = 0u64;
-    let mut decimated = 0u64;
+    let mut ledger = Ledger::default();
     let mut wakeups = 0u64;
     let mut next_reboot = if args.reboots_per_day > 0.0 {
         (rng.unit() * DAY as f64 / args.reboots_per_day) as u64
     } else {
         u64::MAX
     };
+    let cut_gap = |rng: &mut Rng| {
+        if args.power_cuts_per_day > 0.0 {
+            1 + (rng.unit() * 2.0 * DAY as f64 / args.power_cuts_per_day) as u64
+        } else {
+            u64::MAX
+        }
+    };
+    let mut next_cut = cut_gap(&mut rng);
+    let mut watch = Watch::default();
+    // The power went in the middle of a write.
+    let mut cut = false;
     let mut now = 0u64;
     let drain_until = end + 30 * DAY;
 
     loop {
         let healed = now >= end;
-        // A power cycle: RAM is lost, and with it the RAM store.
-        if now >= next_reboot && !healed {
-            lost_unsealed += dev.engine.staged() as u64;
-            lost_blocks.extend(
-                dev.engine
-                    .store()
-                    .iter()
-                    .filter(|r| r.meta.lane == Lane::Routine)
-                    .map(|r| (dev.epoch, r.seq, u64::from(r.meta.readings))),
-            );
+        // A power cycle: RAM is lost, and with it a RAM store.
+        if cut || (now >= next_reboot && !healed) {
             totals.add_engine(&dev.engine);
-            let c = dev.engine.store().counters();
-            evicted +=
-                u64::from(c.routine.evicted_readings) + u64::from(c.routine.refused_readings);
-            decimated += u64::from(c.routine.decimated_readings);
-            let epoch = Epoch(rng.next() | 1);
-            match Device::boot(device, &key, epoch, now, ResetReason::PowerOn) {
-                Some(d) => dev = d,
-                None => {
-                    totals.violation(format!("device {device}: engine refused at reboot"));
+            if cut {
+                totals.power_cuts += 1;
+                ledger.count_store(watch.counters);
+            } else {
+                ledger.lost_unsealed += dev.engine.staged() as u64;
+                ledger.count_store(dev.engine.store().counters());
+                if !S::PERSISTENT {
+                    let epoch = dev.epoch;
+                    ledger.lost_blocks.extend(
+                        list(dev.engine.store_mut())
+                            .iter()
+                            .filter(|r| r.lane == Lane::Routine)
+                            .map(|r| (epoch, r.seq, r.readings)),
+                    );
+                }
+                next_reboot =
+                    now + 1 + (rng.unit() * 2.0 * DAY as f64 / args.reboots_per_day) as u64;
+            }
+            // A cut while armed with no write since is a clean cycle.
+            watch.armed = false;
+            let store = dev.engine.into_store();
+            let rebooted = store.power_cycle(&mut rng).and_then(|(mut store, epoch)| {
+                if cut {
+                    let after = list(&mut store);
+                    settle_cut(device, &watch, &after, &host, &mut ledger, totals);
+                }
+                // A millisecond on: no reading of the new boot shares an
+                // instant with one of the old.
+                Device::boot(
+                    device,
+                    &key,
+                    (store, epoch),
+                    now + 1,
+                    ResetReason::PowerOn,
+                    args.mtu,
+                )
+            });
+            match rebooted {
+                Ok(d) => dev = d,
+                Err(e) => {
+                    totals.violation(format!("device {device}: at reboot: {e}"));
                     return;
                 }
             }
-            truth.boot_at.insert(epoch, now);
+            cut = false;
+            truth.boot_at.insert(dev.epoch, dev.boot_at);
             totals.epochs += 1;
-            next_reboot = now + 1 + (rng.unit() * 2.0 * DAY as f64 / args.reboots_per_day) as u64;
+        }
+        if now >= next_cut && !healed && !watch.armed {
+            next_cut = now + cut_gap(&mut rng);
+            if S::PERSISTENT {
+                // The power goes at a random byte of the next write.
+                watch.arm(&mut dev.engine, &mut rng);
+            } else {
+                // Without flash, a cut is a power cycle like any other.
+                next_reboot = now;
+            }
         }
         if restarts.first().is_some_and(|&t| t <= now) {
             restarts.remove(0);
@@ -331,7 +542,7 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
             }
         }
         // Responses arriving at the device.
-        while let Some((&t, _)) = to_device.first_key_value() {
+        'arrivals: while let Some((&t, _)) = to_device.first_key_value() {
             if t > now {
                 break;
             }
@@ -355,10 +566,19 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
                         } else {
                             totals.forged_downlinks_refused += 1;
                         }
+                        if watch.after(&mut dev.engine, 0) {
+                            cut = true;
+                            break 'arrivals;
+                        }
                     }
                 }
                 let mut bytes = wire.bytes.clone();
-                if dev.engine.on_frame(at, &mut bytes).is_ok() {
+                let taken = dev.engine.on_frame(at, &mut bytes).is_ok();
+                if watch.after(&mut dev.engine, 0) {
+                    cut = true;
+                    break 'arrivals;
+                }
+                if taken {
                     if let Some(attacker) = &mut attacker {
                         attacker.accepted_responses.push(wire.bytes);
                         if attacker.accepted_responses.len() > 16 {
@@ -368,15 +588,27 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
                 }
             }
         }
+        if cut {
+            continue;
+        }
         if dev.radio_on && link.down(now) && !healed {
             dev.radio_on = false;
             let at = dev.at(now);
             dev.engine.on_link_down(at);
+            if watch.after(&mut dev.engine, 0) {
+                cut = true;
+                continue;
+            }
         }
         // The device.
         let sleep_until = loop {
             let at = dev.at(now);
-            match dev.engine.poll(at) {
+            let (action, frame) = owned(dev.engine.poll(at));
+            if watch.after(&mut dev.engine, 0) {
+                cut = true;
+                break 0;
+            }
+            match action {
                 Action::Sample(ch) => {
                     if healed {
                         continue;
@@ -394,11 +626,21 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
                         Ok(()) => {
                             for mut r in out {
                                 r.time = at;
-                                produced += 1;
+                                ledger.produced += 1;
                                 dev.engine.on_reading(at, r);
+                                if watch.after(&mut dev.engine, 1) {
+                                    cut = true;
+                                    break;
+                                }
                             }
                         }
-                        Err(kind) => dev.engine.on_sample_failed(at, ch, kind),
+                        Err(kind) => {
+                            dev.engine.on_sample_failed(at, ch, kind);
+                            cut = watch.after(&mut dev.engine, 0);
+                        }
+                    }
+                    if cut {
+                        break 0;
                     }
                 }
                 Action::RadioOn => {
@@ -406,14 +648,17 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
                     if link.down(now) && !healed {
                         // No network to attach to: the modem says so.
                         dev.engine.on_link_down(at);
+                        if watch.after(&mut dev.engine, 0) {
+                            cut = true;
+                            break 0;
+                        }
                     } else {
                         dev.radio_on = true;
                     }
                 }
                 Action::RadioOff => dev.radio_on = false,
-                Action::Send(frame) => {
-                    let frame = frame.to_vec();
-                    check_alerts_first(&dev, &frame, totals);
+                Action::Send(_) => {
+                    check_alerts_first(&mut dev, &frame, totals);
                     for arrival in link.carry(now, &mut rng, healed) {
                         to_server.entry(arrival).or_default().push(Wire {
                             bytes: frame.clone(),
@@ -421,18 +666,28 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
                         });
                     }
                     dev.engine.on_sent(at);
+                    if watch.after(&mut dev.engine, 0) {
+                        cut = true;
+                        break 0;
+                    }
                 }
                 Action::SetOutput { .. } => totals.outputs_set += 1,
                 Action::Reboot => next_reboot = now,
                 Action::Sleep(t) => break t.as_millis() + dev.boot_at,
             }
         };
+        if cut {
+            continue;
+        }
         totals.max_store_bytes = totals
             .max_store_bytes
             .max(dev.engine.store().used(Lane::Routine) + dev.engine.store().used(Lane::Alert));
         if healed && now == end {
             // The field trial is over: seal what is staged and send it all.
             let at = dev.at(now);
+            // No cut after the field trial.
+            watch.armed = false;
+            dev.engine.store_mut().disarm();
             dev.engine.flush_now(at);
         }
         let mut next = sleep_until.max(now + 1);
@@ -443,6 +698,9 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
         }
         if now < end {
             next = next.min(end).min(next_reboot.max(now + 1));
+            if !watch.armed {
+                next = next.min(next_cut.max(now + 1));
+            }
             if let Some(&r) = restarts.first() {
                 next = next.min(r.max(now + 1));
             }
@@ -471,7 +729,8 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
     }
 
     let records = host.store.records();
-    let lost_on_power_cycle: u64 = lost_blocks
+    let lost_on_power_cycle: u64 = ledger
+        .lost_blocks
         .iter()
         .filter(|(epoch, seq, _)| {
             !records.contains_key(&RecordKey {
@@ -482,9 +741,14 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
         })
         .map(|(_, _, n)| n)
         .sum();
-    let c = dev.engine.store().counters();
-    evicted += u64::from(c.routine.evicted_readings) + u64::from(c.routine.refused_readings);
-    decimated += u64::from(c.routine.decimated_readings);
+    ledger.count_store(dev.engine.store().counters());
+    let Ledger {
+        produced,
+        lost_unsealed,
+        evicted,
+        decimated,
+        ..
+    } = ledger;
     let delivered = truth.delivered.len() as u64;
     if produced != delivered + evicted + decimated + lost_unsealed + lost_on_power_cycle {
         totals.violation(format!(
@@ -533,9 +797,9 @@ pub fn run(device: u64, args: &Args, totals: &mut Totals) {
 /// classified each record as the store says it should, that reading times
 /// are right to within the link's `latency`, and that the response
 /// acknowledges only what is stored. Returns the response.
-fn server_receives(
+fn server_receives<S: SimStore>(
     host: &mut Host,
-    dev: &Device,
+    dev: &Device<S>,
     wire: &Wire,
     t: u64,
     latency: u64,
@@ -672,7 +936,7 @@ fn server_receives(
 }
 
 /// A frame that carries routine data must carry every pending alert first.
-fn check_alerts_first(dev: &Device, frame: &[u8], totals: &mut Totals) {
+fn check_alerts_first<S: SimStore>(dev: &mut Device<S>, frame: &[u8], totals: &mut Totals) {
     let device = dev.id;
     let mut bytes = frame.to_vec();
     let parsed = open(&mut bytes, &dev.sealing, Direction::Up)
@@ -692,12 +956,11 @@ fn check_alerts_first(dev: &Device, frame: &[u8], totals: &mut Totals) {
                 "device {device}: routine record ahead of an alert in a frame"
             ));
         }
-        let pending_alerts = dev
-            .engine
-            .store()
-            .iter()
-            .filter(|r| r.meta.lane == Lane::Alert)
-            .count();
+        let mut pending_alerts = 0;
+        let _ = dev.engine.store_mut().visit(|r| {
+            pending_alerts += usize::from(r.meta.lane == Lane::Alert);
+            r.meta.lane == Lane::Alert
+        });
         if pending_alerts > i {
             totals.violation(format!(
                 "device {device}: routine data sent while alerts waited"

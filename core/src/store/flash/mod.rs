@@ -602,6 +602,13 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         &self.flash
     }
 
+    /// The flash, mutably: for fault injection in tests and simulations
+    /// (`SimFlash::cut_after`). Writes made through it behind the store's
+    /// back are seen only after the next [`FlashStore::mount`].
+    pub fn flash_mut(&mut self) -> &mut F {
+        &mut self.flash
+    }
+
     /// Gives the flash back.
     pub fn release(self) -> F {
         self.flash

@@ -70,6 +70,9 @@ pub struct SimFlash<const PAGE: usize, const PAGES: usize> {
     pages: [[u8; PAGE]; PAGES],
     erases: [u32; PAGES],
     budget: Option<u64>,
+    /// A cut armed for the next write or erase, at this byte of it (modulo
+    /// its length).
+    cut_next: Option<u64>,
     powered: bool,
     spent: u64,
     read: u64,
@@ -88,6 +91,7 @@ impl<const PAGE: usize, const PAGES: usize> SimFlash<PAGE, PAGES> {
             pages: [[0xFF; PAGE]; PAGES],
             erases: [0; PAGES],
             budget: None,
+            cut_next: None,
             powered: true,
             spent: 0,
             read: 0,
@@ -108,10 +112,25 @@ impl<const PAGE: usize, const PAGES: usize> SimFlash<PAGE, PAGES> {
         self.budget = Some(bytes);
     }
 
-    /// Restores power, with no budget.
+    /// Cuts the power inside the next write or erase, at byte `at` of it
+    /// (taken modulo its length): a cut at a random byte of a random
+    /// operation, whatever the operations' sizes.
+    pub fn cut_in_next(&mut self, at: u64) {
+        self.cut_next = Some(at);
+    }
+
+    /// Restores power, with no budget and no cut armed.
     pub fn power_on(&mut self) {
         self.powered = true;
         self.budget = None;
+        self.cut_next = None;
+    }
+
+    /// An operation of `len` bytes begins: a cut armed for it takes effect.
+    fn begin(&mut self, len: usize) {
+        if let Some(at) = self.cut_next.take() {
+            self.budget = Some(at % (len as u64).max(1));
+        }
     }
 
     /// True after a cut, until [`SimFlash::power_on`].
@@ -209,6 +228,7 @@ impl<const PAGE: usize, const PAGES: usize> NorFlash for SimFlash<PAGE, PAGES> {
             .checked_sub(from as usize)
             .ok_or(SimFlashError::OutOfBounds)?;
         self.check(from, len, PAGE)?;
+        self.begin(len);
         for page in (from as usize / PAGE)..(to as usize / PAGE) {
             for at in 0..PAGE {
                 if !self.spend() {
@@ -227,6 +247,7 @@ impl<const PAGE: usize, const PAGES: usize> NorFlash for SimFlash<PAGE, PAGES> {
 
     fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
         self.check(offset, bytes.len(), 4)?;
+        self.begin(bytes.len());
         for (i, &new) in bytes.iter().enumerate() {
             if !self.spend() {
                 return Err(SimFlashError::PowerCut);
