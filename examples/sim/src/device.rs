@@ -187,7 +187,7 @@ impl Host {
 struct Watch {
     armed: bool,
     /// The store's records before the call.
-    ledger: Vec<Listed>,
+    records: Vec<Listed>,
     /// The store's counters before the call.
     counters: StoreCounters,
     /// Readings in RAM before the call, and those the call was given.
@@ -208,10 +208,16 @@ impl Watch {
         let store = engine.store_mut();
         if list_store || store.written() != self.written {
             self.written = store.written();
-            self.ledger = store.snapshot();
+            self.records = store.snapshot();
         }
         self.counters = engine.store().counters();
         self.in_ram = engine.staged() as u64;
+    }
+
+    /// Takes back a cut that has not happened.
+    fn disarm<S: SimStore>(&mut self, engine: &mut DeviceEngine<S>) {
+        self.armed = false;
+        engine.store_mut().disarm();
     }
 
     /// After an engine call that was given `fed` readings: true if the
@@ -289,7 +295,7 @@ fn settle_cut(
     };
     let now: HashMap<Seq, &Listed> = after.iter().map(|l| (l.seq, l)).collect();
     let mut kept_older = false;
-    for before in &watch.ledger {
+    for before in &watch.records {
         match now.get(&before.seq) {
             Some(kept) => {
                 if before.lane == Lane::Routine {
@@ -319,7 +325,7 @@ fn settle_cut(
             }
         }
     }
-    let known: HashSet<Seq> = watch.ledger.iter().map(|l| l.seq).collect();
+    let known: HashSet<Seq> = watch.records.iter().map(|l| l.seq).collect();
     let sealed: u64 = after
         .iter()
         .filter(|l| l.lane == Lane::Routine && !known.contains(&l.seq))
@@ -331,6 +337,16 @@ fn settle_cut(
             "device {device}: {sealed} readings sealed at a power cut, {} were in RAM",
             watch.in_ram
         )),
+    }
+}
+
+/// The time to the next of events that come `per_day` times a day on
+/// average: uniform up to twice the mean, never zero; never for a rate of 0.
+fn gap(rng: &mut Rng, per_day: f64) -> u64 {
+    if per_day > 0.0 {
+        1 + (rng.unit() * 2.0 * DAY as f64 / per_day) as u64
+    } else {
+        u64::MAX
     }
 }
 
@@ -403,14 +419,7 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
     } else {
         u64::MAX
     };
-    let cut_gap = |rng: &mut Rng| {
-        if args.power_cuts_per_day > 0.0 {
-            1 + (rng.unit() * 2.0 * DAY as f64 / args.power_cuts_per_day) as u64
-        } else {
-            u64::MAX
-        }
-    };
-    let mut next_cut = cut_gap(&mut rng);
+    let mut next_cut = gap(&mut rng, args.power_cuts_per_day);
     let mut watch = Watch::default();
     // The power went in the middle of a write.
     let mut cut = false;
@@ -437,8 +446,7 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
                             .map(|r| (epoch, r.seq, r.readings)),
                     );
                 }
-                next_reboot =
-                    now + 1 + (rng.unit() * 2.0 * DAY as f64 / args.reboots_per_day) as u64;
+                next_reboot = now.saturating_add(gap(&mut rng, args.reboots_per_day));
             }
             // A cut while armed with no write since is a clean cycle.
             watch.armed = false;
@@ -471,7 +479,7 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
             totals.epochs += 1;
         }
         if now >= next_cut && !healed && !watch.armed {
-            next_cut = now + cut_gap(&mut rng);
+            next_cut = now.saturating_add(gap(&mut rng, args.power_cuts_per_day));
             if S::PERSISTENT {
                 // The power goes at a random byte of the next write.
                 watch.arm(&mut dev.engine, &mut rng);
@@ -686,8 +694,7 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
             // The field trial is over: seal what is staged and send it all.
             let at = dev.at(now);
             // No cut after the field trial.
-            watch.armed = false;
-            dev.engine.store_mut().disarm();
+            watch.disarm(&mut dev.engine);
             dev.engine.flush_now(at);
         }
         let mut next = sleep_until.max(now + 1);

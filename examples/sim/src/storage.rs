@@ -56,20 +56,28 @@ pub trait SimStore: RecordStore + Sized {
 
     /// Every record the store holds, read without touching it: reading
     /// may repair what an earlier cut left, and a repair writes.
-    fn snapshot(&mut self) -> Vec<Listed>;
+    fn snapshot(&mut self) -> Vec<Listed> {
+        list(self)
+    }
 
     /// Cuts the power at byte `at` (modulo its length) of the next write
-    /// or erase.
-    fn cut_in_next(&mut self, at: u64);
+    /// or erase; nothing for a store without flash.
+    fn cut_in_next(&mut self, at: u64) {
+        let _ = at;
+    }
 
     /// Takes back a cut not yet happened.
-    fn disarm(&mut self);
+    fn disarm(&mut self) {}
 
     /// True once a cut happened.
-    fn is_cut(&self) -> bool;
+    fn is_cut(&self) -> bool {
+        false
+    }
 
     /// Bytes written and erased so far.
-    fn written(&self) -> u64;
+    fn written(&self) -> u64 {
+        0
+    }
 }
 
 pub type RamDeviceStore = RamStore<1024, 8192>;
@@ -83,22 +91,6 @@ impl SimStore for RamDeviceStore {
 
     fn power_cycle(self, rng: &mut Rng) -> Result<(Self, Epoch), String> {
         Self::first(rng)
-    }
-
-    fn snapshot(&mut self) -> Vec<Listed> {
-        list(self)
-    }
-
-    fn cut_in_next(&mut self, _at: u64) {}
-
-    fn disarm(&mut self) {}
-
-    fn is_cut(&self) -> bool {
-        false
-    }
-
-    fn written(&self) -> u64 {
-        0
     }
 }
 
