@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod crash;
+pub mod reset;
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 pub mod stack;
 pub mod uptime;

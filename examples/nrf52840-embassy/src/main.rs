@@ -7,23 +7,33 @@
 //! - the flash store in the last 64 KiB of flash (NVMC);
 //! - the uplink to the gateway on UARTE0 (P0.06 TX, P0.08 RX: the DK's
 //!   USB serial port), 115200 baud;
-//! - the watchdog, fed by the main loop.
+//! - the watchdog, fed by the main loop;
+//! - a panic or HardFault recorded in no-init RAM and reported after the
+//!   reset, with the reset reason read from `POWER.RESETREAS`.
+//!
+//! Between steps the firmware sleeps until the engine's next deadline, or
+//! until a byte arrives on the uplink, waking at least every
+//! [`FEED_EVERY`] to feed the watchdog.
 //!
 //! See the README for wiring and flashing.
 #![no_std]
 #![no_main]
 
-use defmt::{info, warn};
+use core::panic::PanicInfo;
+
+use cortex_m::peripheral::SCB;
+use cortex_m_rt::{exception, ExceptionFrame};
+use defmt::{error, info, warn};
 use defmt_rtt as _;
 use embassy_executor::Spawner;
+use embassy_futures::select::{select, Either};
 use embassy_nrf::buffered_uarte::{self, BufferedUarte};
 use embassy_nrf::gpio::{Input, Pull};
 use embassy_nrf::nvmc::Nvmc;
 use embassy_nrf::twim::{self, Twim};
 use embassy_nrf::wdt::{self, Watchdog};
 use embassy_nrf::{bind_interrupts, peripherals, uarte};
-use embassy_time::{Delay, Duration as Wait, Timer};
-use panic_probe as _;
+use embassy_time::{Delay, Duration as Wait, Instant as Tick, Timer};
 use static_cell::StaticCell;
 use telemark_core::channel::ChannelSpec;
 use telemark_core::config::EngineConfig;
@@ -37,6 +47,7 @@ use telemark_core::transport::{step_async, Board};
 use telemark_core::uplink::UplinkConfig;
 use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::seal::{Key, Sealing};
+use telemark_cortex_m::{crash, reset};
 use telemark_sensors::bme280::{self, Bme280};
 use telemark_sensors::per_channel::PerChannel;
 use telemark_sensors::pulse::{self, GasMeter, SharedPulses};
@@ -60,6 +71,10 @@ const KEY: Key = match option_env!("TELEMARK_DEVICE_KEY") {
     },
     None => Key::from_bytes(*b"telemark demo key: nRF52840-DK!!"),
 };
+/// The watchdog resets the chip if the main loop stalls this long.
+const WATCHDOG_S: u32 = 30;
+/// The main loop wakes at least this often, to feed the watchdog.
+const FEED_EVERY: Wait = Wait::from_secs(10);
 /// Litres of gas per pulse of the meter's reed switch.
 const LITRES_PER_PULSE: u32 = 10;
 
@@ -94,8 +109,34 @@ impl<I2C: embedded_hal::i2c::I2c> Board for Plant<I2C> {
     }
 
     fn reboot(&mut self) {
-        cortex_m::peripheral::SCB::sys_reset();
+        SCB::sys_reset();
     }
+}
+
+/// Why the chip reset: a crash recorded before it, else the flags of
+/// `POWER.RESETREAS`, which are then cleared (written back with ones) for
+/// the next reset.
+fn reset_reason(crashed: bool) -> ResetReason {
+    use embassy_nrf::pac::power::regs::Resetreas;
+    use embassy_nrf::pac::POWER;
+    let flags = POWER.resetreas().read().0;
+    POWER
+        .resetreas()
+        .write_value(Resetreas(reset::NRF52_RESETREAS_ALL));
+    reset::nrf52(flags, crashed)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    crash::record_panic(info);
+    error!("panic: {}; resetting", defmt::Display2Format(info));
+    SCB::sys_reset()
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    crash::record_fault(frame);
+    SCB::sys_reset()
 }
 
 #[embassy_executor::task]
@@ -109,9 +150,10 @@ async fn count_pulses(mut reed: Input<'static>) {
 #[embassy_executor::main]
 async fn main(spawner: Spawner) {
     let p = embassy_nrf::init(Default::default());
-    // Reset if the main loop stalls for 8 s.
+    let crashed = crash::take();
+    let reset_reason = reset_reason(crashed.is_some());
     let mut wdt_config = wdt::Config::default();
-    wdt_config.timeout_ticks = 8 * 32_768;
+    wdt_config.timeout_ticks = WATCHDOG_S * 32_768;
     let mut watchdog = match Watchdog::try_new::<_, 1>(p.WDT, wdt_config) {
         Ok((_, [handle])) => handle,
         Err(_) => defmt::panic!("watchdog already running with another config"),
@@ -196,7 +238,7 @@ async fn main(spawner: Spawner) {
     };
     let channels = [CLIMATE[0], CLIMATE[1], CLIMATE[2], GAS[0], GAS[1], GAS[2]];
     let boot = Boot {
-        reset_reason: ResetReason::Unknown,
+        reset_reason,
         epoch,
         sealing: Sealing::key(1, KEY),
     };
@@ -206,18 +248,27 @@ async fn main(spawner: Spawner) {
             Err(e) => defmt::panic!("engine: {}", e),
         };
     info!(
-        "telemark: device {=u64:x}, {} records waiting",
+        "telemark: device {=u64:x}, reset {}, {} records waiting",
         DEVICE,
+        reset_reason,
         engine.store().len()
     );
+    if let Some(c) = crashed {
+        warn!("reporting the crash before the reset: {}", c.text());
+        engine.report_crash(&c);
+    }
 
     loop {
-        let now = Instant::from_millis(embassy_time::Instant::now().as_millis());
+        let tick = Tick::now();
+        let now = Instant::from_millis(tick.as_millis());
+        crash::set_uptime(now.as_millis() as u32);
         let wake = step_async(&mut engine, &mut serial, now, &mut plant).await;
         watchdog.pet();
-        // Sleep until the engine's next deadline, waking at least every
-        // 100 ms to look for downlink frames and to feed the watchdog.
-        let until = wake.as_millis().saturating_sub(now.as_millis()).min(100);
-        Timer::after(Wait::from_millis(until)).await;
+        // Sleep until the engine's next deadline or the first byte of a
+        // downlink, whichever comes first.
+        let deadline = Tick::from_millis(wake.as_millis()).min(tick + FEED_EVERY);
+        if let Either::Second(Err(e)) = select(Timer::at(deadline), serial.wait_input()).await {
+            warn!("UARTE0: {}", defmt::Debug2Format(&e));
+        }
     }
 }

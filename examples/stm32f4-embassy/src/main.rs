@@ -4,15 +4,26 @@
 //! - a gas meter's reed switch on PA0, counted on its falling edge (EXTI0);
 //! - the flash store in flash sectors 8-11;
 //! - the uplink to the gateway on USART2 (PA2 TX, PA3 RX), 115200 baud;
-//! - the independent watchdog, fed by the main loop.
+//! - the independent watchdog, fed by the main loop;
+//! - a panic or HardFault recorded in no-init RAM and reported after the
+//!   reset, with the reset reason read from `RCC_CSR`.
+//!
+//! Between steps the firmware sleeps until the engine's next deadline, or
+//! until a byte arrives on the uplink, waking at least every
+//! [`FEED_EVERY`] to feed the watchdog.
 //!
 //! See the README for wiring and flashing.
 #![no_std]
 #![no_main]
 
-use defmt::{info, warn};
+use core::panic::PanicInfo;
+
+use cortex_m::peripheral::SCB;
+use cortex_m_rt::{exception, ExceptionFrame};
+use defmt::{error, info, warn};
 use defmt_rtt as _;
 use embassy_executor::Spawner;
+use embassy_futures::select::{select, Either};
 use embassy_stm32::exti::{self, ExtiInput};
 use embassy_stm32::flash::{Bank1Region3, Blocking as FlashBlocking, Flash};
 use embassy_stm32::gpio::Pull;
@@ -22,9 +33,8 @@ use embassy_stm32::rng::{self, Rng};
 use embassy_stm32::usart::{self, BufferedUart};
 use embassy_stm32::wdg::IndependentWatchdog;
 use embassy_stm32::{bind_interrupts, interrupt, peripherals};
-use embassy_time::{Delay, Duration as Wait, Timer};
+use embassy_time::{Delay, Duration as Wait, Instant as Tick, Timer};
 use embedded_storage::nor_flash::{ErrorType, MultiwriteNorFlash, NorFlash, ReadNorFlash};
-use panic_probe as _;
 use static_cell::StaticCell;
 use telemark_core::channel::ChannelSpec;
 use telemark_core::config::EngineConfig;
@@ -38,6 +48,7 @@ use telemark_core::transport::{step_async, Board};
 use telemark_core::uplink::UplinkConfig;
 use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::seal::{Key, Sealing};
+use telemark_cortex_m::{crash, reset};
 use telemark_sensors::bme280::{self, Bme280};
 use telemark_sensors::per_channel::PerChannel;
 use telemark_sensors::pulse::{self, GasMeter, SharedPulses};
@@ -62,6 +73,11 @@ const KEY: Key = match option_env!("TELEMARK_DEVICE_KEY") {
     },
     None => Key::from_bytes(*b"telemark demo key: stm32f4 board"),
 };
+/// The watchdog resets the chip if the main loop stalls this long (the
+/// independent watchdog's longest period is 32.7 s).
+const WATCHDOG_US: u32 = 30_000_000;
+/// The main loop wakes at least this often, to feed the watchdog.
+const FEED_EVERY: Wait = Wait::from_secs(10);
 /// Litres of gas per pulse of the meter's reed switch.
 const LITRES_PER_PULSE: u32 = 10;
 
@@ -132,8 +148,30 @@ impl<I2C: embedded_hal::i2c::I2c> Board for Plant<I2C> {
     }
 
     fn reboot(&mut self) {
-        cortex_m::peripheral::SCB::sys_reset();
+        SCB::sys_reset();
     }
+}
+
+/// Why the chip reset: a crash recorded before it, else the flags of
+/// `RCC_CSR`, which are then cleared for the next reset.
+fn reset_reason(crashed: bool) -> ResetReason {
+    use embassy_stm32::pac::RCC;
+    let flags = RCC.csr().read().0;
+    RCC.csr().modify(|w| w.set_rmvf(true));
+    reset::stm32f4(flags, crashed)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    crash::record_panic(info);
+    error!("panic: {}; resetting", defmt::Display2Format(info));
+    SCB::sys_reset()
+}
+
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    crash::record_fault(frame);
+    SCB::sys_reset()
 }
 
 #[embassy_executor::task]
@@ -163,8 +201,9 @@ async fn main(spawner: Spawner) {
         rcc.rcc.apb1_pre = APBPrescaler::DIV2;
     }
     let p = embassy_stm32::init(rcc);
-    // Reset if the main loop stalls for 8 s.
-    let mut watchdog = IndependentWatchdog::new(p.IWDG, 8_000_000);
+    let crashed = crash::take();
+    let reset_reason = reset_reason(crashed.is_some());
+    let mut watchdog = IndependentWatchdog::new(p.IWDG, WATCHDOG_US);
     watchdog.unleash();
 
     let reed = ExtiInput::new(p.PA0, p.EXTI0, Pull::Up, Irqs);
@@ -241,7 +280,7 @@ async fn main(spawner: Spawner) {
     };
     let channels = [CLIMATE[0], CLIMATE[1], CLIMATE[2], GAS[0], GAS[1], GAS[2]];
     let boot = Boot {
-        reset_reason: ResetReason::Unknown,
+        reset_reason,
         epoch,
         sealing: Sealing::key(1, KEY),
     };
@@ -251,18 +290,27 @@ async fn main(spawner: Spawner) {
             Err(e) => defmt::panic!("engine: {}", e),
         };
     info!(
-        "telemark: device {=u64:x}, {} records waiting",
+        "telemark: device {=u64:x}, reset {}, {} records waiting",
         DEVICE,
+        reset_reason,
         engine.store().len()
     );
+    if let Some(c) = crashed {
+        warn!("reporting the crash before the reset: {}", c.text());
+        engine.report_crash(&c);
+    }
 
     loop {
-        let now = Instant::from_millis(embassy_time::Instant::now().as_millis());
+        let tick = Tick::now();
+        let now = Instant::from_millis(tick.as_millis());
+        crash::set_uptime(now.as_millis() as u32);
         let wake = step_async(&mut engine, &mut serial, now, &mut plant).await;
         watchdog.pet();
-        // Sleep until the engine's next deadline, waking at least every
-        // 100 ms to look for downlink frames and to feed the watchdog.
-        let until = wake.as_millis().saturating_sub(now.as_millis()).min(100);
-        Timer::after(Wait::from_millis(until)).await;
+        // Sleep until the engine's next deadline or the first byte of a
+        // downlink, whichever comes first.
+        let deadline = Tick::from_millis(wake.as_millis()).min(tick + FEED_EVERY);
+        if let Either::Second(Err(e)) = select(Timer::at(deadline), serial.wait_input()).await {
+            warn!("USART2: {}", defmt::Debug2Format(&e));
+        }
     }
 }

@@ -255,6 +255,29 @@ impl<IO: Read + Write + ReadReady, const N: usize> Transport for SerialTransport
     }
 }
 
+/// Waiting for the line, so firmware can sleep until the engine's
+/// deadline and still answer a downlink at once.
+#[cfg(feature = "async")]
+impl<IO: embedded_io_async::BufRead, const N: usize> SerialTransport<IO, N> {
+    /// Waits until the line holds a received byte, without taking it: the
+    /// next [`AsyncTransport::receive`] reads it. Cancel-safe, so a main
+    /// loop can race it against its timer:
+    ///
+    /// ```ignore
+    /// let wake = step_async(&mut engine, &mut serial, now, &mut board).await;
+    /// select(Timer::at(deadline(wake)), serial.wait_input()).await;
+    /// ```
+    ///
+    /// [`AsyncTransport::receive`]: telemark_core::transport::AsyncTransport::receive
+    pub async fn wait_input(&mut self) -> Result<(), SerialError<IO::Error>> {
+        self.io
+            .fill_buf()
+            .await
+            .map(|_| ())
+            .map_err(SerialError::Io)
+    }
+}
+
 #[cfg(feature = "async")]
 impl<IO, const N: usize> telemark_core::transport::AsyncTransport for SerialTransport<IO, N>
 where
