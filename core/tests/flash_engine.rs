@@ -267,27 +267,45 @@ fn every_boot_has_a_new_epoch_and_records_keep_the_one_that_numbered_them() {
 }
 
 #[test]
-fn epochs_never_repeat_even_when_every_boot_still_owns_records() {
-    use telemark_core::store::{RecordMeta, MAX_BOOTS};
+fn epochs_never_repeat_and_every_record_keeps_the_boot_that_numbered_it() {
+    use telemark_core::store::{Lane, RecordMeta, MAX_BOOTS};
     let mut flash = Flash::new();
     let mut seen = Vec::new();
+    let mut seqs = Vec::new();
     // More boots than the store keeps, each leaving a record unsent.
-    for _ in 0..MAX_BOOTS + 4 {
+    let boots = MAX_BOOTS + 4;
+    let mut evicted = 0;
+    for _ in 0..boots {
         let mut store = Store::new(flash, layout()).unwrap();
         store.mount_or_format().unwrap();
         let epoch = store.start_boot(0xE0).unwrap();
+        evicted += store.counters().routine.evicted_records;
         assert!(!seen.contains(&epoch), "epoch {epoch} started twice");
         seen.push(epoch);
-        store.push(RecordMeta::routine(1), b"kept").unwrap();
+        seqs.push(store.push(RecordMeta::routine(1), b"kept").unwrap());
         flash = store.release().0;
     }
-    // Each record still has one name, the same at every boot: the first
-    // boots' records are named by the oldest boot kept.
+    // When every boot kept still owns a record, the oldest boot's records
+    // go, counted as evicted, rather than a new boot's records being named
+    // by an older boot (whose uptime would misdate them).
     let mut store = Store::new(flash, layout()).unwrap();
     store.mount_or_format().unwrap();
-    let boots = store.boots();
-    assert_eq!(boots.entries().len(), MAX_BOOTS);
-    assert_eq!(boots.epoch_of(telemark_core::store::Seq(0)), Some(seen[0]));
+    let table = store.boots();
+    assert_eq!(table.entries().len(), MAX_BOOTS);
+    assert_eq!(evicted as usize, boots - MAX_BOOTS);
+    let mut named = Vec::new();
+    for nth in 0..store.len() {
+        let r = store.peek(nth).unwrap().unwrap();
+        assert_eq!(r.meta.lane, Lane::Routine);
+        named.push((r.seq, table.epoch_of(r.seq)));
+    }
+    let want: Vec<_> = seqs
+        .iter()
+        .zip(&seen)
+        .skip(boots - MAX_BOOTS)
+        .map(|(&seq, &epoch)| (seq, Some(epoch)))
+        .collect();
+    assert_eq!(named, want);
 }
 
 #[test]

@@ -79,15 +79,34 @@ impl Boots {
     }
 
     /// Starts boot `epoch` at `first`, dropping the older boots that own
-    /// no record any more (none numbered from `oldest` on). When all of
-    /// them are still needed, the new boot is not added: its records stay
-    /// named by the last boot kept, which is consistent, if not exact.
+    /// no record any more (none numbered from `oldest` on). The store
+    /// first evicts the records of the oldest boot when all
+    /// [`MAX_BOOTS`] still own some ([`Boots::crowded`]), so every
+    /// record is named by the boot that numbered it: a record named by
+    /// another boot would have its times read against the wrong uptime.
     #[cfg_attr(not(feature = "flash"), allow(dead_code))]
     pub(crate) fn start(&mut self, epoch: Epoch, first: Seq, oldest: Seq) {
         while self.entries.get(1).is_some_and(|e| e.1 <= oldest) {
             self.entries.remove(0);
         }
         let _ = self.entries.push((epoch, first));
+    }
+
+    /// The numbers of the oldest boot's records, when every boot kept
+    /// still owns records from `oldest` on and none is left for a new one.
+    #[cfg_attr(not(feature = "flash"), allow(dead_code))]
+    pub(crate) fn crowded(&self, oldest: Seq) -> Option<SeqRange> {
+        let owning = self.entries.iter().skip(1).filter(|e| e.1 > oldest).count() + 1;
+        match (
+            owning >= MAX_BOOTS,
+            self.entries.first(),
+            self.entries.get(1),
+        ) {
+            (true, Some(first), Some(second)) if second.1 .0 > first.1 .0 => {
+                Some(SeqRange::new(first.1, Seq(second.1 .0 - 1)))
+            }
+            _ => None,
+        }
     }
 
     #[cfg_attr(not(feature = "flash"), allow(dead_code))]

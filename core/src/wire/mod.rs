@@ -8,11 +8,14 @@
 //! - [`seal`]: the frame header and its ChaCha20-Poly1305 seal;
 //! - [`frame`]: the records frame, the response (acknowledgement, config,
 //!   commands, key rotation);
+//! - [`fragment`]: frames in pieces, for links whose packets are smaller
+//!   than a frame (LoRa);
 //! - [`report`]: alerts, heartbeats, config statuses, command results,
 //!   crashes, as record payloads.
 //!
 //! The bytes are specified in `docs/wire-format.md`, with test vectors.
 
+pub mod fragment;
 pub mod frame;
 pub mod record;
 pub mod report;

@@ -24,7 +24,7 @@ use telemark_server::{
 };
 
 use crate::attacker::Attacker;
-use crate::link::{Link, Rng};
+use crate::link::{Link, Pieces, Rng};
 use crate::storage::{list, Listed, SimStore};
 use crate::{Args, Totals, DAY, HOUR};
 
@@ -111,7 +111,7 @@ fn sensors(device: u64, rng: &mut Rng, days: u64) -> Sensors {
 struct Truth {
     boot_at: HashMap<Epoch, u64>,
     /// Readings delivered, by (channel, simulation time).
-    delivered: HashSet<(u16, u64)>,
+    delivered: HashMap<(u16, u64), (Epoch, Seq, u64)>,
 }
 
 /// The device and its boot.
@@ -279,6 +279,7 @@ fn settle_cut(
     device: u64,
     watch: &Watch,
     after: &[Listed],
+    evicted_at_boot: u64,
     host: &Host,
     ledger: &mut Ledger,
     totals: &mut Totals,
@@ -295,6 +296,7 @@ fn settle_cut(
     };
     let now: HashMap<Seq, &Listed> = after.iter().map(|l| (l.seq, l)).collect();
     let mut kept_older = false;
+    let mut evicted = 0;
     for before in &watch.records {
         match now.get(&before.seq) {
             Some(kept) => {
@@ -314,7 +316,7 @@ fn settle_cut(
             None if on_server(before) => {}
             None if before.lane == Lane::Alert && before.heartbeat => {}
             None if before.lane == Lane::Routine && !kept_older => {
-                ledger.evicted += before.readings;
+                evicted += before.readings;
             }
             None => {
                 totals.sealed_records_lost += 1;
@@ -325,6 +327,7 @@ fn settle_cut(
             }
         }
     }
+    ledger.evicted += evicted.saturating_sub(evicted_at_boot);
     let known: HashSet<Seq> = watch.records.iter().map(|l| l.seq).collect();
     let sealed: u64 = after
         .iter()
@@ -412,6 +415,9 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
     // records to the server.
     let mut to_device: BTreeMap<u64, Vec<Wire>> = BTreeMap::new();
     let mut to_server: BTreeMap<u64, Vec<Wire>> = BTreeMap::new();
+    // Frames in pieces on a link of small packets (`--mtu` below a frame).
+    let mut up = Pieces::new(args.link_mtu);
+    let mut down = Pieces::new(args.link_mtu);
     let mut ledger = Ledger::default();
     let mut wakeups = 0u64;
     let mut next_reboot = if args.reboots_per_day > 0.0 {
@@ -454,7 +460,10 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
             let rebooted = store.power_cycle(&mut rng).and_then(|(mut store, epoch)| {
                 if cut {
                     let after = list(&mut store);
-                    settle_cut(device, &watch, &after, &host, &mut ledger, totals);
+                    // Evicted as the store started the boot (too many
+                    // boots own records): counted by its counters.
+                    let at_boot = u64::from(store.counters().routine.evicted_readings);
+                    settle_cut(device, &watch, &after, at_boot, &host, &mut ledger, totals);
                 }
                 // A millisecond on: no reading of the new boot shares an
                 // instant with one of the old.
@@ -467,6 +476,8 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
                     args.mtu,
                 )
             });
+            up.sender_rebooted(rng.next());
+            down.receiver_rebooted();
             match rebooted {
                 Ok(d) => dev = d,
                 Err(e) => {
@@ -475,7 +486,12 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
                 }
             }
             cut = false;
-            truth.boot_at.insert(dev.epoch, dev.boot_at);
+            if let Some(old) = truth.boot_at.insert(dev.epoch, dev.boot_at) {
+                totals.violation(format!(
+                    "device {device}: epoch {:?} of the boot at {old} again at {}",
+                    dev.epoch, dev.boot_at
+                ));
+            }
             totals.epochs += 1;
         }
         if now >= next_cut && !healed && !watch.armed {
@@ -497,7 +513,24 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
             if t > now {
                 break;
             }
-            for wire in to_server.remove(&t).unwrap_or_default() {
+            for piece in to_server.remove(&t).unwrap_or_default() {
+                let Some(bytes) = up.join(&piece.bytes) else {
+                    continue;
+                };
+                if args.link_mtu.is_some() {
+                    let mut probe = bytes.clone();
+                    if open(&mut probe, &dev.sealing, Direction::Up).is_err() {
+                        // Pieces of two frames under one tag (a frame cut
+                        // short, then another): the seal refuses the mix,
+                        // as the server would. Lost on the link, resent.
+                        totals.fragmented_frames_mixed += 1;
+                        continue;
+                    }
+                }
+                let wire = Wire {
+                    bytes,
+                    epoch: piece.epoch,
+                };
                 if t >= DAY && !host.outbox_set {
                     // From day two on, the server wants config version 1
                     // and valve 1 open.
@@ -541,11 +574,13 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
                         attacker.stored_frames.remove(0);
                     }
                 }
-                for arrival in link.carry(t, &mut rng, t >= end) {
-                    to_device.entry(arrival).or_default().push(Wire {
-                        bytes: response.clone(),
-                        epoch: wire.epoch,
-                    });
+                for bytes in down.cut(&response) {
+                    for arrival in link.carry(t, &mut rng, t >= end) {
+                        to_device.entry(arrival).or_default().push(Wire {
+                            bytes: bytes.clone(),
+                            epoch: wire.epoch,
+                        });
+                    }
                 }
             }
         }
@@ -554,10 +589,17 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
             if t > now {
                 break;
             }
-            for wire in to_device.remove(&t).unwrap_or_default() {
-                if !dev.radio_on || wire.epoch != dev.epoch {
+            for piece in to_device.remove(&t).unwrap_or_default() {
+                if !dev.radio_on || piece.epoch != dev.epoch {
                     continue;
                 }
+                let Some(bytes) = down.join(&piece.bytes) else {
+                    continue;
+                };
+                let wire = Wire {
+                    bytes,
+                    epoch: piece.epoch,
+                };
                 let at = dev.at(now);
                 if let Some(attacker) = &attacker {
                     if rng.unit() < 0.05 {
@@ -667,11 +709,13 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
                 Action::RadioOff => dev.radio_on = false,
                 Action::Send(_) => {
                     check_alerts_first(&mut dev, &frame, totals);
-                    for arrival in link.carry(now, &mut rng, healed) {
-                        to_server.entry(arrival).or_default().push(Wire {
-                            bytes: frame.clone(),
-                            epoch: dev.epoch,
-                        });
+                    for bytes in up.cut(&frame) {
+                        for arrival in link.carry(now, &mut rng, healed) {
+                            to_server.entry(arrival).or_default().push(Wire {
+                                bytes: bytes.clone(),
+                                epoch: dev.epoch,
+                            });
+                        }
                     }
                     dev.engine.on_sent(at);
                     if watch.after(&mut dev.engine, 0) {
@@ -796,6 +840,8 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
     totals.lost_unsealed += lost_unsealed;
     totals.lost_on_power_cycle += lost_on_power_cycle;
     totals.wakeups += wakeups;
+    totals.fragments_sent += up.sent + down.sent;
+    totals.fragmented_frames_incomplete += up.incomplete() + down.incomplete();
     totals.routine_flushes += args.days * DAY / REPORT.as_millis();
     totals.device_days += args.days as f64;
 }
@@ -873,11 +919,14 @@ fn server_receives<S: SimStore>(
                 totals.block_readings += readings.len() as u64;
                 for timed in readings {
                     let sim = boot_at + timed.reading.time.as_millis();
-                    if !truth.delivered.insert((timed.reading.channel.0, sim)) {
+                    if let Some(first) = truth
+                        .delivered
+                        .insert((timed.reading.channel.0, sim), (r.epoch, r.seq, t))
+                    {
                         totals.duplicates_stored += 1;
                         totals.violation(format!(
-                            "device {device}: reading {:?} stored twice",
-                            timed.reading
+                            "device {device}: reading {:?} stored twice (epoch {:?}, seq {:?}, boot at {boot_at}, t {t}; first {first:?})",
+                            timed.reading, r.epoch, r.seq
                         ));
                     }
                     match timed.unix_ms {

@@ -1,4 +1,7 @@
-//! The faults of one device's link, and the generator that rolls them.
+//! The faults of one device's link, the generator that rolls them, and
+//! the pieces frames travel in on a link of small packets.
+
+use telemark_core::wire::fragment::{Fragments, Reassembler};
 
 /// A small deterministic generator (xorshift64*).
 pub struct Rng(pub u64);
@@ -67,5 +70,69 @@ impl Link {
             out.push(t + 50 + rng.below(self.max_delay_ms * 2));
         }
         out
+    }
+}
+
+/// One direction of a link whose packets are smaller than a frame: the
+/// sender cuts each frame into pieces (`wire::fragment`), each travels on
+/// its own, and the receiver puts them back together. Without a link MTU,
+/// frames travel whole.
+pub struct Pieces {
+    link_mtu: Option<usize>,
+    tag: u8,
+    rx: Option<Reassembler<512>>,
+    /// Pieces sent.
+    pub sent: u64,
+}
+
+impl Pieces {
+    pub fn new(link_mtu: Option<usize>) -> Self {
+        Pieces {
+            link_mtu,
+            tag: 0,
+            rx: link_mtu.and_then(|m| Reassembler::new(m).ok()),
+            sent: 0,
+        }
+    }
+
+    /// What goes on air for `frame`.
+    pub fn cut(&mut self, frame: &[u8]) -> Vec<Vec<u8>> {
+        let Some(mtu) = self.link_mtu else {
+            return vec![frame.to_vec()];
+        };
+        self.tag = self.tag.wrapping_add(1);
+        let pieces: Vec<Vec<u8>> = Fragments::new(frame, mtu, self.tag)
+            .map(|f| f.map(|p| p.to_vec()).collect())
+            .unwrap_or_default();
+        self.sent += pieces.len() as u64;
+        pieces
+    }
+
+    /// The frame `packet` completes, if any.
+    pub fn join(&mut self, packet: &[u8]) -> Option<Vec<u8>> {
+        match &mut self.rx {
+            None => Some(packet.to_vec()),
+            Some(rx) => rx.push(packet).ok().flatten().map(<[u8]>::to_vec),
+        }
+    }
+
+    /// The sender rebooted: its tags begin again, from where the board's
+    /// entropy says.
+    pub fn sender_rebooted(&mut self, entropy: u64) {
+        self.tag = entropy as u8;
+    }
+
+    /// The receiver rebooted: the frame it had half received is gone.
+    pub fn receiver_rebooted(&mut self) {
+        if let Some(rx) = &mut self.rx {
+            rx.reset();
+        }
+    }
+
+    /// Frames abandoned with pieces missing.
+    pub fn incomplete(&self) -> u64 {
+        self.rx
+            .as_ref()
+            .map_or(0, |rx| u64::from(rx.counters().incomplete))
     }
 }

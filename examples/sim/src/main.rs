@@ -80,6 +80,9 @@ pub struct Args {
     power_cuts_per_day: f64,
     store: StoreKind,
     mtu: u16,
+    /// Packets of the link, when they are smaller than a frame: each
+    /// frame then travels in pieces (`wire::fragment`).
+    link_mtu: Option<usize>,
     attacker: bool,
     seed: u64,
     json: bool,
@@ -95,6 +98,7 @@ fn parse_args() -> Result<Args, String> {
         power_cuts_per_day: 0.0,
         store: StoreKind::Ram,
         mtu: device::MTU as u16,
+        link_mtu: None,
         attacker: false,
         seed: 1,
         json: false,
@@ -172,11 +176,23 @@ fn parse_args() -> Result<Args, String> {
         telemark_core::wire::seal::Key::from_bytes([0; 32]),
     );
     let min = telemark_core::engine::min_mtu(0x1000 + a.devices, &sealing);
-    if usize::from(a.mtu) < min || usize::from(a.mtu) > device::MTU {
-        return Err(format!(
-            "--mtu must be from {min} (the smallest frame every report fits) to {}",
-            device::MTU
-        ));
+    const LINK_MIN: usize = 16;
+    let mtu = usize::from(a.mtu);
+    if !(LINK_MIN..=device::MTU).contains(&mtu) {
+        return Err(format!("--mtu must be from {LINK_MIN} to {}", device::MTU));
+    }
+    if mtu < min {
+        // Packets smaller than a frame: frames of whole pieces, at least
+        // the smallest every report fits, each cut into pieces on air.
+        let piece = mtu - telemark_core::wire::fragment::FRAGMENT_HEADER;
+        let frame = min.div_ceil(piece) * piece;
+        if frame > device::MTU.min(telemark_core::wire::fragment::max_frame(mtu)) {
+            return Err(format!(
+                "--mtu {mtu}: a {min}-byte frame does not fit 16 pieces of the link"
+            ));
+        }
+        a.link_mtu = Some(mtu);
+        a.mtu = frame as u16;
     }
     Ok(a)
 }
@@ -215,6 +231,9 @@ pub struct Totals {
     heartbeats: u64,
     heartbeats_replaced: u64,
     power_cuts: u64,
+    fragments_sent: u64,
+    fragmented_frames_incomplete: u64,
+    fragmented_frames_mixed: u64,
     sealed_records_lost: u64,
     reports_held_back: u64,
     alert_latency_ms: Vec<u64>,
@@ -305,6 +324,19 @@ fn main() -> ExitCode {
             },
         ),
         ("mtu", args.mtu.to_string()),
+        (
+            "link_mtu",
+            args.link_mtu.map_or("null".into(), |m| m.to_string()),
+        ),
+        ("fragments_sent", totals.fragments_sent.to_string()),
+        (
+            "fragmented_frames_incomplete",
+            totals.fragmented_frames_incomplete.to_string(),
+        ),
+        (
+            "fragmented_frames_mixed",
+            totals.fragmented_frames_mixed.to_string(),
+        ),
         ("device_days", format!("{}", totals.device_days)),
         ("boots", totals.epochs.to_string()),
         ("readings_produced", totals.produced.to_string()),

@@ -564,6 +564,21 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
             Some(last) => Epoch(last.0.wrapping_add(1).max(1)),
             None => Epoch(entropy.max(1)),
         };
+        if let Some(range) = self.boots.crowded(Seq(self.oldest)) {
+            // Every boot kept still owns records: the oldest boot's go, as
+            // evictions, so the new boot's records are named by it.
+            for lane in [Lane::Alert, Lane::Routine] {
+                let popped = self.pop_range(lane, range)?;
+                let c = match lane {
+                    Lane::Alert => &mut self.counters.alert,
+                    Lane::Routine => &mut self.counters.routine,
+                };
+                c.evicted_records = c.evicted_records.saturating_add(popped.records);
+                c.evicted_readings = c.evicted_readings.saturating_add(popped.readings);
+            }
+            self.oldest = range.last.0.saturating_add(1);
+            self.front = None;
+        }
         let mut next = self.boots.clone();
         next.start(epoch, Seq(self.next_seq), Seq(self.oldest));
         let mut flat = [0u64; BOOTS_ITEM];
