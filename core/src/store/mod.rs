@@ -198,6 +198,16 @@ pub struct StoreCounters {
     pub routine: LaneCounters,
 }
 
+impl StoreCounters {
+    /// The counters of `lane`.
+    pub fn lane_mut(&mut self, lane: Lane) -> &mut LaneCounters {
+        match lane {
+            Lane::Alert => &mut self.alert,
+            Lane::Routine => &mut self.routine,
+        }
+    }
+}
+
 /// A two-lane store of records awaiting acknowledgement.
 ///
 /// Implemented by [`RamStore`]; the flash store implements it too, so the

@@ -567,15 +567,10 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
         if let Some(range) = self.boots.crowded(Seq(self.oldest)) {
             // Every boot kept still owns records: the oldest boot's go, as
             // evictions, so the new boot's records are named by it.
-            for lane in [Lane::Alert, Lane::Routine] {
-                let popped = self.pop_range(lane, range)?;
-                let c = match lane {
-                    Lane::Alert => &mut self.counters.alert,
-                    Lane::Routine => &mut self.counters.routine,
-                };
+            self.pop_counted(range, |c, popped| {
                 c.evicted_records = c.evicted_records.saturating_add(popped.records);
                 c.evicted_readings = c.evicted_readings.saturating_add(popped.readings);
-            }
+            })?;
             self.oldest = range.last.0.saturating_add(1);
             self.front = None;
         }
@@ -884,10 +879,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     }
 
     fn refuse(&mut self, lane: Lane, readings: u16) {
-        let c = match lane {
-            Lane::Alert => &mut self.counters.alert,
-            Lane::Routine => &mut self.counters.routine,
-        };
+        let c = self.counters.lane_mut(lane);
         c.refused_records = c.refused_records.saturating_add(1);
         c.refused_readings = c.refused_readings.saturating_add(u32::from(readings));
     }
@@ -1064,6 +1056,25 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
     }
 }
 
+impl<F: NorFlash + MultiwriteNorFlash, const N: usize> FlashStore<F, N> {
+    /// Pops every record of both lanes numbered in `range`, telling `tally`
+    /// each lane's counters and what it popped; returns the total.
+    fn pop_counted(
+        &mut self,
+        range: SeqRange,
+        tally: impl Fn(&mut super::LaneCounters, Acked),
+    ) -> Result<Acked, FlashError<F::Error>> {
+        let mut total = Acked::default();
+        for lane in [Lane::Alert, Lane::Routine] {
+            let popped = self.pop_range(lane, range)?;
+            tally(self.counters.lane_mut(lane), popped);
+            total.records += popped.records;
+            total.readings = total.readings.saturating_add(popped.readings);
+        }
+        Ok(total)
+    }
+}
+
 /// Items the alert lane pops per pass over the map.
 const POPS_PER_PASS: usize = 16;
 
@@ -1136,10 +1147,7 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
             }
         }
         self.next_seq += 1;
-        let c = match meta.lane {
-            Lane::Alert => &mut self.counters.alert,
-            Lane::Routine => &mut self.counters.routine,
-        };
+        let c = self.counters.lane_mut(meta.lane);
         c.pushed_records = c.pushed_records.saturating_add(1);
         c.pushed_readings = c.pushed_readings.saturating_add(u32::from(meta.readings));
         self.lane_mut(meta.lane).len += 1;
@@ -1215,29 +1223,17 @@ impl<F: NorFlash + MultiwriteNorFlash, const N: usize> RecordStore for FlashStor
 
     fn ack(&mut self, range: SeqRange) -> Result<Acked, Self::Error> {
         self.check_mounted()?;
-        let mut acked = Acked::default();
-        for lane in [Lane::Alert, Lane::Routine] {
-            let popped = self.pop_range(lane, range)?;
-            let c = match lane {
-                Lane::Alert => &mut self.counters.alert,
-                Lane::Routine => &mut self.counters.routine,
-            };
+        self.pop_counted(range, |c, popped| {
             c.acked_records = c.acked_records.saturating_add(popped.records);
             c.acked_readings = c.acked_readings.saturating_add(popped.readings);
-            acked.records += popped.records;
-            acked.readings = acked.readings.saturating_add(popped.readings);
-        }
-        Ok(acked)
+        })
     }
 
     fn discard(&mut self, seq: Seq) -> Result<bool, Self::Error> {
         self.check_mounted()?;
         for lane in [Lane::Alert, Lane::Routine] {
             if self.pop_range(lane, SeqRange::single(seq))?.records > 0 {
-                let c = match lane {
-                    Lane::Alert => &mut self.counters.alert,
-                    Lane::Routine => &mut self.counters.routine,
-                };
+                let c = self.counters.lane_mut(lane);
                 c.superseded_records = c.superseded_records.saturating_add(1);
                 return Ok(true);
             }
