@@ -82,6 +82,9 @@ cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0
 step "telemark-sim on the flash store: power cut at a random byte of a random write or erase, 4 a day; no sealed record may be lost"
 cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --store flash --power-cuts-per-day 4 --seed 1 --json
 
+step "telemark-sim on a LoRa-sized link: every frame in pieces of at most 51 bytes, each lost on its own, on the flash store with power cuts"
+cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --store flash --power-cuts-per-day 4 --seed 1 --mtu 51 --json
+
 step "flash store wear: a year of a block every 5 minutes on 64 KiB of STM32F4 and nRF52840 flash"
 cargo run --release --locked -p telemark-core --features std,flash --example flash_wear
 

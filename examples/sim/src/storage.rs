@@ -42,6 +42,10 @@ pub fn list<S: RecordStore>(store: &mut S) -> Vec<Listed> {
     out
 }
 
+/// A store after a power cycle: the store, the new boot's epoch, and the
+/// records evicted as the boot started.
+pub type Cycled<S> = (S, Epoch, Vec<Listed>);
+
 /// A device's store, as the simulator powers it.
 pub trait SimStore: RecordStore + Sized {
     /// Whether records survive a power cycle.
@@ -51,8 +55,9 @@ pub trait SimStore: RecordStore + Sized {
     fn first(rng: &mut Rng) -> Result<(Self, Epoch), String>;
 
     /// The store after the power went (cleanly, or cut in the middle of a
-    /// write) and came back, and the epoch of the new boot.
-    fn power_cycle(self, rng: &mut Rng) -> Result<(Self, Epoch), String>;
+    /// write) and came back, the epoch of the new boot, and the records
+    /// the store evicted to start it (too many boots still owned records).
+    fn power_cycle(self, rng: &mut Rng) -> Result<Cycled<Self>, String>;
 
     /// Every record the store holds, read without touching it: reading
     /// may repair what an earlier cut left, and a repair writes.
@@ -89,8 +94,8 @@ impl SimStore for RamDeviceStore {
         Ok((Self::new(FullPolicy::EvictOldest), Epoch(rng.next() | 1)))
     }
 
-    fn power_cycle(self, rng: &mut Rng) -> Result<(Self, Epoch), String> {
-        Self::first(rng)
+    fn power_cycle(self, rng: &mut Rng) -> Result<Cycled<Self>, String> {
+        Self::first(rng).map(|(store, epoch)| (store, epoch, Vec::new()))
     }
 }
 
@@ -102,26 +107,32 @@ fn layout() -> FlashLayout {
     FlashLayout::split(0..16 * 1024, 1024, 4)
 }
 
-fn mount(flash: DeviceFlash, rng: &mut Rng) -> Result<(FlashDeviceStore, Epoch), String> {
+fn mount(flash: DeviceFlash, rng: &mut Rng) -> Result<Cycled<FlashDeviceStore>, String> {
     let mut store =
         FlashDeviceStore::new(flash, layout()).map_err(|e| format!("flash layout: {e}"))?;
     // A power cut never corrupts the store: mount, never format.
     store.mount().map_err(|e| format!("mount: {e}"))?;
     store.set_routine_policy(FullPolicy::EvictOldest);
+    let before = list(&mut store);
     let epoch = store
         .start_boot(rng.next())
         .map_err(|e| format!("start_boot: {e}"))?;
-    Ok((store, epoch))
+    let after: Vec<Seq> = list(&mut store).iter().map(|l| l.seq).collect();
+    let evicted = before
+        .into_iter()
+        .filter(|l| !after.contains(&l.seq))
+        .collect();
+    Ok((store, epoch, evicted))
 }
 
 impl SimStore for FlashDeviceStore {
     const PERSISTENT: bool = true;
 
     fn first(rng: &mut Rng) -> Result<(Self, Epoch), String> {
-        mount(DeviceFlash::new(), rng)
+        mount(DeviceFlash::new(), rng).map(|(store, epoch, _)| (store, epoch))
     }
 
-    fn power_cycle(self, rng: &mut Rng) -> Result<(Self, Epoch), String> {
+    fn power_cycle(self, rng: &mut Rng) -> Result<Cycled<Self>, String> {
         let mut flash = self.release().0;
         flash.power_on();
         mount(flash, rng)
