@@ -4,7 +4,7 @@
 #   ./scripts/check.sh
 #
 # Installs what it needs (rustup targets and components; qemu-system-arm
-# through apt-get where it is missing), then runs, in order: rustfmt, clippy
+# and mosquitto through apt-get where they are missing), then runs, in order: rustfmt, clippy
 # (warnings denied), the whole test suite (with the QEMU firmware end to end
 # and the flash store's power-cut sweep), the no_std builds for Cortex-M0 and
 # Cortex-M4F, the codec report, the fleet simulator, the flash wear figures,
@@ -16,22 +16,28 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain: rustup components and targets, QEMU"
+step "toolchain: rustup components and targets, QEMU, mosquitto"
 rustup component add rustfmt clippy llvm-tools >/dev/null 2>&1 || true
 for target in thumbv6m-none-eabi thumbv7em-none-eabihf; do
     rustup target list --installed | grep -qx "$target" || rustup target add "$target"
 done
-if ! command -v qemu-system-arm >/dev/null; then
-    # The firmware end-to-end test boots the QEMU boards.
+# need COMMAND PACKAGE: installs PACKAGE through apt-get where COMMAND is missing.
+need() {
+    command -v "$1" >/dev/null && return
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq qemu-system-arm >/dev/null
+        apt-get update -qq && apt-get install -y -qq "$2" >/dev/null
     elif command -v sudo >/dev/null; then
-        sudo apt-get update -qq && sudo apt-get install -y -qq qemu-system-arm >/dev/null
+        sudo apt-get update -qq && sudo apt-get install -y -qq "$2" >/dev/null
     else
-        echo "qemu-system-arm is missing and cannot be installed here: install it (apt-get install qemu-system-arm)" >&2
+        echo "$1 is missing and cannot be installed here: install it (apt-get install $2)" >&2
         exit 1
     fi
-fi
+}
+# The firmware end-to-end test boots the QEMU boards; the MQTT link's tests
+# start brokers of their own.
+need qemu-system-arm qemu-system-arm
+need mosquitto mosquitto
+need mosquitto_passwd mosquitto
 qemu-system-arm --version | head -1
 
 step "cargo fmt --check"
@@ -49,6 +55,7 @@ step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
 cargo clippy -p telemark-core --no-default-features --features defmt,async,flash --target thumbv7em-none-eabihf --locked -- -D warnings
 cargo clippy -p telemark-cortex-m --target thumbv7em-none-eabihf --locked -- -D warnings
 cargo clippy -p telemark-cortex-m --target thumbv6m-none-eabi --locked -- -D warnings
+cargo clippy -p telemark-mqtt --features defmt --target thumbv7em-none-eabihf --locked -- -D warnings
 
 step "cargo fmt and clippy (the firmware: each example is a workspace of its own)"
 for fw in qemu-netduinoplus2 qemu-microbit stm32f4-embassy nrf52840-embassy; do
@@ -69,6 +76,7 @@ cargo build -p telemark-core --no-default-features --target thumbv7em-none-eabih
 cargo build -p telemark-core --no-default-features --features serde,defmt,async,lz4 --target thumbv6m-none-eabi --locked
 cargo build -p telemark-sensors --features async --target thumbv6m-none-eabi --locked
 cargo build -p telemark-serial --features async --target thumbv6m-none-eabi --locked
+cargo build -p telemark-mqtt --target thumbv6m-none-eabi --locked
 cargo build -p telemark-core --no-default-features --features flash,small --target thumbv6m-none-eabi --locked
 cargo build -p telemark-core --no-default-features --features flash,async,defmt --target thumbv7em-none-eabihf --locked
 cargo build -p telemark-qemu-app --target thumbv6m-none-eabi --locked

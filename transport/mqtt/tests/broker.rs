@@ -1,0 +1,494 @@
+//! The device side against a real mosquitto, through an embedded-io-async
+//! adapter over a real TCP socket: the code path the firmware runs. The
+//! server end is `telemark-server` behind a rumqttc client.
+//!
+//! Each test starts its own mosquitto on a free port (`mosquitto` must be
+//! on the PATH; `scripts/check.sh` installs it).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as RealDuration;
+
+use embassy_futures::select::{select, Either};
+use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+use embedded_io_adapters::tokio_1::FromTokio;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
+use telemark_core::time::{Duration, Instant};
+use telemark_core::transport::{step_async, AsyncTransport};
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::seal::Key;
+use telemark_core::wire::Epoch;
+use telemark_mqtt::{Config, Connect, LinkError, LinkState, Mode, Refusal, State, Topics};
+use telemark_qemu_app::{demo_boot, device, Boiler, Device, DEMO_KEYS, MTU};
+use telemark_server::{Keyring, MemoryStore, Server};
+use tokio::net::TcpStream;
+
+const DEVICE: u64 = DEMO_KEYS[0].0;
+
+type Engine = Device<RamStore<256, 4096>, 32>;
+type Link<'a> = telemark_mqtt::Link<'a, NoopRawMutex, MTU>;
+type Runner<'a> = telemark_mqtt::Runner<'a, NoopRawMutex, MTU>;
+
+/// A mosquitto of the test's own, on a free port, with its persistence in
+/// a directory of its own, killed when dropped.
+struct Broker {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(name: &str, password: Option<(&str, &str)>) -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("telemark-mqtt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut conf = format!(
+            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}/\n\
+             user {}\n\
+             log_dest file {}/broker.log\n",
+            dir.display(),
+            std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            dir.display()
+        );
+        match password {
+            Some((user, pass)) => {
+                let file = dir.join("passwd");
+                let ok = Command::new("mosquitto_passwd")
+                    .args(["-b", "-c"])
+                    .arg(&file)
+                    .args([user, pass])
+                    .status()
+                    .expect("mosquitto_passwd is installed");
+                assert!(ok.success());
+                conf += &format!("allow_anonymous false\npassword_file {}\n", file.display());
+            }
+            None => conf += "allow_anonymous true\n",
+        }
+        std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
+        let mut broker = Broker {
+            port,
+            dir,
+            child: None,
+        };
+        broker.resume();
+        broker
+    }
+
+    /// Starts the broker process (again), and waits until it listens.
+    fn resume(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.dir.join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(RealDuration::from_millis(20));
+        }
+        panic!("mosquitto did not listen on {}", self.port);
+    }
+
+    /// Stops the broker as a restart does (SIGTERM): it saves its
+    /// sessions and the messages queued for them, and drops every
+    /// connection.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Dials brokers over tokio sockets, seen through embedded-io-async.
+struct Tcp;
+
+impl Connect for Tcp {
+    type Io<'a> = FromTokio<TcpStream>;
+    type Error = std::io::Error;
+
+    async fn connect(&mut self, endpoint: SocketAddr) -> Result<Self::Io<'_>, Self::Error> {
+        let stream = TcpStream::connect(endpoint).await?;
+        stream.set_nodelay(true)?;
+        Ok(FromTokio::new(stream))
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The server end: `telemark-server` over a memory store, subscribed to
+/// every device's uplink with a persistent session, answering on each
+/// device's downlink topic.
+fn serve(broker: SocketAddr) -> Arc<Mutex<MemoryStore>> {
+    let store = Arc::new(Mutex::new(MemoryStore::new()));
+    let shared = store.clone();
+    let mut keyring = Keyring::new();
+    for (id, key) in DEMO_KEYS {
+        keyring.insert(id, 1, Key::from_bytes(key));
+    }
+    let mut options = MqttOptions::new(
+        "telemark-server-end",
+        broker.ip().to_string(),
+        broker.port(),
+    );
+    options.set_clean_session(false);
+    options.set_keep_alive(RealDuration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(options, 64);
+    tokio::spawn(async move {
+        let mut server = Server::new(keyring);
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
+                    client
+                        .subscribe("telemark/v1/+/up", QoS::AtLeastOnce)
+                        .await
+                        .unwrap();
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    let Some(device) = Topics::device_of("telemark", &publish.topic) else {
+                        continue;
+                    };
+                    let received = {
+                        let mut store = shared.lock().unwrap();
+                        server.receive(&mut *store, &publish.payload, unix_ms())
+                    };
+                    if let Ok(received) = received {
+                        let topics = Topics::new("telemark", device).unwrap();
+                        let _ = client
+                            .publish(topics.down(), QoS::AtLeastOnce, false, received.response)
+                            .await;
+                    }
+                }
+                Ok(_) => {}
+                // The broker is away: rumqttc dials again on the next poll.
+                Err(_) => tokio::time::sleep(RealDuration::from_millis(50)).await,
+            }
+        }
+    });
+    store
+}
+
+fn engine() -> Engine {
+    let boot = demo_boot(DEVICE, Epoch(0x5eed_0001), ResetReason::PowerOn);
+    device(DEVICE, RamStore::new(FullPolicy::EvictOldest), boot).unwrap()
+}
+
+/// Routine readings the server holds for the device.
+fn stored_readings(store: &Arc<Mutex<MemoryStore>>) -> u64 {
+    let store = store.lock().unwrap();
+    store
+        .records()
+        .iter()
+        .filter(|(k, r)| k.device == DEVICE && r.lane == Lane::Routine)
+        .map(|(_, r)| u64::from(r.declared))
+        .sum()
+}
+
+/// Runs the engine over `link` until device time `until`, then drains:
+/// device time jumps to each wake-up, except while a frame waits for its
+/// answer, when real time passes for the broker and the server. `during`
+/// is called with the device time at each wake-up.
+async fn run_device(
+    engine: &mut Engine,
+    link: &mut Link<'_>,
+    boiler: &mut Boiler,
+    until: Instant,
+    mut during: impl FnMut(Instant),
+) -> Instant {
+    let mut now = Instant::ZERO;
+    let mut drained = 0;
+    loop {
+        let wake = step_async(engine, link, now, boiler).await;
+        during(now);
+        if now >= until {
+            if engine.store().is_empty() && engine.staged() == 0 {
+                return now;
+            }
+            engine.flush_now(now);
+            drained += 1;
+            assert!(drained < 2_000, "the store never drained");
+        }
+        if engine.uplink().radio_on() {
+            // Waiting for the server: a second of device time per 10 ms.
+            let _ = select(
+                link.wait_input(),
+                tokio::time::sleep(RealDuration::from_millis(10)),
+            )
+            .await;
+            now = now + Duration::from_secs(1);
+        } else {
+            // The device sleeps: the network task gets its turn.
+            tokio::time::sleep(RealDuration::from_millis(1)).await;
+            now = wake.max(now + Duration::from_millis(1));
+        }
+    }
+}
+
+/// Runs `test` beside the link's runner, as the firmware's two tasks run.
+async fn with_runner<F: std::future::Future>(runner: &mut Runner<'_>, test: F) -> F::Output {
+    match select(runner.run(&mut Tcp), test).await {
+        Either::First(never) => match never {},
+        Either::Second(out) => out,
+    }
+}
+
+/// Connects once (making the session and its subscription), then sleeps
+/// disconnected, as a device in push mode does between sessions.
+async fn connect_then_sleep(link: &mut Link<'_>) {
+    link.power(true).await.unwrap();
+    link.power(false).await.unwrap();
+    tokio::time::sleep(RealDuration::from_millis(100)).await;
+    assert_eq!(link.state(), LinkState::Down);
+}
+
+/// Publishes `payload` on `topic` at QoS 1 from a client of the server's
+/// side, and waits until the broker has it.
+async fn push(port: u16, topic: &str, payload: &[u8]) {
+    let options = MqttOptions::new("telemark-pusher", "127.0.0.1", port);
+    let (client, mut events) = AsyncClient::new(options, 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+        .await
+        .unwrap();
+    loop {
+        if let Ok(Event::Incoming(Packet::PubAck(_))) = events.poll().await {
+            return;
+        }
+    }
+}
+
+/// Waits for the next downlink and returns it.
+async fn next_downlink(link: &mut Link<'_>) -> Vec<u8> {
+    tokio::time::timeout(RealDuration::from_secs(5), link.wait_input())
+        .await
+        .expect("the downlink arrives");
+    let mut buf = [0u8; MTU];
+    let n = link.receive(&mut buf).await.unwrap().unwrap();
+    buf[..n].to_vec()
+}
+
+/// Buffers of a device's MQTT session.
+struct Buffers {
+    rx: [u8; 512],
+    tx: [u8; 1024],
+}
+
+impl Buffers {
+    fn new() -> Self {
+        Buffers {
+            rx: [0; 512],
+            tx: [0; 1024],
+        }
+    }
+
+    fn link<'a>(
+        &'a mut self,
+        state: &'a State<NoopRawMutex, MTU>,
+        config: Config<'a>,
+    ) -> (Runner<'a>, Link<'a>) {
+        telemark_mqtt::new(state, config, &mut self.rx, &mut self.tx).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn records_reach_the_server_and_acks_free_them() {
+    let broker = Broker::start("round-trip", None);
+    let store = serve(broker.addr());
+    let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
+    let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
+    let mut engine = engine();
+    let mut boiler = Boiler::new(1);
+    let until = Instant::from_millis(4 * 3_600_000);
+    let device = async {
+        let end = run_device(&mut engine, &mut link, &mut boiler, until, |_| {}).await;
+        // The radio off: the runner disconnects cleanly.
+        link.power(false).await.unwrap();
+        tokio::time::sleep(RealDuration::from_millis(200)).await;
+        end
+    };
+    let end = with_runner(&mut runner, device).await;
+    let sampled = u64::from(engine.counters().sampled);
+    assert!(sampled >= 4 * 60, "{sampled} readings in 4 hours");
+    assert_eq!(stored_readings(&store), sampled);
+    assert!(store.lock().unwrap().conflicts().is_empty());
+    let c = link.counters();
+    // Push mode: one connect per session the engine opened, each closed.
+    assert!(c.connects > 1 && c.published >= c.connects, "{c:?}");
+    assert_eq!(c.connect_failures + c.refusals + c.drops, 0, "{c:?}");
+    assert_eq!(link.state(), LinkState::Down);
+    let days = end.as_millis() as f64 / 86_400_000.0;
+    println!(
+        "connects per device-day in push mode: {:.1}",
+        c.connects as f64 / days
+    );
+}
+
+#[tokio::test]
+async fn a_broker_restarted_mid_session_loses_nothing_and_stores_nothing_twice() {
+    let mut broker = Broker::start("restart", None);
+    let store = serve(broker.addr());
+    let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
+    let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
+    let mut engine = engine();
+    let mut boiler = Boiler::new(2);
+    let until = Instant::from_millis(6 * 3_600_000);
+    let stop_at = Instant::from_millis(2 * 3_600_000);
+    let resume_at = Instant::from_millis(3 * 3_600_000);
+    let mut stopped = false;
+    let device = run_device(&mut engine, &mut link, &mut boiler, until, |now| {
+        if now >= stop_at && !stopped {
+            broker.stop();
+            stopped = true;
+        }
+        if now >= resume_at && broker.child.is_none() {
+            broker.resume();
+        }
+    });
+    with_runner(&mut runner, device).await;
+    assert!(stopped);
+    let sampled = u64::from(engine.counters().sampled);
+    assert_eq!(
+        stored_readings(&store),
+        sampled,
+        "every reading stored once"
+    );
+    assert!(store.lock().unwrap().conflicts().is_empty());
+    let c = link.counters();
+    // The broker went away under a live connection or before one: the
+    // link said so, and the engine kept its records until it came back.
+    assert!(c.drops + c.connect_failures >= 1, "{c:?}");
+    assert!(engine.uplink().counters().failed_sessions >= 1, "{c:?}");
+}
+
+#[tokio::test]
+async fn a_downlink_queued_while_the_device_sleeps_arrives_when_it_wakes() {
+    let broker = Broker::start("asleep", None);
+    let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
+    let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
+    let topics = Topics::new("telemark", DEVICE).unwrap();
+    let test = async {
+        connect_then_sleep(&mut link).await;
+        // The server pushes while the device sleeps.
+        push(broker.port, topics.down(), b"command while asleep").await;
+        // The device wakes: the broker resumes its session and delivers.
+        link.power(true).await.unwrap();
+        assert_eq!(next_downlink(&mut link).await, b"command while asleep");
+    };
+    with_runner(&mut runner, test).await;
+    let c = link.counters();
+    assert_eq!((c.connects, c.resumed, c.received), (2, 1, 1), "{c:?}");
+}
+
+#[tokio::test]
+async fn a_broker_that_lost_the_session_gets_the_subscription_again() {
+    let mut broker = Broker::start("forgot", None);
+    let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
+    let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
+    let topics = Topics::new("telemark", DEVICE).unwrap();
+    let test = async {
+        connect_then_sleep(&mut link).await;
+        // The broker restarts with its store wiped: no session, no
+        // subscription (CONNACK session_present = 0).
+        broker.stop();
+        std::fs::remove_file(broker.dir.join("mosquitto.db")).unwrap();
+        broker.resume();
+        link.power(true).await.unwrap();
+        push(broker.port, topics.down(), b"after the wipe").await;
+        assert_eq!(next_downlink(&mut link).await, b"after the wipe");
+    };
+    with_runner(&mut runner, test).await;
+    let c = link.counters();
+    assert_eq!((c.connects, c.resumed), (2, 0), "{c:?}");
+}
+
+#[tokio::test]
+async fn refused_credentials_are_their_own_error_and_not_retried_in_a_loop() {
+    let broker = Broker::start("credentials", Some(("device-257", "right")));
+    let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
+    let mut config = Config::new(DEVICE, &brokers);
+    config.auth = Some(("device-257", b"wrong"));
+    let (mut runner, mut link) = buffers.link(&state, config);
+    let test = async {
+        let refused = link.power(true).await;
+        assert!(
+            matches!(
+                refused,
+                Err(LinkError::Refused(
+                    Refusal::BadCredentials | Refusal::NotAuthorized
+                ))
+            ),
+            "{refused:?}"
+        );
+        assert!(matches!(link.state(), LinkState::Refused(_)));
+        // The runner waits for the engine's next session: no attempt
+        // meanwhile, and nothing is sent.
+        tokio::time::sleep(RealDuration::from_millis(500)).await;
+        assert!(matches!(
+            link.send(b"frame").await,
+            Err(LinkError::Refused(_))
+        ));
+    };
+    with_runner(&mut runner, test).await;
+    let c = link.counters();
+    assert_eq!(
+        (c.refusals, c.connects, c.connect_failures),
+        (1, 0, 0),
+        "{c:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_right_credentials_connect_and_a_second_endpoint_takes_over() {
+    let broker = Broker::start("failover", Some(("device-257", "right")));
+    // The first endpoint listens to nobody.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let (state, brokers, mut buffers) = (State::new(), [dead_addr, broker.addr()], Buffers::new());
+    let mut config = Config::new(DEVICE, &brokers);
+    config.auth = Some(("device-257", b"right"));
+    config.mode = Mode::AlwaysConnected;
+    let (mut runner, mut link) = buffers.link(&state, config);
+    let test = async {
+        link.power(true).await.unwrap();
+        // Always connected: the radio off leaves the connection up.
+        link.power(false).await.unwrap();
+        tokio::time::sleep(RealDuration::from_millis(200)).await;
+        assert_eq!(link.state(), LinkState::Up);
+        link.power(true).await.unwrap();
+    };
+    with_runner(&mut runner, test).await;
+    let c = link.counters();
+    assert_eq!((c.connects, c.connect_failures), (1, 1), "{c:?}");
+}
