@@ -28,6 +28,10 @@
 //! connection stays up and [`Link::wait_input`] wakes the main loop when a
 //! command arrives. [`Counters::connects`] counts sessions.
 //!
+//! The link's MTU is `MTU`, or less once a broker's CONNACK sets a Maximum
+//! Packet Size that leaves less room after the PUBLISH header and topic
+//! ([`connack`]); `step_async` tells the engine at each call.
+//!
 //! # Why minimq
 //!
 //! The client is [minimq](https://docs.rs/minimq) 0.13: MQTT 5, no alloc,
@@ -63,6 +67,7 @@
 //! ```
 #![no_std]
 
+pub mod connack;
 mod link;
 mod runner;
 mod topic;

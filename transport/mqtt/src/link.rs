@@ -108,6 +108,9 @@ pub(crate) struct Shared {
     pub request: u32,
     pub answered: u32,
     pub link: LinkState,
+    /// The largest frame: `MTU`, or less if the broker's Maximum Packet
+    /// Size leaves less room.
+    pub mtu: usize,
     pub counters: Counters,
 }
 
@@ -132,6 +135,7 @@ impl<M: RawMutex, const MTU: usize> State<M, MTU> {
                 request: 0,
                 answered: 0,
                 link: LinkState::Down,
+                mtu: MTU,
                 counters: Counters {
                     connects: 0,
                     resumed: 0,
@@ -189,7 +193,6 @@ impl<M: RawMutex, const MTU: usize> Default for State<M, MTU> {
 /// [`Runner`](crate::Runner) must be running beside it.
 pub struct Link<'a, M: RawMutex, const MTU: usize> {
     pub(crate) state: &'a State<M, MTU>,
-    pub(crate) mtu: usize,
 }
 
 impl<M: RawMutex, const MTU: usize> Link<'_, M, MTU> {
@@ -214,8 +217,10 @@ impl<M: RawMutex, const MTU: usize> Link<'_, M, MTU> {
 impl<M: RawMutex, const MTU: usize> AsyncTransport for Link<'_, M, MTU> {
     type Error = LinkError;
 
+    /// `MTU`, or what the broker's Maximum Packet Size leaves of it after
+    /// the PUBLISH header and topic, once a broker has said.
     fn mtu(&self) -> usize {
-        self.mtu
+        self.state.get().mtu
     }
 
     async fn power(&mut self, on: bool) -> Result<(), LinkError> {
@@ -244,7 +249,7 @@ impl<M: RawMutex, const MTU: usize> AsyncTransport for Link<'_, M, MTU> {
     }
 
     async fn send(&mut self, frame: &[u8]) -> Result<(), LinkError> {
-        if frame.len() > self.mtu {
+        if frame.len() > self.mtu() {
             return Err(LinkError::TooLarge);
         }
         let frame = Frame::<MTU>::from_slice(frame).map_err(|_| LinkError::TooLarge)?;

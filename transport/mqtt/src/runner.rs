@@ -1,6 +1,7 @@
 //! The network's half of the link: it owns the MQTT session, dials the
 //! brokers, publishes the engine's frames and queues what arrives.
 
+use core::cell::Cell;
 use core::fmt;
 use core::net::SocketAddr;
 
@@ -13,6 +14,7 @@ use minimq::{
     QoS, Session, SubscriptionOptions, TopicFilter,
 };
 
+use crate::connack::Watched;
 use crate::link::{Frame, Link, LinkState, Refusal, State};
 use crate::topic::Topics;
 
@@ -134,7 +136,8 @@ pub fn new<'a, M: RawMutex, const MTU: usize>(
         config,
         next_endpoint: 0,
     };
-    Ok((runner, Link { state, mtu: MTU }))
+    state.update(|s| s.mtu = MTU);
+    Ok((runner, Link { state }))
 }
 
 /// The network task: run [`Runner::run`] beside the engine.
@@ -216,6 +219,8 @@ impl<M: RawMutex, const MTU: usize> Runner<'_, M, MTU> {
                 self.state.count(|c| c.connect_failures += 1);
                 continue;
             };
+            let broker_max = Cell::new(None);
+            let io = Watched::new(io, &broker_max);
             let connected = with_timeout(timeout, self.session.connect(io)).await;
             let mut conn = match connected {
                 Ok(Ok(conn)) => conn,
@@ -233,6 +238,12 @@ impl<M: RawMutex, const MTU: usize> Runner<'_, M, MTU> {
                 }
             };
             self.next_endpoint = i;
+            // The MTU follows the broker's Maximum Packet Size.
+            let overhead = PUBLISH_OVERHEAD + self.topics.up().len();
+            let mtu = broker_max
+                .get()
+                .map_or(MTU, |max| (max as usize).saturating_sub(overhead).min(MTU));
+            self.state.update(|s| s.mtu = mtu);
             let resumed = conn.connect_event() == ConnectEvent::Reconnected;
             if !resumed {
                 // A fresh session: the broker knows no subscription.

@@ -43,6 +43,11 @@ struct Broker {
 
 impl Broker {
     fn start(name: &str, password: Option<(&str, &str)>) -> Broker {
+        Broker::with_settings(name, password, "")
+    }
+
+    /// A broker with more lines of configuration.
+    fn with_settings(name: &str, password: Option<(&str, &str)>, settings: &str) -> Broker {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -73,6 +78,7 @@ impl Broker {
             }
             None => conf += "allow_anonymous true\n",
         }
+        conf += settings;
         std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
         let mut broker = Broker {
             port,
@@ -110,6 +116,16 @@ impl Broker {
             let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
+    }
+
+    /// Kills the broker (SIGKILL) and wipes its store: the messages in
+    /// flight through it, and every session, are gone.
+    fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.dir.join("mosquitto.db"));
     }
 
     fn addr(&self) -> SocketAddr {
@@ -356,7 +372,18 @@ async fn records_reach_the_server_and_acks_free_them() {
 
 #[tokio::test]
 async fn a_broker_restarted_mid_session_loses_nothing_and_stores_nothing_twice() {
-    let mut broker = Broker::start("restart", None);
+    broker_away_for_an_hour("restart", Broker::stop).await;
+}
+
+#[tokio::test]
+async fn a_broker_that_drops_what_is_in_flight_loses_nothing_end_to_end() {
+    broker_away_for_an_hour("crash", Broker::crash).await;
+}
+
+/// Six hours of device time; in the third, the broker goes (as `away`
+/// takes it) and comes back. Every reading reaches the server once.
+async fn broker_away_for_an_hour(name: &str, away: fn(&mut Broker)) {
+    let mut broker = Broker::start(name, None);
     let store = serve(broker.addr());
     let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
     let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
@@ -368,7 +395,7 @@ async fn a_broker_restarted_mid_session_loses_nothing_and_stores_nothing_twice()
     let mut stopped = false;
     let device = run_device(&mut engine, &mut link, &mut boiler, until, |now| {
         if now >= stop_at && !stopped {
-            broker.stop();
+            away(&mut broker);
             stopped = true;
         }
         if now >= resume_at && broker.child.is_none() {
@@ -491,4 +518,31 @@ async fn the_right_credentials_connect_and_a_second_endpoint_takes_over() {
     with_runner(&mut runner, test).await;
     let c = link.counters();
     assert_eq!((c.connects, c.connect_failures), (1, 1), "{c:?}");
+}
+
+#[tokio::test]
+async fn the_mtu_follows_the_brokers_maximum_packet_size() {
+    let broker = Broker::with_settings("packet-size", None, "max_packet_size 160\n");
+    let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
+    let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
+    assert_eq!(link.mtu(), MTU);
+    let topics = Topics::new("telemark", DEVICE).unwrap();
+    let test = async {
+        link.power(true).await.unwrap();
+        // 160 bytes less the PUBLISH header and the topic.
+        let mtu = 160 - telemark_mqtt::PUBLISH_OVERHEAD - topics.up().len();
+        assert_eq!(link.mtu(), mtu);
+        assert_eq!(link.send(&[0; 200]).await, Err(LinkError::TooLarge));
+        // A frame of the MTU passes the broker.
+        link.send(&vec![7; mtu]).await.unwrap();
+        tokio::time::sleep(RealDuration::from_millis(200)).await;
+        assert_eq!(link.state(), LinkState::Up);
+    };
+    with_runner(&mut runner, test).await;
+    let c = link.counters();
+    assert_eq!(
+        (c.published, c.publish_failures, c.drops),
+        (1, 0, 0),
+        "{c:?}"
+    );
 }
