@@ -50,6 +50,7 @@ step "cargo clippy (the async drivers of telemark-core and telemark-sensors)"
 cargo clippy -p telemark-core --features std,async --all-targets --locked -- -D warnings
 cargo clippy -p telemark-sensors --features async --all-targets --locked -- -D warnings
 cargo clippy -p telemark-serial --features async --all-targets --locked -- -D warnings
+cargo clippy -p telemark-mqtt --features host --all-targets --locked -- -D warnings
 
 step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
 cargo clippy -p telemark-core --no-default-features --features defmt,async,flash --target thumbv7em-none-eabihf --locked -- -D warnings
@@ -67,6 +68,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 cargo test -p telemark-sensors --features async --test async_drivers --locked 2>&1 | tee -a "$log"
+# The MQTT link's host side (rumqttc, TLS with client certificates).
+cargo test -p telemark-mqtt --features host --test broker --locked 2>&1 | tee -a "$log"
 # The `small` encoder writes the wire format's vectors to the same bytes.
 cargo test -p telemark-core --features std,small --test wire_vectors --locked 2>&1 | tee -a "$log"
 

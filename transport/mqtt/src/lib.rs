@@ -68,6 +68,8 @@
 #![no_std]
 
 pub mod connack;
+#[cfg(feature = "host")]
+pub mod host;
 mod link;
 mod runner;
 mod topic;

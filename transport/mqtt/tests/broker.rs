@@ -105,7 +105,8 @@ impl Broker {
             }
             std::thread::sleep(RealDuration::from_millis(20));
         }
-        panic!("mosquitto did not listen on {}", self.port);
+        let log = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
+        panic!("mosquitto did not listen on {}:\n{log}", self.port);
     }
 
     /// Stops the broker as a restart does (SIGTERM): it saves its
@@ -235,9 +236,9 @@ fn stored_readings(store: &Arc<Mutex<MemoryStore>>) -> u64 {
 /// device time jumps to each wake-up, except while a frame waits for its
 /// answer, when real time passes for the broker and the server. `during`
 /// is called with the device time at each wake-up.
-async fn run_device(
+async fn run_device<L: DeviceLink>(
     engine: &mut Engine,
-    link: &mut Link<'_>,
+    link: &mut L,
     boiler: &mut Boiler,
     until: Instant,
     mut during: impl FnMut(Instant),
@@ -258,7 +259,7 @@ async fn run_device(
         if engine.uplink().radio_on() {
             // Waiting for the server: a second of device time per 10 ms.
             let _ = select(
-                link.wait_input(),
+                link.input(),
                 tokio::time::sleep(RealDuration::from_millis(10)),
             )
             .await;
@@ -268,6 +269,24 @@ async fn run_device(
             tokio::time::sleep(RealDuration::from_millis(1)).await;
             now = wake.max(now + Duration::from_millis(1));
         }
+    }
+}
+
+/// A link a device loop sleeps on, waiting for input.
+trait DeviceLink: AsyncTransport {
+    async fn input(&mut self);
+}
+
+impl DeviceLink for Link<'_> {
+    async fn input(&mut self) {
+        self.wait_input().await;
+    }
+}
+
+#[cfg(feature = "host")]
+impl DeviceLink for telemark_mqtt::host::HostLink {
+    async fn input(&mut self) {
+        self.wait_input().await;
     }
 }
 
@@ -545,4 +564,153 @@ async fn the_mtu_follows_the_brokers_maximum_packet_size() {
         (1, 0, 0),
         "{c:?}"
     );
+}
+
+/// The host side: rumqttc with rustls, over a broker that asks every
+/// client for a certificate signed by the fleet's CA.
+#[cfg(feature = "host")]
+mod host {
+    use std::sync::Arc;
+
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rumqttc::{TlsConfiguration, Transport};
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use telemark_mqtt::host::{HostConfig, HostLink};
+
+    use super::*;
+
+    /// A CA, a broker certificate for 127.0.0.1, and a client certificate
+    /// for the device, written for mosquitto; the rustls configs of a
+    /// device that trusts the CA, with its client certificate and without.
+    fn pki(dir: &std::path::Path) -> (Transport, Transport) {
+        let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "telemark test fleet CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &issuer)
+            .unwrap();
+        let mut client_params = CertificateParams::new(Vec::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("telemark-{DEVICE}"));
+        let client_key = KeyPair::generate().unwrap();
+        let client = client_params.signed_by(&client_key, &issuer).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der()));
+        let with_cert = builder
+            .clone()
+            .with_client_auth_cert(vec![client.der().clone()], key)
+            .unwrap();
+        let without = builder.with_no_client_auth();
+        let tls = |config| Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config)));
+        (tls(with_cert), tls(without))
+    }
+
+    /// mosquitto settings for TLS on the first listener, with the files
+    /// `pki` wrote in `dir`, requiring a client certificate.
+    fn tls_settings(dir: &std::path::Path) -> String {
+        format!(
+            "cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n\
+             require_certificate true\nuse_identity_as_username true\n",
+            d = dir.display()
+        )
+    }
+
+    #[tokio::test]
+    async fn records_travel_over_tls_with_a_client_certificate() {
+        // The server end sits beside the broker: here on a plain listener
+        // of the same broker.
+        let dir = std::env::temp_dir().join(format!("telemark-mqtt-pki-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (transport, _) = pki(&dir);
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain_port = plain.local_addr().unwrap().port();
+        drop(plain);
+        let settings = format!("{}listener {plain_port} 127.0.0.1\n", tls_settings(&dir));
+        let broker = Broker::with_settings("tls", None, &settings);
+        let store = serve(SocketAddr::from(([127, 0, 0, 1], plain_port)));
+        let mut config = HostConfig::new(DEVICE, vec![("127.0.0.1".to_string(), broker.port)]);
+        config.transport = transport;
+        config.mtu = MTU;
+        let mut link = HostLink::new(config).unwrap();
+        let mut engine = engine();
+        let mut boiler = Boiler::new(3);
+        let until = Instant::from_millis(3_600_000);
+        run_device(&mut engine, &mut link, &mut boiler, until, |_| {}).await;
+        link.power(false).await.unwrap();
+        let sampled = u64::from(engine.counters().sampled);
+        assert!(sampled >= 60);
+        assert_eq!(stored_readings(&store), sampled);
+        let c = link.counters();
+        assert!(c.connects >= 1 && c.published >= 1, "{c:?}");
+        assert_eq!(c.connect_failures + c.refusals + c.drops, 0, "{c:?}");
+        assert_eq!(link.state(), LinkState::Down);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_device_without_its_certificate_does_not_connect() {
+        let dir =
+            std::env::temp_dir().join(format!("telemark-mqtt-pki-nocert-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (_, without) = pki(&dir);
+        let broker = Broker::with_settings("tls-no-cert", None, &tls_settings(&dir));
+        // The device trusts the broker, but holds no certificate: the
+        // broker ends the TLS handshake.
+        let mut config = HostConfig::new(DEVICE, vec![("127.0.0.1".to_string(), broker.port)]);
+        config.transport = without;
+        config.connect_timeout = RealDuration::from_secs(2);
+        let mut link = HostLink::new(config).unwrap();
+        assert_eq!(link.power(true).await, Err(LinkError::Down));
+        assert_eq!(link.counters().connect_failures, 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_host_link_resumes_its_session_and_gets_what_was_queued() {
+        let broker = Broker::start("host-asleep", None);
+        let config = HostConfig::new(DEVICE, vec![("127.0.0.1".to_string(), broker.port)]);
+        let mut link = HostLink::new(config).unwrap();
+        link.power(true).await.unwrap();
+        link.power(false).await.unwrap();
+        let topics = Topics::new("telemark", DEVICE).unwrap();
+        push(broker.port, topics.down(), b"queued for the host").await;
+        link.power(true).await.unwrap();
+        tokio::time::timeout(RealDuration::from_secs(5), link.wait_input())
+            .await
+            .unwrap();
+        let mut buf = [0u8; MTU];
+        let n = link.receive(&mut buf).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], b"queued for the host");
+        let c = link.counters();
+        assert_eq!((c.connects, c.resumed, c.received), (2, 1, 1), "{c:?}");
+    }
+
+    #[tokio::test]
+    async fn a_host_link_with_wrong_credentials_is_refused() {
+        let broker = Broker::start("host-credentials", Some(("device-257", "right")));
+        let mut config = HostConfig::new(DEVICE, vec![("127.0.0.1".to_string(), broker.port)]);
+        config.auth = Some(("device-257".to_string(), "wrong".to_string()));
+        let mut link = HostLink::new(config).unwrap();
+        let refused = link.power(true).await;
+        assert!(matches!(refused, Err(LinkError::Refused(_))), "{refused:?}");
+        assert_eq!(link.counters().refusals, 1);
+    }
 }
