@@ -5,4 +5,6 @@ pub mod crash;
 pub mod reset;
 #[cfg(all(target_arch = "arm", target_os = "none"))]
 pub mod stack;
+#[cfg(feature = "embassy-time-driver")]
+pub mod time_driver;
 pub mod uptime;

@@ -39,6 +39,8 @@ pub fn tick() {
         ms
     });
     crate::crash::set_uptime(ms as u32);
+    #[cfg(feature = "embassy-time-driver")]
+    crate::time_driver::on_tick(ms);
 }
 
 /// Milliseconds since [`start`].

@@ -1,8 +1,9 @@
-//! The application both QEMU firmware examples run (`examples/qemu-*`):
+//! The application the QEMU firmware examples run (`examples/qemu-*`):
 //! a boiler whose flow temperature and gas meter are simulated, through
-//! the real engine and serial framing, over the board's UART.
+//! the real engine, over the board's link: serial framing on a UART
+//! (netduinoplus2, micro:bit), or MQTT over Ethernet (mps2-an386).
 //!
-//! The boards differ in their UART, their clock and their store; this crate
+//! The boards differ in their link, their clock and their store; this crate
 //! holds what they share, and builds and runs on a host too, where its
 //! tests drive it.
 //!
@@ -74,13 +75,14 @@ pub fn config(device: u64, stage: usize) -> EngineConfig {
 /// The id of the key the demo devices seal their frames with.
 pub const KEY_ID: u8 = 1;
 
-/// The demo keys of the two QEMU boards, as a provisioning step would give
+/// The demo keys of the three QEMU boards, as a provisioning step would give
 /// them with their ids: (device, key). They are public, in this source, so
 /// the demo and its tests can name them to the gateway; a real device gets
 /// a key of its own that is written nowhere else.
-pub const DEMO_KEYS: [(u64, [u8; 32]); 2] = [
+pub const DEMO_KEYS: [(u64, [u8; 32]); 3] = [
     (405, *b"telemark demo key: netduinoplus2"),
     (51, *b"telemark demo key: microbit (M0)"),
+    (386, *b"telemark demo key: mps2-an386 M4"),
 ];
 
 /// The sealing of demo device `id` (unauthenticated if it has no demo key,
