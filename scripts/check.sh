@@ -56,10 +56,11 @@ step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
 cargo clippy -p telemark-core --no-default-features --features defmt,async,flash --target thumbv7em-none-eabihf --locked -- -D warnings
 cargo clippy -p telemark-cortex-m --target thumbv7em-none-eabihf --locked -- -D warnings
 cargo clippy -p telemark-cortex-m --target thumbv6m-none-eabi --locked -- -D warnings
+cargo clippy -p telemark-lan9118 --target thumbv7em-none-eabihf --locked -- -D warnings
 cargo clippy -p telemark-mqtt --features defmt --target thumbv7em-none-eabihf --locked -- -D warnings
 
 step "cargo fmt and clippy (the firmware: each example is a workspace of its own)"
-for fw in qemu-netduinoplus2 qemu-microbit stm32f4-embassy nrf52840-embassy; do
+for fw in qemu-netduinoplus2 qemu-microbit qemu-mps2-an386 stm32f4-embassy nrf52840-embassy; do
     (cd "examples/$fw" && cargo fmt --check && cargo clippy --release --locked -- -D warnings)
 done
 

@@ -1,7 +1,8 @@
 //! The local gateway: the "local only" deployment next to the meter.
 //!
 //! It reads frames from devices over serial lines (a UART, or QEMU's
-//! `-serial tcp:`) and hands each to the server half of the protocol
+//! `-serial tcp:`) or through an MQTT broker ([`Gateway::serve_mqtt`]),
+//! and hands each to the server half of the protocol
 //! ([`telemark_server`]), over SQLite ([`SqliteStore`]): the frame is
 //! verified with the device's key, its records stored in one transaction,
 //! and only after the commit is the response sent back, with the
@@ -24,8 +25,10 @@ use telemark_core::wire::{Epoch, Seq};
 use telemark_serial::{encode, overhead, Deframer};
 use telemark_server::{Contents, Counters, Keyring, ReceiveError, RotateError, Server, Store};
 
+mod mqtt;
 mod sqlite;
 
+pub use mqtt::{Broker, MqttError};
 pub use sqlite::SqliteStore;
 
 /// Why the gateway failed.
@@ -39,6 +42,8 @@ pub enum GatewayError {
     Config(telemark_core::config::ConfigError),
     /// A key rotation that cannot start (an unknown device, an id in use).
     Rotate(RotateError<rusqlite::Error>),
+    /// The MQTT broker refused the gateway.
+    Mqtt(MqttError),
 }
 
 impl fmt::Display for GatewayError {
@@ -48,6 +53,7 @@ impl fmt::Display for GatewayError {
             GatewayError::Io(e) => write!(f, "line: {e}"),
             GatewayError::Config(e) => write!(f, "config update: {e}"),
             GatewayError::Rotate(e) => write!(f, "key rotation: {e}"),
+            GatewayError::Mqtt(e) => write!(f, "mqtt: {e}"),
         }
     }
 }

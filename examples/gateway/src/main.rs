@@ -1,10 +1,17 @@
-//! `telemark-gateway`: bridges a serial line to a local SQLite store.
+//! `telemark-gateway`: bridges a serial line, or an MQTT broker, to a local
+//! SQLite store.
 //!
 //! ```text
 //! telemark-gateway --db readings.sqlite --connect 127.0.0.1:4444   # QEMU -serial tcp::4444,server
 //! telemark-gateway --db readings.sqlite --listen 127.0.0.1:4444    # a device that connects
 //! telemark-gateway --db readings.sqlite --tty /dev/ttyUSB0         # a real UART (set its speed with stty)
+//! telemark-gateway --db readings.sqlite --mqtt 127.0.0.1:1883      # devices on MQTT (telemark-mqtt)
 //! ```
+//!
+//! With `--mqtt HOST:PORT` the gateway subscribes to `telemark/v1/+/up`
+//! (`--mqtt-prefix P` for another prefix) with a persistent session, and
+//! answers each device on its `.../down` topic; it can serve a serial line
+//! at the same time.
 //!
 //! Devices are known by their keys: `--key DEVICE:ID:HEX` (the 32-byte key
 //! number ID of the device, 64 hex digits), or `--keys FILE` with a line
@@ -31,6 +38,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use telemark_core::model::Value;
@@ -38,7 +46,7 @@ use telemark_core::store::Seq;
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::Report;
 use telemark_core::wire::seal::Key;
-use telemark_gateway::{Gateway, Stored};
+use telemark_gateway::{Broker, Gateway, Stored};
 use telemark_server::Keyring;
 
 enum Link {
@@ -133,6 +141,7 @@ fn read_keys(path: &str, keyring: &mut Keyring) -> Result<(), String> {
 fn run() -> Result<(), String> {
     let mut db = PathBuf::from("telemark.sqlite");
     let mut link = None;
+    let mut mqtt: Option<Broker> = None;
     let mut configs = Vec::new();
     let mut pings = Vec::new();
     let mut rotations = Vec::new();
@@ -146,6 +155,22 @@ fn run() -> Result<(), String> {
             "--connect" => link = Some(Link::Connect(value()?)),
             "--listen" => link = Some(Link::Listen(value()?)),
             "--tty" => link = Some(Link::Tty(PathBuf::from(value()?))),
+            "--mqtt" => {
+                let v = value()?;
+                let (host, port) = v.rsplit_once(':').ok_or("--mqtt HOST:PORT")?;
+                let port = port
+                    .parse()
+                    .map_err(|e| format!("--mqtt port {port}: {e}"))?;
+                let prefix = mqtt.take().map(|b| b.prefix);
+                let mut broker = Broker::new(host, port);
+                broker.prefix = prefix.unwrap_or(broker.prefix);
+                mqtt = Some(broker);
+            }
+            "--mqtt-prefix" => {
+                let prefix = value()?;
+                let broker = mqtt.as_mut().ok_or("--mqtt-prefix comes after --mqtt")?;
+                broker.prefix = prefix;
+            }
             "--quiet" => quiet = true,
             "--key" => {
                 let v = value()?;
@@ -210,15 +235,37 @@ fn run() -> Result<(), String> {
     if !quiet {
         gateway.watch(|device, _, seq, stored| println!("{}", describe(device, seq, stored)));
     }
-    let served = match link.ok_or("one of --connect, --listen or --tty is needed")? {
+    let gateway = Arc::new(Mutex::new(gateway));
+    if let Some(broker) = mqtt {
+        let shared = Arc::clone(&gateway);
+        let mqtt_only = link.is_none();
+        let serving = std::thread::spawn(move || {
+            eprintln!(
+                "serving devices through the broker at {}:{}",
+                broker.host, broker.port
+            );
+            let served = Gateway::serve_mqtt(&shared, &broker, unix_ms, &AtomicBool::new(true));
+            if let Err(e) = &served {
+                eprintln!("{e}");
+            }
+            served
+        });
+        if mqtt_only {
+            return match serving.join() {
+                Ok(served) => served.map_err(|e| e.to_string()),
+                Err(_) => Err("the MQTT thread panicked".into()),
+            };
+        }
+    }
+    let served = match link.ok_or("one of --connect, --listen, --tty or --mqtt is needed")? {
         Link::Connect(addr) => loop {
             match TcpStream::connect(&addr) {
                 Ok(mut s) => {
                     eprintln!("connected to {addr}");
-                    if let Err(e) = gateway.serve(&mut s, unix_ms) {
+                    if let Err(e) = Gateway::serve_shared(&gateway, &mut s, unix_ms) {
                         eprintln!("{addr}: {e}");
                     }
-                    let c = gateway.counters();
+                    let c = lock(&gateway).counters();
                     eprintln!(
                         "line closed after {} records ({} received twice, {} conflicts), {} readings, \
                          {} frames refused; connecting again",
@@ -231,7 +278,6 @@ fn run() -> Result<(), String> {
         },
         Link::Listen(addr) => {
             let listener = TcpListener::bind(&addr).map_err(|e| format!("{addr}: {e}"))?;
-            let gateway = Arc::new(Mutex::new(gateway));
             loop {
                 let (mut s, peer) = match listener.accept() {
                     Ok(c) => c,
@@ -256,11 +302,11 @@ fn run() -> Result<(), String> {
                 .write(true)
                 .open(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
-            gateway.serve(&mut f, unix_ms)
+            Gateway::serve_shared(&gateway, &mut f, unix_ms)
         }
     };
     served.map_err(|e| e.to_string())?;
-    let c = gateway.counters();
+    let c = lock(&gateway).counters();
     eprintln!(
         "line closed: {} frames ({} refused), {} records ({} duplicates, {} conflicts), {} readings stored",
         c.frames,
@@ -271,6 +317,12 @@ fn run() -> Result<(), String> {
         c.readings
     );
     Ok(())
+}
+
+fn lock(gateway: &Mutex<Gateway>) -> std::sync::MutexGuard<'_, Gateway> {
+    gateway
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn main() -> ExitCode {

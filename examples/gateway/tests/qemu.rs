@@ -1,11 +1,15 @@
 //! The QEMU firmware end to end: QEMU boots each board's firmware
-//! (`examples/qemu-*`), its UART is a TCP socket the gateway connects to,
-//! and the test checks what reaches SQLite:
+//! (`examples/qemu-*`); on the UART boards its UART is a TCP socket the
+//! gateway connects to, and the mps2-an386 publishes over MQTT, through
+//! its LAN9118 and QEMU's user network, to a mosquitto of the test's own
+//! that the gateway subscribes to. The test checks what reaches SQLite:
 //!
 //! - readings and alerts arrive, each stored once;
 //! - a config update is applied and reported;
-//! - the UART link is cut for a while and restored, and no reading is lost
-//!   (the gas meter's pulse count arrives without a gap);
+//! - the link is cut for a while and restored (the UART socket shut down,
+//!   or the broker stopped and started again, its sessions and queued
+//!   messages lost with it), and no reading is lost (the gas meter's pulse
+//!   count arrives without a gap);
 //! - on the STM32F405, whose store is the flash store, a crash drill makes
 //!   the firmware panic: after the reset the crash is reported, the config
 //!   is still the new one, and what the store held is still delivered;
@@ -16,8 +20,8 @@
 //!   once; the config it lost is sent again and applied.
 //!
 //! It builds the firmware with cargo and needs `qemu-system-arm`
-//! (Debian: `apt-get install qemu-system-arm`); without it the test fails
-//! and says so.
+//! (Debian: `apt-get install qemu-system-arm`) and, for MQTT, `mosquitto`;
+//! without them the test fails and says so.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::expect_used)]
 
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -31,13 +35,24 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use telemark_core::wire::frame::Command as Downlink;
 use telemark_core::wire::seal::Key;
-use telemark_gateway::Gateway;
+use telemark_gateway::{Broker, Gateway};
 use telemark_qemu_app::{DEMO_KEYS, KEY_ID};
-use telemark_server::Keyring;
+use telemark_server::{Counters, Keyring};
+
+/// How a board reaches the gateway.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Its UART, which QEMU serves as a TCP socket the gateway connects to.
+    Uart,
+    /// MQTT over its Ethernet MAC, through QEMU's user network, to a
+    /// broker on the host that the gateway subscribes to.
+    Mqtt,
+}
 
 struct Board {
     /// Folder under `examples/`.
     dir: &'static str,
+    link: Link,
     target: &'static str,
     machine: &'static str,
     device: u64,
@@ -47,6 +62,7 @@ struct Board {
 
 const NETDUINO: Board = Board {
     dir: "qemu-netduinoplus2",
+    link: Link::Uart,
     target: "thumbv7em-none-eabihf",
     machine: "netduinoplus2",
     device: 405,
@@ -55,9 +71,19 @@ const NETDUINO: Board = Board {
 
 const MICROBIT: Board = Board {
     dir: "qemu-microbit",
+    link: Link::Uart,
     target: "thumbv6m-none-eabi",
     machine: "microbit",
     device: 51,
+    crash_drill: false,
+};
+
+const MPS2_AN386: Board = Board {
+    dir: "qemu-mps2-an386",
+    link: Link::Mqtt,
+    target: "thumbv7em-none-eabihf",
+    machine: "mps2-an386",
+    device: 386,
     crash_drill: false,
 };
 
@@ -123,9 +149,25 @@ impl Drop for Qemu {
 }
 
 impl Qemu {
+    /// Boots `elf`, its UART served on `port` or its MQTT broker on the
+    /// host's `port`.
     fn boot(board: &Board, elf: &Path, port: u16) -> Qemu {
         let log = std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.log", board.machine));
         let out = std::fs::File::create(&log).unwrap();
+        let link: Vec<String> = match board.link {
+            Link::Uart => vec![
+                "-serial".into(),
+                format!("tcp:127.0.0.1:{port},server=on,wait=off"),
+            ],
+            // The host's loopback is 10.0.2.2 on QEMU's user network; the
+            // firmware takes its broker from the command line.
+            Link::Mqtt => vec![
+                "-nic".into(),
+                "user,model=lan9118".into(),
+                "-append".into(),
+                format!("10.0.2.2:{port}"),
+            ],
+        };
         let child = Command::new("qemu-system-arm")
             .args([
                 "-machine",
@@ -136,10 +178,7 @@ impl Qemu {
                 "none",
             ])
             .args(["-semihosting-config", "enable=on,target=native"])
-            .args([
-                "-serial",
-                &format!("tcp:127.0.0.1:{port},server=on,wait=off"),
-            ])
+            .args(link)
             .arg("-kernel")
             .arg(elf)
             .stdout(out.try_clone().unwrap())
@@ -219,6 +258,63 @@ fn pulses(db: &Connection, device: u64, epoch: i64) -> Vec<i64> {
     .collect()
 }
 
+/// The device's highest gas pulse count stored.
+fn gas(db: &Connection, device: u64) -> i64 {
+    count(
+        db,
+        "SELECT COALESCE(MAX(raw), 0) FROM readings WHERE device = ?1 AND channel = 2",
+        device,
+    )
+}
+
+/// Waits for what the first minutes bring: readings, an alert, and the
+/// queued config reported applied.
+fn wait_for_first_delivery(db: &Connection, qemu: &Qemu, device: u64) {
+    wait_for(
+        "readings, an alert and the config report",
+        qemu,
+        Duration::from_secs(60),
+        || {
+            count(db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device) >= 20
+                && count(
+                    db,
+                    "SELECT COUNT(*) FROM alerts WHERE device = ?1 AND kind = 'High'",
+                    device,
+                ) >= 1
+                && count(
+                    db,
+                    "SELECT COUNT(*) FROM config_status WHERE device = ?1 AND version = 2 AND code = 0",
+                    device,
+                ) == 1
+        },
+    );
+}
+
+/// Waits, after a power cycle, for readings of the boot after the
+/// `before` epochs, and for the config that boot lost applied again.
+fn wait_for_new_boot(db: &Connection, qemu: &Qemu, device: u64, before: usize) {
+    let minute = Duration::from_secs(60);
+    wait_for(
+        "readings of the boot after the power cycle",
+        qemu,
+        minute,
+        || {
+            let e = epochs(db, device);
+            e.len() == before + 1 && pulses(db, device, e[e.len() - 1]).len() >= 10
+        },
+    );
+    let powered_on = *epochs(db, device).last().unwrap();
+    wait_for("the lost config applied again", qemu, minute, || {
+        db.query_row(
+            "SELECT COUNT(*) FROM config_status WHERE device = ?1 AND epoch = ?2 AND version = 2 AND code = 0",
+            rusqlite::params![device as i64, powered_on],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0)
+            == 1
+    });
+}
+
 fn run(board: &Board) {
     require_qemu();
     let elf = build(board);
@@ -247,45 +343,18 @@ fn run(board: &Board) {
             let mut stream = connect(port);
             streams.send(stream.try_clone().unwrap()).unwrap();
             // Ends when the test shuts the socket down.
-            let _ = gateway.serve(&mut stream, || {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64)
-            });
+            let _ = gateway.serve(&mut stream, unix_ms);
         }
         gateway
     });
     let db = Connection::open(&db_path).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
-    let gas = |db: &Connection| {
-        count(
-            db,
-            "SELECT COALESCE(MAX(raw), 0) FROM readings WHERE device = ?1 AND channel = 2",
-            device,
-        )
-    };
+    let gas = |db: &Connection| gas(db, device);
     let minute = Duration::from_secs(60);
 
     lines.send(Line::Serve(port, vec![])).unwrap();
     let socket = live.recv().unwrap();
-    wait_for(
-        "readings, an alert and the config report",
-        &qemu,
-        minute,
-        || {
-            count(&db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device) >= 20
-                && count(
-                    &db,
-                    "SELECT COUNT(*) FROM alerts WHERE device = ?1 AND kind = 'High'",
-                    device,
-                ) >= 1
-                && count(
-                    &db,
-                    "SELECT COUNT(*) FROM config_status WHERE device = ?1 AND version = 2 AND code = 0",
-                    device,
-                ) == 1
-        },
-    );
+    wait_for_first_delivery(&db, &qemu, device);
 
     // Cut the line for 8 s (8 device minutes), then restore it.
     socket.shutdown(Shutdown::Both).unwrap();
@@ -328,40 +397,35 @@ fn run(board: &Board) {
     let qemu = Qemu::boot(board, &elf, port);
     lines.send(Line::Serve(port, vec![])).unwrap();
     let socket = live.recv().unwrap();
-    wait_for(
-        "readings of the boot after the power cycle",
-        &qemu,
-        minute,
-        || {
-            let e = epochs(&db, device);
-            e.len() == before_power_cut.len() + 1 && pulses(&db, device, e[e.len() - 1]).len() >= 10
-        },
-    );
-    let powered_on = *epochs(&db, device).last().unwrap();
-    wait_for("the lost config applied again", &qemu, minute, || {
-        db.query_row(
-            "SELECT COUNT(*) FROM config_status WHERE device = ?1 AND epoch = ?2 AND version = 2 AND code = 0",
-            rusqlite::params![device as i64, powered_on],
-            |r| r.get::<_, i64>(0),
-        )
-        .unwrap_or(0)
-            == 1
-    });
+    wait_for_new_boot(&db, &qemu, device, before_power_cut.len());
     socket.shutdown(Shutdown::Both).unwrap();
     lines.send(Line::Stop).unwrap();
     let gateway = server.join().unwrap();
     let log = format!("{log_before}{}", qemu.log());
     drop(qemu);
 
+    assert_delivered(&db, board, &gateway.counters(), at_cut);
+    if board.crash_drill {
+        assert!(rebooted.load(Ordering::Relaxed));
+        // The config survived the reset in the flash store.
+        let after = log.split("reset Crash").nth(1).unwrap_or_default();
+        assert!(
+            after.contains("config v2"),
+            "config after the reset:\n{log}"
+        );
+    }
+    let _ = std::fs::remove_file(&db_path);
+}
+
+/// What every run ends with: each record stored once, no conflict, no
+/// refused frame, a boot per epoch expected, and in each epoch the gas
+/// pulse count gapless from 1.
+fn assert_delivered(db: &Connection, board: &Board, c: &Counters, at_cut: i64) {
+    let device = board.device;
     // Every record once: the gateway keeps one per (device, epoch, seq).
-    let c = gateway.counters();
     assert_eq!(
         c.records as i64,
-        count(
-            &db,
-            "SELECT COUNT(*) FROM records WHERE device = ?1",
-            device
-        )
+        count(db, "SELECT COUNT(*) FROM records WHERE device = ?1", device)
     );
     assert_eq!(c.conflicts, 0, "no record name was reused");
     assert_eq!(
@@ -373,50 +437,41 @@ fn run(board: &Board) {
     // records, runs 1, 2, 3, ... without a gap or a repeat: nothing was
     // lost to the cut, nothing stored twice, and nothing of a boot after a
     // power cut dropped as a duplicate of the boot before.
-    let all = epochs(&db, device);
+    let all = epochs(db, device);
     assert_eq!(
         all.len(),
         if board.crash_drill { 3 } else { 2 },
         "a boot, (a reset,) a power cycle"
     );
     for &epoch in &all {
-        let p = pulses(&db, device, epoch);
+        let p = pulses(db, device, epoch);
         assert_eq!(p.first(), Some(&1), "epoch {epoch:x} starts at one pulse");
         for w in p.windows(2) {
             assert_eq!(w[1], w[0] + 1, "epoch {epoch:x}: pulse count jumps: {p:?}");
         }
     }
-    let first = pulses(&db, device, all[0]);
+    let first = pulses(db, device, all[0]);
     assert!(
         first.len() as i64 >= at_cut + 16,
         "{} pulses of the first boot, {at_cut} at the cut; epochs {all:x?}: {:?}",
         first.len(),
         all.iter()
-            .map(|&e| pulses(&db, device, e).len())
+            .map(|&e| pulses(db, device, e).len())
             .collect::<Vec<_>>()
     );
-    if board.crash_drill {
-        assert!(rebooted.load(Ordering::Relaxed));
-        // The config survived the reset in the flash store.
-        let after = log.split("reset Crash").nth(1).unwrap_or_default();
-        assert!(
-            after.contains("config v2"),
-            "config after the reset:\n{log}"
-        );
-    }
     let readings = count(
-        &db,
+        db,
         "SELECT COUNT(*) FROM readings WHERE device = ?1",
         device,
     );
     let distinct = count(
-        &db,
+        db,
         "SELECT COUNT(*) FROM (SELECT DISTINCT epoch, seq, channel, time_ms FROM readings WHERE device = ?1)",
         device,
     );
     assert_eq!(readings, distinct, "a reading stored twice");
     let unmapped = count(
-        &db,
+        db,
         "SELECT COUNT(*) FROM readings WHERE device = ?1 AND unix_ms IS NULL",
         device,
     );
@@ -427,10 +482,176 @@ fn run(board: &Board) {
         readings,
         c.records,
         c.duplicates,
-        count(&db, "SELECT COUNT(*) FROM alerts WHERE device = ?1", device),
+        count(db, "SELECT COUNT(*) FROM alerts WHERE device = ?1", device),
         all.len()
     );
+}
+
+/// A mosquitto of the test's own on `port`, with no persistence: stopping
+/// it loses every session and every queued message. Killed when dropped.
+struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    conf: PathBuf,
+}
+
+impl Mosquitto {
+    fn start(port: u16) -> Mosquitto {
+        let conf = std::env::temp_dir().join(format!("telemark-qemu-mosquitto-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .unwrap();
+        let mut broker = Mosquitto {
+            child: None,
+            port,
+            conf,
+        };
+        broker.resume();
+        broker
+    }
+
+    fn resume(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is missing: install it (Debian: apt-get install mosquitto)");
+        self.child = Some(child);
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "mosquitto did not start"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.conf);
+    }
+}
+
+/// The MQTT board: the gateway serves a broker the firmware publishes to;
+/// the cut is the broker stopped and started again.
+fn run_mqtt(board: &Board) {
+    require_qemu();
+    let elf = build(board);
+    let port = free_port();
+    let mut broker = Mosquitto::start(port);
+    let db_path =
+        std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.sqlite", board.machine));
     let _ = std::fs::remove_file(&db_path);
+    let mut keyring = Keyring::new();
+    for (device, key) in DEMO_KEYS {
+        keyring.insert(device, KEY_ID, Key::from_bytes(key));
+    }
+    let mut gateway = Gateway::open(&db_path, keyring).unwrap();
+    gateway.queue_config(board.device, &CONFIG_V2).unwrap();
+    let gateway = Arc::new(std::sync::Mutex::new(gateway));
+    let running = Arc::new(AtomicBool::new(true));
+    let server = {
+        let (gateway, running) = (Arc::clone(&gateway), Arc::clone(&running));
+        let mut mqtt = Broker::new("127.0.0.1", port);
+        mqtt.client_id = format!("telemark-gateway-test-{port}");
+        thread::spawn(move || {
+            Gateway::serve_mqtt(&gateway, &mqtt, unix_ms, &running).unwrap();
+        })
+    };
+    let device = board.device;
+    let db = Connection::open(&db_path).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let gas = |db: &Connection| gas(db, device);
+    let minute = Duration::from_secs(60);
+
+    let qemu = Qemu::boot(board, &elf, port);
+    wait_for_first_delivery(&db, &qemu, device);
+
+    // The broker away for 8 s (8 device minutes), its state lost: the
+    // sessions and their subscriptions too, which the device and the
+    // gateway make again.
+    broker.stop();
+    let at_cut = gas(&db);
+    let acked_at_cut = acknowledged(&qemu.log());
+    thread::sleep(Duration::from_secs(8));
+    broker.resume();
+    wait_for("the readings of the cut", &qemu, minute, || {
+        gas(&db) >= at_cut + 16
+    });
+    // Stored is not enough: the device must hear so, and free them.
+    wait_for("the acknowledgements of the cut", &qemu, minute, || {
+        acknowledged(&qemu.log()) >= acked_at_cut + 2 * 16
+    });
+    let before_power_cut = epochs(&db, device);
+
+    // Power cycle: QEMU is killed, RAM and all, and started again.
+    drop(qemu);
+    let qemu = Qemu::boot(board, &elf, port);
+    wait_for_new_boot(&db, &qemu, device, before_power_cut.len());
+    let log = qemu.log();
+    drop(qemu);
+    running.store(false, Ordering::Relaxed);
+    server.join().unwrap();
+    let counters = gateway.lock().unwrap().counters();
+    assert_delivered(&db, board, &counters, at_cut);
+    // Push mode: a session per report, not one for the whole run.
+    let connects: Vec<u64> = log
+        .lines()
+        .filter_map(|l| {
+            l.split(" MQTT connects")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        connects.last().is_some_and(|&n| n >= 3),
+        "MQTT connects in the boot after the power cycle: {connects:?}\n{log}"
+    );
+    let _ = std::fs::remove_file(&db_path);
+}
+
+/// The readings the firmware says the gateway acknowledged, from the last
+/// status line of its log.
+fn acknowledged(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            l.split(" readings, config")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .next_back()
+        .unwrap_or(0)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[test]
+fn mps2_an386_over_mqtt_end_to_end() {
+    run_mqtt(&MPS2_AN386);
 }
 
 #[test]
