@@ -3,7 +3,7 @@
 
     scripts/footprint.py [--markdown]
 
-Builds the four firmware examples in release (opt-level "s", fat LTO), reads
+Builds the firmware examples in release (opt-level "s", fat LTO), reads
 their sections with llvm-size and their symbols with llvm-nm (rustup
 component llvm-tools), and attributes each symbol to the crate it comes
 from. Code that LTO inlined into a firmware's own functions counts as the
@@ -32,11 +32,14 @@ FIRMWARE = [
     ("qemu-netduinoplus2 --features ram-store (Cortex-M4F, RAM store)", "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", "telemark-qemu-netduinoplus2", ["--features", "ram-store"], "target/ram-store"),
     ("qemu-netduinoplus2 --features ram-store,small (Cortex-M4F, RAM store, small)", "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", "telemark-qemu-netduinoplus2", ["--features", "ram-store,small"], "target/ram-store-small"),
     ("qemu-microbit (Cortex-M0, RAM store, small)", "examples/qemu-microbit", "thumbv6m-none-eabi", "telemark-qemu-microbit", [], "target"),
+    ("qemu-mps2-an386 (Cortex-M4, RAM store, MQTT over Ethernet)", "examples/qemu-mps2-an386", "thumbv7em-none-eabihf", "telemark-qemu-mps2-an386", [], "target"),
     ("stm32f4-embassy (STM32F405, flash store)", "examples/stm32f4-embassy", "thumbv7em-none-eabihf", "telemark-stm32f4-embassy", [], "target"),
     ("nrf52840-embassy (nRF52840, flash store)", "examples/nrf52840-embassy", "thumbv7em-none-eabihf", "telemark-nrf52840-embassy", [], "target"),
 ]
 
 CLASSES = [
+    ("mqtt", re.compile(r"telemark_mqtt|minimq")),
+    ("ip stack", re.compile(r"embassy_net|smoltcp|telemark_lan9118")),
     ("aead", re.compile(r"chacha20|poly1305|\baead\b|aead(::|\.\.)|universal_hash|\bcipher(::|\.\.)|inout(::|\.\.)")),
     ("flash store", re.compile(r"store(::|\.\.)flash|sequential_storage|embedded_storage")),
     ("core", re.compile(r"telemark_core|minicbor|heapless|\bcrc\b|crc(::|\.\.)|lz4_flex")),
@@ -100,13 +103,14 @@ def main():
         flash, ram = sections(elf)
         code, statics = attribute(elf)
         rows.append((name, flash, ram, code, statics))
-    header = "| firmware | flash | static RAM | telemark core | AEAD | flash store | serial | sensors | board support |"
+    header = ("| firmware | flash | static RAM | telemark core | AEAD | flash store | serial | MQTT | IP stack | "
+              "sensors | board support |")
     print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, flash, ram, code, _ in rows:
         print(f"| {name} | {kib(flash)} KiB | {kib(ram)} KiB | {kib(code['core'])} KiB | {kib(code['aead'])} KiB | "
-              f"{kib(code['flash store'])} KiB | {kib(code['serial'])} KiB | {kib(code['sensors'])} KiB | "
-              f"{kib(code['board support'])} KiB |")
+              f"{kib(code['flash store'])} KiB | {kib(code['serial'])} KiB | {kib(code['mqtt'])} KiB | "
+              f"{kib(code['ip stack'])} KiB | {kib(code['sensors'])} KiB | {kib(code['board support'])} KiB |")
     # The goal: engine, codec and RAM store on thumbv7em at opt-level "s".
     _, _, _, code, statics = rows[1]
     state = engine_state(statics, stage=64, mtu=256, store_buffers=1024 + 8192)
@@ -127,6 +131,13 @@ def main():
           f"{mstate} bytes of RAM besides the user's buffers")
     print(f"ChaCha20-Poly1305 (chacha20, poly1305, aead): {code['aead']} bytes of flash on Cortex-M4F, "
           f"{mcode['aead']} bytes on Cortex-M0")
+    name, flash, ram, ncode, nstatics = rows[4]
+    mqtt_ram = sum(s for n, s in nstatics.items()
+                   if any(k in n for k in ("MQTT_BUFFERS", "TCP_BUFFERS", "::STATE::", "::NET::", "run_mqtt", "run_network")))
+    print(f"MQTT device stack on Cortex-M4 ({name}): telemark-mqtt and minimq {ncode['mqtt']} bytes of flash "
+          f"({kib(ncode['mqtt'])} KiB), embassy-net, smoltcp and the LAN9118 driver {ncode['ip stack']} bytes "
+          f"({kib(ncode['ip stack'])} KiB); {mqtt_ram} bytes of static RAM for the MQTT and TCP buffers, "
+          f"the socket set and the two network tasks")
 
 if __name__ == "__main__":
     main()

@@ -1,9 +1,13 @@
-//! The device side against a real mosquitto, through an embedded-io-async
+//! The device side against real brokers, through an embedded-io-async
 //! adapter over a real TCP socket: the code path the firmware runs. The
 //! server end is `telemark-server` behind a rumqttc client.
 //!
-//! Each test starts its own mosquitto on a free port (`mosquitto` must be
-//! on the PATH; `scripts/check.sh` installs it).
+//! The cases a device meets on any broker run twice: against mosquitto
+//! (`mosquitto::…`) and against the broker telemark-cloud embeds,
+//! rmqtt in library mode (`embedded::…`, `telemark-mqtt-broker`). Each
+//! test starts a broker of its own on a free port (`mosquitto` must be on
+//! the PATH; `scripts/check.sh` installs it). Credentials and TLS are
+//! tested on mosquitto.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -23,6 +27,7 @@ use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::seal::Key;
 use telemark_core::wire::Epoch;
 use telemark_mqtt::{Config, Connect, LinkError, LinkState, Mode, Refusal, State, Topics};
+use telemark_mqtt_broker::{Broker as EmbeddedBroker, Settings};
 use telemark_qemu_app::{demo_boot, device, Boiler, Device, DEMO_KEYS, MTU};
 use telemark_server::{Keyring, MemoryStore, Server};
 use tokio::net::TcpStream;
@@ -33,12 +38,29 @@ type Engine = Device<RamStore<256, 4096>, 32>;
 type Link<'a> = telemark_mqtt::Link<'a, NoopRawMutex, MTU>;
 type Runner<'a> = telemark_mqtt::Runner<'a, NoopRawMutex, MTU>;
 
-/// A mosquitto of the test's own, on a free port, with its persistence in
-/// a directory of its own, killed when dropped.
+/// A broker of the test's own, on a free port, stopped when dropped.
 struct Broker {
     port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
+    process: Process,
+}
+
+enum Process {
+    /// A mosquitto process, with its persistence in a directory of its own.
+    Mosquitto { dir: PathBuf, child: Option<Child> },
+    /// The embedded broker, in this process; it keeps no state across a
+    /// stop.
+    Embedded {
+        settings: Settings,
+        broker: Option<EmbeddedBroker>,
+    },
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Broker {
@@ -46,13 +68,9 @@ impl Broker {
         Broker::with_settings(name, password, "")
     }
 
-    /// A broker with more lines of configuration.
+    /// A mosquitto with more lines of configuration.
     fn with_settings(name: &str, password: Option<(&str, &str)>, settings: &str) -> Broker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("telemark-mqtt-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -82,51 +100,110 @@ impl Broker {
         std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
         let mut broker = Broker {
             port,
-            dir,
-            child: None,
+            process: Process::Mosquitto { dir, child: None },
         };
         broker.resume();
         broker
     }
 
-    /// Starts the broker process (again), and waits until it listens.
+    /// The embedded broker, with `settings` but for its address.
+    fn embedded_with(mut settings: Settings) -> Broker {
+        let port = free_port();
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut broker = Broker {
+            port,
+            process: Process::Embedded {
+                settings,
+                broker: None,
+            },
+        };
+        broker.resume();
+        broker
+    }
+
+    fn embedded() -> Broker {
+        Broker::embedded_with(Settings::new(SocketAddr::from(([127, 0, 0, 1], 0))))
+    }
+
+    /// Starts the broker (again), and waits until it listens.
     fn resume(&mut self) {
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(self.dir.join("mosquitto.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is installed");
-        self.child = Some(child);
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+        let port = self.port;
+        match &mut self.process {
+            Process::Mosquitto { dir, child } => {
+                *child = Some(
+                    Command::new("mosquitto")
+                        .arg("-c")
+                        .arg(dir.join("mosquitto.conf"))
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("mosquitto is installed"),
+                );
+                for _ in 0..100 {
+                    if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                        return;
+                    }
+                    std::thread::sleep(RealDuration::from_millis(20));
+                }
+                let log = std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
+                panic!("mosquitto did not listen on {port}:\n{log}");
             }
-            std::thread::sleep(RealDuration::from_millis(20));
+            Process::Embedded { settings, broker } => {
+                // The address is free again once the last broker's
+                // threads have gone.
+                for _ in 0..100 {
+                    match EmbeddedBroker::start(settings) {
+                        Ok(started) => {
+                            *broker = Some(started);
+                            return;
+                        }
+                        Err(_) => std::thread::sleep(RealDuration::from_millis(20)),
+                    }
+                }
+                panic!("the embedded broker did not listen on {port}");
+            }
         }
-        let log = std::fs::read_to_string(self.dir.join("broker.log")).unwrap_or_default();
-        panic!("mosquitto did not listen on {}:\n{log}", self.port);
     }
 
-    /// Stops the broker as a restart does (SIGTERM): it saves its
-    /// sessions and the messages queued for them, and drops every
-    /// connection.
+    fn running(&self) -> bool {
+        match &self.process {
+            Process::Mosquitto { child, .. } => child.is_some(),
+            Process::Embedded { broker, .. } => broker.is_some(),
+        }
+    }
+
+    /// Stops the broker as a restart does: mosquitto (SIGTERM) saves its
+    /// sessions and the messages queued for them; the embedded broker
+    /// forgets them. Every connection drops.
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
+        match &mut self.process {
+            Process::Mosquitto { child, .. } => {
+                if let Some(mut child) = child.take() {
+                    let _ = Command::new("kill").arg(child.id().to_string()).status();
+                    let _ = child.wait();
+                }
+            }
+            Process::Embedded { broker, .. } => {
+                if let Some(broker) = broker.take() {
+                    broker.stop();
+                }
+            }
         }
     }
 
-    /// Kills the broker (SIGKILL) and wipes its store: the messages in
-    /// flight through it, and every session, are gone.
+    /// Kills the broker and wipes its store: the messages in flight
+    /// through it, and every session, are gone.
     fn crash(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        match &mut self.process {
+            Process::Mosquitto { dir, child } => {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                let _ = std::fs::remove_file(dir.join("mosquitto.db"));
+            }
+            Process::Embedded { .. } => self.stop(),
         }
-        let _ = std::fs::remove_file(self.dir.join("mosquitto.db"));
     }
 
     fn addr(&self) -> SocketAddr {
@@ -136,11 +213,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        self.crash();
+        if let Process::Mosquitto { dir, .. } = &self.process {
+            let _ = std::fs::remove_dir_all(dir);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -356,9 +432,7 @@ impl Buffers {
     }
 }
 
-#[tokio::test]
-async fn records_reach_the_server_and_acks_free_them() {
-    let broker = Broker::start("round-trip", None);
+async fn records_reach_the_server_and_acks_free_them(broker: Broker) {
     let store = serve(broker.addr());
     let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
     let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
@@ -389,20 +463,17 @@ async fn records_reach_the_server_and_acks_free_them() {
     );
 }
 
-#[tokio::test]
-async fn a_broker_restarted_mid_session_loses_nothing_and_stores_nothing_twice() {
-    broker_away_for_an_hour("restart", Broker::stop).await;
+async fn a_broker_restarted_mid_session_loses_nothing_and_stores_nothing_twice(broker: Broker) {
+    broker_away_for_an_hour(broker, Broker::stop).await;
 }
 
-#[tokio::test]
-async fn a_broker_that_drops_what_is_in_flight_loses_nothing_end_to_end() {
-    broker_away_for_an_hour("crash", Broker::crash).await;
+async fn a_broker_that_drops_what_is_in_flight_loses_nothing_end_to_end(broker: Broker) {
+    broker_away_for_an_hour(broker, Broker::crash).await;
 }
 
 /// Six hours of device time; in the third, the broker goes (as `away`
 /// takes it) and comes back. Every reading reaches the server once.
-async fn broker_away_for_an_hour(name: &str, away: fn(&mut Broker)) {
-    let mut broker = Broker::start(name, None);
+async fn broker_away_for_an_hour(mut broker: Broker, away: fn(&mut Broker)) {
     let store = serve(broker.addr());
     let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
     let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
@@ -417,7 +488,7 @@ async fn broker_away_for_an_hour(name: &str, away: fn(&mut Broker)) {
             away(&mut broker);
             stopped = true;
         }
-        if now >= resume_at && broker.child.is_none() {
+        if now >= resume_at && !broker.running() {
             broker.resume();
         }
     });
@@ -437,9 +508,7 @@ async fn broker_away_for_an_hour(name: &str, away: fn(&mut Broker)) {
     assert!(engine.uplink().counters().failed_sessions >= 1, "{c:?}");
 }
 
-#[tokio::test]
-async fn a_downlink_queued_while_the_device_sleeps_arrives_when_it_wakes() {
-    let broker = Broker::start("asleep", None);
+async fn a_downlink_queued_while_the_device_sleeps_arrives_when_it_wakes(broker: Broker) {
     let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
     let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
     let topics = Topics::new("telemark", DEVICE).unwrap();
@@ -456,9 +525,7 @@ async fn a_downlink_queued_while_the_device_sleeps_arrives_when_it_wakes() {
     assert_eq!((c.connects, c.resumed, c.received), (2, 1, 1), "{c:?}");
 }
 
-#[tokio::test]
-async fn a_broker_that_lost_the_session_gets_the_subscription_again() {
-    let mut broker = Broker::start("forgot", None);
+async fn a_broker_that_lost_the_session_gets_the_subscription_again(mut broker: Broker) {
     let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
     let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
     let topics = Topics::new("telemark", DEVICE).unwrap();
@@ -466,8 +533,7 @@ async fn a_broker_that_lost_the_session_gets_the_subscription_again() {
         connect_then_sleep(&mut link).await;
         // The broker restarts with its store wiped: no session, no
         // subscription (CONNACK session_present = 0).
-        broker.stop();
-        std::fs::remove_file(broker.dir.join("mosquitto.db")).unwrap();
+        broker.crash();
         broker.resume();
         link.power(true).await.unwrap();
         push(broker.port, topics.down(), b"after the wipe").await;
@@ -539,9 +605,8 @@ async fn the_right_credentials_connect_and_a_second_endpoint_takes_over() {
     assert_eq!((c.connects, c.connect_failures), (1, 1), "{c:?}");
 }
 
-#[tokio::test]
-async fn the_mtu_follows_the_brokers_maximum_packet_size() {
-    let broker = Broker::with_settings("packet-size", None, "max_packet_size 160\n");
+/// `broker` announces a Maximum Packet Size of 160 bytes.
+async fn the_mtu_follows_the_brokers_maximum_packet_size(broker: Broker) {
     let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
     let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
     assert_eq!(link.mtu(), MTU);
@@ -565,6 +630,52 @@ async fn the_mtu_follows_the_brokers_maximum_packet_size() {
         "{c:?}"
     );
 }
+
+/// The cases every broker must pass, each against mosquitto and the
+/// embedded broker.
+macro_rules! on_both_brokers {
+    ($($case:ident),* $(,)?) => {
+        mod mosquitto {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Broker::start(stringify!($case), None)).await;
+                }
+            )*
+
+            #[tokio::test]
+            async fn the_mtu_follows_the_brokers_maximum_packet_size() {
+                let broker = super::Broker::with_settings("packet-size", None, "max_packet_size 160\n");
+                super::the_mtu_follows_the_brokers_maximum_packet_size(broker).await;
+            }
+        }
+
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::Broker::embedded()).await;
+                }
+            )*
+
+            #[tokio::test]
+            async fn the_mtu_follows_the_brokers_maximum_packet_size() {
+                let mut settings = super::Settings::new(([127, 0, 0, 1], 0).into());
+                settings.max_packet_size = 160;
+                let broker = super::Broker::embedded_with(settings);
+                super::the_mtu_follows_the_brokers_maximum_packet_size(broker).await;
+            }
+        }
+    };
+}
+
+on_both_brokers!(
+    records_reach_the_server_and_acks_free_them,
+    a_broker_restarted_mid_session_loses_nothing_and_stores_nothing_twice,
+    a_broker_that_drops_what_is_in_flight_loses_nothing_end_to_end,
+    a_downlink_queued_while_the_device_sleeps_arrives_when_it_wakes,
+    a_broker_that_lost_the_session_gets_the_subscription_again,
+);
 
 /// The host side: rumqttc with rustls, over a broker that asks every
 /// client for a certificate signed by the fleet's CA.
