@@ -22,6 +22,7 @@
 //! | 10 | routine lane when full: 0 refuse, 1 evict oldest | uint |
 //! | 11 | high-water mark, % | uint |
 //! | 12 | channels: array of maps, below | array |
+//! | 13 | link between sessions: 0 let it go, 1 keep it up | uint |
 //!
 //! A channel map names an existing channel by key 0 (its id) and may set:
 //! 1 sampling period (s); 2 decimals; 3 normal range `[min, max]`; and its
@@ -216,7 +217,7 @@ struct ChannelUpdate {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConfigUpdate {
     version: u32,
-    settings: [Option<u32>; 12],
+    settings: [Option<u32>; 14],
     channels: heapless::Vec<ChannelUpdate, MAX_CHANNEL_UPDATES>,
 }
 
@@ -376,7 +377,11 @@ impl<const CH: usize> DeviceConfig<CH> {
     ) -> Result<(), minicbor::encode::Error<W::Error>> {
         let u = &self.engine.uplink;
         let st = &self.engine.stager;
-        e.map(13)?.u8(0)?.u32(self.version)?;
+        // Key 13 only when set: a config that leaves the link as it was
+        // encodes as it did before the key existed.
+        e.map(13 + u64::from(u.keep_link_up))?
+            .u8(0)?
+            .u32(self.version)?;
         e.u8(1)?.u32(whole_secs(u.report_interval))?;
         e.u8(2)?.u32(whole_secs(self.engine.heartbeat))?;
         e.u8(3)?.u16(u.mtu)?;
@@ -440,6 +445,9 @@ impl<const CH: usize> DeviceConfig<CH> {
                 }
             }
         }
+        if u.keep_link_up {
+            e.u8(13)?.u8(1)?;
+        }
         Ok(())
     }
 }
@@ -451,7 +459,7 @@ impl ConfigUpdate {
         let entries = d.map()?.ok_or(ConfigError::Malformed)?;
         let mut update = ConfigUpdate {
             version: 0,
-            settings: [None; 12],
+            settings: [None; 14],
             channels: heapless::Vec::new(),
         };
         let mut has_version = false;
@@ -471,7 +479,7 @@ impl ConfigUpdate {
                             .map_err(|_| ConfigError::OutOfRange(12))?;
                     }
                 }
-                k @ 1..=11 => {
+                k @ (1..=11 | 13) => {
                     let v = d.u32()?;
                     if let Some(slot) = update.settings.get_mut(usize::from(k)) {
                         *slot = Some(v);
@@ -542,6 +550,13 @@ impl ConfigUpdate {
         if let Some(v) = s(11) {
             e.uplink.high_water_percent =
                 u8::try_from(v).map_err(|_| ConfigError::OutOfRange(11))?;
+        }
+        if let Some(v) = s(13) {
+            e.uplink.keep_link_up = match v {
+                0 => false,
+                1 => true,
+                _ => return Err(ConfigError::OutOfRange(13)),
+            };
         }
         if e.uplink.validate().is_err() || e.stager.validate().is_err() || e.heartbeat.is_zero() {
             return Err(ConfigError::Inconsistent);

@@ -89,6 +89,14 @@ pub trait Transport {
 
     /// A frame received since the last call, if any, without waiting.
     fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Self::Error>;
+
+    /// Whether to keep the link up between sessions
+    /// (`UplinkConfig::keep_link_up`, which a config update can change);
+    /// [`step`] tells the transport at every call. A transport whose link
+    /// costs nothing to hold, or that cannot hold one, ignores it.
+    fn keep_link_up(&mut self, keep: bool) {
+        let _ = keep;
+    }
 }
 
 /// An async link that carries whole frames.
@@ -109,6 +117,15 @@ pub trait AsyncTransport {
 
     /// A frame received since the last call, if any, without waiting.
     async fn receive(&mut self, buf: &mut [u8]) -> Result<Option<usize>, Self::Error>;
+
+    /// Whether to keep the link up between sessions
+    /// (`UplinkConfig::keep_link_up`, which a config update can change):
+    /// `power(false)` then ends the session but keeps the link, so a
+    /// command arrives at once. [`step_async`] tells the transport at every
+    /// call; a transport that cannot hold its link ignores it.
+    fn keep_link_up(&mut self, keep: bool) {
+        let _ = keep;
+    }
 }
 
 /// A link that is down: the radio never attaches, so the engine keeps
@@ -248,6 +265,7 @@ where
     let mut rx = [0u8; MAX_DOWNLINK];
     let mut frame = [0u8; MTU];
     engine.set_link_mtu(transport.mtu());
+    transport.keep_link_up(engine.uplink().config().keep_link_up);
     loop {
         while let Ok(Some(n)) = transport.receive(&mut rx) {
             // Refused frames are counted by the uplink.
@@ -287,6 +305,7 @@ where
     let mut rx = [0u8; MAX_DOWNLINK];
     let mut frame = [0u8; MTU];
     engine.set_link_mtu(transport.mtu());
+    transport.keep_link_up(engine.uplink().config().keep_link_up);
     loop {
         while let Ok(Some(n)) = transport.receive(&mut rx).await {
             let _ = engine.on_frame(now, rx.get_mut(..n).unwrap_or_default());

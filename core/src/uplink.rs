@@ -87,6 +87,13 @@ pub struct UplinkConfig {
     pub max_backoff: Duration,
     /// Sends of one frame before the session gives up.
     pub max_attempts: u8,
+    /// Keep the link up between sessions, so that a command reaches the
+    /// device at once: for links that cost little to hold (MQTT over
+    /// Ethernet or Wi-Fi on mains power). Off, a transport that can let
+    /// its link go (disconnect, sleep its modem) does so when a session
+    /// ends. The engine's sessions are the same either way; the
+    /// transport learns this through `keep_link_up` at every step.
+    pub keep_link_up: bool,
 }
 
 /// Why an [`UplinkConfig`] was refused.
@@ -138,6 +145,7 @@ impl UplinkConfig {
             ack_timeout: Duration::from_secs(10),
             max_backoff: Duration::from_mins(60),
             max_attempts: 5,
+            keep_link_up: false,
         };
         match config.validate() {
             Ok(()) => config,

@@ -106,6 +106,34 @@ fn an_update_is_applied_and_reported() {
 }
 
 #[test]
+fn the_link_is_held_between_sessions_when_the_config_says_so() {
+    let mut e = engine();
+    assert!(!e.config().engine.uplink.keep_link_up);
+    let keep = cbor_map(&[(0, &uint(1)), (13, &uint(1))]);
+    assert_eq!(e.apply_config(Instant::from_millis(1), &keep), Ok(1));
+    assert!(e.config().engine.uplink.keep_link_up);
+    assert!(e.uplink().config().keep_link_up);
+    // The stored form carries it, and restores it.
+    let mut buf = [0u8; 256];
+    let n = e.config().encode(&mut buf).unwrap();
+    let restored = telemark_core::config::ConfigUpdate::parse(&buf[..n])
+        .unwrap()
+        .apply(&engine().config().clone())
+        .unwrap();
+    assert!(restored.engine.uplink.keep_link_up);
+    // 2 is neither.
+    let bad = cbor_map(&[(0, &uint(2)), (13, &uint(2))]);
+    assert_eq!(
+        e.apply_config(Instant::from_millis(2), &bad),
+        Err(ConfigError::OutOfRange(13))
+    );
+    assert!(e.config().engine.uplink.keep_link_up);
+    let go = cbor_map(&[(0, &uint(3)), (13, &uint(0))]);
+    assert_eq!(e.apply_config(Instant::from_millis(3), &go), Ok(3));
+    assert!(!e.uplink().config().keep_link_up);
+}
+
+#[test]
 fn channel_rules_and_resolution_change_atomically() {
     let mut e = engine();
     // Channel 1: period 60 s, 2 decimals, high threshold 45 °C, no stuck rule.
@@ -151,8 +179,8 @@ fn an_invalid_update_is_refused_with_its_reason_and_changes_nothing() {
         Err(ConfigError::Malformed)
     );
     assert_eq!(
-        e.apply_config(Instant::ZERO, &cbor_map(&[(0, &uint(1)), (13, &uint(1))])),
-        Err(ConfigError::UnknownKey(13))
+        e.apply_config(Instant::ZERO, &cbor_map(&[(0, &uint(1)), (14, &uint(1))])),
+        Err(ConfigError::UnknownKey(14))
     );
     assert_eq!(e.config(), before);
 }

@@ -17,10 +17,12 @@
 //! use telemark_mqtt::host::{HostConfig, HostLink};
 //! use telemark_mqtt::{LinkState, Mode};
 //!
-//! let mut config = HostConfig::new(0x101, vec![("broker.local".into(), 1883)]);
-//! config.mode = Mode::AlwaysConnected;
-//! let link = HostLink::new(config).unwrap();
+//! let config = HostConfig::new(0x101, vec![("broker.local".into(), 1883)]);
+//! let mut link = HostLink::new(config).unwrap();
 //! assert_eq!(link.state(), LinkState::Down);
+//! // The engine's config chooses (step_async says so at every step).
+//! link.keep_link_up(true);
+//! assert_eq!(link.mode(), Mode::AlwaysConnected);
 //! assert_eq!(link.mtu(), 512);
 //! // In the main loop: `step_async(&mut engine, &mut link, now, &mut board)`,
 //! // then sleep on the engine's deadline or `link.wait_input()`.
@@ -56,8 +58,6 @@ pub struct HostConfig {
     pub auth: Option<(String, String)>,
     /// TCP, or TLS with a rustls config (client certificates included).
     pub transport: Transport,
-    /// Push or always connected.
-    pub mode: Mode,
     /// MQTT keepalive.
     pub keepalive: Duration,
     /// How long the broker keeps the session after the device goes.
@@ -69,7 +69,7 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    /// Plain TCP, push mode, keepalive 60 s, sessions kept a week, 10 s to
+    /// Plain TCP, keepalive 60 s, sessions kept a week, 10 s to
     /// connect, frames of up to 512 bytes.
     pub fn new(device: u64, endpoints: Vec<(String, u16)>) -> Self {
         HostConfig {
@@ -78,7 +78,6 @@ impl HostConfig {
             endpoints,
             auth: None,
             transport: Transport::Tcp,
-            mode: Mode::Push,
             keepalive: Duration::from_secs(60),
             session_expiry_secs: 7 * 24 * 3600,
             connect_timeout: Duration::from_secs(10),
@@ -91,6 +90,7 @@ impl HostConfig {
 pub struct HostLink {
     config: HostConfig,
     topics: Topics,
+    mode: Mode,
     live: Option<(AsyncClient, EventLoop)>,
     next_endpoint: usize,
     mtu: usize,
@@ -108,6 +108,7 @@ impl HostLink {
         let topics = Topics::new(&config.prefix, config.device)?;
         Some(HostLink {
             mtu: config.mtu,
+            mode: Mode::Push,
             config,
             topics,
             live: None,
@@ -126,6 +127,11 @@ impl HostLink {
     /// What the link did so far.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// Push or always connected, as the engine's config last said.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     fn options(&self, host: &str, port: u16) -> MqttOptions {
@@ -281,6 +287,16 @@ impl AsyncTransport for HostLink {
         self.mtu
     }
 
+    /// Always connected while `keep` holds, push mode otherwise (the next
+    /// session's end lets the connection go).
+    fn keep_link_up(&mut self, keep: bool) {
+        self.mode = if keep {
+            Mode::AlwaysConnected
+        } else {
+            Mode::Push
+        };
+    }
+
     async fn power(&mut self, on: bool) -> Result<(), LinkError> {
         if on {
             if self.live.is_some() {
@@ -288,7 +304,7 @@ impl AsyncTransport for HostLink {
             }
             return self.connect().await;
         }
-        if self.config.mode == Mode::AlwaysConnected {
+        if self.mode == Mode::AlwaysConnected {
             return Ok(());
         }
         if let Some((client, mut events)) = self.live.take() {

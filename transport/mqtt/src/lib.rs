@@ -26,7 +26,10 @@
 //! and disconnects cleanly when it turns it off; what the server sends
 //! meanwhile waits in the broker's session. In [`Mode::AlwaysConnected`] the
 //! connection stays up and [`Link::wait_input`] wakes the main loop when a
-//! command arrives. [`Counters::connects`] counts sessions.
+//! command arrives. The device config chooses: `UplinkConfig::keep_link_up`
+//! (config key 13, which the server can change), told to the link by
+//! `step_async` at every step ([`AsyncTransport::keep_link_up`]).
+//! [`Counters::connects`] counts sessions.
 //!
 //! The link's MTU is `MTU`, or less once a broker's CONNACK sets a Maximum
 //! Packet Size that leaves less room after the PUBLISH header and topic

@@ -10,6 +10,8 @@ use embassy_sync::signal::Signal;
 use heapless::Vec;
 use telemark_core::transport::AsyncTransport;
 
+use crate::runner::Mode;
+
 /// One frame, up or down.
 pub type Frame<const MTU: usize> = Vec<u8, MTU>;
 
@@ -111,6 +113,8 @@ pub(crate) struct Shared {
     /// The largest frame: `MTU`, or less if the broker's Maximum Packet
     /// Size leaves less room.
     pub mtu: usize,
+    /// Push, or always connected: the engine's config says.
+    pub mode: Mode,
     pub counters: Counters,
 }
 
@@ -136,6 +140,7 @@ impl<M: RawMutex, const MTU: usize> State<M, MTU> {
                 answered: 0,
                 link: LinkState::Down,
                 mtu: MTU,
+                mode: Mode::Push,
                 counters: Counters {
                     connects: 0,
                     resumed: 0,
@@ -206,6 +211,11 @@ impl<M: RawMutex, const MTU: usize> Link<'_, M, MTU> {
         self.state.get().counters
     }
 
+    /// Push or always connected, as the engine's config last said.
+    pub fn mode(&self) -> Mode {
+        self.state.get().mode
+    }
+
     /// Waits until a downlink is there for `receive`: the main loop sleeps
     /// on this and on the engine's deadline, so a command pushed to an
     /// always-connected device runs at once.
@@ -221,6 +231,20 @@ impl<M: RawMutex, const MTU: usize> AsyncTransport for Link<'_, M, MTU> {
     /// the PUBLISH header and topic, once a broker has said.
     fn mtu(&self) -> usize {
         self.state.get().mtu
+    }
+
+    /// Always connected while `keep` holds, push mode otherwise; a
+    /// connection held with no session on goes when push mode returns.
+    fn keep_link_up(&mut self, keep: bool) {
+        let mode = if keep {
+            Mode::AlwaysConnected
+        } else {
+            Mode::Push
+        };
+        if self.state.get().mode != mode {
+            self.state.update(|s| s.mode = mode);
+            self.state.to_runner.signal(());
+        }
     }
 
     async fn power(&mut self, on: bool) -> Result<(), LinkError> {

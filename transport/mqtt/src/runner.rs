@@ -17,6 +17,8 @@ use minimq::{
 use crate::connack::Watched;
 use crate::link::{Frame, Link, LinkState, Refusal, State};
 use crate::topic::Topics;
+#[cfg(doc)]
+use telemark_core::transport::AsyncTransport;
 
 /// Opens a byte stream to a broker: a TCP socket of embassy-net or smoltcp
 /// on a device, a tokio `TcpStream` behind an adapter on a host. A TLS
@@ -34,7 +36,9 @@ pub trait Connect {
     async fn connect(&mut self, endpoint: SocketAddr) -> Result<Self::Io<'_>, Self::Error>;
 }
 
-/// When the device holds its connection.
+/// When the device holds its connection: the engine's
+/// `UplinkConfig::keep_link_up` chooses it (config key 13, so the server
+/// can change it), through [`AsyncTransport::keep_link_up`] at every step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Mode {
@@ -59,8 +63,6 @@ pub struct Config<'a> {
     pub endpoints: &'a [SocketAddr],
     /// User name and password, if the broker asks for them.
     pub auth: Option<(&'a str, &'a [u8])>,
-    /// Push or always connected.
-    pub mode: Mode,
     /// MQTT keepalive.
     pub keepalive_secs: u16,
     /// How long the broker keeps the session (and the downlinks queued for
@@ -71,15 +73,13 @@ pub struct Config<'a> {
 }
 
 impl<'a> Config<'a> {
-    /// Push mode, keepalive 60 s, sessions kept for a week, 10 s to
-    /// connect.
+    /// Keepalive 60 s, sessions kept for a week, 10 s to connect.
     pub const fn new(device: u64, endpoints: &'a [SocketAddr]) -> Self {
         Config {
             device,
             prefix: "telemark",
             endpoints,
             auth: None,
-            mode: Mode::Push,
             keepalive_secs: 60,
             session_expiry_secs: 7 * 24 * 3600,
             connect_timeout: Duration::from_secs(10),
@@ -249,7 +249,22 @@ impl<M: RawMutex, const MTU: usize> Runner<'_, M, MTU> {
                 // A fresh session: the broker knows no subscription.
                 let filter = TopicFilter::new(self.topics.down())
                     .options(SubscriptionOptions::default().maximum_qos(QoS::AtLeastOnce));
-                if conn.subscribe(&[filter], &[]).await.is_err() {
+                // Up means subscribed: the SUBACK is awaited, so nothing
+                // the server sends after the answer misses the device.
+                let subscribed = with_timeout(self.config.connect_timeout, async {
+                    let op = conn.subscribe(&[filter], &[]).await.map_err(|_| ())?;
+                    while !conn.is_complete(&op) {
+                        if conn.is_invalidated(&op) {
+                            return Err(());
+                        }
+                        if let Some(publish) = conn.poll().await.map_err(|_| ())? {
+                            deliver(self.state, &self.topics, publish.topic(), publish.payload());
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+                if !matches!(subscribed, Ok(Ok(()))) {
                     self.state.count(|c| c.connect_failures += 1);
                     continue;
                 }
@@ -260,7 +275,7 @@ impl<M: RawMutex, const MTU: usize> Runner<'_, M, MTU> {
             });
             self.state.set_link(LinkState::Up);
             self.state.answer();
-            return Ok(serve(self.state, &self.topics, self.config.mode, &mut conn).await);
+            return Ok(serve(self.state, &self.topics, &mut conn).await);
         }
         Err(LinkState::Down)
     }
@@ -271,12 +286,11 @@ impl<M: RawMutex, const MTU: usize> Runner<'_, M, MTU> {
 async fn serve<M: RawMutex, const MTU: usize, IO: Read + Write>(
     state: &State<M, MTU>,
     topics: &Topics,
-    mode: Mode,
     conn: &mut Connection<'_, '_, IO>,
 ) -> Ended {
     loop {
         let s = state.get();
-        if !s.want && mode == Mode::Push {
+        if !s.want && s.mode == Mode::Push {
             let _ = conn.disconnect().await;
             return Ended::Off;
         }
@@ -286,12 +300,11 @@ async fn serve<M: RawMutex, const MTU: usize, IO: Read + Write>(
         }
         let inbound = async {
             match conn.poll().await {
-                Ok(Some(publish)) => Ok(Some(downlink::<MTU>(
-                    topics,
-                    publish.topic(),
-                    publish.payload(),
-                ))),
-                Ok(None) => Ok(None),
+                Ok(Some(publish)) => {
+                    deliver(state, topics, publish.topic(), publish.payload());
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
                 Err(e) => Err(e),
             }
         };
@@ -308,16 +321,29 @@ async fn serve<M: RawMutex, const MTU: usize, IO: Read + Write>(
                     }
                 }
             }
-            Either3::Second(Ok(Some(Some(frame)))) => {
-                state.count(|c| c.received += 1);
-                if state.down.try_send(frame).is_err() {
-                    state.count(|c| c.downlinks_dropped += 1);
-                }
-            }
-            Either3::Second(Ok(Some(None))) => state.count(|c| c.downlinks_dropped += 1),
-            Either3::Second(Ok(None)) | Either3::Third(()) => {}
+            Either3::Second(Ok(())) | Either3::Third(()) => {}
             Either3::Second(Err(_)) => return Ended::Lost,
         }
+    }
+}
+
+/// Queues a publish on the device's downlink topic for the engine; one on
+/// another topic, larger than the MTU, or past a full queue is dropped.
+/// Each is counted.
+fn deliver<M: RawMutex, const MTU: usize>(
+    state: &State<M, MTU>,
+    topics: &Topics,
+    topic: &str,
+    payload: &[u8],
+) {
+    match downlink::<MTU>(topics, topic, payload) {
+        Some(frame) => {
+            state.count(|c| c.received += 1);
+            if state.down.try_send(frame).is_err() {
+                state.count(|c| c.downlinks_dropped += 1);
+            }
+        }
+        None => state.count(|c| c.downlinks_dropped += 1),
     }
 }
 

@@ -29,7 +29,7 @@ use telemark_core::wire::Epoch;
 use telemark_mqtt::{Config, Connect, LinkError, LinkState, Mode, Refusal, State, Topics};
 use telemark_mqtt_broker::{Broker as EmbeddedBroker, Settings};
 use telemark_qemu_app::{demo_boot, device, Boiler, Device, DEMO_KEYS, MTU};
-use telemark_server::{Keyring, MemoryStore, Server};
+use telemark_server::{Keyring, MemoryStore, Server, Store};
 use tokio::net::TcpStream;
 
 const DEVICE: u64 = DEMO_KEYS[0].0;
@@ -590,8 +590,8 @@ async fn the_right_credentials_connect_and_a_second_endpoint_takes_over() {
     let (state, brokers, mut buffers) = (State::new(), [dead_addr, broker.addr()], Buffers::new());
     let mut config = Config::new(DEVICE, &brokers);
     config.auth = Some(("device-257", b"right"));
-    config.mode = Mode::AlwaysConnected;
     let (mut runner, mut link) = buffers.link(&state, config);
+    link.keep_link_up(true);
     let test = async {
         link.power(true).await.unwrap();
         // Always connected: the radio off leaves the connection up.
@@ -629,6 +629,41 @@ async fn the_mtu_follows_the_brokers_maximum_packet_size(broker: Broker) {
         (1, 0, 0),
         "{c:?}"
     );
+}
+
+/// The server turns the device always connected with a config update
+/// (key 13): from then a session's end leaves the connection up, and a
+/// command pushed arrives at once, with no new connect.
+async fn the_device_config_chooses_always_connected(broker: Broker) {
+    let store = serve(broker.addr());
+    // {0: 2, 13: 1}
+    let keep_link_up = [0xa2, 0x00, 0x02, 0x0d, 0x01];
+    store
+        .lock()
+        .unwrap()
+        .set_config(DEVICE, 2, &keep_link_up)
+        .unwrap();
+    let (state, brokers, mut buffers) = (State::new(), [broker.addr()], Buffers::new());
+    let (mut runner, mut link) = buffers.link(&state, Config::new(DEVICE, &brokers));
+    assert_eq!(link.mode(), Mode::Push);
+    let mut engine = engine();
+    let mut boiler = Boiler::new(3);
+    let topics = Topics::new("telemark", DEVICE).unwrap();
+    let test = async {
+        let hour = Instant::from_millis(3_600_000);
+        run_device(&mut engine, &mut link, &mut boiler, hour, |_| {}).await;
+        assert!(engine.uplink().config().keep_link_up);
+        assert_eq!(link.mode(), Mode::AlwaysConnected);
+        // The sessions are over; the connection is not.
+        assert!(!engine.uplink().radio_on());
+        tokio::time::sleep(RealDuration::from_millis(200)).await;
+        assert_eq!(link.state(), LinkState::Up);
+        let connects = link.counters().connects;
+        push(broker.port, topics.down(), b"at once").await;
+        assert_eq!(next_downlink(&mut link).await, b"at once");
+        assert_eq!(link.counters().connects, connects);
+    };
+    with_runner(&mut runner, test).await;
 }
 
 /// The cases every broker must pass, each against mosquitto and the
@@ -675,6 +710,7 @@ on_both_brokers!(
     a_broker_that_drops_what_is_in_flight_loses_nothing_end_to_end,
     a_downlink_queued_while_the_device_sleeps_arrives_when_it_wakes,
     a_broker_that_lost_the_session_gets_the_subscription_again,
+    the_device_config_chooses_always_connected,
 );
 
 /// The host side: rumqttc with rustls, over a broker that asks every
