@@ -34,12 +34,13 @@ FIRMWARE = [
     ("qemu-microbit (Cortex-M0, RAM store, small)", "examples/qemu-microbit", "thumbv6m-none-eabi", "telemark-qemu-microbit", [], "target"),
     ("qemu-mps2-an386 (Cortex-M4, RAM store, MQTT over Ethernet)", "examples/qemu-mps2-an386", "thumbv7em-none-eabihf", "telemark-qemu-mps2-an386", [], "target"),
     ("stm32f4-embassy (STM32F405, flash store)", "examples/stm32f4-embassy", "thumbv7em-none-eabihf", "telemark-stm32f4-embassy", [], "target"),
+    ("stm32f4-embassy --features mqtt (STM32F407, flash store, MQTT over Ethernet)", "examples/stm32f4-embassy", "thumbv7em-none-eabihf", "telemark-stm32f4-embassy", ["--no-default-features", "--features", "mqtt"], "target/mqtt"),
     ("nrf52840-embassy (nRF52840, flash store)", "examples/nrf52840-embassy", "thumbv7em-none-eabihf", "telemark-nrf52840-embassy", [], "target"),
 ]
 
 CLASSES = [
     ("mqtt", re.compile(r"telemark_mqtt|minimq")),
-    ("ip stack", re.compile(r"embassy_net|smoltcp|telemark_lan9118")),
+    ("ip stack", re.compile(r"embassy_net|smoltcp|telemark_lan9118|embassy_stm32::eth")),
     ("aead", re.compile(r"chacha20|poly1305|\baead\b|aead(::|\.\.)|universal_hash|\bcipher(::|\.\.)|inout(::|\.\.)")),
     ("flash store", re.compile(r"store(::|\.\.)flash|sequential_storage|embedded_storage")),
     ("core", re.compile(r"telemark_core|minicbor|heapless|\bcrc\b|crc(::|\.\.)|lz4_flex")),
@@ -131,13 +132,18 @@ def main():
           f"{mstate} bytes of RAM besides the user's buffers")
     print(f"ChaCha20-Poly1305 (chacha20, poly1305, aead): {code['aead']} bytes of flash on Cortex-M4F, "
           f"{mcode['aead']} bytes on Cortex-M0")
-    name, flash, ram, ncode, nstatics = rows[4]
-    mqtt_ram = sum(s for n, s in nstatics.items()
-                   if any(k in n for k in ("MQTT_BUFFERS", "TCP_BUFFERS", "::STATE::", "::NET::", "run_mqtt", "run_network")))
-    print(f"MQTT device stack on Cortex-M4 ({name}): telemark-mqtt and minimq {ncode['mqtt']} bytes of flash "
-          f"({kib(ncode['mqtt'])} KiB), embassy-net, smoltcp and the LAN9118 driver {ncode['ip stack']} bytes "
-          f"({kib(ncode['ip stack'])} KiB); {mqtt_ram} bytes of static RAM for the MQTT and TCP buffers, "
-          f"the socket set and the two network tasks")
+    for index, uart_index in ((4, 1), (6, 5)):
+        name, flash, ram, ncode, nstatics = rows[index]
+        mqtt_ram = sum(s for n, s in nstatics.items()
+                       if any(k in n for k in ("MQTT_BUFFERS", "TCP_BUFFERS", "::STATE::", "::NET::", "PACKETS",
+                                               "run_mqtt", "run_network")))
+        _, uart_flash, uart_ram, _, _ = rows[uart_index]
+        print(f"MQTT device stack, {name}: telemark-mqtt and minimq {ncode['mqtt']} bytes of flash "
+              f"({kib(ncode['mqtt'])} KiB), the IP stack (embassy-net, smoltcp, the MAC driver) {ncode['ip stack']} "
+              f"bytes ({kib(ncode['ip stack'])} KiB), both a floor; {mqtt_ram} bytes of static RAM for the MQTT and "
+              f"TCP buffers, the socket set, the packet queues and the two network tasks; the whole firmware "
+              f"{kib(flash - uart_flash)} KiB of flash and {kib(ram - uart_ram)} KiB of static RAM above its UART "
+              f"counterpart ({rows[uart_index][0]})")
 
 if __name__ == "__main__":
     main()

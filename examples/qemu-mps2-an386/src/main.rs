@@ -31,12 +31,13 @@ use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::Epoch;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_lan9118::{Lan9118, Registers, MPS2_BASE};
+use telemark_mqtt::embassy_net::Tcp;
 use telemark_mqtt::Config;
 use telemark_qemu_app::{
     demo_boot, device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT, MTU,
 };
 
-use net::{Irq, Tcp};
+use net::Irq;
 
 /// This device's id on the wire.
 const DEVICE: u64 = 386;
@@ -105,11 +106,7 @@ async fn main(spawner: Spawner) {
         Err(e) => panic!("mqtt: {e:?}"),
     };
     let (tcp_rx, tcp_tx) = TCP_BUFFERS.init(([0; 1024], [0; 1024]));
-    let tcp = Tcp {
-        stack,
-        rx: tcp_rx,
-        tx: tcp_tx,
-    };
+    let tcp = Tcp::new(stack, tcp_rx, tcp_tx);
     spawner.spawn(run_mqtt(mqtt, tcp).expect("one MQTT task"));
 
     let mut boiler = Boiler::new(DEVICE);
@@ -183,7 +180,7 @@ async fn run_network(mut runner: embassy_net::Runner<'static, Lan9118>) -> ! {
 #[embassy_executor::task]
 async fn run_mqtt(
     mut runner: telemark_mqtt::Runner<'static, CriticalSectionRawMutex, MTU>,
-    mut tcp: Tcp,
+    mut tcp: Tcp<'static>,
 ) -> ! {
     runner.run(&mut tcp).await
 }

@@ -1,13 +1,10 @@
-//! The IP side: the LAN9118 under embassy-net, the broker's address, and
-//! TCP connections for the MQTT runner.
+//! The IP side: the LAN9118's interrupt line, the address plan of QEMU's
+//! user network, and the broker's address.
 
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use cortex_m::interrupt::InterruptNumber;
-use embassy_net::tcp::{ConnectError, TcpSocket};
-use embassy_net::{Ipv4Cidr, Stack, StaticConfigV4};
-use embassy_time::Duration;
-use telemark_mqtt::Connect;
+use embassy_net::{Ipv4Cidr, StaticConfigV4};
 
 /// The board's interrupt lines this firmware uses.
 #[derive(Clone, Copy, Debug)]
@@ -49,29 +46,4 @@ pub fn broker(cmdline: &str) -> SocketAddr {
         .next_back()
         .and_then(|word| word.parse().ok())
         .unwrap_or(DEFAULT_BROKER)
-}
-
-/// Dials brokers over embassy-net TCP, one connection at a time.
-pub struct Tcp {
-    pub stack: Stack<'static>,
-    pub rx: &'static mut [u8],
-    pub tx: &'static mut [u8],
-}
-
-impl Connect for Tcp {
-    type Io<'a> = TcpSocket<'a>;
-    type Error = ConnectError;
-
-    async fn connect(&mut self, endpoint: SocketAddr) -> Result<TcpSocket<'_>, ConnectError> {
-        let mut socket = TcpSocket::new(self.stack, self.rx, self.tx);
-        // A broker that stops answering mid-session is found by the MQTT
-        // keepalive; this bounds a write that never drains.
-        socket.set_timeout(Some(Duration::from_secs(30)));
-        // This firmware's stack speaks IPv4 only.
-        let SocketAddr::V4(endpoint) = endpoint else {
-            return Err(ConnectError::NoRoute);
-        };
-        socket.connect(endpoint).await?;
-        Ok(socket)
-    }
 }

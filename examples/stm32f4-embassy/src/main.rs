@@ -1,20 +1,30 @@
-//! telemark on an STM32F405 board, with embassy.
+//! telemark on an STM32F4 board, with embassy.
 //!
 //! - a BME280 on I2C1 (PB6 SCL, PB7 SDA): temperature, pressure, humidity;
 //! - a gas meter's reed switch on PA0, counted on its falling edge (EXTI0);
 //! - the flash store in flash sectors 8-11;
-//! - the uplink to the gateway on USART2 (PA2 TX, PA3 RX), 115200 baud;
+//! - the uplink: to the gateway on USART2 (PA2 TX, PA3 RX), 115200 baud, on
+//!   an STM32F405 (feature `uart`, the default); or MQTT 5 over Ethernet
+//!   on an STM32F407 with a LAN8720 PHY (feature `mqtt`, `src/mqtt.rs`);
 //! - the independent watchdog, fed by the main loop;
 //! - a panic or HardFault recorded in no-init RAM and reported after the
 //!   reset, with the reset reason read from `RCC_CSR`.
 //!
 //! Between steps the firmware sleeps until the engine's next deadline, or
-//! until a byte arrives on the uplink, waking at least every
+//! until a downlink arrives, waking at least every
 //! [`FEED_EVERY`] to feed the watchdog.
 //!
 //! See the README for wiring and flashing.
 #![no_std]
 #![no_main]
+
+#[cfg(all(feature = "uart", feature = "mqtt"))]
+compile_error!("one uplink: build `uart` (the default) or `--no-default-features --features mqtt`");
+#[cfg(not(any(feature = "uart", feature = "mqtt")))]
+compile_error!("no uplink: enable `uart` or `mqtt`");
+
+#[cfg(feature = "mqtt")]
+mod mqtt;
 
 use core::panic::PanicInfo;
 
@@ -23,13 +33,16 @@ use cortex_m_rt::{exception, ExceptionFrame};
 use defmt::{error, info, warn};
 use defmt_rtt as _;
 use embassy_executor::Spawner;
-use embassy_futures::select::{select, Either};
+use embassy_futures::select::select;
+#[cfg(feature = "uart")]
+use embassy_futures::select::Either;
 use embassy_stm32::exti::{self, ExtiInput};
 use embassy_stm32::flash::{Bank1Region3, Blocking as FlashBlocking, Flash};
 use embassy_stm32::gpio::Pull;
 use embassy_stm32::i2c::I2c;
 use embassy_stm32::mode::Async;
 use embassy_stm32::rng::{self, Rng};
+#[cfg(feature = "uart")]
 use embassy_stm32::usart::{self, BufferedUart};
 use embassy_stm32::wdg::IndependentWatchdog;
 use embassy_stm32::{bind_interrupts, interrupt, peripherals};
@@ -52,10 +65,14 @@ use telemark_cortex_m::{crash, reset};
 use telemark_sensors::bme280::{self, Bme280};
 use telemark_sensors::per_channel::PerChannel;
 use telemark_sensors::pulse::{self, GasMeter, SharedPulses};
+#[cfg(feature = "uart")]
 use telemark_serial::SerialTransport;
 
 bind_interrupts!(struct Irqs {
+    #[cfg(feature = "uart")]
     USART2 => usart::BufferedInterruptHandler<peripherals::USART2>;
+    #[cfg(feature = "mqtt")]
+    ETH => embassy_stm32::eth::InterruptHandler;
     EXTI0 => exti::InterruptHandler<interrupt::typelevel::EXTI0>;
     RNG => rng::InterruptHandler<peripherals::RNG>;
 });
@@ -248,30 +265,58 @@ async fn main(spawner: Spawner) {
     }
     // A new epoch for this boot, saved before anything is sent; a new or
     // formatted store starts from the hardware RNG.
-    let entropy = Rng::new(p.RNG, Irqs).next_u64();
-    let epoch = match store.start_boot(entropy) {
+    let mut rng = Rng::new(p.RNG, Irqs);
+    let epoch = match store.start_boot(rng.next_u64()) {
         Ok(e) => e,
         Err(e) => defmt::panic!("flash store: {}", defmt::Debug2Format(&e)),
     };
     store.set_routine_policy(FullPolicy::EvictOldest);
 
-    let mut uart_config = usart::Config::default();
-    uart_config.baudrate = 115_200;
-    static TX: StaticCell<[u8; 512]> = StaticCell::new();
-    static RX: StaticCell<[u8; 512]> = StaticCell::new();
-    let uart = match BufferedUart::new(
-        p.USART2,
-        p.PA3,
-        p.PA2,
-        TX.init([0; 512]),
-        RX.init([0; 512]),
-        Irqs,
-        uart_config,
-    ) {
-        Ok(u) => u,
-        Err(e) => defmt::panic!("USART2: {}", e),
+    #[cfg(feature = "uart")]
+    let mut link = {
+        let mut uart_config = usart::Config::default();
+        uart_config.baudrate = 115_200;
+        static TX: StaticCell<[u8; 512]> = StaticCell::new();
+        static RX: StaticCell<[u8; 512]> = StaticCell::new();
+        let uart = match BufferedUart::new(
+            p.USART2,
+            p.PA3,
+            p.PA2,
+            TX.init([0; 512]),
+            RX.init([0; 512]),
+            Irqs,
+            uart_config,
+        ) {
+            Ok(u) => u,
+            Err(e) => defmt::panic!("USART2: {}", e),
+        };
+        SerialTransport::<_, 512>::new(uart)
     };
-    let mut serial: SerialTransport<_, 512> = SerialTransport::new(uart);
+    #[cfg(feature = "mqtt")]
+    let mut link = {
+        use embassy_stm32::eth::{Ethernet, PacketQueue};
+        static PACKETS: StaticCell<PacketQueue<4, 4>> = StaticCell::new();
+        // A locally administered address made from the device id.
+        let [.., a, b, c, d] = DEVICE.to_be_bytes();
+        let mac = [0x02, 0x74, a, b, c, d];
+        let eth = Ethernet::new(
+            PACKETS.init(PacketQueue::new()),
+            p.ETH,
+            Irqs,
+            p.PA1,
+            p.PA7,
+            p.PC4,
+            p.PC5,
+            p.PB12,
+            p.PB13,
+            p.PB11,
+            mac,
+            p.ETH_SMA,
+            p.PA2,
+            p.PC1,
+        );
+        mqtt::start(&spawner, eth, rng.next_u64(), DEVICE)
+    };
 
     let config = EngineConfig {
         uplink: UplinkConfig::new(DEVICE, 256, Duration::from_mins(15)),
@@ -304,13 +349,16 @@ async fn main(spawner: Spawner) {
         let tick = Tick::now();
         let now = Instant::from_millis(tick.as_millis());
         crash::set_uptime(now.as_millis() as u32);
-        let wake = step_async(&mut engine, &mut serial, now, &mut plant).await;
+        let wake = step_async(&mut engine, &mut link, now, &mut plant).await;
         watchdog.pet();
         // Sleep until the engine's next deadline or the first byte of a
         // downlink, whichever comes first.
         let deadline = Tick::from_millis(wake.as_millis()).min(tick + FEED_EVERY);
-        if let Either::Second(Err(e)) = select(Timer::at(deadline), serial.wait_input()).await {
+        #[cfg(feature = "uart")]
+        if let Either::Second(Err(e)) = select(Timer::at(deadline), link.wait_input()).await {
             warn!("USART2: {}", defmt::Debug2Format(&e));
         }
+        #[cfg(feature = "mqtt")]
+        select(Timer::at(deadline), link.wait_input()).await;
     }
 }

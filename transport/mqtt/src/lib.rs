@@ -71,6 +71,8 @@
 #![no_std]
 
 pub mod connack;
+#[cfg(feature = "embassy-net")]
+pub mod embassy_net;
 #[cfg(feature = "host")]
 pub mod host;
 mod link;
