@@ -73,8 +73,7 @@ async fn main(spawner: Spawner) {
     };
     uptime::start(&mut core.SYST, CORE_HZ);
     let seed = entropy();
-    let mut cmdline = [0u8; 128];
-    let broker = net::broker(command_line(&mut cmdline));
+    let broker = broker();
 
     // SAFETY: the MPS2 boards map their LAN9118 at MPS2_BASE, and only
     // this driver touches it.
@@ -211,19 +210,30 @@ fn panic(info: &PanicInfo) -> ! {
     SCB::sys_reset()
 }
 
-/// QEMU's command line for this firmware (the kernel's path, then what
-/// `-append` gave), through semihosting; empty if there is none.
-fn command_line(buf: &mut [u8]) -> &str {
+/// The broker QEMU's `-append` names, or [`net::DEFAULT_BROKER`] (said
+/// in the log) when the command line cannot be read. The buffer lives
+/// only in this frame.
+fn broker() -> SocketAddr {
     use cortex_m_semihosting::{nr, syscall1};
+    // The kernel's full path comes first: room for a deep checkout.
+    let mut buf = [0u8; 512];
     let mut block = [buf.as_mut_ptr() as usize, buf.len()];
     // SAFETY: SYS_GET_CMDLINE writes at most block[1] bytes to block[0],
     // which is `buf`, and the length it wrote to block[1]; both live
     // across the call.
     let failed = unsafe { syscall1(nr::GET_CMDLINE, block.as_mut_ptr() as usize) } != 0;
-    let len = if failed { 0 } else { block[1] };
-    buf.get(..len)
-        .and_then(|b| core::str::from_utf8(b).ok())
-        .unwrap_or("")
+    let line = match buf.get(..block[1]).map(core::str::from_utf8) {
+        Some(Ok(line)) if !failed => line,
+        _ => {
+            log!(
+                "command line unreadable (longer than {} bytes?): broker {}",
+                buf.len(),
+                net::DEFAULT_BROKER
+            );
+            ""
+        }
+    };
+    net::broker(line)
 }
 
 /// 64 bits that differ from one power-on to the next: the host's clock
