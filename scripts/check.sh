@@ -65,6 +65,11 @@ for fw in qemu-netduinoplus2 qemu-microbit qemu-mps2-an386 stm32f4-embassy nrf52
 done
 # The STM32 example's other variant: MQTT over Ethernet on an STM32F407.
 (cd examples/stm32f4-embassy && CARGO_TARGET_DIR=target/mqtt cargo clippy --release --locked --no-default-features --features mqtt -- -D warnings)
+# The bench of the two no_std MQTT clients, with each and with neither.
+(cd benches/mqtt-clients && cargo fmt --check)
+for client in "" minimq rust-mqtt; do
+    (cd benches/mqtt-clients && CARGO_TARGET_DIR=target/clippy cargo clippy --release --locked ${client:+--features "$client"} -- -D warnings)
+done
 
 step "cargo test --workspace"
 log=$(mktemp)

@@ -8,6 +8,11 @@ their sections with llvm-size and their symbols with llvm-nm (rustup
 component llvm-tools), and attributes each symbol to the crate it comes
 from. Code that LTO inlined into a firmware's own functions counts as the
 firmware's, so the telemark figures are a floor, not a ceiling.
+
+Then it builds benches/mqtt-clients three times (one MQTT 5 session
+through minimq, through rust-mqtt, and neither), boots each in QEMU's
+mps2-an386 for the bytes its session's state holds, and prints the two
+clients side by side: flash above the baseline, state, and the ratio.
 """
 import os
 import re
@@ -144,6 +149,45 @@ def main():
               f"TCP buffers, the socket set, the packet queues and the two network tasks; the whole firmware "
               f"{kib(flash - uart_flash)} KiB of flash and {kib(ram - uart_ram)} KiB of static RAM above its UART "
               f"counterpart ({rows[uart_index][0]})")
+    clients()
+
+# MQTT clients: (name, cargo args); the first is the baseline.
+CLIENTS = [
+    ("baseline (no client)", []),
+    ("minimq 0.13", ["--features", "minimq"]),
+    ("rust-mqtt 0.6", ["--features", "rust-mqtt"]),
+]
+
+def session_state(elf):
+    """Boots the client bench in QEMU; it prints its session's size and exits."""
+    out = subprocess.run(["qemu-system-arm", "-machine", "mps2-an386", "-display", "none", "-monitor", "none",
+                          "-semihosting-config", "enable=on,target=native", "-kernel", elf],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    found = re.search(r"session state: (\d+) bytes", out)
+    if not found:
+        sys.exit(f"{elf} printed no session state: {out!r}")
+    return int(found.group(1))
+
+def clients():
+    folder = "benches/mqtt-clients"
+    rows = []
+    for name, args in CLIENTS:
+        target_dir = "target/" + (args[1] if args else "baseline")
+        build(folder, args, target_dir)
+        elf = str(ROOT / folder / target_dir / "thumbv7em-none-eabihf" / "release" / "telemark-bench-mqtt-clients")
+        flash, _ = sections(elf)
+        rows.append((name, flash, session_state(elf)))
+    _, base_flash, _ = rows[0]
+    print()
+    print("One MQTT 5 session (connect with a persistent session, subscribe QoS 1, publish 256 B QoS 1, "
+          "one inbound publish, disconnect) on Cortex-M4F, benches/mqtt-clients:")
+    print()
+    print("| client | flash above baseline | session state | flash ratio to minimq |")
+    print("|---|---:|---:|---:|")
+    minimq_flash = rows[1][1] - base_flash
+    for name, flash, state in rows[1:]:
+        extra = flash - base_flash
+        print(f"| {name} | {extra} B ({kib(extra)} KiB) | {state} B | {extra / minimq_flash:.2f}x |")
 
 if __name__ == "__main__":
     main()
