@@ -580,9 +580,12 @@ fn run_mqtt(board: &Board) {
 
     let qemu = Qemu::boot(board, &elf, port);
     let named = format!("broker 10.0.2.2:{port}\n");
-    wait_for("the firmware to name the test's broker", &qemu, minute, || {
-        qemu.log().contains(&named)
-    });
+    wait_for(
+        "the firmware to name the test's broker",
+        &qemu,
+        minute,
+        || qemu.log().contains(&named),
+    );
     wait_for_first_delivery(&db, &qemu, device);
 
     // The broker away for 8 s (8 device minutes), its state lost: the
