@@ -3,8 +3,9 @@
 #
 #   ./scripts/check.sh
 #
-# Installs what it needs (rustup targets and components; qemu-system-arm
-# and mosquitto through apt-get where they are missing), then runs, in order: rustfmt, clippy
+# Installs what it needs (rustup targets and components; qemu-system-arm,
+# mosquitto and nats-server through apt-get where they are missing, and a
+# NATS server on 127.0.0.1:4222 where none runs), then runs, in order: rustfmt, clippy
 # (warnings denied), the whole test suite (with the QEMU firmware end to end
 # and the flash store's power-cut sweep), the no_std builds for Cortex-M0 and
 # Cortex-M4F, the codec report, the fleet simulator, the flash wear figures,
@@ -38,6 +39,12 @@ need() {
 need qemu-system-arm qemu-system-arm
 need mosquitto mosquitto
 need mosquitto_passwd mosquitto
+# The NATS link's tests: servers of their own, and the machine's on 4222.
+need nats-server nats-server
+if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+    nats-server -a 127.0.0.1 -p 4222 -js >/dev/null 2>&1 &
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break; sleep 0.1; done
+fi
 qemu-system-arm --version | head -1
 
 step "cargo fmt --check"

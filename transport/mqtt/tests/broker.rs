@@ -20,21 +20,17 @@ use embassy_futures::select::{select, Either};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
 use embedded_io_adapters::tokio_1::FromTokio;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
-use telemark_core::time::{Duration, Instant};
-use telemark_core::transport::{step_async, AsyncTransport};
-use telemark_core::wire::report::ResetReason;
-use telemark_core::wire::seal::Key;
-use telemark_core::wire::Epoch;
+use telemark_core::time::Instant;
+use telemark_core::transport::AsyncTransport;
 use telemark_mqtt::{Config, Connect, LinkError, LinkState, Mode, Refusal, State, Topics};
 use telemark_mqtt_broker::{Broker as EmbeddedBroker, Settings};
-use telemark_qemu_app::{demo_boot, device, Boiler, Device, DEMO_KEYS, MTU};
-use telemark_server::{Keyring, MemoryStore, Server, Store};
+use telemark_server::{MemoryStore, Server, Store};
+use telemark_transport_testkit::{
+    assert_stored_once, engine, free_port, keyring, per_device_day, run_device, unix_ms, Boiler,
+    DEVICE, MTU,
+};
 use tokio::net::TcpStream;
 
-const DEVICE: u64 = DEMO_KEYS[0].0;
-
-type Engine = Device<RamStore<256, 4096>, 32>;
 type Link<'a> = telemark_mqtt::Link<'a, NoopRawMutex, MTU>;
 type Runner<'a> = telemark_mqtt::Runner<'a, NoopRawMutex, MTU>;
 
@@ -53,14 +49,6 @@ enum Process {
         settings: Settings,
         broker: Option<EmbeddedBroker>,
     },
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Broker {
@@ -234,22 +222,13 @@ impl Connect for Tcp {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The server end: `telemark-server` over a memory store, subscribed to
 /// every device's uplink with a persistent session, answering on each
 /// device's downlink topic.
 fn serve(broker: SocketAddr) -> Arc<Mutex<MemoryStore>> {
     let store = Arc::new(Mutex::new(MemoryStore::new()));
     let shared = store.clone();
-    let mut keyring = Keyring::new();
-    for (id, key) in DEMO_KEYS {
-        keyring.insert(id, 1, Key::from_bytes(key));
-    }
+    let keyring = keyring();
     let mut options = MqttOptions::new(
         "telemark-server-end",
         broker.ip().to_string(),
@@ -290,80 +269,6 @@ fn serve(broker: SocketAddr) -> Arc<Mutex<MemoryStore>> {
         }
     });
     store
-}
-
-fn engine() -> Engine {
-    let boot = demo_boot(DEVICE, Epoch(0x5eed_0001), ResetReason::PowerOn);
-    device(DEVICE, RamStore::new(FullPolicy::EvictOldest), boot).unwrap()
-}
-
-/// Routine readings the server holds for the device.
-fn stored_readings(store: &Arc<Mutex<MemoryStore>>) -> u64 {
-    let store = store.lock().unwrap();
-    store
-        .records()
-        .iter()
-        .filter(|(k, r)| k.device == DEVICE && r.lane == Lane::Routine)
-        .map(|(_, r)| u64::from(r.declared))
-        .sum()
-}
-
-/// Runs the engine over `link` until device time `until`, then drains:
-/// device time jumps to each wake-up, except while a frame waits for its
-/// answer, when real time passes for the broker and the server. `during`
-/// is called with the device time at each wake-up.
-async fn run_device<L: DeviceLink>(
-    engine: &mut Engine,
-    link: &mut L,
-    boiler: &mut Boiler,
-    until: Instant,
-    mut during: impl FnMut(Instant),
-) -> Instant {
-    let mut now = Instant::ZERO;
-    let mut drained = 0;
-    loop {
-        let wake = step_async(engine, link, now, boiler).await;
-        during(now);
-        if now >= until {
-            if engine.store().is_empty() && engine.staged() == 0 {
-                return now;
-            }
-            engine.flush_now(now);
-            drained += 1;
-            assert!(drained < 2_000, "the store never drained");
-        }
-        if engine.uplink().radio_on() {
-            // Waiting for the server: a second of device time per 10 ms.
-            let _ = select(
-                link.input(),
-                tokio::time::sleep(RealDuration::from_millis(10)),
-            )
-            .await;
-            now = now + Duration::from_secs(1);
-        } else {
-            // The device sleeps: the network task gets its turn.
-            tokio::time::sleep(RealDuration::from_millis(1)).await;
-            now = wake.max(now + Duration::from_millis(1));
-        }
-    }
-}
-
-/// A link a device loop sleeps on, waiting for input.
-trait DeviceLink: AsyncTransport {
-    async fn input(&mut self);
-}
-
-impl DeviceLink for Link<'_> {
-    async fn input(&mut self) {
-        self.wait_input().await;
-    }
-}
-
-#[cfg(feature = "host")]
-impl DeviceLink for telemark_mqtt::host::HostLink {
-    async fn input(&mut self) {
-        self.wait_input().await;
-    }
 }
 
 /// Runs `test` beside the link's runner, as the firmware's two tasks run.
@@ -440,27 +345,30 @@ async fn records_reach_the_server_and_acks_free_them(broker: Broker) {
     let mut boiler = Boiler::new(1);
     let until = Instant::from_millis(4 * 3_600_000);
     let device = async {
-        let end = run_device(&mut engine, &mut link, &mut boiler, until, |_| {}).await;
+        let end = run_device(
+            &mut engine,
+            &mut link,
+            &mut boiler,
+            until,
+            |_| {},
+            async |l| l.wait_input().await,
+        )
+        .await;
         // The radio off: the runner disconnects cleanly.
         link.power(false).await.unwrap();
         tokio::time::sleep(RealDuration::from_millis(200)).await;
         end
     };
     let end = with_runner(&mut runner, device).await;
-    let sampled = u64::from(engine.counters().sampled);
+    let sampled = assert_stored_once(&store.lock().unwrap(), &engine);
     assert!(sampled >= 4 * 60, "{sampled} readings in 4 hours");
-    assert_eq!(stored_readings(&store), sampled);
-    assert!(store.lock().unwrap().conflicts().is_empty());
     let c = link.counters();
     // Push mode: one connect per session the engine opened, each closed.
     assert!(c.connects > 1 && c.published >= c.connects, "{c:?}");
     assert_eq!(c.connect_failures + c.refusals + c.drops, 0, "{c:?}");
     assert_eq!(link.state(), LinkState::Down);
-    let days = end.as_millis() as f64 / 86_400_000.0;
-    println!(
-        "connects per device-day in push mode: {:.1}",
-        c.connects as f64 / days
-    );
+    let per_day = per_device_day(c.connects, end);
+    println!("connects per device-day in push mode: {per_day:.1}");
 }
 
 async fn a_broker_restarted_mid_session_loses_nothing_and_stores_nothing_twice(broker: Broker) {
@@ -483,7 +391,7 @@ async fn broker_away_for_an_hour(mut broker: Broker, away: fn(&mut Broker)) {
     let stop_at = Instant::from_millis(2 * 3_600_000);
     let resume_at = Instant::from_millis(3 * 3_600_000);
     let mut stopped = false;
-    let device = run_device(&mut engine, &mut link, &mut boiler, until, |now| {
+    let during = |now| {
         if now >= stop_at && !stopped {
             away(&mut broker);
             stopped = true;
@@ -491,16 +399,18 @@ async fn broker_away_for_an_hour(mut broker: Broker, away: fn(&mut Broker)) {
         if now >= resume_at && !broker.running() {
             broker.resume();
         }
-    });
+    };
+    let device = run_device(
+        &mut engine,
+        &mut link,
+        &mut boiler,
+        until,
+        during,
+        async |l| l.wait_input().await,
+    );
     with_runner(&mut runner, device).await;
     assert!(stopped);
-    let sampled = u64::from(engine.counters().sampled);
-    assert_eq!(
-        stored_readings(&store),
-        sampled,
-        "every reading stored once"
-    );
-    assert!(store.lock().unwrap().conflicts().is_empty());
+    assert_stored_once(&store.lock().unwrap(), &engine);
     let c = link.counters();
     // The broker went away under a live connection or before one: the
     // link said so, and the engine kept its records until it came back.
@@ -651,7 +561,15 @@ async fn the_device_config_chooses_always_connected(broker: Broker) {
     let topics = Topics::new("telemark", DEVICE).unwrap();
     let test = async {
         let hour = Instant::from_millis(3_600_000);
-        run_device(&mut engine, &mut link, &mut boiler, hour, |_| {}).await;
+        run_device(
+            &mut engine,
+            &mut link,
+            &mut boiler,
+            hour,
+            |_| {},
+            async |l| l.wait_input().await,
+        )
+        .await;
         assert!(engine.uplink().config().keep_link_up);
         assert_eq!(link.mode(), Mode::AlwaysConnected);
         // The sessions are over; the connection is not.
@@ -800,11 +718,18 @@ mod host {
         let mut engine = engine();
         let mut boiler = Boiler::new(3);
         let until = Instant::from_millis(3_600_000);
-        run_device(&mut engine, &mut link, &mut boiler, until, |_| {}).await;
+        run_device(
+            &mut engine,
+            &mut link,
+            &mut boiler,
+            until,
+            |_| {},
+            async |l| l.wait_input().await,
+        )
+        .await;
         link.power(false).await.unwrap();
-        let sampled = u64::from(engine.counters().sampled);
+        let sampled = assert_stored_once(&store.lock().unwrap(), &engine);
         assert!(sampled >= 60);
-        assert_eq!(stored_readings(&store), sampled);
         let c = link.counters();
         assert!(c.connects >= 1 && c.published >= 1, "{c:?}");
         assert_eq!(c.connect_failures + c.refusals + c.drops, 0, "{c:?}");

@@ -1,0 +1,128 @@
+//! What the transports' tests share: the demo device (the boiler of
+//! `telemark-qemu-app` on the real engine and a RAM store), the loop that
+//! runs it over any [`AsyncTransport`] in device time, and the server's
+//! view of what it stored. Each transport's test brings the real peer
+//! (broker, server) and the server's end on `telemark-server`.
+
+use std::time::Duration as RealDuration;
+
+use embassy_futures::select::select;
+use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
+use telemark_core::time::{Duration, Instant};
+use telemark_core::transport::{step_async, AsyncTransport};
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::seal::Key;
+use telemark_core::wire::Epoch;
+use telemark_qemu_app::{demo_boot, device, Device, DEMO_KEYS};
+use telemark_server::{Keyring, MemoryStore};
+
+pub use telemark_qemu_app::{Boiler, MTU};
+
+/// The device the tests run: the first demo key's.
+pub const DEVICE: u64 = DEMO_KEYS[0].0;
+
+/// The demo device's engine, on a RAM store.
+pub type Engine = Device<RamStore<256, 4096>, 32>;
+
+/// A fresh engine for [`DEVICE`], as after a power-on.
+pub fn engine() -> Engine {
+    let boot = demo_boot(DEVICE, Epoch(0x5eed_0001), ResetReason::PowerOn);
+    match device(DEVICE, RamStore::new(FullPolicy::EvictOldest), boot) {
+        Ok(engine) => engine,
+        Err(e) => panic!("the demo device's config is valid: {e:?}"),
+    }
+}
+
+/// The server's keys: every demo device's, key id 1.
+pub fn keyring() -> Keyring {
+    let mut keyring = Keyring::new();
+    for (id, key) in DEMO_KEYS {
+        keyring.insert(id, 1, Key::from_bytes(key));
+    }
+    keyring
+}
+
+/// The wall clock, in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A TCP port free on the loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// Routine readings the server holds for `device`.
+pub fn stored_readings(store: &MemoryStore, device: u64) -> u64 {
+    store
+        .records()
+        .iter()
+        .filter(|(k, r)| k.device == device && r.lane == Lane::Routine)
+        .map(|(_, r)| u64::from(r.declared))
+        .sum()
+}
+
+/// Runs the engine over `link` until device time `until`, then drains:
+/// device time jumps to each wake-up, except while a frame waits for its
+/// answer, when real time passes for the peer and the server (a second
+/// of device time per 10 ms, or sooner when `input` sees a downlink).
+/// `during` is called with the device time at each wake-up. Returns the
+/// device time at the end.
+pub async fn run_device<L: AsyncTransport>(
+    engine: &mut Engine,
+    link: &mut L,
+    boiler: &mut Boiler,
+    until: Instant,
+    mut during: impl FnMut(Instant),
+    mut input: impl AsyncFnMut(&mut L),
+) -> Instant {
+    let mut now = Instant::ZERO;
+    let mut drained = 0;
+    loop {
+        let wake = step_async(engine, link, now, boiler).await;
+        during(now);
+        if now >= until {
+            if engine.store().is_empty() && engine.staged() == 0 {
+                return now;
+            }
+            engine.flush_now(now);
+            drained += 1;
+            assert!(drained < 2_000, "the store never drained");
+        }
+        if engine.uplink().radio_on() {
+            let _ = select(
+                input(link),
+                tokio::time::sleep(RealDuration::from_millis(10)),
+            )
+            .await;
+            now = now + Duration::from_secs(1);
+        } else {
+            // The device sleeps: the link's tasks get their turn.
+            tokio::time::sleep(RealDuration::from_millis(1)).await;
+            now = wake.max(now + Duration::from_millis(1));
+        }
+    }
+}
+
+/// Asserts that the server holds every reading the engine sampled, once,
+/// with no conflicting copies; returns how many.
+pub fn assert_stored_once(store: &MemoryStore, engine: &Engine) -> u64 {
+    let sampled = u64::from(engine.counters().sampled);
+    assert_eq!(
+        stored_readings(store, DEVICE),
+        sampled,
+        "every reading stored once"
+    );
+    assert!(store.conflicts().is_empty(), "{:?}", store.conflicts());
+    sampled
+}
+
+/// `count` over the device time `elapsed`, per device-day.
+pub fn per_device_day(count: u32, elapsed: Instant) -> f64 {
+    f64::from(count) / (elapsed.as_millis() as f64 / 86_400_000.0)
+}
