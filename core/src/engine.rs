@@ -860,6 +860,13 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         let _ = self.uplink.on_link_down(now);
     }
 
+    /// The far end asked the device to wait `wait` before it tries again
+    /// (an HTTP 429 or 503 with `Retry-After`): the session ends, and the
+    /// next waits out the longer of `wait` and the usual backoff.
+    pub fn on_link_busy(&mut self, now: Instant, wait: Duration) {
+        let _ = self.uplink.on_link_busy(now, wait);
+    }
+
     /// A frame arrived from the server: the response to the frame in
     /// flight, with its acknowledgement and any config update and
     /// commands. It is opened in place in `bytes`. A forged, replayed or

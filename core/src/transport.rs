@@ -66,7 +66,7 @@ use crate::engine::{Action, Engine};
 use crate::model::{ChannelId, Reading, ReadingSink};
 use crate::sensor::SensorErrorKind;
 use crate::store::RecordStore;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 
 /// Largest downlink frame the drivers accept.
 pub const MAX_DOWNLINK: usize = 256;
@@ -97,6 +97,14 @@ pub trait Transport {
     fn keep_link_up(&mut self, keep: bool) {
         let _ = keep;
     }
+
+    /// How long the far end asked the device to wait before it tries again
+    /// (an HTTP 429 or 503 with `Retry-After`), taken once after a failed
+    /// `power` or `send`: [`step`] then ends the session and the next
+    /// waits at least that long. The default never asks.
+    fn retry_after(&mut self) -> Option<Duration> {
+        None
+    }
 }
 
 /// An async link that carries whole frames.
@@ -125,6 +133,14 @@ pub trait AsyncTransport {
     /// call; a transport that cannot hold its link ignores it.
     fn keep_link_up(&mut self, keep: bool) {
         let _ = keep;
+    }
+
+    /// How long the far end asked the device to wait before it tries again
+    /// (an HTTP 429 or 503 with `Retry-After`), taken once after a failed
+    /// `power` or `send`: [`step_async`] then ends the session and the
+    /// next waits at least that long. The default never asks.
+    fn retry_after(&mut self) -> Option<Duration> {
+        None
     }
 }
 
@@ -274,7 +290,10 @@ where
         match next_io(engine, board, now, &mut frame) {
             Io::Radio(true) => {
                 if transport.power(true).is_err() {
-                    engine.on_link_down(now);
+                    match transport.retry_after() {
+                        Some(wait) => engine.on_link_busy(now, wait),
+                        None => engine.on_link_down(now),
+                    }
                 }
             }
             Io::Radio(false) => {
@@ -282,7 +301,10 @@ where
             }
             Io::Send(n) => match transport.send(frame.get(..n).unwrap_or_default()) {
                 Ok(()) => engine.on_sent(now),
-                Err(_) => engine.on_send_failed(now),
+                Err(_) => match transport.retry_after() {
+                    Some(wait) => engine.on_link_busy(now, wait),
+                    None => engine.on_send_failed(now),
+                },
             },
             Io::Sleep(t) => return t,
         }
@@ -313,7 +335,10 @@ where
         match next_io(engine, board, now, &mut frame) {
             Io::Radio(true) => {
                 if transport.power(true).await.is_err() {
-                    engine.on_link_down(now);
+                    match transport.retry_after() {
+                        Some(wait) => engine.on_link_busy(now, wait),
+                        None => engine.on_link_down(now),
+                    }
                 }
             }
             Io::Radio(false) => {
@@ -321,7 +346,10 @@ where
             }
             Io::Send(n) => match transport.send(frame.get(..n).unwrap_or_default()).await {
                 Ok(()) => engine.on_sent(now),
-                Err(_) => engine.on_send_failed(now),
+                Err(_) => match transport.retry_after() {
+                    Some(wait) => engine.on_link_busy(now, wait),
+                    None => engine.on_send_failed(now),
+                },
             },
             Io::Sleep(t) => return t,
         }

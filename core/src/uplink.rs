@@ -514,6 +514,17 @@ impl Uplink {
         }
     }
 
+    /// The far end asked for `wait` before the next try: the session ends
+    /// as [`on_link_down`](Self::on_link_down) ends it, and the next waits
+    /// out the longer of `wait` and the backoff.
+    pub fn on_link_busy(&mut self, now: Instant, wait: Duration) -> Option<UplinkAction> {
+        let action = self.on_link_down(now);
+        if let State::Asleep { backoff_until } = &mut self.state {
+            *backoff_until = (*backoff_until).max(now + wait);
+        }
+        action
+    }
+
     /// A frame arrived from the server: it is opened in place and checked
     /// (the device's key, this device, this epoch, and the answer to the
     /// frame in flight, once). Its acknowledgement frees the records it

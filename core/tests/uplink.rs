@@ -199,6 +199,48 @@ fn unanswered_frames_are_resent_with_growing_bounded_backoff() {
     );
 }
 
+#[test]
+fn a_far_end_that_asks_to_wait_is_left_alone_that_long() {
+    let mut store = Store::new(FullPolicy::EvictOldest);
+    let mut up = uplink(config(128));
+    let mut buf = [0u8; 128];
+    store
+        .push(RecordMeta::alert(Severity::Critical, 1), b"x")
+        .unwrap();
+    let now = at(1_000);
+    assert_eq!(
+        up.poll(now, &mut store, &mut buf),
+        Some(UplinkAction::RadioOn)
+    );
+    assert!(matches!(
+        up.poll(now, &mut store, &mut buf),
+        Some(UplinkAction::Send(_))
+    ));
+    // An HTTP 429 with Retry-After: 1800. The first backoff is seconds;
+    // the server's wait is what counts, even for a critical alert.
+    let wait = Duration::from_mins(30);
+    assert_eq!(up.on_link_busy(now, wait), Some(UplinkAction::RadioOff));
+    assert!(!up.radio_on());
+    assert_eq!(up.counters().failed_sessions, 1);
+    assert_eq!(up.deadline(now, &mut store), Some(now + wait));
+    assert_eq!(
+        up.poll(now + Duration::from_secs(1799), &mut store, &mut buf),
+        None
+    );
+    assert_eq!(
+        up.poll(now + wait, &mut store, &mut buf),
+        Some(UplinkAction::RadioOn)
+    );
+    // A wait shorter than the backoff leaves the backoff.
+    assert!(matches!(
+        up.poll(now + wait, &mut store, &mut buf),
+        Some(UplinkAction::Send(_))
+    ));
+    let later = now + wait;
+    up.on_link_busy(later, Duration::from_millis(1));
+    assert!(up.deadline(later, &mut store).unwrap() > later + Duration::from_millis(1));
+}
+
 /// Sends what is stored and returns the frame.
 fn send_one(up: &mut Uplink, store: &mut Store, now: Instant) -> Vec<u8> {
     let mut buf = [0u8; 128];
