@@ -1,0 +1,391 @@
+//! Both sides against a real HTTP server on a loopback socket: axum,
+//! standing on `telemark-server` over a memory store, acknowledging after
+//! the commit. The device side runs over an embedded-nal-async adapter on
+//! tokio sockets (the code path the firmware runs on embassy-net); the
+//! host side on reqwest, over TLS with a client certificate too. curl,
+//! which telemark did not write, posts a captured frame and gets an
+//! acknowledgement the device accepts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use embedded_io_adapters::tokio_1::FromTokio;
+use telemark_core::store::RecordStore;
+use telemark_core::time::{Duration, Instant};
+use telemark_core::transport::{step_async, AsyncTransport};
+use telemark_http::host::{HostConfig, HostLink};
+use telemark_http::{exchange, Config, HttpLink, LinkError};
+use telemark_server::{MemoryStore, ReceiveError, Server};
+use telemark_transport_testkit::{
+    assert_stored_once, engine, free_port, keyring, run_until, unix_ms, Boiler, MTU,
+};
+
+/// The device's sockets: tokio's, behind the embedded-io adapter.
+struct Tcp;
+
+impl embedded_nal_async::TcpConnect for Tcp {
+    type Error = std::io::Error;
+    type Connection<'a> = FromTokio<tokio::net::TcpStream>;
+
+    async fn connect<'a>(
+        &'a self,
+        remote: SocketAddr,
+    ) -> Result<Self::Connection<'a>, Self::Error> {
+        Ok(FromTokio::new(
+            tokio::net::TcpStream::connect(remote).await?,
+        ))
+    }
+}
+
+/// An answer the test server gives instead of taking the frame.
+#[derive(Clone, Copy)]
+enum Scripted {
+    Busy(&'static str),
+    Unauthorized,
+    /// The frame taken, and a 200 whose body no device buffer holds.
+    Oversized,
+}
+
+#[derive(Clone)]
+struct App {
+    server: Arc<Mutex<(Server, MemoryStore)>>,
+    script: Arc<Mutex<VecDeque<Scripted>>>,
+}
+
+async fn up(State(app): State<App>, body: Bytes) -> Response {
+    let scripted = app.script.lock().unwrap().pop_front();
+    match scripted {
+        Some(Scripted::Busy(after)) => {
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, after)],
+            )
+                .into_response()
+        }
+        Some(Scripted::Unauthorized) => return StatusCode::UNAUTHORIZED.into_response(),
+        Some(Scripted::Oversized) | None => {}
+    }
+    let mut guard = app.server.lock().unwrap();
+    let (server, store) = &mut *guard;
+    let received = server.receive(store, &body, unix_ms());
+    if let Some(Scripted::Oversized) = scripted {
+        // Committed, but the answer is lost on the way.
+        return vec![0u8; 4096].into_response();
+    }
+    match received {
+        Ok(received) => (
+            [(header::CONTENT_TYPE, exchange::CONTENT_TYPE)],
+            received.response,
+        )
+            .into_response(),
+        Err(ReceiveError::Refused(refusal)) => {
+            (StatusCode::BAD_REQUEST, format!("refused: {refusal}")).into_response()
+        }
+        Err(ReceiveError::Store(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            format!("not stored: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    app: App,
+}
+
+impl TestServer {
+    fn router(app: App) -> Router {
+        Router::new()
+            .route(exchange::PATH, post(up))
+            .with_state(app)
+    }
+
+    fn app() -> App {
+        App {
+            server: Arc::new(Mutex::new((Server::new(keyring()), MemoryStore::new()))),
+            script: Arc::default(),
+        }
+    }
+
+    async fn start() -> TestServer {
+        let app = TestServer::app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = TestServer::router(app.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        TestServer { addr, app }
+    }
+
+    fn then_answer(&self, answer: Scripted) {
+        self.app.script.lock().unwrap().push_back(answer);
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, (Server, MemoryStore)> {
+        self.app.server.lock().unwrap()
+    }
+}
+
+fn buffer() -> Vec<u8> {
+    vec![0u8; 1024]
+}
+
+#[tokio::test]
+async fn records_reach_the_server_and_acks_free_them() {
+    let server = TestServer::start().await;
+    let endpoints = [server.addr];
+    let mut buf = buffer();
+    let mut link = HttpLink::new(&Tcp, Config::new("localhost", &endpoints), &mut buf);
+    let mut engine = engine();
+    let mut boiler = Boiler::new(1);
+    let until = Instant::from_millis(4 * 3_600_000);
+    run_until(&mut engine, &mut link, &mut boiler, until).await;
+    link.power(false).await.unwrap();
+    let sampled = assert_stored_once(&server.store().1, &engine);
+    assert!(sampled >= 4 * 60, "{sampled} readings in 4 hours");
+    let c = link.counters();
+    assert_eq!(c.answered, c.posts, "{c:?}");
+    assert_eq!(c.failed + c.busy + c.refused + c.rejected, 0, "{c:?}");
+    // One connection per session, kept alive for its posts.
+    assert!(c.connects >= 1 && c.connects <= c.posts, "{c:?}");
+    assert!(!link.is_connected());
+}
+
+#[tokio::test]
+async fn a_busy_server_holds_the_device_off_for_its_retry_after() {
+    let server = TestServer::start().await;
+    server.then_answer(Scripted::Busy("600"));
+    let endpoints = [server.addr];
+    let mut buf = buffer();
+    let mut link = HttpLink::new(&Tcp, Config::new("localhost", &endpoints), &mut buf);
+    let mut engine = engine();
+    let mut boiler = Boiler::new(2);
+    // The boot report goes at once and meets the 429.
+    let mut now = Instant::ZERO;
+    let mut busy_at = None;
+    let resent_at = loop {
+        let wake = step_async(&mut engine, &mut link, now, &mut boiler).await;
+        let c = link.counters();
+        if c.busy == 1 && busy_at.is_none() {
+            busy_at = Some(now);
+        }
+        if c.answered >= 1 {
+            break now;
+        }
+        assert!(now < Instant::from_millis(3 * 3_600_000), "{c:?}");
+        now = if engine.uplink().radio_on() {
+            now + Duration::from_secs(1)
+        } else {
+            wake.max(now + Duration::from_millis(1))
+        };
+    };
+    let busy_at = busy_at.expect("the server said 429");
+    let waited = resent_at - busy_at;
+    assert!(
+        waited >= Duration::from_secs(600),
+        "posted again after {} s",
+        waited.as_millis() / 1000
+    );
+    assert_eq!(engine.uplink().counters().failed_sessions, 1);
+}
+
+#[tokio::test]
+async fn an_unauthorized_device_gets_its_own_error() {
+    let server = TestServer::start().await;
+    server.then_answer(Scripted::Unauthorized);
+    let endpoints = [server.addr];
+    let mut buf = buffer();
+    let mut link = HttpLink::new(&Tcp, Config::new("localhost", &endpoints), &mut buf);
+    link.power(true).await.unwrap();
+    assert_eq!(
+        link.send(b"frame").await,
+        Err(LinkError::Refused { status: 401 })
+    );
+    assert_eq!(link.retry_after(), None);
+    // Bytes that are no frame: the server refuses them as a frame.
+    assert_eq!(
+        link.send(b"frame").await,
+        Err(LinkError::Rejected { status: 400 })
+    );
+    let c = link.counters();
+    assert_eq!((c.refused, c.rejected, c.connects), (1, 1, 1), "{c:?}");
+}
+
+#[tokio::test]
+async fn a_second_server_takes_over_from_one_that_is_away() {
+    let server = TestServer::start().await;
+    let away: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let endpoints = [away, server.addr];
+    let mut buf = buffer();
+    let mut link = HttpLink::new(&Tcp, Config::new("localhost", &endpoints), &mut buf);
+    let mut engine = engine();
+    let mut boiler = Boiler::new(3);
+    let hour = Instant::from_millis(3_600_000);
+    run_until(&mut engine, &mut link, &mut boiler, hour).await;
+    assert_stored_once(&server.store().1, &engine);
+    let c = link.counters();
+    // The dead one was tried once; the live one kept thereafter.
+    assert_eq!(c.connect_failures, 1, "{c:?}");
+}
+
+#[tokio::test]
+async fn a_response_larger_than_the_buffer_is_dropped_and_the_link_recovers() {
+    let server = TestServer::start().await;
+    server.then_answer(Scripted::Oversized);
+    let endpoints = [server.addr];
+    let mut buf = buffer();
+    let mut link = HttpLink::new(&Tcp, Config::new("localhost", &endpoints), &mut buf);
+    let mut engine = engine();
+    let mut boiler = Boiler::new(4);
+    let hour = Instant::from_millis(3_600_000);
+    run_until(&mut engine, &mut link, &mut boiler, hour).await;
+    // The device did not hear the first acknowledgement: it sent the
+    // records again, on a new connection, and the server stored them once.
+    assert_stored_once(&server.store().1, &engine);
+    let c = link.counters();
+    assert_eq!(c.responses_dropped, 1, "{c:?}");
+    assert_eq!(c.answered + 1, c.posts, "{c:?}");
+}
+
+#[tokio::test]
+async fn a_host_link_posts_and_hears_the_acknowledgement() {
+    let server = TestServer::start().await;
+    let url = format!("http://{}{}", server.addr, exchange::PATH);
+    let mut link = HostLink::new(HostConfig::new(vec![url])).unwrap();
+    let mut engine = engine();
+    let mut boiler = Boiler::new(5);
+    let until = Instant::from_millis(2 * 3_600_000);
+    run_until(&mut engine, &mut link, &mut boiler, until).await;
+    assert_stored_once(&server.store().1, &engine);
+    let c = link.counters();
+    assert!(c.answered >= 2 && c.answered == c.posts, "{c:?}");
+}
+
+#[tokio::test]
+async fn a_host_link_honours_retry_after_and_its_own_refusal() {
+    let server = TestServer::start().await;
+    server.then_answer(Scripted::Busy("90"));
+    server.then_answer(Scripted::Unauthorized);
+    let url = format!("http://{}{}", server.addr, exchange::PATH);
+    let mut link = HostLink::new(HostConfig::new(vec![url])).unwrap();
+    assert_eq!(
+        link.send(b"x").await,
+        Err(LinkError::Busy { retry_after_s: 90 })
+    );
+    assert_eq!(link.retry_after(), Some(Duration::from_secs(90)));
+    assert_eq!(link.retry_after(), None);
+    assert_eq!(
+        link.send(b"x").await,
+        Err(LinkError::Refused { status: 401 })
+    );
+}
+
+/// A frame the device really sends, captured.
+async fn captured_frame() -> (telemark_transport_testkit::Engine, Vec<u8>) {
+    struct Capture(Option<Vec<u8>>);
+    impl AsyncTransport for Capture {
+        type Error = ();
+        fn mtu(&self) -> usize {
+            MTU
+        }
+        async fn power(&mut self, _: bool) -> Result<(), ()> {
+            Ok(())
+        }
+        async fn send(&mut self, frame: &[u8]) -> Result<(), ()> {
+            self.0.get_or_insert_with(|| frame.to_vec());
+            Ok(())
+        }
+        async fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> {
+            Ok(None)
+        }
+    }
+    let mut engine = engine();
+    let mut capture = Capture(None);
+    let mut boiler = Boiler::new(6);
+    let mut now = Instant::ZERO;
+    while capture.0.is_none() {
+        now = step_async(&mut engine, &mut capture, now, &mut boiler).await;
+    }
+    (engine, capture.0.unwrap())
+}
+
+#[tokio::test]
+async fn curl_posts_a_captured_frame_and_gets_an_acknowledgement_the_device_takes() {
+    let server = TestServer::start().await;
+    let (mut engine, frame) = captured_frame().await;
+    let dir = std::env::temp_dir().join(format!("telemark-http-curl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (request, answer) = (dir.join("frame.bin"), dir.join("response.bin"));
+    std::fs::write(&request, &frame).unwrap();
+    let out = tokio::process::Command::new("curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--write-out",
+            "%{http_code} %{content_type}",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", request.display()))
+        .arg("-o")
+        .arg(&answer)
+        .arg(format!("http://{}{}", server.addr, exchange::PATH))
+        .output()
+        .await
+        .expect("curl is missing: install it (Debian: apt-get install curl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 application/octet-stream"
+    );
+    let mut response = std::fs::read(&answer).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stored = server.store().1.records().len();
+    assert!(stored >= 1);
+    // The device opens the response: it is the acknowledgement of its frame.
+    let before = engine.store().len();
+    engine
+        .on_frame(Instant::from_millis(1_000), &mut response)
+        .expect("the device takes the acknowledgement");
+    assert!(
+        engine.store().len() < before,
+        "the acknowledged records are freed"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_server_answer_gives_a_default_wait_when_it_names_a_date() {
+    assert_eq!(
+        exchange::retry_after_seconds(b"Wed, 21 Oct 2026 07:28:00 GMT"),
+        None
+    );
+    let server = TestServer::start().await;
+    server.then_answer(Scripted::Busy("Wed, 21 Oct 2026 07:28:00 GMT"));
+    let endpoints = [server.addr];
+    let mut buf = buffer();
+    let mut link = HttpLink::new(&Tcp, Config::new("localhost", &endpoints), &mut buf);
+    link.power(true).await.unwrap();
+    assert_eq!(
+        link.send(b"x").await,
+        Err(LinkError::Busy {
+            retry_after_s: exchange::DEFAULT_RETRY_AFTER_S
+        })
+    );
+}
