@@ -43,6 +43,8 @@ need mosquitto_passwd mosquitto
 need nats-server nats-server
 # The HTTP link's interoperability test posts a frame with curl.
 need curl curl
+# The CoAP link's interoperability tests run libcoap's server and client.
+need coap-client-notls libcoap3-bin
 if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
     nats-server -a 127.0.0.1 -p 4222 -js >/dev/null 2>&1 &
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break; sleep 0.1; done
@@ -61,6 +63,7 @@ cargo clippy -p telemark-sensors --features async --all-targets --locked -- -D w
 cargo clippy -p telemark-serial --features async --all-targets --locked -- -D warnings
 cargo clippy -p telemark-mqtt --features host --all-targets --locked -- -D warnings
 cargo clippy -p telemark-http --features host --all-targets --locked -- -D warnings
+cargo clippy -p telemark-coap --features host --all-targets --locked -- -D warnings
 
 step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
 cargo clippy -p telemark-core --no-default-features --features defmt,async,flash --target thumbv7em-none-eabihf --locked -- -D warnings
@@ -69,6 +72,7 @@ cargo clippy -p telemark-cortex-m --target thumbv6m-none-eabi --locked -- -D war
 cargo clippy -p telemark-lan9118 --target thumbv7em-none-eabihf --locked -- -D warnings
 cargo clippy -p telemark-mqtt --features defmt,embassy-net,embassy-net/medium-ethernet --target thumbv7em-none-eabihf --locked -- -D warnings
 cargo clippy -p telemark-http --features defmt --target thumbv7em-none-eabihf --locked -- -D warnings
+cargo clippy -p telemark-coap --features defmt --target thumbv7em-none-eabihf --locked -- -D warnings
 
 step "cargo fmt and clippy (the firmware: each example is a workspace of its own)"
 for fw in qemu-netduinoplus2 qemu-microbit qemu-mps2-an386 stm32f4-embassy nrf52840-embassy; do
@@ -91,6 +95,8 @@ cargo test -p telemark-sensors --features async --test async_drivers --locked 2>
 cargo test -p telemark-mqtt --features host --test broker --locked 2>&1 | tee -a "$log"
 # The HTTP link, both sides, against axum and curl.
 cargo test -p telemark-http --features host --locked 2>&1 | tee -a "$log"
+# The CoAP link against its own server end and libcoap.
+cargo test -p telemark-coap --features host --locked 2>&1 | tee -a "$log"
 # The `small` encoder writes the wire format's vectors to the same bytes.
 cargo test -p telemark-core --features std,small --test wire_vectors --locked 2>&1 | tee -a "$log"
 
@@ -102,6 +108,7 @@ cargo build -p telemark-sensors --features async --target thumbv6m-none-eabi --l
 cargo build -p telemark-serial --features async --target thumbv6m-none-eabi --locked
 cargo build -p telemark-mqtt --target thumbv6m-none-eabi --locked
 cargo build -p telemark-http --target thumbv7em-none-eabihf --locked
+cargo build -p telemark-coap --target thumbv6m-none-eabi --locked
 cargo build -p telemark-core --no-default-features --features flash,small --target thumbv6m-none-eabi --locked
 cargo build -p telemark-core --no-default-features --features flash,async,defmt --target thumbv7em-none-eabihf --locked
 cargo build -p telemark-qemu-app --target thumbv6m-none-eabi --locked

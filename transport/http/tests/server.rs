@@ -20,12 +20,13 @@ use axum::Router;
 use embedded_io_adapters::tokio_1::FromTokio;
 use telemark_core::store::RecordStore;
 use telemark_core::time::{Duration, Instant};
-use telemark_core::transport::{step_async, AsyncTransport};
+use telemark_core::transport::AsyncTransport;
 use telemark_http::host::{HostConfig, HostLink};
 use telemark_http::{exchange, Config, HttpLink, LinkError};
 use telemark_server::{MemoryStore, ReceiveError, Server};
 use telemark_transport_testkit::{
-    assert_stored_once, engine, free_port, keyring, run_until, unix_ms, Boiler, MTU,
+    assert_stored_once, captured_frame, engine, free_port, held_off, keyring, run_until, unix_ms,
+    Boiler,
 };
 
 /// The device's sockets: tokio's, behind the embedded-io adapter.
@@ -170,26 +171,14 @@ async fn a_busy_server_holds_the_device_off_for_its_retry_after() {
     let mut engine = engine();
     let mut boiler = Boiler::new(2);
     // The boot report goes at once and meets the 429.
-    let mut now = Instant::ZERO;
-    let mut busy_at = None;
-    let resent_at = loop {
-        let wake = step_async(&mut engine, &mut link, now, &mut boiler).await;
-        let c = link.counters();
-        if c.busy == 1 && busy_at.is_none() {
-            busy_at = Some(now);
-        }
-        if c.answered >= 1 {
-            break now;
-        }
-        assert!(now < Instant::from_millis(3 * 3_600_000), "{c:?}");
-        now = if engine.uplink().radio_on() {
-            now + Duration::from_secs(1)
-        } else {
-            wake.max(now + Duration::from_millis(1))
-        };
-    };
-    let busy_at = busy_at.expect("the server said 429");
-    let waited = resent_at - busy_at;
+    let waited = held_off(
+        &mut engine,
+        &mut link,
+        &mut boiler,
+        |l| l.counters().busy,
+        |l| l.counters().answered,
+    )
+    .await;
     assert!(
         waited >= Duration::from_secs(600),
         "posted again after {} s",
@@ -287,35 +276,6 @@ async fn a_host_link_honours_retry_after_and_its_own_refusal() {
         link.send(b"x").await,
         Err(LinkError::Refused { status: 401 })
     );
-}
-
-/// A frame the device really sends, captured.
-async fn captured_frame() -> (telemark_transport_testkit::Engine, Vec<u8>) {
-    struct Capture(Option<Vec<u8>>);
-    impl AsyncTransport for Capture {
-        type Error = ();
-        fn mtu(&self) -> usize {
-            MTU
-        }
-        async fn power(&mut self, _: bool) -> Result<(), ()> {
-            Ok(())
-        }
-        async fn send(&mut self, frame: &[u8]) -> Result<(), ()> {
-            self.0.get_or_insert_with(|| frame.to_vec());
-            Ok(())
-        }
-        async fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> {
-            Ok(None)
-        }
-    }
-    let mut engine = engine();
-    let mut capture = Capture(None);
-    let mut boiler = Boiler::new(6);
-    let mut now = Instant::ZERO;
-    while capture.0.is_none() {
-        now = step_async(&mut engine, &mut capture, now, &mut boiler).await;
-    }
-    (engine, capture.0.unwrap())
 }
 
 #[tokio::test]

@@ -149,3 +149,71 @@ pub fn assert_stored_once(store: &MemoryStore, engine: &Engine) -> u64 {
 pub fn per_device_day(count: u32, elapsed: Instant) -> f64 {
     f64::from(count) / (elapsed.as_millis() as f64 / 86_400_000.0)
 }
+
+/// Steps the engine over `link` from device time zero until `answered`
+/// counts an answer; returns how much device time passed between the
+/// first answer `busy` counted (a 429, a 5.03) and that one. For the
+/// links that take a server's wait.
+pub async fn held_off<L: AsyncTransport>(
+    engine: &mut Engine,
+    link: &mut L,
+    boiler: &mut Boiler,
+    busy: impl Fn(&L) -> u32,
+    answered: impl Fn(&L) -> u32,
+) -> Duration {
+    let mut now = Instant::ZERO;
+    let mut busy_at = None;
+    loop {
+        let wake = step_async(engine, link, now, boiler).await;
+        if busy(link) >= 1 && busy_at.is_none() {
+            busy_at = Some(now);
+        }
+        if answered(link) >= 1 {
+            let Some(busy_at) = busy_at else {
+                panic!("answered without being told to wait first");
+            };
+            return now - busy_at;
+        }
+        assert!(
+            now < Instant::from_millis(3 * 3_600_000),
+            "no answer in three hours"
+        );
+        now = if engine.uplink().radio_on() {
+            now + Duration::from_secs(1)
+        } else {
+            wake.max(now + Duration::from_millis(1))
+        };
+    }
+}
+
+/// The first frame a fresh engine sends (its boot report and first
+/// readings), captured; with the engine, which waits for its answer.
+pub async fn captured_frame() -> (Engine, Vec<u8>) {
+    struct Capture(Option<Vec<u8>>);
+    impl AsyncTransport for Capture {
+        type Error = ();
+        fn mtu(&self) -> usize {
+            MTU
+        }
+        async fn power(&mut self, _: bool) -> Result<(), ()> {
+            Ok(())
+        }
+        async fn send(&mut self, frame: &[u8]) -> Result<(), ()> {
+            self.0.get_or_insert_with(|| frame.to_vec());
+            Ok(())
+        }
+        async fn receive(&mut self, _: &mut [u8]) -> Result<Option<usize>, ()> {
+            Ok(None)
+        }
+    }
+    let mut engine = engine();
+    let mut capture = Capture(None);
+    let mut boiler = Boiler::new(6);
+    let mut now = Instant::ZERO;
+    loop {
+        if let Some(frame) = capture.0.take() {
+            return (engine, frame);
+        }
+        now = step_async(&mut engine, &mut capture, now, &mut boiler).await;
+    }
+}
