@@ -7,26 +7,17 @@
 //! acknowledgement the device accepts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use embedded_io_adapters::tokio_1::FromTokio;
 use telemark_core::store::RecordStore;
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::AsyncTransport;
 use telemark_http::host::{HostConfig, HostLink};
 use telemark_http::{exchange, Config, HttpLink, LinkError};
-use telemark_server::{MemoryStore, ReceiveError, Server};
+use telemark_transport_testkit::http::{Scripted, TestServer};
 use telemark_transport_testkit::{
-    assert_stored_once, captured_frame, engine, free_port, held_off, keyring, run_until, unix_ms,
-    Boiler,
+    assert_stored_once, captured_frame, engine, free_port, held_off, run_until, Boiler,
 };
 
 /// The device's sockets: tokio's, behind the embedded-io adapter.
@@ -43,96 +34,6 @@ impl embedded_nal_async::TcpConnect for Tcp {
         Ok(FromTokio::new(
             tokio::net::TcpStream::connect(remote).await?,
         ))
-    }
-}
-
-/// An answer the test server gives instead of taking the frame.
-#[derive(Clone, Copy)]
-enum Scripted {
-    Busy(&'static str),
-    Unauthorized,
-    /// The frame taken, and a 200 whose body no device buffer holds.
-    Oversized,
-}
-
-#[derive(Clone)]
-struct App {
-    server: Arc<Mutex<(Server, MemoryStore)>>,
-    script: Arc<Mutex<VecDeque<Scripted>>>,
-}
-
-async fn up(State(app): State<App>, body: Bytes) -> Response {
-    let scripted = app.script.lock().unwrap().pop_front();
-    match scripted {
-        Some(Scripted::Busy(after)) => {
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [(header::RETRY_AFTER, after)],
-            )
-                .into_response()
-        }
-        Some(Scripted::Unauthorized) => return StatusCode::UNAUTHORIZED.into_response(),
-        Some(Scripted::Oversized) | None => {}
-    }
-    let mut guard = app.server.lock().unwrap();
-    let (server, store) = &mut *guard;
-    let received = server.receive(store, &body, unix_ms());
-    if let Some(Scripted::Oversized) = scripted {
-        // Committed, but the answer is lost on the way.
-        return vec![0u8; 4096].into_response();
-    }
-    match received {
-        Ok(received) => (
-            [(header::CONTENT_TYPE, exchange::CONTENT_TYPE)],
-            received.response,
-        )
-            .into_response(),
-        Err(ReceiveError::Refused(refusal)) => {
-            (StatusCode::BAD_REQUEST, format!("refused: {refusal}")).into_response()
-        }
-        Err(ReceiveError::Store(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "5")],
-            format!("not stored: {e}"),
-        )
-            .into_response(),
-    }
-}
-
-struct TestServer {
-    addr: SocketAddr,
-    app: App,
-}
-
-impl TestServer {
-    fn router(app: App) -> Router {
-        Router::new()
-            .route(exchange::PATH, post(up))
-            .with_state(app)
-    }
-
-    fn app() -> App {
-        App {
-            server: Arc::new(Mutex::new((Server::new(keyring()), MemoryStore::new()))),
-            script: Arc::default(),
-        }
-    }
-
-    async fn start() -> TestServer {
-        let app = TestServer::app();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let router = TestServer::router(app.clone());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        TestServer { addr, app }
-    }
-
-    fn then_answer(&self, answer: Scripted) {
-        self.app.script.lock().unwrap().push_back(answer);
-    }
-
-    fn store(&self) -> std::sync::MutexGuard<'_, (Server, MemoryStore)> {
-        self.app.server.lock().unwrap()
     }
 }
 

@@ -13,7 +13,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration as RealDuration;
 
 use embassy_futures::select::{select, Either};
@@ -24,10 +23,10 @@ use telemark_core::time::Instant;
 use telemark_core::transport::AsyncTransport;
 use telemark_mqtt::{Config, Connect, LinkError, LinkState, Mode, Refusal, State, Topics};
 use telemark_mqtt_broker::{Broker as EmbeddedBroker, Settings};
-use telemark_server::{MemoryStore, Server, Store};
+use telemark_server::Store;
+use telemark_transport_testkit::mqtt::serve;
 use telemark_transport_testkit::{
-    assert_stored_once, engine, free_port, keyring, per_device_day, run_device, unix_ms, Boiler,
-    DEVICE, MTU,
+    assert_stored_once, engine, free_port, per_device_day, run_device, Boiler, DEVICE, MTU,
 };
 use tokio::net::TcpStream;
 
@@ -220,55 +219,6 @@ impl Connect for Tcp {
         stream.set_nodelay(true)?;
         Ok(FromTokio::new(stream))
     }
-}
-
-/// The server end: `telemark-server` over a memory store, subscribed to
-/// every device's uplink with a persistent session, answering on each
-/// device's downlink topic.
-fn serve(broker: SocketAddr) -> Arc<Mutex<MemoryStore>> {
-    let store = Arc::new(Mutex::new(MemoryStore::new()));
-    let shared = store.clone();
-    let keyring = keyring();
-    let mut options = MqttOptions::new(
-        "telemark-server-end",
-        broker.ip().to_string(),
-        broker.port(),
-    );
-    options.set_clean_session(false);
-    options.set_keep_alive(RealDuration::from_secs(5));
-    let (client, mut events) = AsyncClient::new(options, 64);
-    tokio::spawn(async move {
-        let mut server = Server::new(keyring);
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) if !ack.session_present => {
-                    client
-                        .subscribe("telemark/v1/+/up", QoS::AtLeastOnce)
-                        .await
-                        .unwrap();
-                }
-                Ok(Event::Incoming(Packet::Publish(publish))) => {
-                    let Some(device) = Topics::device_of("telemark", &publish.topic) else {
-                        continue;
-                    };
-                    let received = {
-                        let mut store = shared.lock().unwrap();
-                        server.receive(&mut *store, &publish.payload, unix_ms())
-                    };
-                    if let Ok(received) = received {
-                        let topics = Topics::new("telemark", device).unwrap();
-                        let _ = client
-                            .publish(topics.down(), QoS::AtLeastOnce, false, received.response)
-                            .await;
-                    }
-                }
-                Ok(_) => {}
-                // The broker is away: rumqttc dials again on the next poll.
-                Err(_) => tokio::time::sleep(RealDuration::from_millis(50)).await,
-            }
-        }
-    });
-    store
 }
 
 /// Runs `test` beside the link's runner, as the firmware's two tasks run.

@@ -7,18 +7,16 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration as RealDuration;
 
 use async_nats::ConnectOptions;
-use futures_util::StreamExt;
 use telemark_core::time::Instant;
 use telemark_core::transport::AsyncTransport;
-use telemark_nats::{LinkError, LinkState, NatsConfig, NatsLink, Subjects};
-use telemark_server::{MemoryStore, Server, Store};
+use telemark_nats::{LinkError, LinkState, NatsConfig, NatsLink};
+use telemark_server::Store;
+use telemark_transport_testkit::nats::serve;
 use telemark_transport_testkit::{
-    assert_stored_once, engine, free_port, keyring, per_device_day, run_device, unix_ms, Boiler,
-    DEVICE, MTU,
+    assert_stored_once, engine, free_port, per_device_day, run_device, Boiler, DEVICE, MTU,
 };
 
 /// A nats-server of the test's own on a free port, stopped when dropped.
@@ -95,42 +93,6 @@ impl Drop for NatsServer {
 /// A prefix no other run on this server uses.
 fn own_prefix(case: &str) -> String {
     format!("telemark-test-{}-{case}", std::process::id())
-}
-
-/// The server's end: `telemark-server` over a memory store, subscribed
-/// to every device's uplink under `prefix`, answering on each device's
-/// downlink subject after the commit.
-async fn serve(url: &str, prefix: &str) -> Arc<Mutex<MemoryStore>> {
-    let store = Arc::new(Mutex::new(MemoryStore::new()));
-    let shared = store.clone();
-    let client = ConnectOptions::new()
-        .retain_servers_order()
-        .connect(url)
-        .await
-        .unwrap();
-    let mut uplinks = client.subscribe(Subjects::uplinks(prefix)).await.unwrap();
-    client.flush().await.unwrap();
-    let prefix = prefix.to_string();
-    tokio::spawn(async move {
-        let mut server = Server::new(keyring());
-        // The client reconnects by itself and subscribes again.
-        while let Some(message) = uplinks.next().await {
-            let Some(device) = Subjects::device_of(&prefix, &message.subject) else {
-                continue;
-            };
-            let received = {
-                let mut store = shared.lock().unwrap();
-                server.receive(&mut *store, &message.payload, unix_ms())
-            };
-            if let Ok(received) = received {
-                let down = Subjects::new(&prefix, device).unwrap();
-                let _ = client
-                    .publish(down.down().to_string(), received.response.into())
-                    .await;
-            }
-        }
-    });
-    store
 }
 
 /// Publishes `payload` on `subject` from a client of the server's side.

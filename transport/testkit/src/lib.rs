@@ -1,8 +1,19 @@
 //! What the transports' tests share: the demo device (the boiler of
 //! `telemark-qemu-app` on the real engine and a RAM store), the loop that
 //! runs it over any [`AsyncTransport`] in device time, and the server's
-//! view of what it stored. Each transport's test brings the real peer
-//! (broker, server) and the server's end on `telemark-server`.
+//! view of what it stored; and, one feature per link, the server's end on
+//! `telemark-server` over a memory store (`mqtt`, `nats`, `http`, `coap`).
+//! Each transport's test brings the real peer (broker, server).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[cfg(feature = "coap")]
+pub mod coap;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(feature = "nats")]
+pub mod nats;
 
 use std::time::Duration as RealDuration;
 
