@@ -113,6 +113,9 @@ cargo build -p telemark-core --no-default-features --features flash,small --targ
 cargo build -p telemark-core --no-default-features --features flash,async,defmt --target thumbv7em-none-eabihf --locked
 cargo build -p telemark-qemu-app --target thumbv6m-none-eabi --locked
 
+step "bytes on air: one device-day through serial, MQTT, HTTP, CoAP and NATS against real peers"
+cargo run --locked -p telemark-bench-air --bin air-report
+
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
 
