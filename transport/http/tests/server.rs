@@ -9,33 +9,16 @@
 
 use std::net::SocketAddr;
 
-use embedded_io_adapters::tokio_1::FromTokio;
 use telemark_core::store::RecordStore;
 use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::AsyncTransport;
 use telemark_http::host::{HostConfig, HostLink};
 use telemark_http::{exchange, Config, HttpLink, LinkError};
-use telemark_transport_testkit::http::{Scripted, TestServer};
+use telemark_transport_testkit::http::{Scripted, Tcp, TestServer};
+use telemark_transport_testkit::pki::Pki;
 use telemark_transport_testkit::{
     assert_stored_once, captured_frame, engine, free_port, held_off, run_until, Boiler,
 };
-
-/// The device's sockets: tokio's, behind the embedded-io adapter.
-struct Tcp;
-
-impl embedded_nal_async::TcpConnect for Tcp {
-    type Error = std::io::Error;
-    type Connection<'a> = FromTokio<tokio::net::TcpStream>;
-
-    async fn connect<'a>(
-        &'a self,
-        remote: SocketAddr,
-    ) -> Result<Self::Connection<'a>, Self::Error> {
-        Ok(FromTokio::new(
-            tokio::net::TcpStream::connect(remote).await?,
-        ))
-    }
-}
 
 fn buffer() -> Vec<u8> {
     vec![0u8; 1024]
@@ -249,4 +232,33 @@ async fn a_busy_server_answer_gives_a_default_wait_when_it_names_a_date() {
             retry_after_s: exchange::DEFAULT_RETRY_AFTER_S
         })
     );
+}
+
+#[tokio::test]
+async fn a_host_link_posts_over_tls_with_its_client_certificate() {
+    let pki = Pki::new("localhost", 257);
+    let server = TestServer::start_tls(pki.server_config()).await;
+    let url = format!("https://localhost:{}{}", server.addr.port(), exchange::PATH);
+    let mut config = HostConfig::new(vec![url.clone()]);
+    config.tls = Some(pki.device_config());
+    let mut link = HostLink::new(config).unwrap();
+    let mut engine = engine();
+    let mut boiler = Boiler::new(7);
+    run_until(
+        &mut engine,
+        &mut link,
+        &mut boiler,
+        Instant::from_millis(3_600_000),
+    )
+    .await;
+    assert_stored_once(&server.store().1, &engine);
+    assert!(link.counters().answered >= 1);
+    // Without its certificate the device gets no further than the
+    // handshake: the link is down, and nothing is stored.
+    let mut config = HostConfig::new(vec![url]);
+    config.tls = Some(pki.stranger_config());
+    let mut stranger = HostLink::new(config).unwrap();
+    let stored = server.store().1.records().len();
+    assert_eq!(stranger.send(b"frame").await, Err(LinkError::Down));
+    assert_eq!(server.store().1.records().len(), stored);
 }

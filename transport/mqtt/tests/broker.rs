@@ -17,18 +17,16 @@ use std::time::Duration as RealDuration;
 
 use embassy_futures::select::{select, Either};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
-use embedded_io_adapters::tokio_1::FromTokio;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use telemark_core::time::Instant;
 use telemark_core::transport::AsyncTransport;
-use telemark_mqtt::{Config, Connect, LinkError, LinkState, Mode, Refusal, State, Topics};
+use telemark_mqtt::{Config, LinkError, LinkState, Mode, Refusal, State, Topics};
 use telemark_mqtt_broker::{Broker as EmbeddedBroker, Settings};
 use telemark_server::Store;
-use telemark_transport_testkit::mqtt::serve;
+use telemark_transport_testkit::mqtt::{serve, Tcp};
 use telemark_transport_testkit::{
     assert_stored_once, engine, free_port, per_device_day, run_device, Boiler, DEVICE, MTU,
 };
-use tokio::net::TcpStream;
 
 type Link<'a> = telemark_mqtt::Link<'a, NoopRawMutex, MTU>;
 type Runner<'a> = telemark_mqtt::Runner<'a, NoopRawMutex, MTU>;
@@ -208,19 +206,6 @@ impl Drop for Broker {
 }
 
 /// Dials brokers over tokio sockets, seen through embedded-io-async.
-struct Tcp;
-
-impl Connect for Tcp {
-    type Io<'a> = FromTokio<TcpStream>;
-    type Error = std::io::Error;
-
-    async fn connect(&mut self, endpoint: SocketAddr) -> Result<Self::Io<'_>, Self::Error> {
-        let stream = TcpStream::connect(endpoint).await?;
-        stream.set_nodelay(true)?;
-        Ok(FromTokio::new(stream))
-    }
-}
-
 /// Runs `test` beside the link's runner, as the firmware's two tasks run.
 async fn with_runner<F: std::future::Future>(runner: &mut Runner<'_>, test: F) -> F::Output {
     match select(runner.run(&mut Tcp), test).await {
@@ -587,10 +572,9 @@ on_both_brokers!(
 mod host {
     use std::sync::Arc;
 
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     use rumqttc::{TlsConfiguration, Transport};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     use telemark_mqtt::host::{HostConfig, HostLink};
+    use telemark_transport_testkit::pki::Pki;
 
     use super::*;
 
@@ -598,44 +582,12 @@ mod host {
     /// for the device, written for mosquitto; the rustls configs of a
     /// device that trusts the CA, with its client certificate and without.
     fn pki(dir: &std::path::Path) -> (Transport, Transport) {
-        let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "telemark test fleet CA");
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let server_key = KeyPair::generate().unwrap();
-        let server = CertificateParams::new(vec!["127.0.0.1".to_string()])
-            .unwrap()
-            .signed_by(&server_key, &issuer)
-            .unwrap();
-        let mut client_params = CertificateParams::new(Vec::new()).unwrap();
-        client_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("telemark-{DEVICE}"));
-        let client_key = KeyPair::generate().unwrap();
-        let client = client_params.signed_by(&client_key, &issuer).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
-        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(client_key.serialize_der()));
-        let with_cert = builder
-            .clone()
-            .with_client_auth_cert(vec![client.der().clone()], key)
-            .unwrap();
-        let without = builder.with_no_client_auth();
+        let pki = Pki::new("127.0.0.1", DEVICE);
+        std::fs::write(dir.join("ca.pem"), &pki.ca_pem).unwrap();
+        std::fs::write(dir.join("server.pem"), &pki.server_pem).unwrap();
+        std::fs::write(dir.join("server.key"), &pki.server_key_pem).unwrap();
         let tls = |config| Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config)));
-        (tls(with_cert), tls(without))
+        (tls(pki.device_config()), tls(pki.stranger_config()))
     }
 
     /// mosquitto settings for TLS on the first listener, with the files

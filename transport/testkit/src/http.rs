@@ -102,6 +102,32 @@ impl TestServer {
         TestServer { addr, app }
     }
 
+    /// Starts on a free loopback port, serving HTTPS with `tls` (which
+    /// may ask for client certificates).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> TestServer {
+        let app = TestServer::app();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = TestServer::router(app.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, router) = (acceptor.clone(), router.clone());
+                tokio::spawn(async move {
+                    // A client without an acceptable certificate ends here.
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(router);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestServer { addr, app }
+    }
+
     /// The next frame gets `answer`.
     pub fn then_answer(&self, answer: Scripted) {
         self.app.script.lock().unwrap().push_back(answer);
@@ -110,5 +136,22 @@ impl TestServer {
     /// The server and its store.
     pub fn store(&self) -> std::sync::MutexGuard<'_, (Server, MemoryStore)> {
         self.app.server.lock().unwrap()
+    }
+}
+
+/// The device's TCP, as its firmware has it from embassy-net: tokio
+/// sockets behind the embedded-io adapter.
+pub struct Tcp;
+
+impl embedded_nal_async::TcpConnect for Tcp {
+    type Error = std::io::Error;
+    type Connection<'a> = embedded_io_adapters::tokio_1::FromTokio<tokio::net::TcpStream>;
+
+    async fn connect<'a>(
+        &'a self,
+        remote: SocketAddr,
+    ) -> Result<Self::Connection<'a>, Self::Error> {
+        let stream = tokio::net::TcpStream::connect(remote).await?;
+        Ok(embedded_io_adapters::tokio_1::FromTokio::new(stream))
     }
 }

@@ -2,7 +2,7 @@
 //! `telemark-qemu-app` on the real engine and a RAM store), the loop that
 //! runs it over any [`AsyncTransport`] in device time, and the server's
 //! view of what it stored; and, one feature per link, the server's end on
-//! `telemark-server` over a memory store (`mqtt`, `nats`, `http`, `coap`).
+//! `telemark-server` over a memory store (`mqtt`, `nats`, `http`, `coap`), and a test fleet's PKI (`tls`).
 //! Each transport's test brings the real peer (broker, server).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,6 +14,8 @@ pub mod http;
 pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "tls")]
+pub mod pki;
 
 use std::time::Duration as RealDuration;
 

@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as RealDuration;
 
+use embedded_io_adapters::tokio_1::FromTokio;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use telemark_mqtt::Topics;
+use telemark_mqtt::{Connect, Topics};
 use telemark_server::{MemoryStore, Server};
+use tokio::net::TcpStream;
 
 use crate::{keyring, unix_ms};
 
@@ -57,4 +59,19 @@ pub fn serve(broker: SocketAddr) -> Arc<Mutex<MemoryStore>> {
         }
     });
     store
+}
+
+/// The device's TCP, as its firmware has it from embassy-net: a tokio
+/// socket behind the embedded-io adapter.
+pub struct Tcp;
+
+impl Connect for Tcp {
+    type Io<'a> = FromTokio<TcpStream>;
+    type Error = std::io::Error;
+
+    async fn connect(&mut self, endpoint: SocketAddr) -> Result<Self::Io<'_>, Self::Error> {
+        let stream = TcpStream::connect(endpoint).await?;
+        stream.set_nodelay(true)?;
+        Ok(FromTokio::new(stream))
+    }
 }
