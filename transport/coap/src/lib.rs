@@ -7,7 +7,7 @@
 //!   embedded-nal-async [`ConnectedUdp`](embedded_nal_async::ConnectedUdp)
 //!   socket, with a message codec of its own ([`message`]: header,
 //!   token, options, payload; a few hundred bytes of code).
-//! - **Host side** ([`host::Udp`], feature `host`): a tokio socket for the
+//! - **Host side** (`host::Udp`, feature `host`): a tokio socket for the
 //!   same link on Linux.
 //! - **Server end** ([`server`]): sans-IO, for telemark-cloud's listener.
 //!

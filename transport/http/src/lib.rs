@@ -11,7 +11,7 @@
 //!   [`TcpConnect`](embedded_nal_async::TcpConnect) (embassy-net's
 //!   `TcpClient`). One connection per session, kept alive between its
 //!   posts.
-//! - **Host side** ([`host::HostLink`], feature `host`): reqwest and tokio,
+//! - **Host side** (`host::HostLink`, feature `host`): reqwest and tokio,
 //!   TLS and client certificates through rustls.
 //!
 //! What each answer means ([`Outcome`]):
