@@ -222,7 +222,8 @@ fn broker() -> SocketAddr {
     // which is `buf`, and the length it wrote to block[1]; both live
     // across the call.
     let failed = unsafe { syscall1(nr::GET_CMDLINE, block.as_mut_ptr() as usize) } != 0;
-    let line = match buf.get(..block[1]).map(core::str::from_utf8) {
+    let [_, written] = block;
+    let line = match buf.get(..written).map(core::str::from_utf8) {
         Some(Ok(line)) if !failed => line,
         _ => {
             log!(
