@@ -5,7 +5,7 @@
 #
 # Installs what it needs (rustup targets and components; qemu-system-arm,
 # mosquitto and nats-server through apt-get where they are missing, and a
-# NATS server on 127.0.0.1:4222 where none runs), then runs, in order: rustfmt, clippy
+# NATS server on 127.0.0.1:4222 and PostgreSQL on 5432 where none runs), then runs, in order: rustfmt, clippy
 # (warnings denied), the whole test suite (with the QEMU firmware end to end
 # and the flash store's power-cut sweep), the no_std builds for Cortex-M0 and
 # Cortex-M4F, the codec report, the fleet simulator, the flash wear figures,
@@ -48,6 +48,12 @@ need coap-client-notls libcoap3-bin
 if ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
     nats-server -a 127.0.0.1 -p 4222 -js >/dev/null 2>&1 &
     for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break; sleep 0.1; done
+fi
+# telemark-cloud's PostgreSQL backend: the machine's server on 5432.
+need psql postgresql
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+    pg_ctlcluster "$(ls /etc/postgresql | head -1)" main start
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break; sleep 0.1; done
 fi
 qemu-system-arm --version | head -1
 

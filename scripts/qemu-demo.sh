@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Boots a QEMU board's firmware and the gateway beside it: the firmware's
-# log (semihosting) and every record the gateway stores are printed here.
+# Boots a QEMU board's firmware and telemark-cloud beside it: the firmware's
+# log (semihosting) and every record the service stores are printed here.
 # Ctrl-C stops both.
 #
 #   ./scripts/qemu-demo.sh              # STM32F405 (netduinoplus2)
@@ -19,13 +19,15 @@ if ! command -v qemu-system-arm >/dev/null; then
     exit 1
 fi
 (cd "examples/qemu-$board" && cargo build --release --locked)
-cargo build --release --locked -p telemark-gateway
+cargo build --release --locked -p telemark-cloud
 
 # The firmware's .cargo/config.toml runner boots it in QEMU, its UART a TCP
 # server on $port.
 (cd "examples/qemu-$board" && exec cargo run --release --locked) &
 firmware=$!
 trap 'pkill -P "$firmware" 2>/dev/null; kill "$firmware" 2>/dev/null || true' EXIT
-rm -f "qemu-$board.sqlite"
-./target/release/telemark-gateway --db "qemu-$board.sqlite" --keys examples/qemu-app/demo-keys.txt \
-    --connect "127.0.0.1:$port"
+rm -rf "qemu-$board-data"
+# The service on free ports (the board needs only its serial line); Ctrl-C
+# stops both.
+./target/release/telemark-cloud --data "qemu-$board-data" --keys examples/qemu-app/demo-keys.txt \
+    --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --line-connect "127.0.0.1:$port" --verbose

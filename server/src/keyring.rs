@@ -70,6 +70,12 @@ impl Keyring {
         }
     }
 
+    /// Forgets `device` and all its keys (it is revoked): its frames are
+    /// refused as from an unknown device.
+    pub fn remove_device(&mut self, device: u64) {
+        self.devices.remove(&device);
+    }
+
     /// What is known of `device`.
     pub fn device(&self, device: u64) -> Option<&DeviceKeys> {
         self.devices.get(&device)

@@ -1,8 +1,8 @@
 //! telemark end to end on one machine.
 //!
 //! Three simulated boilers run the real engine over the flash store (in
-//! RAM-backed NOR flash that can lose power) and talk to the gateway over
-//! serial framing on TCP sockets; the gateway stores what they send in
+//! RAM-backed NOR flash that can lose power) and talk to telemark-cloud's
+//! hub over serial framing on TCP sockets; it stores what they send in
 //! SQLite and acknowledges it. Six hours of device time pass in seconds.
 //! Along the way device 102 gets a new config, device 101 loses its link
 //! for an hour, and device 103 loses power and comes back from flash.
@@ -13,6 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use telemark_cloud::{line, lock, unix_ms, Hub, SqliteStore, Stored};
 use telemark_core::engine::Boot;
 use telemark_core::model::Value;
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, RecordStore, SimFlash};
@@ -20,10 +21,8 @@ use telemark_core::time::{Duration, Instant};
 use telemark_core::transport::{step, NoLink};
 use telemark_core::wire::report::{Report, ResetReason};
 use telemark_core::wire::seal::{Key, Sealing};
-use telemark_gateway::{Gateway, Stored};
 use telemark_qemu_app::{device, Boiler, Device, MTU};
 use telemark_serial::{SerialTransport, TcpLine};
-use telemark_server::Keyring;
 
 type Flash = SimFlash<1024, 32>;
 type Store = FlashStore<Blocking<Flash>, 512>;
@@ -71,15 +70,9 @@ fn boot(id: u64, flash: Flash, reset: ResetReason) -> Engine {
     device(id, store, boot).expect("the demo's config is valid")
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 fn connect(port: u16) -> Link {
     SerialTransport::new(TcpLine::new(
-        TcpStream::connect(("127.0.0.1", port)).expect("the gateway listens"),
+        TcpStream::connect(("127.0.0.1", port)).expect("the service listens"),
     ))
 }
 
@@ -124,7 +117,7 @@ fn run_device(id: u64, port: u16, trouble: Trouble) -> u32 {
                 });
                 let mut wake = step(&mut engine, l, now, &mut boiler);
                 // While a frame awaits its acknowledgement, give the
-                // gateway real time to answer before device time moves on.
+                // service real time to answer before device time moves on.
                 for _ in 0..200 {
                     if !engine.uplink().radio_on() {
                         break;
@@ -192,36 +185,39 @@ fn describe(device: u64, stored: &Stored) -> Option<String> {
 fn main() {
     let db = std::env::temp_dir().join("telemark-demo.sqlite");
     let _ = std::fs::remove_file(&db);
-    let mut keyring = Keyring::new();
+    let store = SqliteStore::open(&db).expect("open the demo database");
+    let mut hub = Hub::new(Box::new(store)).expect("read the demo database");
     for id in [101, 102, 103] {
-        keyring.insert(id, 1, key(id));
+        hub.import_key(id, 1, key(id), 0)
+            .expect("add the demo devices");
     }
-    let mut gateway = Gateway::open(&db, keyring).expect("open the demo database");
-    gateway.watch(|device, _, _, stored| {
+    hub.watch(|device, _, _, stored| {
         if let Some(line) = describe(device, stored) {
             println!("{line}");
         }
     });
     // {0: 2, 1: 900}: version 2 reports every 15 minutes.
-    gateway
-        .queue_config(102, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x03, 0x84])
+    hub.queue_config(102, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x03, 0x84])
         .expect("a valid config update");
-    let gateway = Arc::new(Mutex::new(gateway));
+    let hub = Arc::new(Mutex::new(hub));
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
     let port = listener.local_addr().expect("bound").port();
     {
-        let gateway = Arc::clone(&gateway);
+        let hub = Arc::clone(&hub);
         thread::spawn(move || {
             for mut line in listener.incoming().flatten() {
-                let gateway = Arc::clone(&gateway);
+                let hub = Arc::clone(&hub);
                 thread::spawn(move || {
-                    let _ = Gateway::serve_shared(&gateway, &mut line, unix_ms);
+                    let _ = line::serve(&hub, &mut line, unix_ms);
                 });
             }
         });
     }
-    println!("gateway on 127.0.0.1:{port}, storing into {}", db.display());
-    println!("   time   what the gateway stored (device time)");
+    println!(
+        "serial lines on 127.0.0.1:{port}, storing into {}",
+        db.display()
+    );
+    println!("   time   what the service stored (device time)");
     let devices = [
         (101, Trouble::LinkCut(2, 3)),
         (102, Trouble::None),
@@ -236,21 +232,14 @@ fn main() {
         taken.push((id, run.join().expect("device thread")));
     }
 
-    let gateway = gateway.lock().expect("gateway");
+    let mut hub = lock(&hub);
     println!("\nin SQLite ({}):", db.display());
     for (id, sampled) in taken {
-        let stored = gateway.readings(id).unwrap_or(0);
-        let alerts: i64 = gateway
-            .db()
-            .query_row(
-                "SELECT COUNT(*) FROM alerts WHERE device = ?1",
-                [id as i64],
-                |r| r.get(0),
-            )
-            .unwrap_or(0);
+        let stored = hub.store().reading_count(id).unwrap_or(0);
+        let alerts = hub.store().alerts(id, 10_000).map_or(0, |a| a.len());
         println!("  device {id}: {stored} readings stored of {sampled} taken, {alerts} alerts");
     }
-    let c = gateway.counters();
+    let c = hub.counters();
     println!(
         "  {} frames, {} records, {} received twice and stored once, {} frames refused",
         c.frames,

@@ -4,6 +4,8 @@
 //! key and goes on with its own. No reading is lost or stored twice.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+use rusqlite::Connection;
+use telemark_cloud::{Hub, SqliteStore};
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::config::EngineConfig;
 use telemark_core::engine::{Action, Boot, Engine};
@@ -18,8 +20,6 @@ use telemark_core::uplink::UplinkConfig;
 use telemark_core::wire::report::{KeyStatus, ResetReason};
 use telemark_core::wire::seal::{Header, Key, Sealing};
 use telemark_core::wire::Epoch;
-use telemark_gateway::Gateway;
-use telemark_server::Keyring;
 
 const FLASH_DEVICE: u64 = 0x51;
 const RAM_DEVICE: u64 = 0x52;
@@ -76,7 +76,7 @@ struct Run {
 /// through the gateway and every response back; then sends what is left.
 fn run<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
     engine: &mut Engine<S, CH, ST, MTU>,
-    gateway: &mut Gateway,
+    gateway: &mut Hub,
     start: u64,
     minutes: u64,
     run: &mut Run,
@@ -120,27 +120,25 @@ fn run<S: RecordStore, const CH: usize, const ST: usize, const MTU: usize>(
     }
 }
 
-fn readings(gateway: &Gateway, device: u64) -> u64 {
-    gateway
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM readings WHERE device = ?1",
-            [device as i64],
-            |r| r.get(0),
-        )
-        .unwrap()
+fn readings(gateway: &mut Hub, device: u64) -> u64 {
+    gateway.store().reading_count(device).unwrap()
 }
 
-fn keyring() -> Keyring {
-    let mut keyring = Keyring::new();
-    keyring.insert(FLASH_DEVICE, 1, Key::from_bytes(PROVISIONED));
-    keyring.insert(RAM_DEVICE, 1, Key::from_bytes(PROVISIONED));
-    keyring
+/// A hub over a fresh SQLite file, which the test reads beside it.
+fn hub(test: &str) -> (Hub, Connection) {
+    let path = std::env::temp_dir().join(format!("telemark-{test}-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut hub = Hub::new(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    hub.import_key(FLASH_DEVICE, 1, Key::from_bytes(PROVISIONED), 0)
+        .unwrap();
+    hub.import_key(RAM_DEVICE, 1, Key::from_bytes(PROVISIONED), 0)
+        .unwrap();
+    (hub, Connection::open(&path).unwrap())
 }
 
 #[test]
 fn a_flash_device_moves_to_the_new_key_and_keeps_it_through_a_power_cut() {
-    let mut gateway = Gateway::in_memory(keyring()).unwrap();
+    let (mut gateway, db) = hub("flash-rotation");
     let mut seen = Run::default();
     let mut device = flash_device(Flash::new(), 0xE1);
     run(&mut device, &mut gateway, 0, 60, &mut seen);
@@ -192,14 +190,13 @@ fn a_flash_device_moves_to_the_new_key_and_keeps_it_through_a_power_cut() {
     run(&mut old, &mut gateway, 0, 30, &mut Run::default());
     assert!(gateway.counters().refused.retired_key > refused_before);
 
-    let stored = readings(&gateway, FLASH_DEVICE);
+    let stored = readings(&mut gateway, FLASH_DEVICE);
     assert_eq!(
         stored, seen.sampled,
         "every reading of the flash device stored once"
     );
     assert_eq!(gateway.counters().conflicts, 0);
-    let (state, status): (String, String) = gateway
-        .db()
+    let (state, status): (String, String) = db
         .query_row(
             "SELECT o.state, k.status FROM outbox_key o JOIN key_status k USING (device) \
              WHERE device = ?1",
@@ -212,7 +209,7 @@ fn a_flash_device_moves_to_the_new_key_and_keeps_it_through_a_power_cut() {
 
 #[test]
 fn a_ram_device_refuses_the_key_and_keeps_its_own() {
-    let mut gateway = Gateway::in_memory(keyring()).unwrap();
+    let (mut gateway, db) = hub("ram-rotation");
     let mut device = Engine::<RamStore<512, 4096>, 1, 64, 256>::new(
         &[LEVEL],
         RamStore::new(FullPolicy::EvictOldest),
@@ -231,9 +228,8 @@ fn a_ram_device_refuses_the_key_and_keeps_its_own() {
     run(&mut device, &mut gateway, 0, 120, &mut seen);
     assert_eq!(seen.keys, [KeyStatus::NotPersistent]);
     assert!(seen.sealed_with.iter().all(|&k| k == 1));
-    assert_eq!(readings(&gateway, RAM_DEVICE), seen.sampled);
-    let state: String = gateway
-        .db()
+    assert_eq!(readings(&mut gateway, RAM_DEVICE), seen.sampled);
+    let state: String = db
         .query_row(
             "SELECT state FROM outbox_key WHERE device = ?1",
             [RAM_DEVICE as i64],

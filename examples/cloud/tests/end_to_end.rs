@@ -1,12 +1,17 @@
 //! A device (the real engine, synthetic sensors, serial framing) talks to
-//! the gateway over a TCP socket, as QEMU's `-serial tcp:` would carry it:
+//! the service over a TCP socket, as QEMU's `-serial tcp:` would carry it:
 //! every reading is stored once, a config update is applied and reported,
 //! and a link cut mid-run loses nothing.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
+use rusqlite::Connection;
+
+use telemark_cloud::{line, Hub, SqliteStore};
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::config::EngineConfig;
 use telemark_core::engine::{Boot, Engine};
@@ -21,10 +26,8 @@ use telemark_core::uplink::UplinkConfig;
 use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::seal::{Key, Sealing};
 use telemark_core::wire::Epoch;
-use telemark_gateway::Gateway;
 use telemark_sensors::synthetic::{Episode, Signal, Synthetic};
 use telemark_serial::{SerialTransport, TcpLine};
-use telemark_server::Keyring;
 
 const DEVICE: u64 = 77;
 const KEY: [u8; 32] = [0x77; 32];
@@ -51,10 +54,13 @@ impl Board for Boiler {
     }
 }
 
-fn serve(listener: TcpListener, gateway: &mut Gateway, connections: usize) {
+/// Unix ms at device uptime zero: the server's clock follows the device's.
+const BOOTED: u64 = 1_700_000_000_000;
+
+fn serve(listener: TcpListener, hub: &Mutex<Hub>, connections: usize, clock: &AtomicU64) {
     for _ in 0..connections {
         let (mut s, _) = listener.accept().unwrap();
-        gateway.serve(&mut s, || 1_700_000_000_000).unwrap();
+        line::serve(hub, &mut s, || clock.load(Ordering::Relaxed)).unwrap();
     }
 }
 
@@ -62,17 +68,22 @@ fn serve(listener: TcpListener, gateway: &mut Gateway, connections: usize) {
 fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let path = std::env::temp_dir().join(format!("telemark-e2e-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let db = path.clone();
+    let clock = Arc::new(AtomicU64::new(BOOTED));
+    let server_clock = Arc::clone(&clock);
     let gateway = thread::spawn(move || {
-        let mut keyring = Keyring::new();
-        keyring.insert(DEVICE, 1, Key::from_bytes(KEY));
-        let mut gw = Gateway::in_memory(keyring).unwrap();
+        let mut hub = Hub::new(Box::new(SqliteStore::open(&db).unwrap())).unwrap();
+        hub.import_key(DEVICE, 1, Key::from_bytes(KEY), 0).unwrap();
         // {0: 2, 1: 1800}: version 2 reports every 30 minutes.
-        let version = gw
+        let version = hub
             .queue_config(DEVICE, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x07, 0x08])
             .unwrap();
         assert_eq!(version, 2);
-        serve(listener, &mut gw, 2);
-        gw
+        let hub = Mutex::new(hub);
+        serve(listener, &hub, 2, &server_clock);
+        hub.into_inner().unwrap()
     });
 
     let config = EngineConfig {
@@ -118,6 +129,7 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
         Instant::from_millis(12 * 3_600_000),
     );
     while now < end {
+        clock.store(BOOTED + now.as_millis(), Ordering::Relaxed);
         if now >= cut && now < mended {
             if let Some(t) = link.take() {
                 drop(t.release()); // closes the socket: the gateway sees the line close
@@ -144,6 +156,7 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
         if engine.staged() > 0 {
             engine.flush_now(now);
         }
+        clock.store(BOOTED + now.as_millis(), Ordering::Relaxed);
         step(&mut engine, t, now, &mut board);
         thread::sleep(std::time::Duration::from_millis(5));
         now = now + Duration::from_secs(1);
@@ -158,35 +171,43 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
     );
     drop(link.take().unwrap().release());
 
-    let gw = gateway.join().unwrap();
-    let stored = gw.readings(DEVICE).unwrap();
-    let distinct: i64 = gw
-        .db()
-        .query_row("SELECT COUNT(*) FROM (SELECT DISTINCT channel, time_ms FROM readings WHERE device = ?1)", [DEVICE as i64], |r| r.get(0))
+    let mut hub = gateway.join().unwrap();
+    let every = hub
+        .store()
+        .readings(&telemark_cloud::ReadingQuery {
+            device: DEVICE,
+            channel: None,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+        })
         .unwrap();
+    let stored = hub.store().reading_count(DEVICE).unwrap();
+    let mut distinct: Vec<i64> = every.iter().map(|r| r.unix_ms).collect();
+    distinct.dedup();
     assert_eq!(stored, board.1, "every reading taken is stored");
-    assert_eq!(distinct as u64, stored, "and stored once");
-    let alerts: i64 = gw
-        .db()
+    assert_eq!(
+        every.len() as u64,
+        stored,
+        "every reading has its Unix time"
+    );
+    assert_eq!(distinct.len() as u64, stored, "and is stored once");
+    assert!(
+        every.iter().all(
+            |r| r.unix_ms >= BOOTED as i64 && r.unix_ms <= clock.load(Ordering::Relaxed) as i64
+        ),
+        "on the server's clock"
+    );
+    let db = Connection::open(&path).unwrap();
+    let alerts: i64 = db
         .query_row("SELECT COUNT(*) FROM alerts WHERE kind = 'High'", [], |r| {
             r.get(0)
         })
         .unwrap();
     assert!(alerts >= 1, "the overheating raised an alert");
-    let unmapped: i64 = gw
-        .db()
-        .query_row(
-            "SELECT COUNT(*) FROM readings WHERE unix_ms IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(unmapped, 0, "every reading has its Unix time");
-    let counters = gw.counters();
+    let counters = hub.counters();
     assert_eq!(counters.refused.total(), 0);
     assert_eq!(counters.conflicts, 0);
-    let config_reports: i64 = gw
-        .db()
+    let config_reports: i64 = db
         .query_row(
             "SELECT COUNT(*) FROM config_status WHERE version = 2 AND code = 0",
             [],
@@ -198,4 +219,5 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
         engine.config().engine.uplink.report_interval,
         Duration::from_mins(30)
     );
+    let _ = std::fs::remove_file(&path);
 }

@@ -1,8 +1,8 @@
 //! The QEMU firmware end to end: QEMU boots each board's firmware
 //! (`examples/qemu-*`); on the UART boards its UART is a TCP socket the
-//! gateway connects to, and the mps2-an386 publishes over MQTT, through
+//! service connects to, and the mps2-an386 publishes over MQTT, through
 //! its LAN9118 and QEMU's user network, to a mosquitto of the test's own
-//! that the gateway subscribes to. The test checks what reaches SQLite:
+//! that the service subscribes to. The test checks what reaches SQLite:
 //!
 //! - readings and alerts arrive, each stored once;
 //! - a config update is applied and reported;
@@ -28,24 +28,26 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+use telemark_cloud::{line, lock, mqtt, unix_ms, Broker, Hub, SqliteStore};
+use telemark_core::codec::CompactCodec;
+use telemark_core::model::{Reading, Value};
 use telemark_core::wire::frame::Command as Downlink;
 use telemark_core::wire::seal::Key;
-use telemark_gateway::{Broker, Gateway};
 use telemark_qemu_app::{DEMO_KEYS, KEY_ID};
-use telemark_server::{Counters, Keyring};
+use telemark_server::Counters;
 
-/// How a board reaches the gateway.
+/// How a board reaches the service.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Link {
-    /// Its UART, which QEMU serves as a TCP socket the gateway connects to.
+    /// Its UART, which QEMU serves as a TCP socket the service connects to.
     Uart,
     /// MQTT over its Ethernet MAC, through QEMU's user network, to a
-    /// broker on the host that the gateway subscribes to.
+    /// broker on the host that the service subscribes to.
     Mqtt,
 }
 
@@ -199,7 +201,7 @@ enum Line {
     /// Connect to QEMU's UART on this port and serve, queueing these
     /// commands first.
     Serve(u16, Vec<(u32, Downlink)>),
-    /// Stop: hand the gateway back.
+    /// Stop: hand the hub back.
     Stop,
 }
 
@@ -234,8 +236,48 @@ fn count(db: &Connection, sql: &str, device: u64) -> i64 {
         .unwrap_or(0)
 }
 
+/// One stored reading, decoded from its block: (epoch, seq, channel,
+/// device time ms, value as an integer).
+type Row = (i64, i64, u16, u64, i64);
+
+/// Every reading of `device`, decoded from the blocks as stored, in the
+/// order the device numbered its records.
+fn rows(db: &Connection, device: u64) -> Vec<Row> {
+    let mut stmt = db
+        .prepare(
+            "SELECT epoch, seq, payload, declared FROM records \
+             WHERE device = ?1 AND lane = 'routine' ORDER BY seq",
+        )
+        .unwrap();
+    let blocks: Vec<(i64, i64, Vec<u8>, usize)> = stmt
+        .query_map([device as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = Vec::new();
+    for (epoch, seq, payload, declared) in blocks {
+        let mut readings: Vec<Reading> = Vec::new();
+        let n = CompactCodec
+            .decode_at_most(&payload, declared, &mut readings)
+            .unwrap();
+        assert_eq!(n, declared, "a block decodes to the readings it declared");
+        for r in readings {
+            let v = match r.value {
+                Value::Scaled(x) => i64::from(x),
+                Value::Counter(c) => i64::from(c),
+                Value::Bool(b) => i64::from(b),
+                Value::Float(f) => i64::from(f.to_bits()),
+            };
+            out.push((epoch, seq, r.channel.0, r.time.as_millis(), v));
+        }
+    }
+    out
+}
+
 /// The epochs the device's records were numbered in, in the order the
-/// gateway first stored one of each.
+/// service first stored one of each.
 fn epochs(db: &Connection, device: u64) -> Vec<i64> {
     db.prepare("SELECT epoch FROM records WHERE device = ?1 GROUP BY epoch ORDER BY MIN(rowid)")
         .unwrap()
@@ -247,24 +289,22 @@ fn epochs(db: &Connection, device: u64) -> Vec<i64> {
 
 /// The gas pulse counts of one epoch, in the order the device took them.
 fn pulses(db: &Connection, device: u64, epoch: i64) -> Vec<i64> {
-    db.prepare(
-        "SELECT raw FROM readings WHERE device = ?1 AND epoch = ?2 AND channel = 2 \
-         ORDER BY seq, time_ms",
-    )
-    .unwrap()
-    .query_map([device as i64, epoch], |r| r.get(0))
-    .unwrap()
-    .map(Result::unwrap)
-    .collect()
+    let mut p: Vec<Row> = rows(db, device)
+        .into_iter()
+        .filter(|r| r.0 == epoch && r.2 == 2)
+        .collect();
+    p.sort_by_key(|r| (r.1, r.3));
+    p.into_iter().map(|r| r.4).collect()
 }
 
 /// The device's highest gas pulse count stored.
 fn gas(db: &Connection, device: u64) -> i64 {
-    count(
-        db,
-        "SELECT COALESCE(MAX(raw), 0) FROM readings WHERE device = ?1 AND channel = 2",
-        device,
-    )
+    rows(db, device)
+        .iter()
+        .filter(|r| r.2 == 2)
+        .map(|r| r.4)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Waits for what the first minutes bring: readings, an alert, and the
@@ -275,7 +315,7 @@ fn wait_for_first_delivery(db: &Connection, qemu: &Qemu, device: u64) {
         qemu,
         Duration::from_secs(60),
         || {
-            count(db, "SELECT COUNT(*) FROM readings WHERE device = ?1", device) >= 20
+            rows(db, device).len() >= 20
                 && count(
                     db,
                     "SELECT COUNT(*) FROM alerts WHERE device = ?1 AND kind = 'High'",
@@ -315,6 +355,18 @@ fn wait_for_new_boot(db: &Connection, qemu: &Qemu, device: u64, before: usize) {
     });
 }
 
+/// A hub over a new SQLite file at `path`, with the demo devices' keys and
+/// the board's config update queued.
+fn hub(path: &Path, board: &Board) -> Hub {
+    let mut hub = Hub::new(Box::new(SqliteStore::open(path).unwrap())).unwrap();
+    for (device, key) in DEMO_KEYS {
+        hub.import_key(device, KEY_ID, Key::from_bytes(key), 0)
+            .unwrap();
+    }
+    hub.queue_config(board.device, &CONFIG_V2).unwrap();
+    hub
+}
+
 fn run(board: &Board) {
     require_qemu();
     let elf = build(board);
@@ -324,28 +376,23 @@ fn run(board: &Board) {
         std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.sqlite", board.machine));
     let _ = std::fs::remove_file(&db_path);
 
-    // The gateway serves one connection after another; the test cuts a
+    // The hub serves one connection after another; the test cuts a
     // connection by shutting its socket down.
-    let mut keyring = Keyring::new();
-    for (device, key) in DEMO_KEYS {
-        keyring.insert(device, KEY_ID, Key::from_bytes(key));
-    }
-    let mut gateway = Gateway::open(&db_path, keyring).unwrap();
-    gateway.queue_config(board.device, &CONFIG_V2).unwrap();
+    let hub = Mutex::new(hub(&db_path, board));
     let (lines, next_line) = mpsc::channel::<Line>();
     let (streams, live) = mpsc::channel::<TcpStream>();
     let device = board.device;
     let server = thread::spawn(move || {
         while let Ok(Line::Serve(port, commands)) = next_line.recv() {
             for (id, c) in commands {
-                gateway.queue_command(device, id, c).unwrap();
+                lock(&hub).queue_command_as(device, id, c).unwrap();
             }
             let mut stream = connect(port);
             streams.send(stream.try_clone().unwrap()).unwrap();
             // Ends when the test shuts the socket down.
-            let _ = gateway.serve(&mut stream, unix_ms);
+            let _ = line::serve(&hub, &mut stream, unix_ms);
         }
-        gateway
+        hub.into_inner().unwrap()
     });
     let db = Connection::open(&db_path).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -400,11 +447,11 @@ fn run(board: &Board) {
     wait_for_new_boot(&db, &qemu, device, before_power_cut.len());
     socket.shutdown(Shutdown::Both).unwrap();
     lines.send(Line::Stop).unwrap();
-    let gateway = server.join().unwrap();
+    let hub = server.join().unwrap();
     let log = format!("{log_before}{}", qemu.log());
     drop(qemu);
 
-    assert_delivered(&db, board, &gateway.counters(), at_cut);
+    assert_delivered(&db, board, &hub.counters(), at_cut);
     if board.crash_drill {
         assert!(rebooted.load(Ordering::Relaxed));
         // The config survived the reset in the flash store.
@@ -422,7 +469,7 @@ fn run(board: &Board) {
 /// pulse count gapless from 1.
 fn assert_delivered(db: &Connection, board: &Board, c: &Counters, at_cut: i64) {
     let device = board.device;
-    // Every record once: the gateway keeps one per (device, epoch, seq).
+    // Every record once: the store keeps one per (device, epoch, seq).
     assert_eq!(
         c.records as i64,
         count(db, "SELECT COUNT(*) FROM records WHERE device = ?1", device)
@@ -459,23 +506,17 @@ fn assert_delivered(db: &Connection, board: &Board, c: &Counters, at_cut: i64) {
             .map(|&e| pulses(db, device, e).len())
             .collect::<Vec<_>>()
     );
-    let readings = count(
-        db,
-        "SELECT COUNT(*) FROM readings WHERE device = ?1",
-        device,
-    );
-    let distinct = count(
-        db,
-        "SELECT COUNT(*) FROM (SELECT DISTINCT epoch, seq, channel, time_ms FROM readings WHERE device = ?1)",
-        device,
-    );
-    assert_eq!(readings, distinct, "a reading stored twice");
+    let mut every = rows(db, device);
+    let readings = every.len();
+    every.sort_unstable();
+    every.dedup_by_key(|r| (r.0, r.1, r.2, r.3));
+    assert_eq!(readings, every.len(), "a reading stored twice");
     let unmapped = count(
         db,
-        "SELECT COUNT(*) FROM readings WHERE device = ?1 AND unix_ms IS NULL",
+        "SELECT COUNT(*) FROM records WHERE device = ?1 AND lane = 'routine' AND anchor_ms IS NULL",
         device,
     );
-    assert_eq!(unmapped, 0, "every reading has its Unix time");
+    assert_eq!(unmapped, 0, "every block has its Unix time");
     println!(
         "{}: {} readings, {} records ({} sent again and not stored twice), {} alerts, {} epochs",
         board.machine,
@@ -546,7 +587,7 @@ impl Drop for Mosquitto {
     }
 }
 
-/// The MQTT board: the gateway serves a broker the firmware publishes to;
+/// The MQTT board: the service serves a broker the firmware publishes to;
 /// the cut is the broker stopped and started again.
 fn run_mqtt(board: &Board) {
     require_qemu();
@@ -556,20 +597,14 @@ fn run_mqtt(board: &Board) {
     let db_path =
         std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.sqlite", board.machine));
     let _ = std::fs::remove_file(&db_path);
-    let mut keyring = Keyring::new();
-    for (device, key) in DEMO_KEYS {
-        keyring.insert(device, KEY_ID, Key::from_bytes(key));
-    }
-    let mut gateway = Gateway::open(&db_path, keyring).unwrap();
-    gateway.queue_config(board.device, &CONFIG_V2).unwrap();
-    let gateway = Arc::new(std::sync::Mutex::new(gateway));
+    let gateway = Arc::new(Mutex::new(hub(&db_path, board)));
     let running = Arc::new(AtomicBool::new(true));
     let server = {
         let (gateway, running) = (Arc::clone(&gateway), Arc::clone(&running));
         let mut mqtt = Broker::new("127.0.0.1", port);
-        mqtt.client_id = format!("telemark-gateway-test-{port}");
+        mqtt.client_id = format!("telemark-cloud-test-{port}");
         thread::spawn(move || {
-            Gateway::serve_mqtt(&gateway, &mqtt, unix_ms, &running).unwrap();
+            mqtt::serve(&gateway, &mqtt, unix_ms, &running).unwrap();
         })
     };
     let device = board.device;
@@ -590,7 +625,7 @@ fn run_mqtt(board: &Board) {
 
     // The broker away for 8 s (8 device minutes), its state lost: the
     // sessions and their subscriptions too, which the device and the
-    // gateway make again.
+    // service make again.
     broker.stop();
     let at_cut = gas(&db);
     let acked_at_cut = acknowledged(&qemu.log());
@@ -613,7 +648,7 @@ fn run_mqtt(board: &Board) {
     drop(qemu);
     running.store(false, Ordering::Relaxed);
     server.join().unwrap();
-    let counters = gateway.lock().unwrap().counters();
+    let counters = lock(&gateway).counters();
     assert_delivered(&db, board, &counters, at_cut);
     // Push mode: a session per report, not one for the whole run.
     let connects: Vec<u64> = log
@@ -634,7 +669,7 @@ fn run_mqtt(board: &Board) {
     let _ = std::fs::remove_file(&db_path);
 }
 
-/// The readings the firmware says the gateway acknowledged, from the last
+/// The readings the firmware says the service acknowledged, from the last
 /// status line of its log.
 fn acknowledged(log: &str) -> u64 {
     log.lines()
@@ -648,12 +683,6 @@ fn acknowledged(log: &str) -> u64 {
         })
         .next_back()
         .unwrap_or(0)
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[test]

@@ -1,13 +1,19 @@
-//! The gateway's [`Store`]: SQLite in one file, one transaction per frame,
-//! every commit synced to disk before it is acknowledged. Reports are
-//! stored as columns of their own tables, readings with their device time
-//! and their Unix time.
+//! The SQLite backend, the default: one file in the data directory, in
+//! WAL mode, every commit synced to disk before it is acknowledged.
+//!
+//! Its schema is versioned (`PRAGMA user_version`). Version 1 is the one
+//! the earlier `telemark-gateway` wrote; [`SqliteStore::open`] upgrades a
+//! file of any version in place, in one transaction:
+//!
+//! | version | what it changes |
+//! | --- | --- |
+//! | 1 | records, conflicts, replay windows, reports, the outbox |
+//! | 2 | devices and their keys; blocks stay compressed at rest, each with its time span (the row-per-reading table is folded into it and dropped) |
 
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use telemark_core::model::Value;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::{KeyStatus, Report};
 use telemark_core::wire::seal::Key;
@@ -17,7 +23,16 @@ use telemark_server::{
     KeyRotation, KeyState, NewRecord, Outbox, OutboxChange, QueuedCommand, RecordKey, Store,
 };
 
-const SCHEMA: &str = "
+use crate::store::{
+    command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, Device,
+    DeviceKey, ReadingQuery, Span, StoreError, StoredReading,
+};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Version 1: the schema of `telemark-gateway`.
+const V1: &str = "
 CREATE TABLE IF NOT EXISTS records (
     device INTEGER NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, lane TEXT NOT NULL,
     severity TEXT NOT NULL, decimated INTEGER NOT NULL, declared INTEGER NOT NULL,
@@ -72,13 +87,52 @@ CREATE TABLE IF NOT EXISTS outbox_commands (
     PRIMARY KEY (device, id));
 ";
 
+/// Version 2: devices and keys; records carry their time span.
+const V2: &str = "
+CREATE TABLE devices (
+    device INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER, last_seen_ms INTEGER);
+CREATE TABLE device_keys (
+    device INTEGER NOT NULL REFERENCES devices (device), id INTEGER NOT NULL,
+    key BLOB NOT NULL, PRIMARY KEY (device, id));
+ALTER TABLE records ADD COLUMN anchor_ms INTEGER;
+ALTER TABLE records ADD COLUMN first_ms INTEGER;
+ALTER TABLE records ADD COLUMN last_ms INTEGER;
+CREATE TEMP TABLE spans AS
+    SELECT device, epoch, seq, MIN(unix_ms - time_ms) AS anchor_ms,
+           MIN(unix_ms) AS first_ms, MAX(unix_ms) AS last_ms
+    FROM readings WHERE unix_ms IS NOT NULL GROUP BY device, epoch, seq;
+UPDATE records SET anchor_ms = spans.anchor_ms, first_ms = spans.first_ms,
+    last_ms = spans.last_ms
+    FROM spans WHERE records.device = spans.device AND records.epoch = spans.epoch
+        AND records.seq = spans.seq;
+DROP TABLE spans;
+DROP TABLE readings;
+CREATE INDEX records_by_time ON records (device, last_ms);
+INSERT INTO devices (device, name, created_ms, last_seen_ms)
+    SELECT device, 'device-' || device, MIN(received_ms), MAX(received_ms)
+    FROM records GROUP BY device;
+";
+
+/// SQLite errors, by what the caller can do about them.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    let text = e.to_string();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy(text),
+        Some(ErrorCode::DiskFull) => StoreError::Full(text),
+        Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly | ErrorCode::SystemIoFailure) => {
+            StoreError::Unavailable(text)
+        }
+        Some(ErrorCode::ConstraintViolation) => StoreError::Taken(text),
+        _ => StoreError::Failed(text),
+    }
+}
+
 /// A key column: 32 bytes, or the row is damaged.
-fn key_of(bytes: &[u8]) -> rusqlite::Result<Key> {
-    <[u8; 32]>::try_from(bytes)
-        .map(Key::from_bytes)
-        .map_err(|_| {
-            rusqlite::Error::InvalidColumnType(1, "key".into(), rusqlite::types::Type::Blob)
-        })
+fn key_column(bytes: &[u8]) -> rusqlite::Result<Key> {
+    key_of(bytes).map_err(|_| {
+        rusqlite::Error::InvalidColumnType(1, "key".into(), rusqlite::types::Type::Blob)
+    })
 }
 
 /// SQLite's integers are signed: u64 ids and epochs are kept bit for bit.
@@ -86,59 +140,43 @@ fn i(v: u64) -> i64 {
     v as i64
 }
 
-fn raw_bits(v: Value) -> (&'static str, i64, f64) {
-    match v {
-        Value::Scaled(x) => ("scaled", i64::from(x), f64::from(x)),
-        Value::Float(f) => ("float", i64::from(f.to_bits()), f64::from(f)),
-        Value::Bool(b) => ("bool", i64::from(b), f64::from(u8::from(b))),
-        Value::Counter(c) => ("counter", i64::from(c), f64::from(c)),
-    }
-}
-
-fn command_columns(c: Command) -> (u8, u8, u32) {
-    match c {
-        Command::Ping => (0, 0, 0),
-        Command::FlushNow => (1, 0, 0),
-        Command::Reboot => (2, 0, 0),
-        Command::SetOutput { output, value } => (3, output, value),
-        _ => (255, 0, 0),
-    }
-}
-
-fn command_of(code: u8, output: u8, value: u32) -> Option<Command> {
-    Some(match code {
-        0 => Command::Ping,
-        1 => Command::FlushNow,
-        2 => Command::Reboot,
-        3 => Command::SetOutput { output, value },
-        _ => return None,
-    })
-}
-
-/// The gateway's database.
+/// The SQLite backend. See the module docs.
 pub struct SqliteStore {
     db: Connection,
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database at `path`.
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
-        Self::with(Connection::open(path)?)
+    /// Opens (or creates) the database at `path`, upgrading its schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Connection::open(path).map_err(db_error)?;
+        // Readers (the API) do not wait for the writer, nor it for them.
+        db.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_error)?;
+        Self::with(db)
     }
 
     /// A database in memory, for tests and trials.
-    pub fn in_memory() -> rusqlite::Result<Self> {
-        Self::with(Connection::open_in_memory()?)
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::with(Connection::open_in_memory().map_err(db_error)?)
     }
 
-    fn with(db: Connection) -> rusqlite::Result<Self> {
+    fn with(mut db: Connection) -> Result<Self, StoreError> {
         // Durable before acknowledged: every commit reaches the disk.
-        db.pragma_update(None, "synchronous", "FULL")?;
+        db.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_error)?;
         // Another process holding the database: wait a little, then give
         // up on this frame (it is not acknowledged; the device resends).
-        db.busy_timeout(Duration::from_millis(500))?;
-        db.execute_batch(SCHEMA)?;
+        db.busy_timeout(Duration::from_millis(500))
+            .map_err(db_error)?;
+        migrate(&mut db)?;
         Ok(SqliteStore { db })
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        self.db
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(db_error)
     }
 
     /// The database, for queries.
@@ -153,42 +191,30 @@ impl SqliteStore {
         } else {
             "routine"
         };
-        tx.execute(
-            "INSERT INTO records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
-                d,
-                e,
-                s,
-                lane,
-                format!("{:?}", r.severity),
-                r.decimated,
-                r.declared,
-                i(batch.received_unix_ms),
-                r.payload
-            ],
-        )?;
+        let span = Span::of(r);
+        tx.prepare_cached(
+            "INSERT INTO records (device, epoch, seq, lane, severity, decimated, declared, \
+             received_ms, payload, anchor_ms, first_ms, last_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            d,
+            e,
+            s,
+            lane,
+            format!("{:?}", r.severity),
+            r.decimated,
+            r.declared,
+            i(batch.received_unix_ms),
+            r.payload,
+            span.anchor_ms,
+            span.first_ms,
+            span.last_ms
+        ])?;
         let received = i(batch.received_unix_ms);
         match &r.contents {
-            Contents::Readings(readings) => {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO readings VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                for t in readings {
-                    let (kind, raw, value) = raw_bits(t.reading.value);
-                    insert.execute(params![
-                        d,
-                        e,
-                        s,
-                        t.reading.channel.0,
-                        i(t.reading.time.as_millis()),
-                        t.unix_ms,
-                        kind,
-                        value,
-                        raw,
-                        t.reading.quality.bits()
-                    ])?;
-                }
-            }
+            // Kept as the block in `records`.
+            Contents::Readings(_) => {}
             Contents::Report { report, unix_ms } => match report {
                 Report::Alert(a) => {
                     tx.execute(
@@ -202,7 +228,7 @@ impl SqliteStore {
                             format!("{:?}", a.severity),
                             i(a.time.as_millis()),
                             unix_ms,
-                            a.value.map(|v| raw_bits(v).2)
+                            a.value.map(number)
                         ],
                     )?;
                 }
@@ -326,10 +352,12 @@ impl SqliteStore {
     }
 }
 
-impl Store for SqliteStore {
-    type Error = rusqlite::Error;
-
-    fn epoch_state(&mut self, device: u64, epoch: Epoch) -> rusqlite::Result<Option<EpochState>> {
+impl SqliteStore {
+    fn epoch_state_db(
+        &mut self,
+        device: u64,
+        epoch: Epoch,
+    ) -> rusqlite::Result<Option<EpochState>> {
         self.db
             .query_row(
                 "SELECT highest, seen, anchor_ms FROM epochs WHERE device = ?1 AND epoch = ?2",
@@ -345,7 +373,7 @@ impl Store for SqliteStore {
             .optional()
     }
 
-    fn stored_payload(&mut self, key: RecordKey) -> rusqlite::Result<Option<Vec<u8>>> {
+    fn stored_payload_db(&mut self, key: RecordKey) -> rusqlite::Result<Option<Vec<u8>>> {
         self.db
             .query_row(
                 "SELECT payload FROM records WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
@@ -355,7 +383,7 @@ impl Store for SqliteStore {
             .optional()
     }
 
-    fn outbox(&mut self, device: u64) -> rusqlite::Result<Outbox> {
+    fn outbox_db(&mut self, device: u64) -> rusqlite::Result<Outbox> {
         let config = self
             .db
             .query_row(
@@ -429,10 +457,10 @@ impl Store for SqliteStore {
             None => None,
             Some((id, key, state, previous)) => Some(KeyRotation {
                 id,
-                key: key_of(&key)?,
+                key: key_column(&key)?,
                 state,
                 previous: match previous {
-                    Some((id, key)) => Some((id, key_of(&key)?)),
+                    Some((id, key)) => Some((id, key_column(&key)?)),
                     None => None,
                 },
             }),
@@ -444,7 +472,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn commit(&mut self, batch: &Batch) -> rusqlite::Result<Committed> {
+    fn commit_db(&mut self, batch: &Batch) -> rusqlite::Result<Committed> {
         let tx = self.db.transaction()?;
         for r in &batch.records {
             Self::insert(&tx, batch, r)?;
@@ -474,11 +502,13 @@ impl Store for SqliteStore {
         for change in &batch.outbox {
             Self::apply(&tx, batch.device, change)?;
         }
+        tx.prepare_cached("UPDATE devices SET last_seen_ms = ?2 WHERE device = ?1")?
+            .execute(params![i(batch.device), i(batch.received_unix_ms)])?;
         tx.commit()?;
         Ok(batch.committed())
     }
 
-    fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> rusqlite::Result<()> {
+    fn set_config_db(&mut self, device: u64, version: u32, cbor: &[u8]) -> rusqlite::Result<()> {
         self.db.execute(
             "INSERT OR REPLACE INTO outbox_config VALUES (?1, ?2, ?3, 'pending', 0, 0)",
             params![i(device), version, cbor],
@@ -486,7 +516,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn set_key(&mut self, device: u64, id: u8, key: &Key) -> rusqlite::Result<()> {
+    fn set_key_db(&mut self, device: u64, id: u8, key: &Key) -> rusqlite::Result<()> {
         let tx = self.db.transaction()?;
         let previous: Option<(Option<u8>, Option<Vec<u8>>)> = tx
             .query_row(
@@ -511,7 +541,7 @@ impl Store for SqliteStore {
         tx.commit()
     }
 
-    fn queue_command(&mut self, device: u64, id: u32, command: Command) -> rusqlite::Result<()> {
+    fn queue_command_db(&mut self, device: u64, id: u32, command: Command) -> rusqlite::Result<()> {
         let (code, output, value) = command_columns(command);
         self.db.execute(
             "INSERT OR IGNORE INTO outbox_commands VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL)",
@@ -519,4 +549,235 @@ impl Store for SqliteStore {
         )?;
         Ok(())
     }
+}
+
+impl Store for SqliteStore {
+    type Error = StoreError;
+
+    fn epoch_state(&mut self, device: u64, epoch: Epoch) -> Result<Option<EpochState>, StoreError> {
+        self.epoch_state_db(device, epoch).map_err(db_error)
+    }
+
+    fn stored_payload(&mut self, key: RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.stored_payload_db(key).map_err(db_error)
+    }
+
+    fn outbox(&mut self, device: u64) -> Result<Outbox, StoreError> {
+        self.outbox_db(device).map_err(db_error)
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
+        self.commit_db(batch).map_err(db_error)
+    }
+
+    fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), StoreError> {
+        self.set_config_db(device, version, cbor).map_err(db_error)
+    }
+
+    fn queue_command(&mut self, device: u64, id: u32, command: Command) -> Result<(), StoreError> {
+        self.queue_command_db(device, id, command).map_err(db_error)
+    }
+
+    fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), StoreError> {
+        self.set_key_db(device, id, key).map_err(db_error)
+    }
+}
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: r.get::<_, i64>(0)? as u64,
+        name: r.get(1)?,
+        created_ms: r.get(2)?,
+        revoked_ms: r.get(3)?,
+        last_seen_ms: r.get(4)?,
+    })
+}
+
+const DEVICE_COLUMNS: &str = "device, name, created_ms, revoked_ms, last_seen_ms";
+
+impl CloudStore for SqliteStore {
+    fn add_device(&mut self, device: &Device, key: &DeviceKey) -> Result<(), StoreError> {
+        let tx = self.db.transaction().map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO devices (device, name, created_ms) VALUES (?1, ?2, ?3)",
+            params![i(device.id), device.name, device.created_ms],
+        )
+        .map_err(|e| match db_error(e) {
+            StoreError::Taken(_) => StoreError::Taken(format!(
+                "a device of id {} or name {:?} exists",
+                device.id, device.name
+            )),
+            other => other,
+        })?;
+        tx.execute(
+            "INSERT INTO device_keys VALUES (?1, ?2, ?3)",
+            params![i(key.device), key.id, &key.key.as_bytes()[..]],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)
+    }
+
+    fn add_key(&mut self, key: &DeviceKey) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "INSERT OR REPLACE INTO device_keys VALUES (?1, ?2, ?3)",
+                params![i(key.device), key.id, &key.key.as_bytes()[..]],
+            )
+            .map(drop)
+            .map_err(|e| match db_error(e) {
+                StoreError::Taken(_) => StoreError::Taken(format!("no device {}", key.device)),
+                other => other,
+            })
+    }
+
+    fn revoke(&mut self, device: u64, now_ms: i64) -> Result<bool, StoreError> {
+        self.db
+            .execute(
+                "UPDATE devices SET revoked_ms = ?2 WHERE device = ?1 AND revoked_ms IS NULL",
+                params![i(device), now_ms],
+            )
+            .map_err(db_error)?;
+        Ok(self.device(device)?.is_some())
+    }
+
+    fn devices(&mut self) -> Result<Vec<Device>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device"
+            ))
+            .map_err(db_error)?;
+        let rows = stmt.query_map([], device_row).map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+
+    fn device(&mut self, id: u64) -> Result<Option<Device>, StoreError> {
+        self.db
+            .query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device = ?1"),
+                [i(id)],
+                device_row,
+            )
+            .optional()
+            .map_err(db_error)
+    }
+
+    fn keys(&mut self) -> Result<Vec<DeviceKey>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT k.device, k.id, k.key FROM device_keys k JOIN devices d USING (device) \
+                 WHERE d.revoked_ms IS NULL ORDER BY k.device, k.id",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(db_error)?;
+        let mut keys = Vec::new();
+        for row in rows {
+            let (device, id, key) = row.map_err(db_error)?;
+            keys.push(DeviceKey {
+                device: device as u64,
+                id,
+                key: key_of(&key)?,
+            });
+        }
+        Ok(keys)
+    }
+
+    fn readings(&mut self, query: &ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT payload, declared, anchor_ms FROM records \
+                 WHERE device = ?1 AND lane = 'routine' AND last_ms >= ?2 AND first_ms < ?3 \
+                 AND anchor_ms IS NOT NULL",
+            )
+            .map_err(db_error)?;
+        let mut rows = stmt
+            .query(params![i(query.device), query.from_ms, query.to_ms])
+            .map_err(db_error)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(db_error)? {
+            let payload = row
+                .get_ref(0)
+                .map_err(db_error)?
+                .as_blob()
+                .map_err(|e| StoreError::Failed(e.to_string()))?;
+            let declared: i64 = row.get(1).map_err(db_error)?;
+            let anchor: i64 = row.get(2).map_err(db_error)?;
+            decode_into(
+                payload,
+                usize::try_from(declared).unwrap_or(0),
+                anchor,
+                query,
+                &mut out,
+            );
+        }
+        out.sort_by_key(|r| r.unix_ms);
+        Ok(out)
+    }
+
+    fn alerts(&mut self, device: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT channel, kind, severity, unix_ms, value FROM alerts WHERE device = ?1 \
+                 ORDER BY rowid DESC LIMIT ?2",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![i(device), limit], |r| {
+                Ok(AlertRow {
+                    channel: r.get(0)?,
+                    kind: r.get(1)?,
+                    severity: r.get(2)?,
+                    unix_ms: r.get(3)?,
+                    value: r.get(4)?,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+
+    fn reading_count(&mut self, device: u64) -> Result<u64, StoreError> {
+        self.db
+            .query_row(
+                "SELECT COALESCE(SUM(declared), 0) FROM records WHERE device = ?1 AND lane = 'routine'",
+                [i(device)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_error)
+    }
+}
+
+/// Brings the database to [`SCHEMA_VERSION`], each step in one
+/// transaction. A database newer than this build is refused.
+fn migrate(db: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_error)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Failed(format!(
+            "the database has schema version {version}; this build knows up to {SCHEMA_VERSION}"
+        )));
+    }
+    for (to, sql) in [(1, V1), (2, V2)] {
+        if version >= to {
+            continue;
+        }
+        let tx = db.transaction().map_err(db_error)?;
+        tx.execute_batch(sql).map_err(db_error)?;
+        tx.pragma_update(None, "user_version", to)
+            .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+    }
+    Ok(())
 }

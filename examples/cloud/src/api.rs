@@ -1,0 +1,780 @@
+//! The HTTP API, on axum, and the HTTP ingest devices post frames to.
+//!
+//! Every `/v1` request but the ingest carries `Authorization: Bearer
+//! TOKEN`. Bodies and answers are JSON; every error is
+//! `application/problem+json` (RFC 9457) with a `detail` that says what
+//! was wrong.
+//!
+//! | method and path | what it does |
+//! | --- | --- |
+//! | `GET /healthz` | 200 when the database answers, 503 when not |
+//! | `GET /metrics` | ingest counters and commit latency, Prometheus text |
+//! | `POST /v1/up` | a device's frame (`telemark-http`); the response frame back |
+//! | `GET /v1/devices` | every device |
+//! | `POST /v1/devices` | `{"name"}`: a new device and its key |
+//! | `GET /v1/devices/{id}` | one device, with its reading count and config |
+//! | `POST /v1/devices/{id}/revoke` | its frames are refused from now on |
+//! | `POST /v1/devices/{id}/rotate` | a new key, sent to the device (sealed with its current one) until it uses it; a device with a flash store keeps it |
+//! | `GET /v1/devices/{id}/readings` | `?channel=&from=&to=` (Unix ms; the last day by default), `&points=N` to downsample |
+//! | `GET /v1/devices/{id}/alerts` | `?limit=N` (100 by default, at most 10,000): the latest alerts |
+//! | `GET /v1/devices/{id}/commands` | the commands queued, with their results |
+//! | `POST /v1/devices/{id}/commands` | `{"command": "ping" \| "flush" \| "reboot" \| "set_output", "output", "value"}` |
+//! | `GET /v1/devices/{id}/config` | the config it should run, and where delivery stands |
+//! | `PUT /v1/devices/{id}/config` | `{"cbor": "HEX"}`: a config update, checked by the core's parser |
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use telemark_core::wire::frame::Command;
+use telemark_server::{ConfigState, Refusal};
+
+use crate::hub::{Hub, HubError, NotAcknowledged, COMMIT_BOUNDS};
+use crate::store::{ReadingQuery, StoreError, StoredReading};
+use crate::{lock, unix_ms};
+
+/// The largest request body: a frame or a JSON document.
+pub const MAX_BODY: usize = 64 * 1024;
+/// The most readings one answer carries; ask for `points` past it.
+pub const MAX_READINGS: usize = 100_000;
+/// The most points a downsampled answer carries.
+pub const MAX_POINTS: usize = 10_000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    hub: Arc<Mutex<Hub>>,
+    admin_token: Arc<str>,
+}
+
+impl Api {
+    /// The API over `hub`, opened by `admin_token`.
+    pub fn new(hub: Arc<Mutex<Hub>>, admin_token: &str) -> Api {
+        Api {
+            hub,
+            admin_token: admin_token.into(),
+        }
+    }
+
+    /// The routes.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .route(telemark_http::exchange::PATH, post(up))
+            .route("/v1/devices", get(devices).post(add_device))
+            .route("/v1/devices/{id}", get(device))
+            .route("/v1/devices/{id}/revoke", post(revoke))
+            .route("/v1/devices/{id}/rotate", post(rotate))
+            .route("/v1/devices/{id}/readings", get(readings))
+            .route("/v1/devices/{id}/alerts", get(alerts))
+            .route("/v1/devices/{id}/commands", get(commands).post(command))
+            .route("/v1/devices/{id}/config", get(config).put(set_config))
+            .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(self)
+    }
+
+    /// Runs `f` on the hub, off the async threads (the store blocks).
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Hub) -> Result<T, Problem> + Send + 'static,
+    ) -> Result<T, Problem> {
+        let hub = Arc::clone(&self.hub);
+        tokio::task::spawn_blocking(move || f(&mut lock(&hub)))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &format!("the request failed: {e}"),
+                ))
+            })
+    }
+
+    /// Checks the bearer token.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Problem> {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if same(t.as_bytes(), self.admin_token.as_bytes()) => Ok(()),
+            Some(_) => Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "the token is not valid",
+            )),
+            None => Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "an Authorization: Bearer TOKEN header is needed",
+            )),
+        }
+    }
+}
+
+/// Compares two secrets in time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An error answer: `application/problem+json`.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    detail: String,
+    retry_after_s: Option<u32>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, detail: &str) -> Problem {
+        Problem {
+            status,
+            detail: detail.to_string(),
+            retry_after_s: None,
+        }
+    }
+
+    fn bad(detail: impl std::fmt::Display) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, &detail.to_string())
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(e: StoreError) -> Problem {
+        match e {
+            StoreError::Taken(_) => Problem::new(StatusCode::CONFLICT, &e.to_string()),
+            e if e.is_transient() => Problem {
+                retry_after_s: Some(5),
+                ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+            },
+            e => Problem::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        }
+    }
+}
+
+impl From<HubError> for Problem {
+    fn from(e: HubError) -> Problem {
+        match e {
+            HubError::Store(e) => e.into(),
+            HubError::UnknownDevice(_) => Problem::new(StatusCode::NOT_FOUND, &e.to_string()),
+            HubError::Revoked(_) => Problem::new(StatusCode::CONFLICT, &e.to_string()),
+            HubError::Config(_) | HubError::Invalid(_) | HubError::Rotate(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response();
+        if let Some(s) = self.retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, s.into());
+        }
+        response
+    }
+}
+
+/// A request that carries the admin token.
+pub struct Admin;
+
+impl FromRequestParts<Api> for Admin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Admin, Problem> {
+        api.authorize(&parts.headers).map(|()| Admin)
+    }
+}
+
+/// The device id of the path, decimal or 0x-hexadecimal.
+struct DeviceId(u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for DeviceId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<DeviceId, Problem> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Problem::bad(e.body_text()))?;
+        crate::settings::device_id(&id)
+            .map(DeviceId)
+            .map_err(Problem::bad)
+    }
+}
+
+/// A JSON body; one that does not parse is a problem.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Body<T>, Problem> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(Problem {
+                status: e.status(),
+                ..Problem::bad(e.body_text())
+            }),
+        }
+    }
+}
+
+/// The query string; one that does not parse is a problem.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Params<T>, Problem> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| Params(v))
+            .map_err(|e| Problem::bad(e.body_text()))
+    }
+}
+
+async fn healthz(State(api): State<Api>) -> Response {
+    let probe = api.run(|hub| Ok(hub.store().device(0)?)).await;
+    match probe {
+        Ok(_) => Json(json!({"status": "ok"})).into_response(),
+        Err(p) => Problem {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            ..p
+        }
+        .into_response(),
+    }
+}
+
+async fn metrics(State(api): State<Api>) -> Result<Response, Problem> {
+    let (c, f) = api.run(|hub| Ok((hub.counters(), hub.figures()))).await?;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+    };
+    counter(
+        "telemark_frames_total",
+        "Frames committed and answered.",
+        c.frames,
+    );
+    counter("telemark_records_total", "New records stored.", c.records);
+    counter(
+        "telemark_readings_total",
+        "Readings in new records.",
+        c.readings,
+    );
+    counter(
+        "telemark_duplicates_total",
+        "Records received again and not stored again.",
+        c.duplicates,
+    );
+    counter(
+        "telemark_conflicts_total",
+        "Records whose name another payload holds: kept and counted.",
+        c.conflicts,
+    );
+    counter(
+        "telemark_store_failures_total",
+        "Frames the store failed to commit (not acknowledged).",
+        c.store_failures,
+    );
+    counter(
+        "telemark_wrong_device_total",
+        "Frames of another device than their topic names.",
+        f.wrong_device,
+    );
+    out += "# HELP telemark_refused_total Frames refused, by cause.\n# TYPE telemark_refused_total counter\n";
+    let r = c.refused;
+    for (cause, n) in [
+        ("malformed", r.malformed),
+        ("unsupported_version", r.unsupported_version),
+        ("unknown_device", r.unknown_device),
+        ("unknown_key", r.unknown_key),
+        ("retired_key", r.retired_key),
+        ("bad_tag", r.bad_tag),
+        ("unauthenticated", r.unauthenticated),
+        ("replayed", r.replayed),
+        ("invalid_block", r.invalid_block),
+    ] {
+        out += &format!("telemark_refused_total{{cause=\"{cause}\"}} {n}\n");
+    }
+    out += "# HELP telemark_commit_seconds Receive and commit of one frame.\n# TYPE telemark_commit_seconds histogram\n";
+    let mut cumulative = 0;
+    for (bound, n) in COMMIT_BOUNDS.iter().zip(f.commit_buckets) {
+        cumulative += n;
+        out += &format!("telemark_commit_seconds_bucket{{le=\"{bound}\"}} {cumulative}\n");
+    }
+    out += &format!(
+        "telemark_commit_seconds_bucket{{le=\"+Inf\"}} {}\ntelemark_commit_seconds_sum {}\ntelemark_commit_seconds_count {}\n",
+        f.commits, f.commit_seconds, f.commits
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// `POST /v1/up`: the frame is the body; the response frame is the
+/// answer's, sent only after the commit.
+async fn up(State(api): State<Api>, frame: Bytes) -> Response {
+    let now = unix_ms();
+    let result = api.run(move |hub| Ok(hub.ingest(None, &frame, now))).await;
+    match result {
+        Ok(Ok(response)) => (
+            [(header::CONTENT_TYPE, telemark_http::exchange::CONTENT_TYPE)],
+            response,
+        )
+            .into_response(),
+        Ok(Err(NotAcknowledged::Refused(r))) => {
+            let status = match r {
+                Refusal::UnknownDevice(_)
+                | Refusal::UnknownKey { .. }
+                | Refusal::RetiredKey { .. }
+                | Refusal::BadTag
+                | Refusal::Unauthenticated(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            Problem::new(status, &format!("frame refused: {r}")).into_response()
+        }
+        Ok(Err(NotAcknowledged::Unstored(e))) => Problem::from(e).into_response(),
+        Ok(Err(e)) => Problem::bad(e).into_response(),
+        Err(p) => p.into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct DeviceView {
+    id: u64,
+    name: String,
+    created_ms: i64,
+    revoked_ms: Option<i64>,
+    last_seen_ms: Option<i64>,
+}
+
+impl From<crate::Device> for DeviceView {
+    fn from(d: crate::Device) -> Self {
+        DeviceView {
+            id: d.id,
+            name: d.name,
+            created_ms: d.created_ms,
+            revoked_ms: d.revoked_ms,
+            last_seen_ms: d.last_seen_ms,
+        }
+    }
+}
+
+async fn devices(State(api): State<Api>, _: Admin) -> Result<Response, Problem> {
+    let devices = api.run(|hub| Ok(hub.store().devices()?)).await?;
+    let devices: Vec<DeviceView> = devices.into_iter().map(DeviceView::from).collect();
+    Ok(Json(json!({ "devices": devices })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDevice {
+    name: String,
+}
+
+async fn add_device(
+    State(api): State<Api>,
+    _: Admin,
+    Body(new): Body<NewDevice>,
+) -> Result<Response, Problem> {
+    let now = unix_ms() as i64;
+    let p = api
+        .run(move |hub| Ok(hub.add_device(&new.name, now)?))
+        .await?;
+    let view = json!({
+        "device": DeviceView::from(p.device.clone()),
+        "key_id": p.key_id,
+        "key": p.key_hex(),
+        "keys_line": p.keys_line(),
+    });
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+fn config_view(c: &telemark_server::DesiredConfig) -> serde_json::Value {
+    let (state, code, detail) = match c.state {
+        ConfigState::Pending => ("pending", None, None),
+        ConfigState::Applied => ("applied", None, None),
+        ConfigState::Refused { code, detail } => ("refused", Some(code), Some(detail)),
+    };
+    let hex: String = c.cbor.iter().map(|b| format!("{b:02x}")).collect();
+    json!({"version": c.version, "cbor": hex, "state": state, "code": code, "detail": detail})
+}
+
+async fn device(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+) -> Result<Response, Problem> {
+    let (d, count, config) = api
+        .run(move |hub| {
+            let d = hub.known(id)?;
+            let count = hub.store().reading_count(id)?;
+            Ok((d, count, hub.store().desired_config(id)?))
+        })
+        .await?;
+    Ok(Json(json!({
+        "device": DeviceView::from(d),
+        "readings": count,
+        "config": config.as_ref().map(config_view),
+    }))
+    .into_response())
+}
+
+async fn revoke(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+) -> Result<Response, Problem> {
+    let now = unix_ms() as i64;
+    api.run(move |hub| Ok(hub.revoke(id, now)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn rotate(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+) -> Result<Response, Problem> {
+    let p = api.run(move |hub| Ok(hub.rotate(id)?)).await?;
+    let view = json!({
+        "key_id": p.key_id,
+        "key": p.key_hex(),
+        "keys_line": p.keys_line(),
+    });
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    channel: Option<u16>,
+    from: Option<i64>,
+    to: Option<i64>,
+    points: Option<usize>,
+}
+
+/// One bucket of a downsampled series.
+#[derive(Serialize, Debug, PartialEq)]
+struct Point {
+    channel: u16,
+    /// The bucket's start, Unix ms.
+    unix_ms: i64,
+    mean: f64,
+    min: f64,
+    max: f64,
+    count: u32,
+}
+
+/// `readings` (sorted by time) in `points` buckets of equal time over
+/// `[from, to)`, each channel on its own.
+fn downsample(readings: &[StoredReading], from: i64, to: i64, points: usize) -> Vec<Point> {
+    let span = (to - from).max(1) as i128;
+    let n = points.max(1) as i128;
+    let mut out: Vec<Point> = Vec::new();
+    let mut channels: Vec<u16> = readings.iter().map(|r| r.channel).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    for c in channels {
+        let mut current: Option<(i128, Point)> = None;
+        for r in readings.iter().filter(|r| r.channel == c) {
+            let bucket = (i128::from(r.unix_ms - from) * n / span).clamp(0, n - 1);
+            match &mut current {
+                Some((b, p)) if *b == bucket => {
+                    p.mean += r.value;
+                    p.min = p.min.min(r.value);
+                    p.max = p.max.max(r.value);
+                    p.count += 1;
+                }
+                _ => {
+                    if let Some((_, p)) = current.take() {
+                        out.push(p);
+                    }
+                    let start = from + (bucket * span / n) as i64;
+                    current = Some((
+                        bucket,
+                        Point {
+                            channel: c,
+                            unix_ms: start,
+                            mean: r.value,
+                            min: r.value,
+                            max: r.value,
+                            count: 1,
+                        },
+                    ));
+                }
+            }
+        }
+        out.extend(current.map(|(_, p)| p));
+    }
+    for p in &mut out {
+        p.mean /= f64::from(p.count);
+    }
+    out
+}
+
+async fn readings(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+    Params(q): Params<RangeQuery>,
+) -> Result<Response, Problem> {
+    let to = q.to.unwrap_or(unix_ms() as i64);
+    let from = q.from.unwrap_or(to.saturating_sub(24 * 3600 * 1000));
+    if from >= to {
+        return Err(Problem::bad(format!(
+            "from ({from}) must be before to ({to})"
+        )));
+    }
+    if let Some(p) = q.points {
+        if p == 0 || p > MAX_POINTS {
+            return Err(Problem::bad(format!("points is 1 to {MAX_POINTS}")));
+        }
+    }
+    let query = ReadingQuery {
+        device: id,
+        channel: q.channel,
+        from_ms: from,
+        to_ms: to,
+    };
+    let readings = api
+        .run(move |hub| {
+            hub.known(id)?;
+            Ok(hub.store().readings(&query)?)
+        })
+        .await?;
+    if let Some(points) = q.points {
+        let points = downsample(&readings, from, to, points);
+        return Ok(
+            Json(json!({"device": id, "from": from, "to": to, "points": points})).into_response(),
+        );
+    }
+    if readings.len() > MAX_READINGS {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!(
+                "the range holds {} readings, more than {MAX_READINGS}: narrow it or ask for points=N",
+                readings.len()
+            ),
+        ));
+    }
+    Ok(Json(json!({"device": id, "from": from, "to": to, "readings": readings})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn alerts(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+    Params(q): Params<Limit>,
+) -> Result<Response, Problem> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 10_000 {
+        return Err(Problem::bad("limit is 1 to 10000"));
+    }
+    let alerts = api
+        .run(move |hub| {
+            hub.known(id)?;
+            Ok(hub.store().alerts(id, limit)?)
+        })
+        .await?;
+    Ok(Json(json!({ "alerts": alerts })).into_response())
+}
+
+fn command_name(c: Command) -> serde_json::Value {
+    match c {
+        Command::Ping => json!({"command": "ping"}),
+        Command::FlushNow => json!({"command": "flush"}),
+        Command::Reboot => json!({"command": "reboot"}),
+        Command::SetOutput { output, value } => {
+            json!({"command": "set_output", "output": output, "value": value})
+        }
+        other => json!({"command": format!("{other:?}")}),
+    }
+}
+
+async fn commands(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+) -> Result<Response, Problem> {
+    let rows = api
+        .run(move |hub| {
+            hub.known(id)?;
+            Ok(hub.store().commands(id)?)
+        })
+        .await?;
+    let list: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|c| {
+            let mut v = command_name(c.command);
+            v["id"] = json!(c.id);
+            v["state"] = json!(if c.result.is_some() {
+                "answered"
+            } else {
+                "queued"
+            });
+            if let Some((status, value)) = c.result {
+                v["result"] = json!({"status": status, "value": value});
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "commands": list })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCommand {
+    command: String,
+    output: Option<u8>,
+    value: Option<u32>,
+}
+
+impl NewCommand {
+    fn command(&self) -> Result<Command, Problem> {
+        let operands = self.output.is_some() || self.value.is_some();
+        Ok(match self.command.as_str() {
+            "ping" | "flush" | "reboot" if operands => {
+                return Err(Problem::bad(format!(
+                    "{} takes no output or value",
+                    self.command
+                )))
+            }
+            "ping" => Command::Ping,
+            "flush" => Command::FlushNow,
+            "reboot" => Command::Reboot,
+            "set_output" => Command::SetOutput {
+                output: self
+                    .output
+                    .ok_or(Problem::bad("set_output needs an output (0 to 255)"))?,
+                value: self.value.ok_or(Problem::bad("set_output needs a value"))?,
+            },
+            other => {
+                return Err(Problem::bad(format!(
+                    "unknown command {other:?}: ping, flush, reboot or set_output"
+                )))
+            }
+        })
+    }
+}
+
+async fn command(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+    Body(new): Body<NewCommand>,
+) -> Result<Response, Problem> {
+    let command = new.command()?;
+    let queued = api
+        .run(move |hub| Ok(hub.queue_command(id, command)?))
+        .await?;
+    let mut v = command_name(command);
+    v["id"] = json!(queued);
+    v["state"] = json!("queued");
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn config(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+) -> Result<Response, Problem> {
+    let config = api
+        .run(move |hub| {
+            hub.known(id)?;
+            Ok(hub.store().desired_config(id)?)
+        })
+        .await?;
+    match config {
+        Some(c) => Ok(Json(config_view(&c)).into_response()),
+        None => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            &format!("no config was set for device {id}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewConfig {
+    cbor: String,
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+        .collect()
+}
+
+async fn set_config(
+    State(api): State<Api>,
+    _: Admin,
+    DeviceId(id): DeviceId,
+    Body(new): Body<NewConfig>,
+) -> Result<Response, Problem> {
+    let cbor = unhex(&new.cbor).ok_or(Problem::bad("cbor: hex digits expected"))?;
+    let version = api.run(move |hub| Ok(hub.queue_config(id, &cbor)?)).await?;
+    Ok(Json(json!({"version": version, "state": "pending"})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(channel: u16, unix_ms: i64, value: f64) -> StoredReading {
+        StoredReading {
+            channel,
+            unix_ms,
+            value,
+            quality: 0,
+        }
+    }
+
+    #[test]
+    fn downsampling_keeps_each_channel_apart() {
+        let readings: Vec<StoredReading> = (0..100)
+            .map(|i| r(1 + (i % 2) as u16, i * 10, i as f64))
+            .collect();
+        let points = downsample(&readings, 0, 1000, 4);
+        assert_eq!(points.len(), 8);
+        let first = &points[0];
+        assert_eq!((first.channel, first.unix_ms, first.count), (1, 0, 13));
+        assert_eq!((first.min, first.max), (0.0, 24.0));
+        assert_eq!(first.mean, 12.0);
+        assert_eq!(points.iter().map(|p| p.count).sum::<u32>(), 100);
+        assert!(points[..4].iter().all(|p| p.channel == 1));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT"));
+        assert!(!same(b"secret", b"secret!"));
+    }
+}

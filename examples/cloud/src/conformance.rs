@@ -1,0 +1,335 @@
+//! The conformance suite every [`CloudStore`] backend runs: the
+//! protocol's ([`telemark_server::conformance`]) and the service's own,
+//! through a real [`Hub`] and sealed frames: devices and keys, revocation,
+//! range queries over blocks kept compressed, commands and config.
+//!
+//! ```
+//! use telemark_cloud::{conformance, SqliteStore};
+//! conformance::run(|| Box::new(SqliteStore::in_memory().expect("SQLite in memory")));
+//! ```
+//!
+//! Each check panics with what the backend got wrong.
+
+use telemark_core::codec::{BlockCodec, CompactCodec};
+use telemark_core::model::{Alert, AlertKind, ChannelId, Reading, Severity, Value};
+use telemark_core::time::Instant;
+use telemark_core::wire::frame::{Command, FrameWriter};
+use telemark_core::wire::report::Report;
+use telemark_core::wire::seal::{FrameKind, Header, Sealing};
+use telemark_core::wire::{Epoch, Record, RecordMeta, Seq};
+
+use crate::hub::{Hub, Provisioned};
+use crate::store::{CloudStore, Device, DeviceKey, ReadingQuery, StoreError};
+
+const ADDED: i64 = 1_600_000_000_000;
+/// When the frames arrive; each was sent at uptime 100 s.
+const RECEIVED: u64 = 1_700_000_000_000;
+const UPTIME_MS: u64 = 100_000;
+
+/// Runs every check, each on a fresh store from `fresh`.
+pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
+    telemark_server::conformance::run(&mut fresh);
+    devices_are_named_once(fresh());
+    revoked_devices_are_refused(fresh());
+    readings_are_queried_by_channel_and_time(fresh());
+    commands_and_config_are_listed(fresh());
+    alerts_are_listed_latest_first(fresh());
+}
+
+fn hub(store: Box<dyn CloudStore>) -> Hub {
+    match Hub::new(store) {
+        Ok(hub) => hub,
+        Err(e) => panic!("the hub does not start: {e}"),
+    }
+}
+
+fn add(hub: &mut Hub, name: &str) -> Provisioned {
+    match hub.add_device(name, ADDED) {
+        Ok(p) => p,
+        Err(e) => panic!("device {name} not added: {e}"),
+    }
+}
+
+fn ok<T>(r: Result<T, StoreError>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("the store failed: {e}"),
+    }
+}
+
+/// Readings of two channels, 1 s apart from uptime `first_s`: channel 1
+/// counts from 100, channel 2 from -100.
+fn readings(first_s: u64, n: u64) -> Vec<Reading> {
+    (0..n)
+        .map(|k| {
+            let t = Instant::from_millis((first_s + k) * 1000);
+            let (channel, value) = if k % 2 == 0 {
+                (1, 100 + k as i32)
+            } else {
+                (2, -100 - k as i32)
+            };
+            Reading::new(ChannelId(channel), t, Value::Scaled(value))
+        })
+        .collect()
+}
+
+/// A records frame of `p`, counter `counter`, holding one record: `seq`,
+/// `meta`, `payload`; sent at uptime [`UPTIME_MS`].
+fn sealed(p: &Provisioned, counter: u32, seq: u32, meta: RecordMeta, payload: &[u8]) -> Vec<u8> {
+    let sealing = Sealing::key(p.key_id, p.key.clone());
+    let header = Header::new(FrameKind::Records, p.device.id, Epoch(7), counter, &sealing);
+    let mut buf = vec![0u8; payload.len() + 256];
+    let uptime = Instant::from_millis(UPTIME_MS);
+    let Ok(mut w) = FrameWriter::new(&mut buf, &header, uptime, &sealing) else {
+        panic!("frame header does not fit");
+    };
+    let record = Record {
+        seq: Seq(seq),
+        meta,
+        payload,
+    };
+    assert!(w.push(&record, None).is_ok(), "record does not fit");
+    let n = w.finish(&sealing).unwrap_or(0);
+    buf.truncate(n);
+    buf
+}
+
+/// A frame with one block of `readings` as record `seq`.
+fn frame(p: &Provisioned, counter: u32, seq: u32, readings: &[Reading]) -> Vec<u8> {
+    let mut block = vec![0u8; 4096];
+    let len = CompactCodec.encode(readings, &mut block).unwrap_or(0);
+    block.truncate(len);
+    let n = u16::try_from(readings.len()).unwrap_or(u16::MAX);
+    sealed(p, counter, seq, RecordMeta::routine(n), &block)
+}
+
+/// A frame with one alert report as record `seq`.
+fn alert_frame(p: &Provisioned, counter: u32, seq: u32, alert: Alert) -> Vec<u8> {
+    let mut payload = [0u8; 64];
+    let len = Report::Alert(alert).encode(&mut payload).unwrap_or(0);
+    let meta = RecordMeta::alert(alert.severity, 1);
+    sealed(
+        p,
+        counter,
+        seq,
+        meta,
+        payload.get(..len).unwrap_or_default(),
+    )
+}
+
+/// A device is added with its key; a name or an id in use is refused and
+/// changes nothing.
+pub fn devices_are_named_once(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let a = add(&mut hub, "boiler-1");
+    let b = add(&mut hub, "boiler-2");
+    assert_ne!(a.device.id, b.device.id);
+    assert!(
+        hub.add_device("boiler-1", ADDED).is_err(),
+        "a name taken twice"
+    );
+    let clash = Device {
+        name: "other".into(),
+        ..a.device.clone()
+    };
+    let key = DeviceKey {
+        device: a.device.id,
+        id: 1,
+        key: a.key.clone(),
+    };
+    assert!(
+        matches!(
+            hub.store().add_device(&clash, &key),
+            Err(StoreError::Taken(_))
+        ),
+        "an id taken twice"
+    );
+    let devices = ok(hub.store().devices());
+    let mut ids = vec![a.device.id, b.device.id];
+    ids.sort_unstable();
+    assert_eq!(devices.iter().map(|d| d.id).collect::<Vec<_>>(), ids);
+    let stored = ok(hub.store().device(a.device.id));
+    assert_eq!(stored.as_ref().map(|d| d.name.as_str()), Some("boiler-1"));
+    assert_eq!(stored.and_then(|d| d.last_seen_ms), None);
+    let keys = ok(hub.store().keys());
+    assert_eq!(keys.len(), 2);
+    assert!(keys
+        .iter()
+        .any(|k| k.device == a.device.id && k.key == a.key));
+    // A key added to a device that does not exist is refused.
+    let stray = DeviceKey {
+        device: 42,
+        id: 1,
+        key: a.key.clone(),
+    };
+    assert!(hub.store().add_key(&stray).is_err(), "a key of no device");
+}
+
+/// A revoked device's frames are refused, after a restart too; its data
+/// stays.
+pub fn revoked_devices_are_refused(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let p = add(&mut hub, "meter");
+    assert!(hub
+        .receive(&frame(&p, 1, 0, &readings(10, 4)), RECEIVED)
+        .is_some());
+    assert!(hub.revoke(p.device.id, ADDED + 1).is_ok());
+    assert!(hub
+        .receive(&frame(&p, 2, 1, &readings(20, 4)), RECEIVED)
+        .is_none());
+    assert!(
+        hub.revoke(12345, ADDED).is_err(),
+        "revoked a device that is not"
+    );
+    let device = ok(hub.store().device(p.device.id));
+    assert_eq!(device.and_then(|d| d.revoked_ms), Some(ADDED + 1));
+    assert!(ok(hub.store().keys()).is_empty(), "a revoked device's key");
+    assert_eq!(ok(hub.store().reading_count(p.device.id)), 4);
+    assert!(hub.queue_command(p.device.id, Command::Ping).is_err());
+}
+
+/// Blocks are stored as sent and decoded on read: a query picks one
+/// channel or all, from inclusive to exclusive, in time order, on the
+/// server's clock.
+pub fn readings_are_queried_by_channel_and_time(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let p = add(&mut hub, "boiler");
+    let id = p.device.id;
+    // Two blocks, the later one sent first: uptime 10..30 s and 30..50 s.
+    assert!(hub
+        .receive(&frame(&p, 1, 1, &readings(30, 20)), RECEIVED)
+        .is_some());
+    assert!(hub
+        .receive(&frame(&p, 2, 0, &readings(10, 20)), RECEIVED)
+        .is_some());
+    // And the first again: acknowledged, not stored twice.
+    assert!(hub
+        .receive(&frame(&p, 3, 0, &readings(10, 20)), RECEIVED)
+        .is_some());
+    assert_eq!(ok(hub.store().reading_count(id)), 40);
+    let device = ok(hub.store().device(id));
+    assert_eq!(device.and_then(|d| d.last_seen_ms), Some(RECEIVED as i64));
+    // Uptime 0 was UPTIME_MS before the frames arrived.
+    let zero = RECEIVED as i64 - UPTIME_MS as i64;
+    let all = |channel| ReadingQuery {
+        device: id,
+        channel,
+        from_ms: i64::MIN,
+        to_ms: i64::MAX,
+    };
+    let every = ok(hub.store().readings(&all(None)));
+    assert_eq!(every.len(), 40);
+    assert!(every.windows(2).all(|w| w[0].unix_ms < w[1].unix_ms));
+    assert_eq!(every.first().map(|r| r.unix_ms), Some(zero + 10_000));
+    let ones = ok(hub.store().readings(&all(Some(1))));
+    assert_eq!(ones.len(), 20);
+    assert!(ones.iter().all(|r| r.channel == 1 && r.value >= 100.0));
+    assert_eq!(ones.first().map(|r| r.value), Some(100.0));
+    // 25 s to 35 s of uptime: 10 readings, 5 of each channel, across both
+    // blocks; the end is exclusive.
+    let range = ReadingQuery {
+        device: id,
+        channel: None,
+        from_ms: zero + 25_000,
+        to_ms: zero + 35_000,
+    };
+    let some = ok(hub.store().readings(&range));
+    assert_eq!(some.len(), 10, "{some:?}");
+    assert_eq!(some.first().map(|r| r.unix_ms), Some(zero + 25_000));
+    assert_eq!(some.last().map(|r| r.unix_ms), Some(zero + 34_000));
+    let twos = ok(hub.store().readings(&ReadingQuery {
+        channel: Some(2),
+        ..range
+    }));
+    assert_eq!(twos.len(), 5);
+    // Another device sees none of it.
+    let q = add(&mut hub, "other");
+    assert!(ok(hub.store().readings(&ReadingQuery {
+        device: q.device.id,
+        ..range
+    }))
+    .is_empty());
+}
+
+/// Commands get ids in order and are listed with their state; a config
+/// must raise the version.
+pub fn commands_and_config_are_listed(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let p = add(&mut hub, "valve");
+    let id = p.device.id;
+    let first = hub.queue_command(id, Command::Ping);
+    let second = hub.queue_command(
+        id,
+        Command::SetOutput {
+            output: 2,
+            value: 0,
+        },
+    );
+    assert_eq!((first.ok(), second.ok()), (Some(1), Some(2)));
+    let listed = ok(hub.store().commands(id));
+    assert_eq!(listed.iter().map(|c| c.id).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        listed.get(1).map(|c| c.command),
+        Some(Command::SetOutput {
+            output: 2,
+            value: 0
+        })
+    );
+    assert!(listed.iter().all(|c| c.result.is_none()));
+    assert!(hub.queue_command(0xDEAD, Command::Ping).is_err());
+    // {0: 4, 1: 900}: version 4 reports every 15 minutes.
+    let update = [0xa2, 0x00, 0x04, 0x01, 0x19, 0x03, 0x84];
+    assert_eq!(hub.queue_config(id, &update).ok(), Some(4));
+    assert!(
+        hub.queue_config(id, &update).is_err(),
+        "the same version twice"
+    );
+    assert!(hub.queue_config(id, &[0xa1, 0x00]).is_err(), "malformed");
+    let desired = ok(hub.store().desired_config(id));
+    assert_eq!(
+        desired.map(|c| (c.version, c.cbor)),
+        Some((4, update.to_vec()))
+    );
+}
+
+/// Alerts are kept with their kind, severity, value and Unix time, and
+/// listed latest first.
+pub fn alerts_are_listed_latest_first(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let p = add(&mut hub, "boiler");
+    let high = Alert {
+        channel: ChannelId(1),
+        kind: AlertKind::High,
+        severity: Severity::Critical,
+        value: Some(Value::Scaled(9_100)),
+        time: Instant::from_millis(40_000),
+    };
+    let cleared = Alert {
+        kind: AlertKind::HighCleared,
+        severity: Severity::Info,
+        value: None,
+        time: Instant::from_millis(90_000),
+        ..high
+    };
+    assert!(hub
+        .receive(&alert_frame(&p, 1, 0, high), RECEIVED)
+        .is_some());
+    assert!(hub
+        .receive(&alert_frame(&p, 2, 1, cleared), RECEIVED)
+        .is_some());
+    let alerts = ok(hub.store().alerts(p.device.id, 10));
+    let zero = RECEIVED as i64 - UPTIME_MS as i64;
+    let seen: Vec<_> = alerts
+        .iter()
+        .map(|a| (a.kind.as_str(), a.severity.as_str(), a.unix_ms, a.value))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("HighCleared", "Info", Some(zero + 90_000), None),
+            ("High", "Critical", Some(zero + 40_000), Some(9_100.0)),
+        ]
+    );
+    assert_eq!(ok(hub.store().alerts(p.device.id, 1)).len(), 1);
+    assert!(ok(hub.store().alerts(p.device.id + 1, 10)).is_empty());
+}

@@ -1,0 +1,71 @@
+//! telemark-cloud: the service users deploy, on a Raspberry Pi next to a
+//! meter or on a VM for a fleet.
+//!
+//! With no flags, `telemark-cloud` starts everything it needs, with
+//! nothing installed:
+//! - an MQTT 5 broker ([`telemark_mqtt_broker`]), which devices with
+//!   `telemark-mqtt` publish to;
+//! - SQLite in a data directory ([`SqliteStore`]);
+//! - the HTTP API ([`api`]);
+//! - and, when asked, serial lines ([`mod@line`]): a UART, or TCP sockets
+//!   carrying one.
+//!
+//! With `--database postgres://…` it keeps its state in PostgreSQL
+//! ([`PgStore`]); with `--broker mqtt://…` it uses another broker.
+//!
+//! Every listener hands its frames to the [`Hub`]: the server half of the
+//! protocol ([`telemark_server`]) over the store. A frame's records are
+//! stored in one transaction, and only after the commit is the response
+//! sent, so a device frees a record only once it is stored.
+//!
+//! ```
+//! use telemark_cloud::{Hub, SqliteStore};
+//!
+//! let mut hub = Hub::new(Box::new(SqliteStore::in_memory()?))?;
+//! let boiler = hub.add_device("boiler-1", 1_700_000_000_000)?;
+//! // What the firmware needs: its id, its key's id and its key.
+//! println!("{}", boiler.keys_line());
+//! assert_eq!(hub.store().devices()?.len(), 1);
+//! // Bytes that are no frame are refused, and nothing is stored.
+//! assert!(hub.receive(b"junk", 1_700_000_000_000).is_none());
+//! assert_eq!(hub.store().reading_count(boiler.device.id)?, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod api;
+pub mod conformance;
+mod hub;
+pub mod line;
+pub mod mqtt;
+mod postgres;
+pub mod settings;
+mod sqlite;
+mod store;
+
+pub use hub::{
+    Figures, Hub, HubError, NotAcknowledged, Provisioned, Stored, COMMIT_BOUNDS, KEY_REFRESH_MS,
+};
+pub use mqtt::{Broker, MqttError};
+pub use postgres::PgStore;
+pub use sqlite::{SqliteStore, SCHEMA_VERSION};
+pub use store::{
+    AlertRow, CloudStore, CommandRow, Device, DeviceKey, ReadingQuery, Span, StoreError,
+    StoredReading,
+};
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Takes the hub. A thread that panicked while holding it left it as it
+/// was between two frames (each frame is one transaction), so it is taken
+/// as it is.
+pub fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
+    hub.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The time now, Unix ms.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,415 @@
+//! `telemark-cloud`: the service. See the crate docs and `docs/cloud.md`.
+//!
+//! ```text
+//! telemark-cloud [serve] [--config FILE] [--data DIR] [--database postgres://…]
+//!                [--http ADDR] [--mqtt ADDR] [--broker mqtt://HOST:PORT]
+//!                [--line ADDR] [--line-connect ADDR] [--serial PATH]
+//!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN] [--verbose]
+//! telemark-cloud device add --name NAME [--data DIR | --database URL]
+//! telemark-cloud device list [--data DIR | --database URL]
+//! telemark-cloud device revoke ID [--data DIR | --database URL]
+//! telemark-cloud device rotate ID [--data DIR | --database URL]
+//! ```
+//!
+//! `serve` prints the addresses it bound as one JSON line on standard
+//! output (`{"http": "127.0.0.1:8080", "mqtt": …, "line": […]}`), so
+//! scripts can ask for port 0. SIGTERM or Ctrl-C stops it: it takes no
+//! new frame, lets the one being committed finish, and exits.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use telemark_cloud::settings::{device_id, keys_file, Settings};
+use telemark_cloud::{
+    api::Api, line, lock, mqtt, unix_ms, Broker, CloudStore, Hub, PgStore, SqliteStore, Stored,
+};
+use telemark_core::model::Value;
+use telemark_core::store::Seq;
+use telemark_core::wire::report::Report;
+
+/// One line for a stored record.
+fn describe(device: u64, seq: Seq, stored: &Stored) -> String {
+    match stored {
+        Stored::Readings(readings) => {
+            let mut line = format!("device {device} {seq}: {} readings", readings.len());
+            if let (Some(first), Some(last)) = (readings.first(), readings.last()) {
+                line += &format!(" from {} to {}:", first.time, last.time);
+            }
+            // The last value of each channel.
+            let mut channels: Vec<_> = readings.iter().map(|r| r.channel).collect();
+            channels.sort_unstable();
+            channels.dedup();
+            for c in channels {
+                if let Some(r) = readings.iter().rev().find(|r| r.channel == c) {
+                    let v = match r.value {
+                        Value::Scaled(x) => x.to_string(),
+                        Value::Float(f) => f.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        Value::Counter(n) => n.to_string(),
+                    };
+                    line += &format!(" {c}={v}");
+                }
+            }
+            line
+        }
+        Stored::Report(Report::Alert(a)) => format!(
+            "device {device} {seq}: ALERT {:?} {:?} on {} at {}",
+            a.severity, a.kind, a.channel, a.time
+        ),
+        Stored::Report(r) => format!("device {device} {seq}: {r:?}"),
+        Stored::Undecodable => format!("device {device} {seq}: undecodable payload, kept raw"),
+    }
+}
+
+/// The store the settings name: PostgreSQL, or SQLite in the data
+/// directory.
+fn open_store(s: &Settings) -> Result<Box<dyn CloudStore>, String> {
+    if let Some(url) = &s.database {
+        return Ok(Box::new(
+            PgStore::connect(url).map_err(|e| format!("{url}: {e}"))?,
+        ));
+    }
+    std::fs::create_dir_all(&s.data).map_err(|e| format!("{}: {e}", s.data.display()))?;
+    let path = s.data.join("telemark.sqlite");
+    Ok(Box::new(
+        SqliteStore::open(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+    ))
+}
+
+/// The admin token: given, or the data directory's, made on first start.
+fn admin_token(s: &Settings) -> Result<String, String> {
+    if let Some(t) = &s.admin_token {
+        return Ok(t.clone());
+    }
+    if let Ok(t) = std::env::var("TELEMARK_ADMIN_TOKEN") {
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    let path = s.data.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_string());
+    }
+    std::fs::create_dir_all(&s.data).map_err(|e| format!("{}: {e}", s.data.display()))?;
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_secret(&path, &token).map_err(|e| format!("{}: {e}", path.display()))?;
+    eprintln!("admin token written to {}", path.display());
+    Ok(token)
+}
+
+/// Writes a file only its owner reads.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
+fn serve(s: Settings) -> Result<(), String> {
+    let store = open_store(&s)?;
+    let mut hub = Hub::new(store).map_err(|e| e.to_string())?;
+    let now = unix_ms() as i64;
+    let mut keys = s.key.clone();
+    for file in &s.keys {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        keys.extend(keys_file(&text, &file.display().to_string())?);
+    }
+    for (device, id, key) in keys {
+        hub.import_key(device, id, key, now)
+            .map_err(|e| format!("key {id} of device {device}: {e}"))?;
+    }
+    for &device in &s.unauthenticated {
+        eprintln!("device {device}: unauthenticated frames accepted (a bench only)");
+        hub.allow_unauthenticated(device);
+    }
+    if s.verbose {
+        hub.watch(|device, _, seq, stored| println!("{}", describe(device, seq, stored)));
+    }
+    let token = admin_token(&s)?;
+    let hub = Arc::new(Mutex::new(hub));
+    let running = Arc::new(AtomicBool::new(true));
+
+    // The broker: the embedded one, or the one named.
+    let (embedded, broker) = match &s.broker {
+        Some((host, port)) => (None, Broker::new(host.clone(), *port)),
+        None => {
+            let b =
+                telemark_mqtt_broker::Broker::start(&telemark_mqtt_broker::Settings::new(s.mqtt))
+                    .map_err(|e| format!("--mqtt {}: {e}", s.mqtt))?;
+            let addr = b.addr();
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                addr.ip().to_string()
+            };
+            (Some(b), Broker::new(host, addr.port()))
+        }
+    };
+    let mut broker = broker;
+    broker.prefix = s.mqtt_prefix.clone();
+    let mqtt_addr = embedded.as_ref().map(|b| b.addr().to_string());
+    let mqtt_thread = {
+        let (hub, running, broker) = (Arc::clone(&hub), Arc::clone(&running), broker.clone());
+        std::thread::spawn(move || {
+            if let Err(e) = mqtt::serve(&hub, &broker, unix_ms, &running) {
+                eprintln!("mqtt {}:{}: {e}", broker.host, broker.port);
+            }
+        })
+    };
+
+    // Serial lines.
+    let mut lines = Vec::new();
+    for addr in &s.line {
+        let listener = TcpListener::bind(addr).map_err(|e| format!("--line {addr}: {e}"))?;
+        lines.push(
+            listener
+                .local_addr()
+                .map_err(|e| e.to_string())?
+                .to_string(),
+        );
+        let hub = Arc::clone(&hub);
+        std::thread::spawn(move || listen(&hub, &listener));
+    }
+    for addr in s.line_connect.clone() {
+        let (hub, running) = (Arc::clone(&hub), Arc::clone(&running));
+        std::thread::spawn(move || dial(&hub, &addr, &running));
+    }
+    for path in s.serial.clone() {
+        let mut tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("--serial {}: {e}", path.display()))?;
+        let hub = Arc::clone(&hub);
+        std::thread::spawn(move || {
+            if let Err(e) = line::serve(&hub, &mut tty, unix_ms) {
+                eprintln!("{}: {e}", path.display());
+            }
+        });
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("telemark-cloud")
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    let api = Api::new(Arc::clone(&hub), &token);
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(s.http)
+            .await
+            .map_err(|e| format!("--http {}: {e}", s.http))?;
+        let http = listener.local_addr().map_err(|e| e.to_string())?;
+        let bound = serde_json::json!({
+            "http": http.to_string(),
+            "mqtt": mqtt_addr,
+            "broker": format!("{}:{}", broker.host, broker.port),
+            "line": lines,
+        });
+        println!("{bound}");
+        eprintln!(
+            "telemark-cloud: API on http://{http}, devices through the broker at {}:{}",
+            broker.host, broker.port
+        );
+        axum::serve(listener, api.router())
+            .with_graceful_shutdown(stopped())
+            .await
+            .map_err(|e| format!("http: {e}"))
+    })?;
+
+    // Stop taking frames; the frame being committed holds the hub until
+    // it is done.
+    running.store(false, Ordering::Relaxed);
+    let c = lock(&hub).counters();
+    eprintln!(
+        "stopped: {} frames ({} refused), {} records ({} duplicates, {} conflicts), {} readings stored",
+        c.frames,
+        c.refused.total(),
+        c.records,
+        c.duplicates,
+        c.conflicts,
+        c.readings
+    );
+    let _ = mqtt_thread.join();
+    if let Some(b) = embedded {
+        b.stop();
+    }
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Serves every device that connects to `listener`, each on its own thread.
+fn listen(hub: &Arc<Mutex<Hub>>, listener: &TcpListener) {
+    loop {
+        let (mut stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("line: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        eprintln!("line: device connected from {peer}");
+        let hub = Arc::clone(hub);
+        std::thread::spawn(move || {
+            if let Err(e) = line::serve(&hub, &mut stream, unix_ms) {
+                eprintln!("line {peer}: {e}");
+            }
+            eprintln!("line {peer}: closed");
+        });
+    }
+}
+
+/// Dials `addr` (QEMU's `-serial tcp::PORT,server`) and serves it, again
+/// whenever it closes, while `running` holds.
+fn dial(hub: &Mutex<Hub>, addr: &str, running: &AtomicBool) {
+    let mut away = false;
+    while running.load(Ordering::Relaxed) {
+        match TcpStream::connect(addr) {
+            Ok(mut stream) => {
+                eprintln!("line: connected to {addr}");
+                away = false;
+                if let Err(e) = line::serve(hub, &mut stream, unix_ms) {
+                    eprintln!("line {addr}: {e}");
+                }
+                eprintln!("line {addr}: closed; connecting again");
+            }
+            Err(e) if !away => {
+                eprintln!("line {addr}: {e}; trying again");
+                away = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// `device add|list|revoke|rotate`, on the store the flags name.
+fn device(args: Vec<String>) -> Result<(), String> {
+    let mut args = args.into_iter();
+    let verb = args.next().ok_or("device add|list|revoke|rotate")?;
+    let mut name = None;
+    let mut id = None;
+    let mut rest = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--name" => name = Some(args.next().ok_or("--name needs a value")?),
+            _ if (verb == "revoke" || verb == "rotate") && id.is_none() && !a.starts_with("--") => {
+                id = Some(device_id(&a)?)
+            }
+            _ => rest.push(a),
+        }
+    }
+    let s = Settings::parse(rest)?;
+    let mut hub = Hub::new(open_store(&s)?).map_err(|e| e.to_string())?;
+    let now = unix_ms() as i64;
+    match verb.as_str() {
+        "add" => {
+            let name = name.ok_or("device add --name NAME")?;
+            let p = hub.add_device(&name, now).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": p.device.id,
+                    "name": p.device.name,
+                    "key_id": p.key_id,
+                    "key": p.key_hex(),
+                    "keys_line": p.keys_line(),
+                })
+            );
+            Ok(())
+        }
+        "list" => {
+            let devices = hub.store().devices().map_err(|e| e.to_string())?;
+            for d in devices {
+                let state = if d.revoked_ms.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!("{}\t{}\t{state}", d.id, d.name);
+            }
+            Ok(())
+        }
+        "revoke" => {
+            let id = id.ok_or("device revoke ID")?;
+            hub.revoke(id, now).map_err(|e| e.to_string())?;
+            eprintln!(
+                "device {id} revoked: a running service refuses its frames within {} s",
+                telemark_cloud::KEY_REFRESH_MS / 1000
+            );
+            Ok(())
+        }
+        "rotate" => {
+            let id = id.ok_or("device rotate ID")?;
+            let p = hub.rotate(id).map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": id,
+                    "key_id": p.key_id,
+                    "key": p.key_hex(),
+                    "keys_line": p.keys_line(),
+                })
+            );
+            Ok(())
+        }
+        other => Err(format!("device {other}: add, list, revoke or rotate")),
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("device") => device(args.split_off(1)),
+        Some("serve") => serve(Settings::parse(args.split_off(1))?),
+        Some("--help" | "-h" | "help") => {
+            println!("{}", USAGE);
+            Ok(())
+        }
+        _ => serve(Settings::parse(args)?),
+    }
+}
+
+const USAGE: &str =
+    "telemark-cloud [serve] [--config FILE] [--data DIR] [--database postgres://...]
+               [--http ADDR] [--mqtt ADDR] [--broker mqtt://HOST:PORT] [--mqtt-prefix P]
+               [--line ADDR] [--line-connect ADDR] [--serial PATH]
+               [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN] [--verbose]
+telemark-cloud device add --name NAME [--data DIR | --database URL]
+telemark-cloud device list [--data DIR | --database URL]
+telemark-cloud device revoke ID [--data DIR | --database URL]
+telemark-cloud device rotate ID [--data DIR | --database URL]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("telemark-cloud: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

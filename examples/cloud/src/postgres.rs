@@ -1,0 +1,778 @@
+//! The PostgreSQL backend (`--database postgres://…`): the same tables as
+//! SQLite's, in PostgreSQL's types. One connection, dialled again when it
+//! is lost: while PostgreSQL is away every commit fails (nothing is
+//! acknowledged, the devices send again) and the service keeps running.
+//!
+//! Its schema is versioned in `telemark_schema`; [`PgStore::connect`]
+//! creates or upgrades it in one transaction.
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls, Transaction};
+use telemark_core::wire::frame::Command;
+use telemark_core::wire::report::{KeyStatus, Report};
+use telemark_core::wire::seal::Key;
+use telemark_core::wire::{Epoch, Lane};
+use telemark_server::{
+    Batch, CommandOutcome, Committed, ConfigState, Contents, DesiredConfig, EpochState,
+    KeyRotation, KeyState, NewRecord, Outbox, OutboxChange, QueuedCommand, RecordKey, Store,
+};
+
+use crate::sqlite::SCHEMA_VERSION;
+use crate::store::{
+    command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, Device,
+    DeviceKey, ReadingQuery, Span, StoreError, StoredReading,
+};
+
+/// The schema at [`SCHEMA_VERSION`].
+const SCHEMA: &str = "
+CREATE TABLE records (
+    device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL, lane TEXT NOT NULL,
+    severity TEXT NOT NULL, decimated BOOLEAN NOT NULL, declared INTEGER NOT NULL,
+    received_ms BIGINT NOT NULL, payload BYTEA NOT NULL,
+    anchor_ms BIGINT, first_ms BIGINT, last_ms BIGINT,
+    PRIMARY KEY (device, epoch, seq));
+CREATE INDEX records_by_time ON records (device, last_ms);
+CREATE TABLE alerts (
+    id BIGSERIAL PRIMARY KEY, device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+    channel INTEGER NOT NULL, kind TEXT NOT NULL, severity TEXT NOT NULL,
+    time_ms BIGINT NOT NULL, unix_ms BIGINT, value DOUBLE PRECISION);
+CREATE TABLE heartbeats (
+    device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL, unix_ms BIGINT,
+    uptime_s BIGINT NOT NULL, sampled BIGINT NOT NULL, sent_readings BIGINT NOT NULL,
+    bytes_on_air BIGINT NOT NULL, retries BIGINT NOT NULL, evicted BIGINT NOT NULL,
+    decimated BIGINT NOT NULL, sensor_faults BIGINT NOT NULL, queue_depth BIGINT NOT NULL,
+    reset_reason TEXT NOT NULL, wakeups BIGINT NOT NULL);
+CREATE TABLE config_status (
+    device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL, version BIGINT NOT NULL, code INTEGER NOT NULL,
+    detail INTEGER NOT NULL);
+CREATE TABLE command_results (
+    device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL, id BIGINT NOT NULL, status INTEGER NOT NULL,
+    value BIGINT NOT NULL);
+CREATE TABLE crashes (
+    device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL, kind TEXT NOT NULL, pc BIGINT NOT NULL, lr BIGINT NOT NULL,
+    fault_status BIGINT NOT NULL, uptime_ms BIGINT NOT NULL, reset_reason TEXT NOT NULL,
+    text TEXT NOT NULL);
+CREATE TABLE conflicts (
+    device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL, payload BYTEA NOT NULL);
+CREATE TABLE epochs (
+    device BIGINT NOT NULL, epoch BIGINT NOT NULL, highest BIGINT NOT NULL,
+    seen BIGINT NOT NULL, anchor_ms BIGINT, PRIMARY KEY (device, epoch));
+CREATE TABLE outbox_config (
+    device BIGINT PRIMARY KEY, version BIGINT NOT NULL, cbor BYTEA NOT NULL,
+    state TEXT NOT NULL, code INTEGER NOT NULL, detail INTEGER NOT NULL);
+CREATE TABLE key_status (
+    device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+    received_ms BIGINT NOT NULL, id INTEGER NOT NULL, status TEXT NOT NULL);
+CREATE TABLE outbox_key (
+    device BIGINT PRIMARY KEY, id INTEGER NOT NULL, key BYTEA NOT NULL, state TEXT NOT NULL,
+    status INTEGER, previous_id INTEGER, previous_key BYTEA);
+CREATE TABLE outbox_commands (
+    device BIGINT NOT NULL, id BIGINT NOT NULL, code INTEGER NOT NULL,
+    output INTEGER NOT NULL, value BIGINT NOT NULL, status INTEGER, result BIGINT,
+    queued BIGSERIAL, PRIMARY KEY (device, id));
+CREATE TABLE devices (
+    device BIGINT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_ms BIGINT NOT NULL,
+    revoked_ms BIGINT, last_seen_ms BIGINT);
+CREATE TABLE device_keys (
+    device BIGINT NOT NULL REFERENCES devices (device), id INTEGER NOT NULL,
+    key BYTEA NOT NULL, PRIMARY KEY (device, id));
+";
+
+/// PostgreSQL errors, by what the caller can do about them.
+fn db_error(e: postgres::Error) -> StoreError {
+    let text = e.to_string();
+    if e.is_closed() {
+        return StoreError::Unavailable(text);
+    }
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::FOREIGN_KEY_VIOLATION => {
+            StoreError::Taken(text)
+        }
+        Some(c) if *c == SqlState::DISK_FULL || *c == SqlState::OUT_OF_MEMORY => {
+            StoreError::Full(text)
+        }
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::LOCK_NOT_AVAILABLE =>
+        {
+            StoreError::Busy(text)
+        }
+        Some(c)
+            if *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+                || *c == SqlState::CONNECTION_FAILURE =>
+        {
+            StoreError::Unavailable(text)
+        }
+        Some(_) => StoreError::Failed(text),
+        // No SQL state: the connection or the server, not the statement.
+        None => StoreError::Unavailable(text),
+    }
+}
+
+/// u64 ids and epochs are kept bit for bit in BIGINT.
+fn i(v: u64) -> i64 {
+    v as i64
+}
+
+fn lane_name(lane: Lane) -> &'static str {
+    if lane == Lane::Alert {
+        "alert"
+    } else {
+        "routine"
+    }
+}
+
+/// The PostgreSQL backend. See the module docs.
+pub struct PgStore {
+    url: String,
+    client: Option<Client>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host/db`),
+    /// creating or upgrading its schema.
+    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let mut store = PgStore {
+            url: url.to_string(),
+            client: None,
+        };
+        migrate(store.client()?)?;
+        Ok(store)
+    }
+
+    /// The connection, dialled again if it was lost.
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        if self.client.as_ref().is_some_and(Client::is_closed) {
+            self.client = None;
+        }
+        match &mut self.client {
+            Some(c) => Ok(c),
+            slot @ None => Ok(slot.insert(Client::connect(&self.url, NoTls).map_err(db_error)?)),
+        }
+    }
+
+    /// Runs `f` on the connection; a failure on a lost connection drops
+    /// it, so the next call dials again.
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let result = f(self.client()?).map_err(db_error);
+        if matches!(result, Err(StoreError::Unavailable(_))) {
+            self.client = None;
+        }
+        result
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&mut self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_one("SELECT version FROM telemark_schema", &[])
+                .map(|r| r.get(0))
+        })
+    }
+}
+
+fn insert(tx: &mut Transaction<'_>, batch: &Batch, r: &NewRecord) -> Result<(), postgres::Error> {
+    let (d, e, s) = (i(batch.device), i(r.epoch.0), i64::from(r.seq.0));
+    let received = i(batch.received_unix_ms);
+    let span = Span::of(r);
+    tx.execute(
+        "INSERT INTO records VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &d,
+            &e,
+            &s,
+            &lane_name(r.lane),
+            &format!("{:?}", r.severity),
+            &r.decimated,
+            &i32::from(r.declared),
+            &received,
+            &r.payload,
+            &span.anchor_ms,
+            &span.first_ms,
+            &span.last_ms,
+        ],
+    )?;
+    let Contents::Report { report, unix_ms } = &r.contents else {
+        // Blocks are kept as they came, in `records`; unknown reports too.
+        return Ok(());
+    };
+    match report {
+        Report::Alert(a) => tx.execute(
+            "INSERT INTO alerts (device, epoch, seq, channel, kind, severity, time_ms, unix_ms, \
+             value) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &d,
+                &e,
+                &s,
+                &i32::from(a.channel.0),
+                &format!("{:?}", a.kind),
+                &format!("{:?}", a.severity),
+                &i(a.time.as_millis()),
+                unix_ms,
+                &a.value.map(number),
+            ],
+        )?,
+        Report::Heartbeat(h) => tx.execute(
+            "INSERT INTO heartbeats VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            &[
+                &d,
+                &e,
+                &s,
+                unix_ms,
+                &i64::from(h.uptime_s),
+                &i64::from(h.sampled),
+                &i64::from(h.sent_readings),
+                &i64::from(h.bytes_on_air),
+                &i64::from(h.retries),
+                &i64::from(h.evicted),
+                &i64::from(h.decimated),
+                &i64::from(h.sensor_faults),
+                &i64::from(h.queue_depth),
+                &format!("{:?}", h.reset_reason),
+                &i64::from(h.wakeups),
+            ],
+        )?,
+        Report::ConfigStatus {
+            version,
+            code,
+            detail,
+        } => tx.execute(
+            "INSERT INTO config_status VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &d,
+                &e,
+                &s,
+                &received,
+                &i64::from(*version),
+                &i32::from(*code),
+                &i32::from(*detail),
+            ],
+        )?,
+        Report::CommandResult { id, status, value } => tx.execute(
+            "INSERT INTO command_results VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &d,
+                &e,
+                &s,
+                &received,
+                &i64::from(*id),
+                &i32::from(*status),
+                &i64::from(*value),
+            ],
+        )?,
+        Report::KeyStatus { id, status } => tx.execute(
+            "INSERT INTO key_status VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &d,
+                &e,
+                &s,
+                &received,
+                &i32::from(*id),
+                &format!("{status:?}"),
+            ],
+        )?,
+        Report::Crash {
+            crash,
+            reset_reason,
+        } => tx.execute(
+            "INSERT INTO crashes VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &d,
+                &e,
+                &s,
+                &received,
+                &format!("{:?}", crash.kind),
+                &i64::from(crash.pc),
+                &i64::from(crash.lr),
+                &i64::from(crash.status),
+                &i64::from(crash.uptime_ms),
+                &format!("{reset_reason:?}"),
+                &crash.text(),
+            ],
+        )?,
+    };
+    Ok(())
+}
+
+fn apply(
+    tx: &mut Transaction<'_>,
+    device: u64,
+    change: &OutboxChange,
+) -> Result<(), postgres::Error> {
+    let d = i(device);
+    match *change {
+        OutboxChange::ConfigApplied { version } => tx.execute(
+            "UPDATE outbox_config SET state = 'applied' WHERE device = $1 AND version = $2",
+            &[&d, &i64::from(version)],
+        ),
+        OutboxChange::ConfigLost { version } => tx.execute(
+            "UPDATE outbox_config SET state = 'pending' WHERE device = $1 AND version = $2",
+            &[&d, &i64::from(version)],
+        ),
+        OutboxChange::ConfigRefused {
+            version,
+            code,
+            detail,
+        } => tx.execute(
+            "UPDATE outbox_config SET state = 'refused', code = $3, detail = $4 \
+             WHERE device = $1 AND version = $2",
+            &[
+                &d,
+                &i64::from(version),
+                &i32::from(code),
+                &i32::from(detail),
+            ],
+        ),
+        OutboxChange::CommandDone { id, outcome } => tx.execute(
+            "UPDATE outbox_commands SET status = $3, result = $4 WHERE device = $1 AND id = $2",
+            &[
+                &d,
+                &i64::from(id),
+                &i32::from(outcome.status),
+                &i64::from(outcome.value),
+            ],
+        ),
+        OutboxChange::KeyInUse { id } => tx.execute(
+            "UPDATE outbox_key SET state = 'in use' WHERE device = $1 AND id = $2",
+            &[&d, &i32::from(id)],
+        ),
+        OutboxChange::KeyRefused { id, status } => tx.execute(
+            "UPDATE outbox_key SET state = 'refused', status = $3 WHERE device = $1 AND id = $2",
+            &[&d, &i32::from(id), &i32::from(status as u8)],
+        ),
+    }?;
+    Ok(())
+}
+
+/// A small column, or the row is damaged.
+fn small<T: TryFrom<i64>>(v: i64, what: &str) -> Result<T, StoreError> {
+    T::try_from(v).map_err(|_| StoreError::Failed(format!("{what} {v} out of range")))
+}
+
+fn outbox(c: &mut Client, device: u64) -> Result<Result<Outbox, StoreError>, postgres::Error> {
+    let d = i(device);
+    let config = c.query_opt(
+        "SELECT version, cbor, state, code, detail FROM outbox_config WHERE device = $1",
+        &[&d],
+    )?;
+    let commands = c.query(
+        "SELECT id, code, output, value, status, result FROM outbox_commands \
+         WHERE device = $1 ORDER BY queued",
+        &[&d],
+    )?;
+    let key = c.query_opt(
+        "SELECT id, key, state, status, previous_id, previous_key FROM outbox_key \
+         WHERE device = $1",
+        &[&d],
+    )?;
+    Ok((|| {
+        let config = match config {
+            None => None,
+            Some(r) => {
+                let state = match r.get::<_, &str>(2) {
+                    "applied" => ConfigState::Applied,
+                    "refused" => ConfigState::Refused {
+                        code: small(i64::from(r.get::<_, i32>(3)), "config code")?,
+                        detail: small(i64::from(r.get::<_, i32>(4)), "config detail")?,
+                    },
+                    _ => ConfigState::Pending,
+                };
+                Some(DesiredConfig {
+                    version: small(r.get(0), "config version")?,
+                    cbor: r.get(1),
+                    state,
+                })
+            }
+        };
+        let mut queued = Vec::new();
+        for r in commands {
+            let code = small(i64::from(r.get::<_, i32>(1)), "command code")?;
+            let output = small(i64::from(r.get::<_, i32>(2)), "command output")?;
+            let value = small(r.get(3), "command value")?;
+            let Some(command) = command_of(code, output, value) else {
+                continue;
+            };
+            let status: Option<i32> = r.get(4);
+            let result: Option<i64> = r.get(5);
+            let result = match status.zip(result) {
+                Some((s, v)) => Some(CommandOutcome {
+                    status: small(i64::from(s), "command status")?,
+                    value: small(v, "command result")?,
+                }),
+                None => None,
+            };
+            queued.push(QueuedCommand {
+                id: small(r.get(0), "command id")?,
+                command,
+                result,
+            });
+        }
+        let key = match key {
+            None => None,
+            Some(r) => {
+                let status: Option<i32> = r.get(3);
+                let state = match r.get::<_, &str>(2) {
+                    "in use" => KeyState::InUse,
+                    "refused" => KeyState::Refused(
+                        status
+                            .and_then(|s| u8::try_from(s).ok())
+                            .and_then(KeyStatus::from_u8)
+                            .unwrap_or(KeyStatus::Refused),
+                    ),
+                    _ => KeyState::Pending,
+                };
+                let previous_id: Option<i32> = r.get(4);
+                let previous_key: Option<Vec<u8>> = r.get(5);
+                let previous = match previous_id.zip(previous_key) {
+                    Some((id, key)) => Some((small(i64::from(id), "key id")?, key_of(&key)?)),
+                    None => None,
+                };
+                Some(KeyRotation {
+                    id: small(i64::from(r.get::<_, i32>(0)), "key id")?,
+                    key: key_of(r.get(1))?,
+                    state,
+                    previous,
+                })
+            }
+        };
+        Ok(Outbox {
+            config,
+            commands: queued,
+            key,
+        })
+    })())
+}
+
+impl Store for PgStore {
+    type Error = StoreError;
+
+    fn epoch_state(&mut self, device: u64, epoch: Epoch) -> Result<Option<EpochState>, StoreError> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "SELECT highest, seen, anchor_ms FROM epochs WHERE device = $1 AND epoch = $2",
+                &[&i(device), &i(epoch.0)],
+            )
+        })?;
+        row.map(|r| {
+            Ok(EpochState {
+                highest: small(r.get(0), "highest counter")?,
+                seen: r.get::<_, i64>(1) as u64,
+                anchor_unix_ms: r.get(2),
+            })
+        })
+        .transpose()
+    }
+
+    fn stored_payload(&mut self, key: RecordKey) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with(|c| {
+            c.query_opt(
+                "SELECT payload FROM records WHERE device = $1 AND epoch = $2 AND seq = $3",
+                &[&i(key.device), &i(key.epoch.0), &i64::from(key.seq.0)],
+            )
+            .map(|r| r.map(|r| r.get(0)))
+        })
+    }
+
+    fn outbox(&mut self, device: u64) -> Result<Outbox, StoreError> {
+        self.with(|c| outbox(c, device))?
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            for r in &batch.records {
+                insert(&mut tx, batch, r)?;
+            }
+            for conflict in &batch.conflicts {
+                tx.execute(
+                    "INSERT INTO conflicts VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &i(batch.device),
+                        &i(conflict.epoch.0),
+                        &i64::from(conflict.seq.0),
+                        &i(batch.received_unix_ms),
+                        &conflict.payload,
+                    ],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO epochs VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, epoch) \
+                 DO UPDATE SET highest = $3, seen = $4, anchor_ms = $5",
+                &[
+                    &i(batch.device),
+                    &i(batch.epoch.0),
+                    &i64::from(batch.state.highest),
+                    &(batch.state.seen as i64),
+                    &batch.state.anchor_unix_ms,
+                ],
+            )?;
+            for change in &batch.outbox {
+                apply(&mut tx, batch.device, change)?;
+            }
+            tx.execute(
+                "UPDATE devices SET last_seen_ms = $2 WHERE device = $1",
+                &[&i(batch.device), &i(batch.received_unix_ms)],
+            )?;
+            tx.commit()
+        })?;
+        Ok(batch.committed())
+    }
+
+    fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO outbox_config VALUES ($1, $2, $3, 'pending', 0, 0) \
+                 ON CONFLICT (device) DO UPDATE SET version = $2, cbor = $3, \
+                 state = 'pending', code = 0, detail = 0",
+                &[&i(device), &i64::from(version), &cbor],
+            )
+            .map(drop)
+        })
+    }
+
+    fn queue_command(&mut self, device: u64, id: u32, command: Command) -> Result<(), StoreError> {
+        let (code, output, value) = command_columns(command);
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO outbox_commands (device, id, code, output, value) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[
+                    &i(device),
+                    &i64::from(id),
+                    &i32::from(code),
+                    &i32::from(output),
+                    &i64::from(value),
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let previous = tx.query_opt(
+                "SELECT CASE state WHEN 'in use' THEN id ELSE previous_id END, \
+                        CASE state WHEN 'in use' THEN key ELSE previous_key END \
+                 FROM outbox_key WHERE device = $1",
+                &[&i(device)],
+            )?;
+            let (previous_id, previous_key): (Option<i32>, Option<Vec<u8>>) = match previous {
+                Some(r) => (r.get(0), r.get(1)),
+                None => (None, None),
+            };
+            tx.execute(
+                "INSERT INTO outbox_key VALUES ($1, $2, $3, 'pending', NULL, $4, $5) \
+                 ON CONFLICT (device) DO UPDATE SET id = $2, key = $3, state = 'pending', \
+                 status = NULL, previous_id = $4, previous_key = $5",
+                &[
+                    &i(device),
+                    &i32::from(id),
+                    &&key.as_bytes()[..],
+                    &previous_id,
+                    &previous_key,
+                ],
+            )?;
+            tx.commit()
+        })
+    }
+}
+
+const DEVICE_COLUMNS: &str = "device, name, created_ms, revoked_ms, last_seen_ms";
+
+fn device_row(r: &postgres::Row) -> Device {
+    Device {
+        id: r.get::<_, i64>(0) as u64,
+        name: r.get(1),
+        created_ms: r.get(2),
+        revoked_ms: r.get(3),
+        last_seen_ms: r.get(4),
+    }
+}
+
+impl CloudStore for PgStore {
+    fn add_device(&mut self, device: &Device, key: &DeviceKey) -> Result<(), StoreError> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO devices (device, name, created_ms) VALUES ($1, $2, $3)",
+                &[&i(device.id), &device.name, &device.created_ms],
+            )?;
+            tx.execute(
+                "INSERT INTO device_keys VALUES ($1, $2, $3)",
+                &[&i(key.device), &i32::from(key.id), &&key.key.as_bytes()[..]],
+            )?;
+            tx.commit()
+        })
+        .map_err(|e| match e {
+            StoreError::Taken(_) => StoreError::Taken(format!(
+                "a device of id {} or name {:?} exists",
+                device.id, device.name
+            )),
+            other => other,
+        })
+    }
+
+    fn add_key(&mut self, key: &DeviceKey) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO device_keys VALUES ($1, $2, $3) \
+                 ON CONFLICT (device, id) DO UPDATE SET key = $3",
+                &[&i(key.device), &i32::from(key.id), &&key.key.as_bytes()[..]],
+            )
+            .map(drop)
+        })
+        .map_err(|e| match e {
+            StoreError::Taken(_) => StoreError::Taken(format!("no device {}", key.device)),
+            other => other,
+        })
+    }
+
+    fn revoke(&mut self, device: u64, now_ms: i64) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE devices SET revoked_ms = $2 WHERE device = $1 AND revoked_ms IS NULL",
+                &[&i(device), &now_ms],
+            )
+        })?;
+        Ok(self.device(device)?.is_some())
+    }
+
+    fn devices(&mut self) -> Result<Vec<Device>, StoreError> {
+        self.with(|c| {
+            c.query(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device"),
+                &[],
+            )
+            .map(|rows| rows.iter().map(device_row).collect())
+        })
+    }
+
+    fn device(&mut self, id: u64) -> Result<Option<Device>, StoreError> {
+        self.with(|c| {
+            c.query_opt(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device = $1"),
+                &[&i(id)],
+            )
+            .map(|r| r.as_ref().map(device_row))
+        })
+    }
+
+    fn keys(&mut self) -> Result<Vec<DeviceKey>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT k.device, k.id, k.key FROM device_keys k JOIN devices d USING (device) \
+                 WHERE d.revoked_ms IS NULL ORDER BY k.device, k.id",
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeviceKey {
+                    device: r.get::<_, i64>(0) as u64,
+                    id: small(i64::from(r.get::<_, i32>(1)), "key id")?,
+                    key: key_of(r.get(2))?,
+                })
+            })
+            .collect()
+    }
+
+    fn readings(&mut self, query: &ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT payload, declared, anchor_ms FROM records \
+                 WHERE device = $1 AND lane = 'routine' AND last_ms >= $2 AND first_ms < $3 \
+                 AND anchor_ms IS NOT NULL",
+                &[&i(query.device), &query.from_ms, &query.to_ms],
+            )
+        })?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let declared: i32 = r.get(1);
+            decode_into(
+                r.get(0),
+                usize::try_from(declared).unwrap_or(0),
+                r.get(2),
+                query,
+                &mut out,
+            );
+        }
+        out.sort_by_key(|r| r.unix_ms);
+        Ok(out)
+    }
+
+    fn alerts(&mut self, device: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT channel, kind, severity, unix_ms, value FROM alerts WHERE device = $1 \
+                 ORDER BY id DESC LIMIT $2",
+                &[&i(device), &i64::from(limit)],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRow {
+                    channel: small(i64::from(r.get::<_, i32>(0)), "alert channel")?,
+                    kind: r.get(1),
+                    severity: r.get(2),
+                    unix_ms: r.get(3),
+                    value: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    fn reading_count(&mut self, device: u64) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.query_one(
+                "SELECT COALESCE(SUM(declared), 0)::BIGINT FROM records \
+                 WHERE device = $1 AND lane = 'routine'",
+                &[&i(device)],
+            )
+            .map(|r| r.get::<_, i64>(0) as u64)
+        })
+    }
+}
+
+/// Creates the schema in an empty database, or checks the version of one
+/// that has it. A database newer than this build is refused.
+fn migrate(c: &mut Client) -> Result<(), StoreError> {
+    let mut tx = c.transaction().map_err(db_error)?;
+    // One service at a time migrates; the others wait here.
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS telemark_schema (version BIGINT NOT NULL);
+         LOCK TABLE telemark_schema IN EXCLUSIVE MODE;",
+    )
+    .map_err(db_error)?;
+    let version: Option<i64> = tx
+        .query_opt("SELECT version FROM telemark_schema", &[])
+        .map_err(db_error)?
+        .map(|r| r.get(0));
+    match version {
+        None => {
+            tx.batch_execute(SCHEMA).map_err(db_error)?;
+            tx.execute(
+                "INSERT INTO telemark_schema VALUES ($1)",
+                &[&SCHEMA_VERSION],
+            )
+            .map_err(db_error)?;
+        }
+        Some(v) if v > SCHEMA_VERSION => {
+            return Err(StoreError::Failed(format!(
+                "the database has schema version {v}; this build knows up to {SCHEMA_VERSION}"
+            )))
+        }
+        Some(_) => {}
+    }
+    tx.commit().map_err(db_error)
+}

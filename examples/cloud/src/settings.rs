@@ -1,0 +1,279 @@
+//! How the service is set up: a TOML file (`--config FILE`), then flags,
+//! which win. Every key of the file is optional:
+//!
+//! ```toml
+//! data = "/var/lib/telemark"              # --data DIR: the SQLite file, the admin token
+//! database = "postgres://telemark@db/telemark"  # --database URL: PostgreSQL instead of SQLite
+//! http = "0.0.0.0:8080"                   # --http ADDR: the API
+//! mqtt = "0.0.0.0:1883"                   # --mqtt ADDR: the embedded broker
+//! broker = "mqtt://broker.lan:1883"       # --broker URL: another broker, not the embedded one
+//! mqtt_prefix = "telemark"                # --mqtt-prefix P: the devices' topic prefix
+//! line = ["0.0.0.0:4444"]                 # --line ADDR: serial lines over TCP, listened for
+//! line_connect = ["127.0.0.1:4444"]       # --line-connect ADDR: ... or dialled (QEMU)
+//! serial = ["/dev/ttyUSB0"]               # --serial PATH: a UART (set its speed with stty)
+//! keys = ["/etc/telemark/keys.txt"]       # --keys FILE: device keys to import
+//! ```
+//!
+//! The admin token comes from `--admin-token`, else the environment's
+//! `TELEMARK_ADMIN_TOKEN`, else `DATA/admin-token`, which the first start
+//! writes with a new random token.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use telemark_core::wire::seal::Key;
+
+/// Everything `telemark-cloud serve` is told.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// The data directory.
+    pub data: PathBuf,
+    /// PostgreSQL's URL, if not SQLite.
+    pub database: Option<String>,
+    /// The API's address.
+    pub http: SocketAddr,
+    /// The embedded broker's address.
+    pub mqtt: SocketAddr,
+    /// Another broker to serve devices through, `host:port`.
+    pub broker: Option<(String, u16)>,
+    /// The devices' topic prefix.
+    pub mqtt_prefix: String,
+    /// Serial lines over TCP to listen for.
+    pub line: Vec<SocketAddr>,
+    /// Serial lines over TCP to dial, again whenever they close.
+    pub line_connect: Vec<String>,
+    /// UARTs.
+    pub serial: Vec<PathBuf>,
+    /// Key files to import (`DEVICE ID HEX` a line).
+    pub keys: Vec<PathBuf>,
+    /// Keys given on the command line.
+    pub key: Vec<(u64, u8, Key)>,
+    /// Devices whose unsealed frames are accepted (a bench only).
+    pub unauthenticated: Vec<u64>,
+    /// The admin token, if given.
+    pub admin_token: Option<String>,
+    /// Print each stored record on standard output.
+    pub verbose: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data: PathBuf::from("telemark-data"),
+            database: None,
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            broker: None,
+            mqtt_prefix: "telemark".into(),
+            line: Vec::new(),
+            line_connect: Vec::new(),
+            serial: Vec::new(),
+            keys: Vec::new(),
+            key: Vec::new(),
+            unauthenticated: Vec::new(),
+            admin_token: None,
+            verbose: false,
+        }
+    }
+}
+
+/// The TOML file's form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data: Option<PathBuf>,
+    database: Option<String>,
+    http: Option<SocketAddr>,
+    mqtt: Option<SocketAddr>,
+    broker: Option<String>,
+    mqtt_prefix: Option<String>,
+    #[serde(default)]
+    line: Vec<SocketAddr>,
+    #[serde(default)]
+    line_connect: Vec<String>,
+    #[serde(default)]
+    serial: Vec<PathBuf>,
+    #[serde(default)]
+    keys: Vec<PathBuf>,
+}
+
+/// `mqtt://host:port` (the port defaults to 1883).
+pub fn broker_url(url: &str) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .ok_or(format!("broker {url}: mqtt://HOST:PORT expected"))?;
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|e| format!("broker {url}: port {p}: {e}"))?,
+        ),
+        None => (rest, 1883),
+    };
+    if host.is_empty() {
+        return Err(format!("broker {url}: no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+/// A device id, decimal or 0x-hexadecimal.
+pub fn device_id(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("device id {s}: {e}"))
+}
+
+/// A key from `DEVICE`, `ID` and 64 hex digits.
+pub fn key(device: &str, id: &str, hex_key: &str) -> Result<(u64, u8, Key), String> {
+    let device = device_id(device)?;
+    let id = id.parse::<u8>().map_err(|e| format!("key id {id}: {e}"))?;
+    let key =
+        Key::from_hex(hex_key).ok_or(format!("key of device {device}: 64 hex digits needed"))?;
+    Ok((device, id, key))
+}
+
+/// The keys of a keys file: a line `DEVICE ID HEX` per key, `#` starts a
+/// comment.
+pub fn keys_file(text: &str, name: &str) -> Result<Vec<(u64, u8, Key)>, String> {
+    let mut keys = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [device, id, k] = fields[..] else {
+            return Err(format!("{name}:{}: DEVICE ID HEX expected", n + 1));
+        };
+        keys.push(key(device, id, k).map_err(|e| format!("{name}:{}: {e}", n + 1))?);
+    }
+    Ok(keys)
+}
+
+fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|e| format!("{flag} {v}: {e} (an address such as 127.0.0.1:0)"))
+}
+
+impl Settings {
+    /// Settings from the command line's flags (after the subcommand), and
+    /// the file `--config` names.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Settings, String> {
+        let args: Vec<String> = args.into_iter().collect();
+        let mut s = Settings::default();
+        // The file first, wherever --config stands, so flags win.
+        if let Some(i) = args.iter().position(|a| a == "--config") {
+            let path = args.get(i + 1).ok_or("--config needs a value")?;
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            s.apply_file(&text).map_err(|e| format!("{path}: {e}"))?;
+        }
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+            match flag.as_str() {
+                "--config" => drop(value()?),
+                "--data" => s.data = PathBuf::from(value()?),
+                "--database" => s.database = Some(value()?),
+                "--http" => s.http = addr("--http", &value()?)?,
+                "--mqtt" => s.mqtt = addr("--mqtt", &value()?)?,
+                "--broker" => s.broker = Some(broker_url(&value()?)?),
+                "--mqtt-prefix" => s.mqtt_prefix = value()?,
+                "--line" => s.line.push(addr("--line", &value()?)?),
+                "--line-connect" => s.line_connect.push(value()?),
+                "--serial" => s.serial.push(PathBuf::from(value()?)),
+                "--keys" => s.keys.push(PathBuf::from(value()?)),
+                "--key" => {
+                    let v = value()?;
+                    let parts: Vec<&str> = v.split(':').collect();
+                    let [device, id, k] = parts[..] else {
+                        return Err("--key DEVICE:ID:HEX".into());
+                    };
+                    s.key.push(key(device, id, k)?);
+                }
+                "--unauthenticated" => s.unauthenticated.push(device_id(&value()?)?),
+                "--admin-token" => s.admin_token = Some(value()?),
+                "--verbose" => s.verbose = true,
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        if let Some(db) = &s.database {
+            if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+                return Err(format!("--database {db}: postgres://… expected"));
+            }
+        }
+        Ok(s)
+    }
+
+    fn apply_file(&mut self, text: &str) -> Result<(), String> {
+        let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(v) = f.data {
+            self.data = v;
+        }
+        if f.database.is_some() {
+            self.database = f.database;
+        }
+        if let Some(v) = f.http {
+            self.http = v;
+        }
+        if let Some(v) = f.mqtt {
+            self.mqtt = v;
+        }
+        if let Some(v) = f.broker {
+            self.broker = Some(broker_url(&v)?);
+        }
+        if let Some(v) = f.mqtt_prefix {
+            self.mqtt_prefix = v;
+        }
+        self.line.extend(f.line);
+        self.line_connect.extend(f.line_connect);
+        self.serial.extend(f.serial);
+        self.keys.extend(f.keys);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("telemark-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cloud.toml");
+        std::fs::write(
+            &file,
+            "http = \"0.0.0.0:9000\"\nmqtt = \"0.0.0.0:1884\"\nline = [\"127.0.0.1:4444\"]\n",
+        )
+        .unwrap();
+        let args = ["--http", "127.0.0.1:0", "--config", file.to_str().unwrap()];
+        let s = Settings::parse(args.map(String::from)).unwrap();
+        assert_eq!(s.http, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(s.mqtt, "0.0.0.0:1884".parse().unwrap());
+        assert_eq!(s.line, ["127.0.0.1:4444".parse().unwrap()]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_settings_say_what_is_wrong() {
+        let e = |args: &[&str]| Settings::parse(args.iter().map(|a| a.to_string())).unwrap_err();
+        assert!(e(&["--http", "localhost"]).contains("--http localhost"));
+        assert!(e(&["--broker", "tcp://x:1"]).contains("mqtt://"));
+        assert!(e(&["--database", "mysql://x"]).contains("postgres://"));
+        assert!(e(&["--key", "1:2"]).contains("DEVICE:ID:HEX"));
+        assert!(e(&["--frobnicate"]).contains("--frobnicate"));
+        let mut s = Settings::default();
+        assert!(s.apply_file("htp = \"1\"").unwrap_err().contains("htp"));
+    }
+
+    #[test]
+    fn keys_files_name_the_bad_line() {
+        let good = format!("# devices\n257 1 {}\n", "ab".repeat(32));
+        assert_eq!(keys_file(&good, "k").unwrap().len(), 1);
+        let bad = format!("257 1 {}\n258 1 zz\n", "ab".repeat(32));
+        assert!(keys_file(&bad, "k").unwrap_err().starts_with("k:2:"));
+    }
+}

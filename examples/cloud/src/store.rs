@@ -1,0 +1,347 @@
+//! What telemark-cloud keeps, behind one trait with two backends:
+//! [`SqliteStore`](crate::SqliteStore) (the default, one file) and
+//! [`PgStore`](crate::PgStore) (PostgreSQL). Both run the protocol's
+//! conformance suite ([`telemark_server::conformance`]) and the service's
+//! own ([`crate::conformance`]).
+//!
+//! Blocks stay compressed at rest: a record keeps the payload its device
+//! sent, with the Unix time of its first and last reading and the anchor
+//! that maps its device times to Unix time. A range query picks the
+//! records that overlap the range and decodes them.
+
+use std::fmt;
+
+use telemark_core::codec::CompactCodec;
+use telemark_core::model::{Reading, Value};
+use telemark_core::wire::frame::Command;
+use telemark_core::wire::seal::Key;
+use telemark_server::{Contents, DesiredConfig, NewRecord, QueuedCommand, Store};
+
+/// Why the store failed. Nothing was acknowledged that it did not commit.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Another writer holds the database, or it is locked: try again.
+    Busy(String),
+    /// The disk (or the database's quota) is full.
+    Full(String),
+    /// The database cannot be reached (PostgreSQL down, the connection lost).
+    Unavailable(String),
+    /// A name or an id that is taken.
+    Taken(String),
+    /// A row that does not hold what the schema says, or a failure of
+    /// another kind.
+    Failed(String),
+}
+
+impl StoreError {
+    /// True if the same call may succeed later with nothing changed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Busy(_) | StoreError::Full(_) | StoreError::Unavailable(_)
+        )
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Busy(e) => write!(f, "the database is busy: {e}"),
+            StoreError::Full(e) => write!(f, "the disk is full: {e}"),
+            StoreError::Unavailable(e) => write!(f, "the database is unavailable: {e}"),
+            StoreError::Taken(e) => write!(f, "{e}"),
+            StoreError::Failed(e) => write!(f, "database: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A device the service knows.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Device {
+    /// Its id, the one its frames carry.
+    pub id: u64,
+    /// Its name, unique.
+    pub name: String,
+    /// When it was added, Unix ms.
+    pub created_ms: i64,
+    /// When its keys were revoked, Unix ms: its frames are refused.
+    pub revoked_ms: Option<i64>,
+    /// When it was last heard (a frame committed), Unix ms.
+    pub last_seen_ms: Option<i64>,
+}
+
+/// One key of a device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceKey {
+    /// The device.
+    pub device: u64,
+    /// The key's id, the one its frames name.
+    pub id: u8,
+    /// The key.
+    pub key: Key,
+}
+
+/// A reading as stored, on the server's clock.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct StoredReading {
+    /// Its channel.
+    pub channel: u16,
+    /// Unix ms.
+    pub unix_ms: i64,
+    /// Its value, as a number.
+    pub value: f64,
+    /// Its quality flags (0: good).
+    pub quality: u8,
+}
+
+/// Which readings a query wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadingQuery {
+    /// The device.
+    pub device: u64,
+    /// One channel, or all.
+    pub channel: Option<u16>,
+    /// From this Unix ms, inclusive.
+    pub from_ms: i64,
+    /// To this Unix ms, exclusive.
+    pub to_ms: i64,
+}
+
+/// An alert as stored.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AlertRow {
+    /// Its channel.
+    pub channel: u16,
+    /// What it is (`High`, `Low`, `Rate`, `Stuck`, `Fault`, ...).
+    pub kind: String,
+    /// `Info`, `Warning` or `Critical`.
+    pub severity: String,
+    /// When it happened, Unix ms, if the boot was anchored.
+    pub unix_ms: Option<i64>,
+    /// The reading that raised it, if any.
+    pub value: Option<f64>,
+}
+
+/// A command as queued, with where it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandRow {
+    /// Its id, unique for the device.
+    pub id: u32,
+    /// The command.
+    pub command: Command,
+    /// The device's answer: its status (0: done) and value.
+    pub result: Option<(u8, u32)>,
+}
+
+/// What a stored block's row keeps besides its payload: the Unix time of
+/// its first and last reading, and the anchor its times were mapped with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// Unix ms at the device's uptime zero, if the boot was anchored.
+    pub anchor_ms: Option<i64>,
+    /// The earliest reading, Unix ms.
+    pub first_ms: Option<i64>,
+    /// The latest reading, Unix ms.
+    pub last_ms: Option<i64>,
+}
+
+impl Span {
+    /// The span of a new record (blocks only; reports have none).
+    pub fn of(record: &NewRecord) -> Span {
+        let Contents::Readings(readings) = &record.contents else {
+            return Span::default();
+        };
+        let anchor_ms = readings.iter().find_map(|t| {
+            let ms = i64::try_from(t.reading.time.as_millis()).ok()?;
+            t.unix_ms?.checked_sub(ms)
+        });
+        Span {
+            anchor_ms,
+            first_ms: readings.iter().filter_map(|t| t.unix_ms).min(),
+            last_ms: readings.iter().filter_map(|t| t.unix_ms).max(),
+        }
+    }
+}
+
+/// A reading's value as one number for queries and charts.
+pub fn number(v: Value) -> f64 {
+    match v {
+        Value::Scaled(x) => f64::from(x),
+        Value::Float(f) => f64::from(f),
+        Value::Bool(b) => f64::from(u8::from(b)),
+        Value::Counter(c) => f64::from(c),
+    }
+}
+
+/// Decodes a stored block (anchored at `anchor_ms`) and adds the readings
+/// `query` wants to `out`. A payload that no longer decodes (it was
+/// checked when it arrived) adds nothing.
+pub fn decode_into(
+    payload: &[u8],
+    declared: usize,
+    anchor_ms: i64,
+    query: &ReadingQuery,
+    out: &mut Vec<StoredReading>,
+) {
+    let mut readings: Vec<Reading> = Vec::with_capacity(declared);
+    if CompactCodec
+        .decode_at_most(payload, declared, &mut readings)
+        .is_err()
+    {
+        return;
+    }
+    for r in readings {
+        if query.channel.is_some_and(|c| c != r.channel.0) {
+            continue;
+        }
+        let Some(unix_ms) = i64::try_from(r.time.as_millis())
+            .ok()
+            .and_then(|t| anchor_ms.checked_add(t))
+        else {
+            continue;
+        };
+        if unix_ms < query.from_ms || unix_ms >= query.to_ms {
+            continue;
+        }
+        out.push(StoredReading {
+            channel: r.channel.0,
+            unix_ms,
+            value: number(r.value),
+            quality: r.quality.bits(),
+        });
+    }
+}
+
+/// Command columns: a code and two operands.
+pub fn command_columns(c: Command) -> (u8, u8, u32) {
+    match c {
+        Command::Ping => (0, 0, 0),
+        Command::FlushNow => (1, 0, 0),
+        Command::Reboot => (2, 0, 0),
+        Command::SetOutput { output, value } => (3, output, value),
+        _ => (255, 0, 0),
+    }
+}
+
+/// The command of [`command_columns`].
+pub fn command_of(code: u8, output: u8, value: u32) -> Option<Command> {
+    Some(match code {
+        0 => Command::Ping,
+        1 => Command::FlushNow,
+        2 => Command::Reboot,
+        3 => Command::SetOutput { output, value },
+        _ => return None,
+    })
+}
+
+/// A key column: 32 bytes, or the row is damaged.
+pub fn key_of(bytes: &[u8]) -> Result<Key, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Key::from_bytes)
+        .map_err(|_| StoreError::Failed(format!("a key of {} bytes", bytes.len())))
+}
+
+/// The store of telemark-cloud: the protocol's [`Store`] and what the
+/// service keeps besides.
+pub trait CloudStore: Store<Error = StoreError> + Send {
+    /// Adds a device and its first key. A name or an id in use is
+    /// [`StoreError::Taken`].
+    fn add_device(&mut self, device: &Device, key: &DeviceKey) -> Result<(), StoreError>;
+
+    /// Adds a key to a known device (a key given on the command line, a
+    /// rotated key).
+    fn add_key(&mut self, key: &DeviceKey) -> Result<(), StoreError>;
+
+    /// Revokes a device at `now_ms`: its keys stop opening frames.
+    /// Returns false for an unknown device.
+    fn revoke(&mut self, device: u64, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// Every device, by id.
+    fn devices(&mut self) -> Result<Vec<Device>, StoreError>;
+
+    /// One device.
+    fn device(&mut self, id: u64) -> Result<Option<Device>, StoreError>;
+
+    /// The keys of every device that is not revoked.
+    fn keys(&mut self) -> Result<Vec<DeviceKey>, StoreError>;
+
+    /// Readings of `query`, by time.
+    fn readings(&mut self, query: &ReadingQuery) -> Result<Vec<StoredReading>, StoreError>;
+
+    /// The alerts of `device`, latest first, at most `limit`.
+    fn alerts(&mut self, device: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// How many readings are stored for `device`.
+    fn reading_count(&mut self, device: u64) -> Result<u64, StoreError>;
+
+    /// The commands queued for `device`, oldest first, with their results.
+    fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError> {
+        Ok(self
+            .outbox(device)?
+            .commands
+            .into_iter()
+            .map(
+                |QueuedCommand {
+                     id,
+                     command,
+                     result,
+                 }| CommandRow {
+                    id,
+                    command,
+                    result: result.map(|r| (r.status, r.value)),
+                },
+            )
+            .collect())
+    }
+
+    /// The config `device` should run, and where its delivery stands.
+    fn desired_config(&mut self, device: u64) -> Result<Option<DesiredConfig>, StoreError> {
+        Ok(self.outbox(device)?.config)
+    }
+}
+
+/// The service holds its backend as a trait object; the protocol's server
+/// takes it as any [`Store`].
+impl Store for Box<dyn CloudStore> {
+    type Error = StoreError;
+
+    fn epoch_state(
+        &mut self,
+        device: u64,
+        epoch: telemark_core::wire::Epoch,
+    ) -> Result<Option<telemark_server::EpochState>, StoreError> {
+        (**self).epoch_state(device, epoch)
+    }
+
+    fn stored_payload(
+        &mut self,
+        key: telemark_server::RecordKey,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).stored_payload(key)
+    }
+
+    fn outbox(&mut self, device: u64) -> Result<telemark_server::Outbox, StoreError> {
+        (**self).outbox(device)
+    }
+
+    fn commit(
+        &mut self,
+        batch: &telemark_server::Batch,
+    ) -> Result<telemark_server::Committed, StoreError> {
+        (**self).commit(batch)
+    }
+
+    fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), StoreError> {
+        (**self).set_config(device, version, cbor)
+    }
+
+    fn queue_command(&mut self, device: u64, id: u32, command: Command) -> Result<(), StoreError> {
+        (**self).queue_command(device, id, command)
+    }
+
+    fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), StoreError> {
+        (**self).set_key(device, id, key)
+    }
+}

@@ -1,0 +1,601 @@
+//! The `telemark-cloud` binary as users run it: started on free ports
+//! with a data directory of its own, its devices provisioned through the
+//! API, the real engine reporting through its embedded MQTT broker and its
+//! HTTP ingest, what they stored read back through the API, bad requests
+//! answered with problems, and SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration as RealDuration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use telemark_core::store::{FullPolicy, RamStore};
+use telemark_core::time::Instant;
+use telemark_core::transport::AsyncTransport;
+use telemark_core::wire::report::ResetReason;
+use telemark_core::wire::seal::{Key, Sealing};
+use telemark_core::wire::Epoch;
+use telemark_qemu_app::device;
+use telemark_transport_testkit::{run_device, run_until, Boiler, Engine, MTU};
+
+const TOKEN: &str = "test-admin-token";
+
+/// A running service; killed when dropped.
+struct Service {
+    child: Child,
+    api: String,
+    mqtt: (String, u16),
+    data: PathBuf,
+}
+
+impl Service {
+    fn start(test: &str) -> Service {
+        let data =
+            std::env::temp_dir().join(format!("telemark-cloud-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_telemark-cloud"))
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--mqtt",
+                "127.0.0.1:0",
+                "--admin-token",
+                TOKEN,
+            ])
+            .arg("--data")
+            .arg(&data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let bound: Value = serde_json::from_str(&first)
+            .unwrap_or_else(|e| panic!("the first line is the bound addresses: {first:?}: {e}"));
+        let mqtt: std::net::SocketAddr = bound["mqtt"].as_str().unwrap().parse().unwrap();
+        Service {
+            child,
+            api: format!("http://{}", bound["http"].as_str().unwrap()),
+            mqtt: (mqtt.ip().to_string(), mqtt.port()),
+            data,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api)
+    }
+
+    /// Stops it with SIGTERM; its standard error.
+    fn terminate(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = self.child.wait().unwrap();
+        let mut err = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(status.success(), "exit {status}: {err}");
+        err
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn client() -> reqwest::Client {
+    // reqwest's rustls comes without a provider here (the HTTP link's
+    // choice); the API is plain HTTP, but the client wants one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(RealDuration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut request = client().request(method, url).bearer_auth(TOKEN);
+    if let Some(b) = body {
+        request = request.json(&b);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn get(url: &str) -> Value {
+    let (status, v) = call(reqwest::Method::GET, url, None).await;
+    assert_eq!(status, StatusCode::OK, "GET {url}: {v}");
+    v
+}
+
+/// Adds a device through the API; its engine, on a RAM store.
+async fn provision(service: &Service, name: &str) -> (u64, Engine) {
+    let (status, v) = call(
+        reqwest::Method::POST,
+        &service.url("/v1/devices"),
+        Some(json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let id = v["device"]["id"].as_u64().unwrap();
+    assert_eq!(v["device"]["name"], name);
+    assert_eq!(
+        v["keys_line"].as_str().unwrap().split(' ').next(),
+        Some(id.to_string().as_str())
+    );
+    let key = Key::from_hex(v["key"].as_str().unwrap()).unwrap();
+    let boot = telemark_core::engine::Boot {
+        reset_reason: ResetReason::PowerOn,
+        epoch: Epoch(0xC10D),
+        sealing: Sealing::key(v["key_id"].as_u64().unwrap() as u8, key),
+    };
+    (
+        id,
+        device(id, RamStore::new(FullPolicy::EvictOldest), boot).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker() {
+    let service = Service::start("mqtt");
+    let health = get(&service.url("/healthz")).await;
+    assert_eq!(health["status"], "ok");
+    let (id, mut engine) = provision(&service, "boiler-1").await;
+    // A command waits for the device.
+    let (status, v) = call(
+        reqwest::Method::POST,
+        &service.url(&format!("/v1/devices/{id}/commands")),
+        Some(json!({"command": "set_output", "output": 1, "value": 1})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["id"].as_u64(), v["state"].as_str()),
+        (StatusCode::CREATED, Some(1), Some("queued"))
+    );
+
+    let mut config = telemark_mqtt::host::HostConfig::new(id, vec![service.mqtt.clone()]);
+    config.mtu = MTU;
+    let mut link = telemark_mqtt::host::HostLink::new(config).unwrap();
+    let mut boiler = Boiler::new(7);
+    run_device(
+        &mut engine,
+        &mut link,
+        &mut boiler,
+        Instant::from_millis(2 * 3_600_000),
+        |_| {},
+        async |l| l.wait_input().await,
+    )
+    .await;
+    let sampled = u64::from(engine.counters().sampled);
+    assert!(sampled >= 2 * 60, "{sampled} readings in two hours");
+
+    let d = get(&service.url(&format!("/v1/devices/{id}"))).await;
+    assert_eq!(
+        d["readings"].as_u64(),
+        Some(sampled),
+        "every reading stored once: {d}"
+    );
+    assert!(d["device"]["last_seen_ms"].as_i64().is_some());
+    let now = telemark_cloud::unix_ms() as i64;
+    let r = get(&service.url(&format!(
+        "/v1/devices/{id}/readings?from={}&to={}",
+        now - 86_400_000,
+        now + 86_400_000
+    )))
+    .await;
+    let readings = r["readings"].as_array().unwrap();
+    assert_eq!(readings.len() as u64, sampled);
+    assert!(readings
+        .windows(2)
+        .all(|w| w[0]["unix_ms"].as_i64() <= w[1]["unix_ms"].as_i64()));
+    let flow = get(&service.url(&format!(
+        "/v1/devices/{id}/readings?channel=1&from={}&to={}&points=10",
+        now - 86_400_000,
+        now + 86_400_000
+    )))
+    .await;
+    let points = flow["points"].as_array().unwrap();
+    assert!(!points.is_empty() && points.len() <= 10, "{flow}");
+    assert!(points.iter().all(|p| p["channel"] == 1));
+    let counted: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+    assert_eq!(
+        counted as usize,
+        readings.iter().filter(|r| r["channel"] == 1).count()
+    );
+    // The command reached the device and its result came back.
+    assert_eq!(boiler.last_output, Some((1, 1)));
+    let c = get(&service.url(&format!("/v1/devices/{id}/commands"))).await;
+    assert_eq!(c["commands"][0]["state"], "answered", "{c}");
+    assert_eq!(c["commands"][0]["result"]["status"], 0);
+    let metrics = client()
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("telemark_readings_total {sampled}")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("telemark_commit_seconds_count"));
+
+    link.power(false).await.unwrap();
+    let err = service.terminate();
+    assert!(err.contains(&format!("{sampled} readings stored")), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reports_through_the_http_ingest() {
+    let service = Service::start("http");
+    let (id, mut engine) = provision(&service, "meter").await;
+    let url = service.url(telemark_http::exchange::PATH);
+    let mut link =
+        telemark_http::host::HostLink::new(telemark_http::host::HostConfig::new(vec![url]))
+            .unwrap();
+    let mut boiler = Boiler::new(8);
+    run_until(
+        &mut engine,
+        &mut link,
+        &mut boiler,
+        Instant::from_millis(3_600_000),
+    )
+    .await;
+    let sampled = u64::from(engine.counters().sampled);
+    let d = get(&service.url(&format!("/v1/devices/{id}"))).await;
+    assert_eq!(d["readings"].as_u64(), Some(sampled), "{d}");
+    // A new key goes down until the device uses it; each rotation takes
+    // the next id.
+    let rotate = service.url(&format!("/v1/devices/{id}/rotate"));
+    let (status, v) = call(reqwest::Method::POST, &rotate, None).await;
+    assert_eq!(
+        (status, v["key_id"].as_u64()),
+        (StatusCode::CREATED, Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["key"].as_str().unwrap().len(), 64);
+    let (_, v) = call(reqwest::Method::POST, &rotate, None).await;
+    assert_eq!(v["key_id"].as_u64(), Some(3), "{v}");
+    // A frame of a revoked device is refused as from a device unknown.
+    let (status, _) = call(
+        reqwest::Method::POST,
+        &service.url(&format!("/v1/devices/{id}/revoke")),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let frame = next_frame(&mut engine, Instant::from_millis(2 * 3_600_000));
+    let refused = client()
+        .post(service.url(telemark_http::exchange::PATH))
+        .body(frame)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let listed = get(&service.url("/v1/devices")).await;
+    assert!(
+        listed["devices"][0]["revoked_ms"].as_i64().is_some(),
+        "{listed}"
+    );
+}
+
+/// The next frame the engine sends, with one more reading in it.
+fn next_frame(engine: &mut Engine, now: Instant) -> Vec<u8> {
+    use telemark_core::engine::Action;
+    use telemark_core::model::{ChannelId, Reading, Value};
+    engine.on_reading(now, Reading::new(ChannelId(1), now, Value::Scaled(6000)));
+    engine.flush_now(now);
+    for _ in 0..10 {
+        match engine.poll(now) {
+            Action::Send(frame) => return frame.to_vec(),
+            Action::Sample(ch) => {
+                engine.on_reading(now, Reading::new(ch, now, Value::Scaled(6000)))
+            }
+            _ => {}
+        }
+    }
+    panic!("the engine sent no frame");
+}
+
+/// Every bad request is a problem+json with a detail; the service keeps
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_a_clear_problem() {
+    let service = Service::start("bad");
+    let (id, _) = provision(&service, "valve").await;
+    let c = client();
+    let expect = |status: StatusCode, what: &'static str| {
+        move |r: reqwest::Response| async move {
+            assert_eq!(r.status(), status, "{what}");
+            let kind = r.headers()[reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert_eq!(kind, "application/problem+json", "{what}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(
+                v["status"].as_u64(),
+                Some(u64::from(status.as_u16())),
+                "{what}"
+            );
+            assert!(!v["detail"].as_str().unwrap().is_empty(), "{what}");
+            v
+        }
+    };
+    let devices = service.url("/v1/devices");
+    expect(StatusCode::UNAUTHORIZED, "no token")(c.get(&devices).send().await.unwrap()).await;
+    expect(StatusCode::UNAUTHORIZED, "a wrong token")(
+        c.get(&devices).bearer_auth("nope").send().await.unwrap(),
+    )
+    .await;
+    let post = |body: &'static str| {
+        c.post(&devices)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    expect(StatusCode::BAD_REQUEST, "not JSON")(post("{\"name\":").send().await.unwrap()).await;
+    expect(StatusCode::UNPROCESSABLE_ENTITY, "an unknown field")(
+        post("{\"name\":\"x\",\"admin\":true}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(StatusCode::UNPROCESSABLE_ENTITY, "an empty name")(
+        post("{\"name\":\" \"}").send().await.unwrap(),
+    )
+    .await;
+    let v = expect(StatusCode::CONFLICT, "a name taken")(
+        post("{\"name\":\"valve\"}").send().await.unwrap(),
+    )
+    .await;
+    assert!(v["detail"].as_str().unwrap().contains("valve"));
+    let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(100_000));
+    expect(StatusCode::PAYLOAD_TOO_LARGE, "a huge body")(
+        c.post(&devices)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(huge)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let get = |path: String| c.get(service.url(&path)).bearer_auth(TOKEN).send();
+    expect(StatusCode::BAD_REQUEST, "a bad id")(get("/v1/devices/abc".into()).await.unwrap()).await;
+    expect(StatusCode::NOT_FOUND, "an unknown device")(
+        get("/v1/devices/12345".into()).await.unwrap(),
+    )
+    .await;
+    expect(StatusCode::BAD_REQUEST, "from after to")(
+        get(format!("/v1/devices/{id}/readings?from=10&to=5"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(StatusCode::BAD_REQUEST, "points=0")(
+        get(format!("/v1/devices/{id}/readings?points=0"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(StatusCode::BAD_REQUEST, "a channel out of range")(
+        get(format!("/v1/devices/{id}/readings?channel=70000"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(StatusCode::BAD_REQUEST, "an unknown query key")(
+        get(format!("/v1/devices/{id}/readings?chanel=1"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let command = |body: Value| {
+        c.post(service.url(&format!("/v1/devices/{id}/commands")))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    expect(StatusCode::BAD_REQUEST, "an unknown command")(
+        command(json!({"command": "explode"})).await.unwrap(),
+    )
+    .await;
+    expect(StatusCode::BAD_REQUEST, "set_output without a value")(
+        command(json!({"command": "set_output", "output": 1}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(StatusCode::UNPROCESSABLE_ENTITY, "an output out of range")(
+        command(json!({"command": "set_output", "output": 300, "value": 1}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let config = |body: Value| {
+        c.put(service.url(&format!("/v1/devices/{id}/config")))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+    };
+    expect(StatusCode::BAD_REQUEST, "config not hex")(config(json!({"cbor": "zz"})).await.unwrap())
+        .await;
+    let v = expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "config the device refuses",
+    )(config(json!({"cbor": "a10063"})).await.unwrap())
+    .await;
+    assert!(v["detail"].as_str().unwrap().contains("refuse"), "{v}");
+    expect(StatusCode::BAD_REQUEST, "a frame that is none")(
+        c.post(service.url(telemark_http::exchange::PATH))
+            .body("junk")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(StatusCode::NOT_FOUND, "rotating a device that is not")(
+        c.post(service.url("/v1/devices/12345/rotate"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    expect(StatusCode::NOT_FOUND, "no such path")(get("/v2/nothing".into()).await.unwrap()).await;
+    // Still serving.
+    let (status, v) = call(
+        reqwest::Method::PUT,
+        &service.url(&format!("/v1/devices/{id}/config")),
+        Some(json!({"cbor": "a2000401190384"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["version"].as_u64()),
+        (StatusCode::OK, Some(4)),
+        "{v}"
+    );
+    let (status, v) = call(
+        reqwest::Method::GET,
+        &service.url(&format!("/v1/devices/{id}/config")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (StatusCode::OK, Some("pending")),
+        "{v}"
+    );
+}
+
+/// `device add` provisions before the service starts; the service serves
+/// the device with the key the command printed.
+#[test]
+fn device_add_prints_what_the_firmware_needs() {
+    let data = std::env::temp_dir().join(format!("telemark-cloud-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_telemark-cloud"))
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap()
+    };
+    let added = run(&["device", "add", "--name", "boiler-7"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let v: Value = serde_json::from_slice(&added.stdout).unwrap();
+    let id = v["id"].as_u64().unwrap();
+    assert_eq!(v["key"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        v["keys_line"],
+        format!("{id} 1 {}", v["key"].as_str().unwrap())
+    );
+    let again = run(&["device", "add", "--name", "boiler-7"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("boiler-7"));
+    let listed = run(&["device", "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&listed.stdout),
+        format!("{id}\tboiler-7\tactive\n")
+    );
+    assert!(run(&["device", "revoke", &id.to_string()]).status.success());
+    let listed = run(&["device", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("revoked"));
+    let unknown = run(&["device", "frobnicate"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// A frame published on the topic of another device is refused and
+/// counted, and stores nothing: the topic must name the frame's device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_on_another_devices_topic_is_refused() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, MqttOptions};
+    let service = Service::start("topic");
+    let (a, mut engine) = provision(&service, "a").await;
+    let (b, _) = provision(&service, "b").await;
+    let frame = next_frame(&mut engine, Instant::from_millis(60_000));
+    let (host, port) = service.mqtt.clone();
+    let (client, mut events) = AsyncClient::new(MqttOptions::new("intruder", host, port), 16);
+    let topics = telemark_mqtt::Topics::new("telemark", b).unwrap();
+    client
+        .publish(topics.up(), QoS::AtLeastOnce, false, frame.clone())
+        .await
+        .unwrap();
+    let metric = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("telemark_wrong_device_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let mut counted = None;
+    for _ in 0..100 {
+        let _ = tokio::time::timeout(RealDuration::from_millis(50), events.poll()).await;
+        let text = client_text(&service.url("/metrics")).await;
+        counted = metric(&text);
+        if counted == Some(1) {
+            break;
+        }
+    }
+    assert_eq!(counted, Some(1), "the frame was refused and counted");
+    for id in [a, b] {
+        let d = get(&service.url(&format!("/v1/devices/{id}"))).await;
+        assert_eq!(d["readings"].as_u64(), Some(0), "{d}");
+    }
+    // On its own topic, the same frame is stored.
+    let own = telemark_mqtt::Topics::new("telemark", a).unwrap();
+    client
+        .publish(own.up(), QoS::AtLeastOnce, false, frame)
+        .await
+        .unwrap();
+    let mut stored = 0;
+    for _ in 0..100 {
+        let _ = tokio::time::timeout(RealDuration::from_millis(50), events.poll()).await;
+        let d = get(&service.url(&format!("/v1/devices/{a}"))).await;
+        stored = d["readings"].as_u64().unwrap_or(0);
+        if stored > 0 {
+            break;
+        }
+    }
+    assert!(stored > 0, "the frame on its own topic is stored");
+}
+
+async fn client_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
