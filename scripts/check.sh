@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (at %d s)\n' "$*" "$SECONDS"; }
 
 step "toolchain: rustup components and targets, QEMU, mosquitto"
 rustup component add rustfmt clippy llvm-tools >/dev/null 2>&1 || true
