@@ -147,6 +147,7 @@ pub fn run<S: Store>(mut fresh: impl FnMut() -> S) {
     replays_are_refused_after_a_restart(&mut fresh());
     the_outbox_is_sent_until_settled(&mut fresh());
     keys_rotate_and_retire(&mut fresh());
+    groups_commit_together(&mut fresh());
 }
 
 /// New records are stored with their readings on the server's clock;
@@ -408,5 +409,58 @@ pub fn keys_rotate_and_retire<S: Store>(store: &mut S) {
     match restarted.receive(store, &frame(epoch, 7, 7_000, &[(6, 1, &b)]), RECEIVED) {
         Err(ReceiveError::Refused(Refusal::RetiredKey { key: 1, .. })) => {}
         other => panic!("key 1 came back: {other:?}"),
+    }
+}
+
+/// Frames committed as one group ([`Server::receive_group`]): each sees
+/// the ones before it (a record they share is a duplicate, a frame sent
+/// twice a replay), all are stored once the group commits, and the replay
+/// window outlives a restart.
+pub fn groups_commit_together<S: Store>(store: &mut S) {
+    let mut server = server();
+    let (a, b) = (block(5_000, 4), block(9_000, 4));
+    let first = frame(Epoch(1), 1, 60_000, &[(0, 4, &a)]);
+    let second = frame(Epoch(1), 2, 70_000, &[(0, 4, &a), (1, 4, &b)]);
+    let group = [
+        (&first[..], RECEIVED),
+        (&second[..], RECEIVED),
+        (&first[..], RECEIVED),
+    ];
+    let results = match server.receive_group(store, &group) {
+        Ok(r) => r,
+        Err(e) => panic!("the group was not committed: {e}"),
+    };
+    let [Ok(one), Ok(two), Err(again)] = &results[..] else {
+        panic!("two frames taken and the repeat refused: {results:?}");
+    };
+    assert_eq!(one.batch.records.len(), 1);
+    assert_eq!(
+        (two.batch.records.len(), two.batch.duplicates),
+        (1, 1),
+        "the second frame sees the first's record"
+    );
+    assert_eq!(*again, Refusal::Replayed);
+    assert!(!one.response.is_empty() && !two.response.is_empty());
+    assert!(items(&two.response).is_empty());
+    for (seq, payload) in [(0, &a), (1, &b)] {
+        let key = RecordKey {
+            device: DEVICE,
+            epoch: Epoch(1),
+            seq: Seq(seq),
+        };
+        assert_eq!(
+            store.stored_payload(key).ok().flatten().as_deref(),
+            Some(&payload[..]),
+            "record {seq} is stored once the group commits"
+        );
+    }
+    let c = server.counters();
+    assert_eq!((c.frames, c.records, c.duplicates), (2, 2, 1));
+    assert_eq!(c.refused.replayed, 1);
+    // After a restart the group's counters are still replays.
+    let mut restarted = self::server();
+    match restarted.receive(store, &second, RECEIVED) {
+        Err(ReceiveError::Refused(Refusal::Replayed)) => {}
+        other => panic!("a frame of a committed group taken again: {other:?}"),
     }
 }

@@ -236,6 +236,20 @@ pub struct Received {
     pub response: Vec<u8>,
 }
 
+/// Frames of a group of `n` that were not refused, of those `prepared`
+/// so far: none of them is acknowledged when the group fails.
+fn unrefused(n: usize, prepared: &[Result<Prepared, Refusal>]) -> usize {
+    n.saturating_sub(prepared.iter().filter(|p| p.is_err()).count())
+}
+
+/// A frame opened and checked, its batch built, not yet committed.
+struct Prepared {
+    batch: Batch,
+    outbox: Outbox,
+    sealing: Sealing,
+    received_unix_ms: u64,
+}
+
 /// The server half of the protocol, over the host's keyring. See the
 /// crate docs.
 #[derive(Debug)]
@@ -297,15 +311,104 @@ impl Server {
         frame: &[u8],
         received_unix_ms: u64,
     ) -> Result<Received, ReceiveError<S::Error>> {
+        let prepared = match self.prepare(store, frame, received_unix_ms) {
+            Ok(p) => p,
+            Err(ReceiveError::Store(e)) => return Err(self.store_failed(e)),
+            Err(refused) => return Err(refused),
+        };
+        let committed = match store.commit(&prepared.batch) {
+            Ok(c) => c,
+            Err(e) => return Err(self.store_failed(e)),
+        };
+        Ok(self.answer(prepared, committed))
+    }
+
+    /// Takes several frames, in order, and commits them together: the
+    /// batch of each frame is staged ([`Store::stage`]) where the frames
+    /// after it see it, and the group is made durable in one transaction
+    /// ([`Store::commit_group`]), one sync to disk for them all. Each
+    /// frame is accepted or refused as [`Server::receive`] would in turn.
+    ///
+    /// Either the group is committed, and each frame has its response or
+    /// its refusal, or the store failed, and no frame of the group is
+    /// acknowledged: their devices send them again.
+    pub fn receive_group<S: Store>(
+        &mut self,
+        store: &mut S,
+        frames: &[(&[u8], u64)],
+    ) -> Result<Vec<Result<Received, Refusal>>, S::Error> {
+        if let Err(e) = store.begin_group() {
+            return Err(self.group_failed(store, e, frames.len()));
+        }
+        let mut prepared = Vec::with_capacity(frames.len());
+        for &(frame, received_unix_ms) in frames {
+            match self.prepare(store, frame, received_unix_ms) {
+                Ok(p) => {
+                    if let Err(e) = store.stage(&p.batch) {
+                        let lost = unrefused(frames.len(), &prepared);
+                        return Err(self.group_failed(store, e, lost));
+                    }
+                    prepared.push(Ok(p));
+                }
+                Err(ReceiveError::Refused(r)) => prepared.push(Err(r)),
+                Err(ReceiveError::Store(e)) => {
+                    let lost = unrefused(frames.len(), &prepared);
+                    return Err(self.group_failed(store, e, lost));
+                }
+            }
+        }
+        if let Err(e) = store.commit_group() {
+            let lost = unrefused(frames.len(), &prepared);
+            return Err(self.group_failed(store, e, lost));
+        }
+        Ok(prepared
+            .into_iter()
+            .map(|p| {
+                p.map(|p| {
+                    let committed = p.batch.committed();
+                    self.answer(p, committed)
+                })
+            })
+            .collect())
+    }
+
+    /// Aborts the group; its `frames` not refused are counted as store
+    /// failures.
+    fn group_failed<S: Store>(&mut self, store: &mut S, e: S::Error, frames: usize) -> S::Error {
+        store.abort_group();
+        self.counters.store_failures += frames as u64;
+        e
+    }
+
+    /// The answer to a frame whose batch `committed` holds: its response
+    /// and the counters.
+    fn answer(&mut self, p: Prepared, committed: Committed) -> Received {
+        let response = self.respond(committed, &p.outbox, &p.sealing, p.received_unix_ms);
+        let batch = p.batch;
+        let c = &mut self.counters;
+        c.frames += 1;
+        c.records += batch.records.len() as u64;
+        c.readings += batch.readings() as u64;
+        c.duplicates += u64::from(batch.duplicates);
+        c.conflicts += batch.conflicts.len() as u64;
+        Received { batch, response }
+    }
+
+    /// Everything [`Server::receive`] does before the commit: the frame
+    /// opened and checked, its batch built.
+    fn prepare<S: Store>(
+        &mut self,
+        store: &mut S,
+        frame: &[u8],
+        received_unix_ms: u64,
+    ) -> Result<Prepared, ReceiveError<S::Error>> {
         let mut bytes = frame.to_vec();
         let header = match self.header_of(&bytes) {
             Ok(header) => header,
             Err(r) => return Err(self.refuse(r)),
         };
         // Only a device of the keyring costs the store a read.
-        let mut outbox = store
-            .outbox(header.device)
-            .map_err(|e| self.store_failed(e))?;
+        let mut outbox = store.outbox(header.device).map_err(ReceiveError::Store)?;
         let sealing = match self.sealing_for(&header, &outbox) {
             Ok(sealing) => sealing,
             Err(r) => return Err(self.refuse(r)),
@@ -321,7 +424,7 @@ impl Server {
         let device = header.device;
         let mut state = store
             .epoch_state(device, header.epoch)
-            .map_err(|e| self.store_failed(e))?
+            .map_err(ReceiveError::Store)?
             .unwrap_or_default();
         if !state.accepts(header.counter) {
             return Err(self.refuse(Refusal::Replayed));
@@ -372,13 +475,11 @@ impl Server {
             if let std::collections::hash_map::Entry::Vacant(slot) = anchors.entry(epoch) {
                 let s = store
                     .epoch_state(device, epoch)
-                    .map_err(|e| self.store_failed(e))?
+                    .map_err(ReceiveError::Store)?
                     .unwrap_or_default();
                 slot.insert(s);
             }
-            let stored = store
-                .stored_payload(key)
-                .map_err(|e| self.store_failed(e))?;
+            let stored = store.stored_payload(key).map_err(ReceiveError::Store)?;
             let in_batch = batch
                 .records
                 .iter()
@@ -423,18 +524,12 @@ impl Server {
             }
         }
         batch.response.ranges = ranges(acked);
-        let committed = match store.commit(&batch) {
-            Ok(c) => c,
-            Err(e) => return Err(self.store_failed(e)),
-        };
-        let response = self.respond(committed, &outbox, &sealing, received_unix_ms);
-        let c = &mut self.counters;
-        c.frames += 1;
-        c.records += batch.records.len() as u64;
-        c.readings += batch.readings() as u64;
-        c.duplicates += u64::from(batch.duplicates);
-        c.conflicts += batch.conflicts.len() as u64;
-        Ok(Received { batch, response })
+        Ok(Prepared {
+            batch,
+            outbox,
+            sealing,
+            received_unix_ms,
+        })
     }
 
     /// Starts moving `device` to key `key` of id `id`, through `store`'s

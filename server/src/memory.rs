@@ -23,13 +23,21 @@ impl fmt::Display for Unavailable {
 
 impl std::error::Error for Unavailable {}
 
-/// Everything in memory, in maps.
+/// What the store holds.
 #[derive(Clone, Debug, Default)]
-pub struct MemoryStore {
+struct Held {
     records: BTreeMap<RecordKey, NewRecord>,
     conflicts: Vec<(u64, Conflict)>,
     epochs: HashMap<(u64, Epoch), EpochState>,
     outboxes: HashMap<u64, Outbox>,
+}
+
+/// Everything in memory, in maps. A group ([`Store::begin_group`]) keeps
+/// a copy of what was held before it, to go back to if it is aborted.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    held: Held,
+    before_group: Option<Held>,
     failing: bool,
     commits: u64,
 }
@@ -47,17 +55,39 @@ impl MemoryStore {
 
     /// The records stored, by key.
     pub fn records(&self) -> &BTreeMap<RecordKey, NewRecord> {
-        &self.records
+        &self.held.records
     }
 
     /// The conflicts kept, with their device.
     pub fn conflicts(&self) -> &[(u64, Conflict)] {
-        &self.conflicts
+        &self.held.conflicts
     }
 
-    /// Batches committed.
+    /// Transactions committed: each a batch, or a group of them.
     pub fn commits(&self) -> u64 {
         self.commits
+    }
+
+    /// Writes `batch`.
+    fn write(&mut self, batch: &Batch) {
+        for r in &batch.records {
+            let key = RecordKey {
+                device: batch.device,
+                epoch: r.epoch,
+                seq: r.seq,
+            };
+            self.held.records.insert(key, r.clone());
+        }
+        self.held
+            .conflicts
+            .extend(batch.conflicts.iter().map(|c| (batch.device, c.clone())));
+        self.held
+            .epochs
+            .insert((batch.device, batch.epoch), batch.state);
+        let outbox = self.held.outboxes.entry(batch.device).or_default();
+        for change in &batch.outbox {
+            outbox.apply(change);
+        }
     }
 
     fn check(&self) -> Result<(), Unavailable> {
@@ -78,43 +108,57 @@ impl Store for MemoryStore {
         epoch: Epoch,
     ) -> Result<Option<EpochState>, Unavailable> {
         self.check()?;
-        Ok(self.epochs.get(&(device, epoch)).copied())
+        Ok(self.held.epochs.get(&(device, epoch)).copied())
     }
 
     fn stored_payload(&mut self, key: RecordKey) -> Result<Option<Vec<u8>>, Unavailable> {
         self.check()?;
-        Ok(self.records.get(&key).map(|r| r.payload.clone()))
+        Ok(self.held.records.get(&key).map(|r| r.payload.clone()))
     }
 
     fn outbox(&mut self, device: u64) -> Result<Outbox, Unavailable> {
         self.check()?;
-        Ok(self.outboxes.get(&device).cloned().unwrap_or_default())
+        Ok(self.held.outboxes.get(&device).cloned().unwrap_or_default())
     }
 
     fn commit(&mut self, batch: &Batch) -> Result<Committed, Unavailable> {
         self.check()?;
-        for r in &batch.records {
-            let key = RecordKey {
-                device: batch.device,
-                epoch: r.epoch,
-                seq: r.seq,
-            };
-            self.records.insert(key, r.clone());
-        }
-        self.conflicts
-            .extend(batch.conflicts.iter().map(|c| (batch.device, c.clone())));
-        self.epochs.insert((batch.device, batch.epoch), batch.state);
-        let outbox = self.outboxes.entry(batch.device).or_default();
-        for change in &batch.outbox {
-            outbox.apply(change);
-        }
+        self.write(batch);
         self.commits += 1;
         Ok(batch.committed())
     }
 
+    fn begin_group(&mut self) -> Result<(), Unavailable> {
+        self.check()?;
+        self.before_group = Some(self.held.clone());
+        Ok(())
+    }
+
+    fn stage(&mut self, batch: &Batch) -> Result<(), Unavailable> {
+        self.check()?;
+        self.write(batch);
+        Ok(())
+    }
+
+    fn commit_group(&mut self) -> Result<(), Unavailable> {
+        if let Err(e) = self.check() {
+            self.abort_group();
+            return Err(e);
+        }
+        self.before_group = None;
+        self.commits += 1;
+        Ok(())
+    }
+
+    fn abort_group(&mut self) {
+        if let Some(before) = self.before_group.take() {
+            self.held = before;
+        }
+    }
+
     fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), Unavailable> {
         self.check()?;
-        self.outboxes.entry(device).or_default().config = Some(DesiredConfig {
+        self.held.outboxes.entry(device).or_default().config = Some(DesiredConfig {
             version,
             cbor: cbor.to_vec(),
             state: ConfigState::Pending,
@@ -124,7 +168,7 @@ impl Store for MemoryStore {
 
     fn queue_command(&mut self, device: u64, id: u32, command: Command) -> Result<(), Unavailable> {
         self.check()?;
-        let outbox = self.outboxes.entry(device).or_default();
+        let outbox = self.held.outboxes.entry(device).or_default();
         if !outbox.commands.iter().any(|c| c.id == id) {
             outbox.commands.push(QueuedCommand {
                 id,
@@ -137,7 +181,8 @@ impl Store for MemoryStore {
 
     fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), Unavailable> {
         self.check()?;
-        self.outboxes
+        self.held
+            .outboxes
             .entry(device)
             .or_default()
             .rotate(id, key.clone());

@@ -224,6 +224,33 @@ pub trait Store {
     /// [`Batch::committed`] only once it is durable.
     fn commit(&mut self, batch: &Batch) -> Result<Committed, Self::Error>;
 
+    /// Opens a group of batches ([`Server::receive_group`]): the batches
+    /// [`Store::stage`] writes become durable together, in one
+    /// transaction, at [`Store::commit_group`]. By default there is no
+    /// group: each staged batch is committed on its own.
+    ///
+    /// [`Server::receive_group`]: crate::Server::receive_group
+    fn begin_group(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// Writes `batch` into the open group, all of it or none: the reads
+    /// that follow see it, and it is durable once [`Store::commit_group`]
+    /// returns. By default, [`Store::commit`].
+    fn stage(&mut self, batch: &Batch) -> Result<(), Self::Error> {
+        self.commit(batch).map(drop)
+    }
+
+    /// Makes every batch staged since [`Store::begin_group`] durable, all
+    /// or none.
+    fn commit_group(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// Drops every batch staged since [`Store::begin_group`]; the store is
+    /// as it was before it.
+    fn abort_group(&mut self) {}
+
     /// Sets the config `device` should run: `cbor` as version `version`,
     /// sent with each response until the device reports it applied or
     /// refused.

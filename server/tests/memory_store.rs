@@ -189,3 +189,41 @@ fn a_store_that_fails_gets_nothing_acknowledged_and_the_resend_is_stored() {
     assert_eq!(r.batch.records.len(), 1);
     assert_eq!(server.counters().records, 1);
 }
+
+#[test]
+fn a_group_the_store_fails_acknowledges_none_of_its_frames() {
+    let mut server = server();
+    let mut store = MemoryStore::new();
+    let s = Sealing::key(1, key());
+    let b = block(3);
+    let (one, two) = (
+        frame(DEVICE, &s, 1, &[(1, 3, &b)]),
+        frame(DEVICE, &s, 2, &[(2, 3, &b)]),
+    );
+    let forged = frame(
+        DEVICE,
+        &Sealing::key(1, Key::from_bytes([0xEE; 32])),
+        3,
+        &[(3, 3, &b)],
+    );
+    store.set_failing(true);
+    let group = [(&one[..], 0), (&forged[..], 0), (&two[..], 0)];
+    assert!(server.receive_group(&mut store, &group).is_err());
+    assert!(store.records().is_empty());
+    assert_eq!(
+        server.counters().frames,
+        0,
+        "only committed work is counted"
+    );
+    assert_eq!(server.counters().store_failures, 3);
+    store.set_failing(false);
+    // Sent again, the group commits in one transaction; the forged frame
+    // is refused on its own.
+    let before = store.commits();
+    let results = server.receive_group(&mut store, &group).unwrap();
+    assert_eq!(store.commits(), before + 1, "one transaction for the group");
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert_eq!(results[1].as_ref().err(), Some(&Refusal::BadTag));
+    assert_eq!(store.records().len(), 2);
+    assert_eq!(server.counters().frames, 2);
+}

@@ -22,7 +22,7 @@
 //! | `GET /v1/devices/{id}/config` | the config it should run, and where delivery stands |
 //! | `PUT /v1/devices/{id}/config` | `{"cbor": "HEX"}`: a config update, checked by the core's parser |
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
@@ -37,9 +37,9 @@ use serde_json::json;
 use telemark_core::wire::frame::Command;
 use telemark_server::{ConfigState, Refusal};
 
-use crate::hub::{Hub, HubError, NotAcknowledged, COMMIT_BOUNDS};
+use crate::hub::{Arrival, Hub, HubError, HubHandle, NotAcknowledged, COMMIT_BOUNDS};
 use crate::store::{ReadingQuery, StoreError, StoredReading};
-use crate::{lock, unix_ms};
+use crate::unix_ms;
 
 /// The largest request body: a frame or a JSON document.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -51,13 +51,13 @@ pub const MAX_POINTS: usize = 10_000;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Api {
-    hub: Arc<Mutex<Hub>>,
+    hub: HubHandle,
     admin_token: Arc<str>,
 }
 
 impl Api {
     /// The API over `hub`, opened by `admin_token`.
-    pub fn new(hub: Arc<Mutex<Hub>>, admin_token: &str) -> Api {
+    pub fn new(hub: HubHandle, admin_token: &str) -> Api {
         Api {
             hub,
             admin_token: admin_token.into(),
@@ -83,20 +83,17 @@ impl Api {
             .with_state(self)
     }
 
-    /// Runs `f` on the hub, off the async threads (the store blocks).
+    /// Runs `f` on the hub's thread.
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Hub) -> Result<T, Problem> + Send + 'static,
     ) -> Result<T, Problem> {
-        let hub = Arc::clone(&self.hub);
-        tokio::task::spawn_blocking(move || f(&mut lock(&hub)))
-            .await
-            .unwrap_or_else(|e| {
-                Err(Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("the request failed: {e}"),
-                ))
+        self.hub.call(f).await.unwrap_or_else(|| {
+            Err(Problem {
+                retry_after_s: Some(5),
+                ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping")
             })
+        })
     }
 
     /// Checks the bearer token.
@@ -315,7 +312,7 @@ async fn metrics(State(api): State<Api>) -> Result<Response, Problem> {
     ] {
         out += &format!("telemark_refused_total{{cause=\"{cause}\"}} {n}\n");
     }
-    out += "# HELP telemark_commit_seconds Receive and commit of one frame.\n# TYPE telemark_commit_seconds histogram\n";
+    out += "# HELP telemark_commit_seconds Receive and commit of one group of frames (telemark_frames_total over its count is the mean group).\n# TYPE telemark_commit_seconds histogram\n";
     let mut cumulative = 0;
     for (bound, n) in COMMIT_BOUNDS.iter().zip(f.commit_buckets) {
         cumulative += n;
@@ -331,15 +328,18 @@ async fn metrics(State(api): State<Api>) -> Result<Response, Problem> {
 /// `POST /v1/up`: the frame is the body; the response frame is the
 /// answer's, sent only after the commit.
 async fn up(State(api): State<Api>, frame: Bytes) -> Response {
-    let now = unix_ms();
-    let result = api.run(move |hub| Ok(hub.ingest(None, &frame, now))).await;
-    match result {
-        Ok(Ok(response)) => (
+    let arrival = Arrival {
+        device: None,
+        frame: frame.to_vec(),
+        received_unix_ms: unix_ms(),
+    };
+    match api.hub.receive(arrival).await {
+        Ok(response) => (
             [(header::CONTENT_TYPE, telemark_http::exchange::CONTENT_TYPE)],
             response,
         )
             .into_response(),
-        Ok(Err(NotAcknowledged::Refused(r))) => {
+        Err(NotAcknowledged::Refused(r)) => {
             let status = match r {
                 Refusal::UnknownDevice(_)
                 | Refusal::UnknownKey { .. }
@@ -350,9 +350,8 @@ async fn up(State(api): State<Api>, frame: Bytes) -> Response {
             };
             Problem::new(status, &format!("frame refused: {r}")).into_response()
         }
-        Ok(Err(NotAcknowledged::Unstored(e))) => Problem::from(e).into_response(),
-        Ok(Err(e)) => Problem::bad(e).into_response(),
-        Err(p) => p.into_response(),
+        Err(NotAcknowledged::Unstored(e)) => Problem::from(e).into_response(),
+        Err(e) => Problem::bad(e).into_response(),
     }
 }
 

@@ -3,15 +3,25 @@
 //! it holds the keyring the store's devices make, and changes both
 //! together.
 //!
-//! A frame is verified, its records stored in one transaction, and only
-//! after the commit is the response built: the acknowledgement, and
+//! The hub runs on a thread of its own ([`Hub::spawn`]); listeners and
+//! the API reach it through a [`HubHandle`]. Frames that wait while it
+//! commits are taken together: verified one after the other, each seeing
+//! the ones before it, and committed in one transaction
+//! ([`Server::receive_group`]), so that a busy service syncs to disk once
+//! for many frames, not once for each.
+//!
+//! A frame is verified, its records stored, and only after the commit is
+//! the response built: the acknowledgement, and
 //! whatever config, commands or key wait for the device. A commit that
 //! fails (the database busy, locked by another process, the disk full,
 //! PostgreSQL away) acknowledges nothing; the device sends the records
 //! again.
 
 use std::fmt;
+use std::sync::mpsc;
 use std::time::Instant;
+
+use tokio::sync::oneshot;
 
 use telemark_core::config::{ConfigError, ConfigUpdate};
 use telemark_core::model::Reading;
@@ -19,7 +29,7 @@ use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::Report;
 use telemark_core::wire::seal::{Header, Key};
 use telemark_core::wire::{Epoch, Seq};
-use telemark_server::{Contents, Counters, Keyring, ReceiveError, Refusal, RotateError, Server};
+use telemark_server::{Contents, Counters, Keyring, Received, Refusal, RotateError, Server};
 
 use crate::store::{CloudStore, Device, DeviceKey, StoreError};
 
@@ -113,6 +123,116 @@ pub struct Figures {
     pub commit_buckets: [u64; 6],
 }
 
+/// Jobs that may wait for the hub's thread; a listener past it waits.
+pub const QUEUE: usize = 4096;
+
+/// Most frames committed in one group.
+pub const MAX_GROUP: usize = 512;
+
+/// A frame as it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    /// The device its path names (an MQTT topic), if any: a frame of
+    /// another device is refused.
+    pub device: Option<u64>,
+    /// The frame.
+    pub frame: Vec<u8>,
+    /// When it arrived, Unix ms.
+    pub received_unix_ms: u64,
+}
+
+/// What a frame's sender is told.
+pub type Answer = Result<Vec<u8>, NotAcknowledged>;
+
+enum Job {
+    Frame(Arrival, oneshot::Sender<Answer>),
+    Run(Box<dyn FnOnce(&mut Hub) + Send>),
+}
+
+impl Job {
+    /// The job that runs `f`, and where its result comes back.
+    fn run<T: Send + 'static>(
+        f: impl FnOnce(&mut Hub) -> T + Send + 'static,
+    ) -> (Job, oneshot::Receiver<T>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Run(Box::new(move |hub: &mut Hub| {
+            // A caller that went away takes no result.
+            let _ = reply.send(f(hub));
+        }));
+        (job, answer)
+    }
+}
+
+/// The way to the hub's thread ([`Hub::spawn`]); clones share it.
+#[derive(Clone)]
+pub struct HubHandle {
+    jobs: mpsc::SyncSender<Job>,
+}
+
+/// The hub's thread is gone (it panicked, or the service is stopping).
+fn gone() -> NotAcknowledged {
+    NotAcknowledged::Unstored(StoreError::Unavailable("the hub has stopped".into()))
+}
+
+impl HubHandle {
+    /// Hands a frame to the hub and waits for its answer, from a thread
+    /// that is not the async runtime's.
+    pub fn receive_blocking(&self, arrival: Arrival) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::Frame(arrival, reply)).is_err() {
+            return Err(gone());
+        }
+        answer.blocking_recv().unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Hands a frame to the hub and waits for its answer.
+    pub async fn receive(&self, arrival: Arrival) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        if !self.send(Job::Frame(arrival, reply)).await {
+            return Err(gone());
+        }
+        answer.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// Runs `f` on the hub, from a thread that is not the async
+    /// runtime's; `None` if the hub is gone.
+    pub fn call_blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Hub) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (job, answer) = Job::run(f);
+        self.jobs.send(job).ok()?;
+        answer.blocking_recv().ok()
+    }
+
+    /// Runs `f` on the hub; `None` if the hub is gone.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Hub) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (job, answer) = Job::run(f);
+        if !self.send(job).await {
+            return None;
+        }
+        answer.await.ok()
+    }
+
+    /// Queues `job`; false if the hub is gone. A full queue is waited on
+    /// off the async threads.
+    async fn send(&self, job: Job) -> bool {
+        match self.jobs.try_send(job) {
+            Ok(()) => true,
+            Err(mpsc::TrySendError::Disconnected(_)) => false,
+            Err(mpsc::TrySendError::Full(job)) => {
+                let jobs = self.jobs.clone();
+                tokio::task::spawn_blocking(move || jobs.send(job).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+        }
+    }
+}
+
 /// How often the keyring is read again from the store, ms.
 pub const KEY_REFRESH_MS: u64 = 10_000;
 
@@ -158,6 +278,7 @@ pub struct Hub {
     figures: Figures,
     unauthenticated: Vec<u64>,
     keys_loaded_ms: u64,
+    closed: bool,
 }
 
 impl Hub {
@@ -175,7 +296,14 @@ impl Hub {
             figures: Figures::default(),
             unauthenticated: Vec::new(),
             keys_loaded_ms: 0,
+            closed: false,
         })
+    }
+
+    /// Takes no frame from now on (the service is stopping): each is
+    /// answered as not stored, and its device sends it again later.
+    pub fn close(&mut self) {
+        self.closed = true;
     }
 
     /// Calls `f` with each record once it is stored (after the commit):
@@ -410,34 +538,141 @@ impl Hub {
         frame: &[u8],
         now_unix_ms: u64,
     ) -> Result<Vec<u8>, NotAcknowledged> {
-        if let Some(expected) = device {
-            let named = Header::parse(frame).map(|(h, _)| h.device).ok();
-            if named != Some(expected) {
-                self.figures.wrong_device += 1;
-                return Err(NotAcknowledged::WrongDevice { expected, named });
-            }
+        let mut answers = self.ingest_group(&[Arrival {
+            device,
+            frame: frame.to_vec(),
+            received_unix_ms: now_unix_ms,
+        }]);
+        answers
+            .pop()
+            .unwrap_or(Err(NotAcknowledged::Unstored(StoreError::Failed(
+                "no answer".into(),
+            ))))
+    }
+
+    /// Takes `arrivals` in order and commits them together (see the
+    /// module docs): an answer for each, in the same order.
+    pub fn ingest_group(&mut self, arrivals: &[Arrival]) -> Vec<Result<Vec<u8>, NotAcknowledged>> {
+        if self.closed {
+            let stopping = StoreError::Unavailable("the service is stopping".into());
+            return arrivals
+                .iter()
+                .map(|_| Err(NotAcknowledged::Unstored(stopping.clone())))
+                .collect();
         }
-        self.refresh_keys(now_unix_ms);
+        let mut answers: Vec<Option<Result<Vec<u8>, NotAcknowledged>>> = Vec::new();
+        let mut frames: Vec<(&[u8], u64)> = Vec::new();
+        for a in arrivals {
+            if let Some(expected) = a.device {
+                let named = Header::parse(&a.frame).map(|(h, _)| h.device).ok();
+                if named != Some(expected) {
+                    self.figures.wrong_device += 1;
+                    answers.push(Some(Err(NotAcknowledged::WrongDevice { expected, named })));
+                    continue;
+                }
+            }
+            answers.push(None);
+            frames.push((&a.frame, a.received_unix_ms));
+        }
+        if let Some(&(_, now)) = frames.last() {
+            self.refresh_keys(now);
+        }
         let started = Instant::now();
-        let received = match self.server.receive(&mut self.store, frame, now_unix_ms) {
-            Ok(received) => received,
-            Err(ReceiveError::Refused(r)) => return Err(NotAcknowledged::Refused(r)),
-            Err(ReceiveError::Store(e)) => return Err(NotAcknowledged::Unstored(e)),
+        let mut results = match self.server.receive_group(&mut self.store, &frames) {
+            Ok(results) => results.into_iter(),
+            Err(e) => {
+                return answers
+                    .into_iter()
+                    .map(|a| a.unwrap_or_else(|| Err(NotAcknowledged::Unstored(e.clone()))))
+                    .collect();
+            }
         };
-        self.time_commit(started.elapsed().as_secs_f64());
-        if let Some(watch) = &mut self.watch {
-            for r in &received.batch.records {
-                let stored = match &r.contents {
-                    Contents::Readings(v) => {
-                        Stored::Readings(v.iter().map(|t| t.reading).collect())
+        if !frames.is_empty() {
+            self.time_commit(started.elapsed().as_secs_f64());
+        }
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Some(answer) => answer,
+                None => match results.next() {
+                    Some(Ok(received)) => {
+                        self.show(&received);
+                        Ok(received.response)
                     }
-                    Contents::Report { report, .. } => Stored::Report(*report),
-                    Contents::Unknown => Stored::Undecodable,
-                };
-                watch(received.batch.device, r.epoch, r.seq, &stored);
+                    Some(Err(r)) => Err(NotAcknowledged::Refused(r)),
+                    None => Err(NotAcknowledged::Unstored(StoreError::Failed(
+                        "no answer".into(),
+                    ))),
+                },
+            })
+            .collect()
+    }
+
+    /// Shows the watcher what `received` stored.
+    fn show(&mut self, received: &Received) {
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
+        for r in &received.batch.records {
+            let stored = match &r.contents {
+                Contents::Readings(v) => Stored::Readings(v.iter().map(|t| t.reading).collect()),
+                Contents::Report { report, .. } => Stored::Report(*report),
+                Contents::Unknown => Stored::Undecodable,
+            };
+            watch(received.batch.device, r.epoch, r.seq, &stored);
+        }
+    }
+
+    /// Runs the hub on a thread of its own, until every handle is dropped
+    /// and what they sent is done; the thread then hands the hub back.
+    pub fn spawn(self) -> (HubHandle, std::thread::JoinHandle<Hub>) {
+        let (jobs, queue) = mpsc::sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("telemark-hub".into())
+            .spawn(move || self.serve(&queue));
+        match thread {
+            Ok(thread) => (HubHandle { jobs }, thread),
+            // No thread: the hub runs where it is asked instead, which the
+            // handle cannot do; fail loudly at start rather than later.
+            Err(e) => panic!("the hub's thread did not start: {e}"),
+        }
+    }
+
+    /// The hub's thread: jobs in arrival order, the frames that wait
+    /// together taken as one group.
+    fn serve(mut self, queue: &mpsc::Receiver<Job>) -> Hub {
+        let mut next = queue.recv().ok();
+        while let Some(job) = next.take() {
+            match job {
+                Job::Run(f) => f(&mut self),
+                Job::Frame(first, reply) => {
+                    let mut arrivals = vec![first];
+                    let mut replies = vec![reply];
+                    while arrivals.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(Job::Frame(a, r)) => {
+                                arrivals.push(a);
+                                replies.push(r);
+                            }
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let answers = self.ingest_group(&arrivals);
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        // A listener that went away takes no answer.
+                        let _ = reply.send(answer);
+                    }
+                }
+            }
+            if next.is_none() {
+                next = queue.recv().ok();
             }
         }
-        Ok(received.response)
+        self
     }
 
     /// Reloads the keyring from the store every [`KEY_REFRESH_MS`], so

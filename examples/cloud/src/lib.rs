@@ -43,7 +43,8 @@ mod sqlite;
 mod store;
 
 pub use hub::{
-    Figures, Hub, HubError, NotAcknowledged, Provisioned, Stored, COMMIT_BOUNDS, KEY_REFRESH_MS,
+    Answer, Arrival, Figures, Hub, HubError, HubHandle, NotAcknowledged, Provisioned, Stored,
+    COMMIT_BOUNDS, KEY_REFRESH_MS, MAX_GROUP,
 };
 pub use mqtt::{Broker, MqttError};
 pub use postgres::PgStore;
@@ -53,15 +54,7 @@ pub use store::{
     StoredReading,
 };
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Takes the hub. A thread that panicked while holding it left it as it
-/// was between two frames (each frame is one transaction), so it is taken
-/// as it is.
-pub fn lock(hub: &Mutex<Hub>) -> MutexGuard<'_, Hub> {
-    hub.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The time now, Unix ms.
 pub fn unix_ms() -> u64 {

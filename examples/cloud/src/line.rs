@@ -1,22 +1,19 @@
 //! Devices on serial lines: a UART (`--serial /dev/ttyUSB0`), or a TCP
 //! socket carrying one, as QEMU's `-serial tcp:` does (`--line ADDR` to
 //! listen, `--line-connect ADDR` to dial). Frames arrive COBS-framed
-//! ([`telemark_serial`]); each goes to the [`Hub`] and its response, sent
+//! ([`telemark_serial`]); each goes to the [`Hub`](crate::Hub) and its response, sent
 //! only after the commit, goes back down the same line.
 
 use std::io::{Read, Write};
-use std::sync::Mutex;
 
 use telemark_serial::{encode, overhead, Deframer};
 
-use crate::hub::Hub;
-use crate::lock;
+use crate::hub::{Arrival, HubHandle, NotAcknowledged};
 
-/// Serves one line until it closes: frames in, responses out. Each frame
-/// takes the hub only while it is handled, so many lines share it.
-/// `clock` gives Unix milliseconds.
+/// Serves one line until it closes, on the calling thread: frames in,
+/// responses out. `clock` gives Unix milliseconds.
 pub fn serve<L: Read + Write>(
-    hub: &Mutex<Hub>,
+    hub: &HubHandle,
     line: &mut L,
     clock: impl Fn() -> u64,
 ) -> std::io::Result<()> {
@@ -33,9 +30,20 @@ pub fn serve<L: Read + Write>(
             let Some(Ok(frame)) = rx.push(b) else {
                 continue;
             };
-            let frame = frame.to_vec();
-            let Some(reply) = lock(hub).receive(&frame, clock()) else {
-                continue;
+            let arrival = Arrival {
+                device: None,
+                frame: frame.to_vec(),
+                received_unix_ms: clock(),
+            };
+            let reply = match hub.receive_blocking(arrival) {
+                Ok(reply) => reply,
+                Err(NotAcknowledged::Unstored(e)) => {
+                    eprintln!(
+                        "frame not stored, not acknowledged (the device sends it again): {e}"
+                    );
+                    continue;
+                }
+                Err(_) => continue,
             };
             let mut framed = vec![0u8; reply.len() + overhead(reply.len())];
             if let Ok(len) = encode(&reply, &mut framed) {

@@ -20,12 +20,12 @@ use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use telemark_cloud::settings::{device_id, keys_file, Settings};
 use telemark_cloud::{
-    api::Api, line, lock, mqtt, unix_ms, Broker, CloudStore, Hub, PgStore, SqliteStore, Stored,
+    api::Api, line, mqtt, unix_ms, Broker, CloudStore, Hub, HubHandle, PgStore, SqliteStore, Stored,
 };
 use telemark_core::model::Value;
 use telemark_core::store::Seq;
@@ -134,11 +134,10 @@ fn serve(s: Settings) -> Result<(), String> {
         hub.watch(|device, _, seq, stored| println!("{}", describe(device, seq, stored)));
     }
     let token = admin_token(&s)?;
-    let hub = Arc::new(Mutex::new(hub));
-    let running = Arc::new(AtomicBool::new(true));
+    let (hub, _hub_thread) = hub.spawn();
 
     // The broker: the embedded one, or the one named.
-    let (embedded, broker) = match &s.broker {
+    let (embedded, mut broker) = match &s.broker {
         Some((host, port)) => (None, Broker::new(host.clone(), *port)),
         None => {
             let b =
@@ -153,19 +152,11 @@ fn serve(s: Settings) -> Result<(), String> {
             (Some(b), Broker::new(host, addr.port()))
         }
     };
-    let mut broker = broker;
     broker.prefix = s.mqtt_prefix.clone();
     let mqtt_addr = embedded.as_ref().map(|b| b.addr().to_string());
-    let mqtt_thread = {
-        let (hub, running, broker) = (Arc::clone(&hub), Arc::clone(&running), broker.clone());
-        std::thread::spawn(move || {
-            if let Err(e) = mqtt::serve(&hub, &broker, unix_ms, &running) {
-                eprintln!("mqtt {}:{}: {e}", broker.host, broker.port);
-            }
-        })
-    };
 
-    // Serial lines.
+    // Serial lines, each on a thread of its own.
+    let running = Arc::new(AtomicBool::new(true));
     let mut lines = Vec::new();
     for addr in &s.line {
         let listener = TcpListener::bind(addr).map_err(|e| format!("--line {addr}: {e}"))?;
@@ -175,11 +166,11 @@ fn serve(s: Settings) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
                 .to_string(),
         );
-        let hub = Arc::clone(&hub);
+        let hub = hub.clone();
         std::thread::spawn(move || listen(&hub, &listener));
     }
     for addr in s.line_connect.clone() {
-        let (hub, running) = (Arc::clone(&hub), Arc::clone(&running));
+        let (hub, running) = (hub.clone(), Arc::clone(&running));
         std::thread::spawn(move || dial(&hub, &addr, &running));
     }
     for path in s.serial.clone() {
@@ -188,7 +179,7 @@ fn serve(s: Settings) -> Result<(), String> {
             .write(true)
             .open(&path)
             .map_err(|e| format!("--serial {}: {e}", path.display()))?;
-        let hub = Arc::clone(&hub);
+        let hub = hub.clone();
         std::thread::spawn(move || {
             if let Err(e) = line::serve(&hub, &mut tty, unix_ms) {
                 eprintln!("{}: {e}", path.display());
@@ -201,12 +192,22 @@ fn serve(s: Settings) -> Result<(), String> {
         .thread_name("telemark-cloud")
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    let api = Api::new(Arc::clone(&hub), &token);
+    let api = Api::new(hub.clone(), &token);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(s.http)
             .await
             .map_err(|e| format!("--http {}: {e}", s.http))?;
         let http = listener.local_addr().map_err(|e| e.to_string())?;
+        let devices = {
+            let (hub, broker) = (hub.clone(), broker.clone());
+            tokio::spawn(async move {
+                let (host, port) = (broker.host.clone(), broker.port);
+                if let Err(e) = mqtt::serve(hub, broker, unix_ms, stopping).await {
+                    eprintln!("mqtt {host}:{port}: {e}");
+                }
+            })
+        };
         let bound = serde_json::json!({
             "http": http.to_string(),
             "mqtt": mqtt_addr,
@@ -218,16 +219,24 @@ fn serve(s: Settings) -> Result<(), String> {
             "telemark-cloud: API on http://{http}, devices through the broker at {}:{}",
             broker.host, broker.port
         );
-        axum::serve(listener, api.router())
+        let served = axum::serve(listener, api.router())
             .with_graceful_shutdown(stopped())
             .await
-            .map_err(|e| format!("http: {e}"))
+            .map_err(|e| format!("http: {e}"));
+        let _ = stop.send(true);
+        let _ = devices.await;
+        served
     })?;
 
-    // Stop taking frames; the frame being committed holds the hub until
-    // it is done.
+    // Stop taking frames: the hub answers what is queued before this, and
+    // refuses what comes after.
     running.store(false, Ordering::Relaxed);
-    let c = lock(&hub).counters();
+    let c = hub
+        .call_blocking(|hub| {
+            hub.close();
+            hub.counters()
+        })
+        .ok_or("the hub stopped before the service")?;
     eprintln!(
         "stopped: {} frames ({} refused), {} records ({} duplicates, {} conflicts), {} readings stored",
         c.frames,
@@ -237,7 +246,6 @@ fn serve(s: Settings) -> Result<(), String> {
         c.conflicts,
         c.readings
     );
-    let _ = mqtt_thread.join();
     if let Some(b) = embedded {
         b.stop();
     }
@@ -262,7 +270,7 @@ async fn stopped() {
 }
 
 /// Serves every device that connects to `listener`, each on its own thread.
-fn listen(hub: &Arc<Mutex<Hub>>, listener: &TcpListener) {
+fn listen(hub: &HubHandle, listener: &TcpListener) {
     loop {
         let (mut stream, peer) = match listener.accept() {
             Ok(c) => c,
@@ -273,7 +281,7 @@ fn listen(hub: &Arc<Mutex<Hub>>, listener: &TcpListener) {
             }
         };
         eprintln!("line: device connected from {peer}");
-        let hub = Arc::clone(hub);
+        let hub = hub.clone();
         std::thread::spawn(move || {
             if let Err(e) = line::serve(&hub, &mut stream, unix_ms) {
                 eprintln!("line {peer}: {e}");
@@ -285,7 +293,7 @@ fn listen(hub: &Arc<Mutex<Hub>>, listener: &TcpListener) {
 
 /// Dials `addr` (QEMU's `-serial tcp::PORT,server`) and serves it, again
 /// whenever it closes, while `running` holds.
-fn dial(hub: &Mutex<Hub>, addr: &str, running: &AtomicBool) {
+fn dial(hub: &HubHandle, addr: &str, running: &AtomicBool) {
     let mut away = false;
     while running.load(Ordering::Relaxed) {
         match TcpStream::connect(addr) {

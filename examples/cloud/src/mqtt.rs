@@ -4,23 +4,22 @@
 //! The service subscribes to every device's uplink,
 //! `{prefix}/v1/+/up`, at QoS 1 with a persistent session of its own (so
 //! frames published while it is away wait in the broker), hands each frame
-//! to [`Hub::receive_from`] (a frame whose device is not
-//! its topic's is refused), and publishes the response (sent only after
-//! the commit) on that device's `{prefix}/v1/{device}/down`. A PUBACK is
+//! to the hub without waiting for the one before (so frames that arrive
+//! together are committed together; a frame whose device is not its
+//! topic's is refused), and publishes the response (sent only after the
+//! commit) on that device's `{prefix}/v1/{device}/down`. A PUBACK is
 //! not an acknowledgement: a frame the broker or the service loses is sent
 //! again by its device, which frees nothing until the response says so.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{Client, ConnectionError, Event, MqttOptions, RecvTimeoutError};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 use telemark_mqtt::Topics;
+use tokio::sync::watch;
 
-use crate::hub::Hub;
-use crate::lock;
+use crate::hub::{Arrival, HubHandle, NotAcknowledged};
 
 /// Where the service meets its devices.
 #[derive(Clone, Debug)]
@@ -97,25 +96,22 @@ fn refused_for_good(code: ConnectReturnCode) -> bool {
     )
 }
 
-/// Serves devices through `broker` while `running` holds, dialling it
-/// again whenever it goes away; each frame takes the hub only while it is
-/// handled, so serial lines and the API share it. `clock` gives Unix
-/// milliseconds. Returns an error only when the broker refuses the
-/// service's credentials.
-pub fn serve(
-    hub: &Mutex<Hub>,
-    broker: &Broker,
-    clock: impl Fn() -> u64,
-    running: &AtomicBool,
+/// Serves devices through `broker` until `stop` turns true, dialling it
+/// again whenever it goes away. `clock` gives Unix milliseconds. Returns
+/// an error only when the broker refuses the service's credentials.
+pub async fn serve(
+    hub: HubHandle,
+    broker: Broker,
+    clock: fn() -> u64,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), MqttError> {
-    let (client, mut connection) = Client::new(broker.options(), 256);
+    let (client, mut events) = AsyncClient::new(broker.options(), 1024);
     let uplinks = format!("{}/v1/+/up", broker.prefix);
     let mut away = false;
-    while running.load(Ordering::Relaxed) {
-        let event = match connection.recv_timeout(Duration::from_millis(500)) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return Err(MqttError::Closed),
+    loop {
+        let event = tokio::select! {
+            event = events.poll() => event,
+            _ = stop.wait_for(|&stop| stop) => return Ok(()),
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -126,29 +122,39 @@ pub fn serve(
                 // A new session knows no subscription.
                 if !ack.session_present {
                     client
-                        .try_subscribe(uplinks.as_str(), QoS::AtLeastOnce)
+                        .subscribe(uplinks.as_str(), QoS::AtLeastOnce)
+                        .await
                         .map_err(|_| MqttError::Closed)?;
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let topic = String::from_utf8_lossy(&publish.topic);
-                let Some(device) = Topics::device_of(&broker.prefix, &topic) else {
-                    continue;
-                };
-                let response = lock(hub).receive_from(Some(device), &publish.payload, clock());
-                let (Some(response), Some(topics)) =
-                    (response, Topics::new(&broker.prefix, device))
+                let Some(topics) = Topics::device_of(&broker.prefix, &topic)
+                    .and_then(|d| Topics::new(&broker.prefix, d))
                 else {
                     continue;
                 };
-                // A response that does not fit the queue is lost like
-                // any other: the device sends the frame again.
-                if client
-                    .try_publish(topics.down(), QoS::AtLeastOnce, false, response)
-                    .is_err()
-                {
-                    eprintln!("device {device}: response dropped, the MQTT queue is full");
-                }
+                let arrival = Arrival {
+                    device: Topics::device_of(&broker.prefix, &topic),
+                    frame: publish.payload.to_vec(),
+                    received_unix_ms: clock(),
+                };
+                let (hub, client) = (hub.clone(), client.clone());
+                tokio::spawn(async move {
+                    match hub.receive(arrival).await {
+                        // A response the broker loses is lost like any
+                        // other: the device sends the frame again.
+                        Ok(response) if !response.is_empty() => {
+                            let _ = client
+                                .publish(topics.down(), QoS::AtLeastOnce, false, response)
+                                .await;
+                        }
+                        Err(NotAcknowledged::Unstored(e)) => eprintln!(
+                            "frame not stored, not acknowledged (the device sends it again): {e}"
+                        ),
+                        _ => {}
+                    }
+                });
             }
             Ok(_) => {}
             Err(ConnectionError::ConnectionRefused(code)) if refused_for_good(code) => {
@@ -162,9 +168,8 @@ pub fn serve(
                     );
                     away = true;
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
-    Ok(())
 }

@@ -7,7 +7,7 @@
 //! creates or upgrades it in one transaction.
 
 use postgres::error::SqlState;
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, GenericClient, NoTls};
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::{KeyStatus, Report};
 use telemark_core::wire::seal::Key;
@@ -133,6 +133,7 @@ fn lane_name(lane: Lane) -> &'static str {
 pub struct PgStore {
     url: String,
     client: Option<Client>,
+    group_open: bool,
 }
 
 impl PgStore {
@@ -142,6 +143,7 @@ impl PgStore {
         let mut store = PgStore {
             url: url.to_string(),
             client: None,
+            group_open: false,
         };
         migrate(store.client()?)?;
         Ok(store)
@@ -180,7 +182,11 @@ impl PgStore {
     }
 }
 
-fn insert(tx: &mut Transaction<'_>, batch: &Batch, r: &NewRecord) -> Result<(), postgres::Error> {
+fn insert(
+    tx: &mut impl GenericClient,
+    batch: &Batch,
+    r: &NewRecord,
+) -> Result<(), postgres::Error> {
     let (d, e, s) = (i(batch.device), i(r.epoch.0), i64::from(r.seq.0));
     let received = i(batch.received_unix_ms);
     let span = Span::of(r);
@@ -305,7 +311,7 @@ fn insert(tx: &mut Transaction<'_>, batch: &Batch, r: &NewRecord) -> Result<(), 
 }
 
 fn apply(
-    tx: &mut Transaction<'_>,
+    tx: &mut impl GenericClient,
     device: u64,
     change: &OutboxChange,
 ) -> Result<(), postgres::Error> {
@@ -351,6 +357,44 @@ fn apply(
             &[&d, &i32::from(id), &i32::from(status as u8)],
         ),
     }?;
+    Ok(())
+}
+
+/// Writes what `batch` changes, in the transaction open on `tx`.
+fn write(tx: &mut impl GenericClient, batch: &Batch) -> Result<(), postgres::Error> {
+    for r in &batch.records {
+        insert(tx, batch, r)?;
+    }
+    for conflict in &batch.conflicts {
+        tx.execute(
+            "INSERT INTO conflicts VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &i(batch.device),
+                &i(conflict.epoch.0),
+                &i64::from(conflict.seq.0),
+                &i(batch.received_unix_ms),
+                &conflict.payload,
+            ],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO epochs VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, epoch) \
+         DO UPDATE SET highest = $3, seen = $4, anchor_ms = $5",
+        &[
+            &i(batch.device),
+            &i(batch.epoch.0),
+            &i64::from(batch.state.highest),
+            &(batch.state.seen as i64),
+            &batch.state.anchor_unix_ms,
+        ],
+    )?;
+    for change in &batch.outbox {
+        apply(tx, batch.device, change)?;
+    }
+    tx.execute(
+        "UPDATE devices SET last_seen_ms = $2 WHERE device = $1",
+        &[&i(batch.device), &i(batch.received_unix_ms)],
+    )?;
     Ok(())
 }
 
@@ -490,42 +534,53 @@ impl Store for PgStore {
     fn commit(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
         self.with(|c| {
             let mut tx = c.transaction()?;
-            for r in &batch.records {
-                insert(&mut tx, batch, r)?;
-            }
-            for conflict in &batch.conflicts {
-                tx.execute(
-                    "INSERT INTO conflicts VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        &i(batch.device),
-                        &i(conflict.epoch.0),
-                        &i64::from(conflict.seq.0),
-                        &i(batch.received_unix_ms),
-                        &conflict.payload,
-                    ],
-                )?;
-            }
-            tx.execute(
-                "INSERT INTO epochs VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, epoch) \
-                 DO UPDATE SET highest = $3, seen = $4, anchor_ms = $5",
-                &[
-                    &i(batch.device),
-                    &i(batch.epoch.0),
-                    &i64::from(batch.state.highest),
-                    &(batch.state.seen as i64),
-                    &batch.state.anchor_unix_ms,
-                ],
-            )?;
-            for change in &batch.outbox {
-                apply(&mut tx, batch.device, change)?;
-            }
-            tx.execute(
-                "UPDATE devices SET last_seen_ms = $2 WHERE device = $1",
-                &[&i(batch.device), &i(batch.received_unix_ms)],
-            )?;
+            write(&mut tx, batch)?;
             tx.commit()
         })?;
         Ok(batch.committed())
+    }
+
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        self.with(|c| c.batch_execute("BEGIN"))?;
+        self.group_open = true;
+        Ok(())
+    }
+
+    fn stage(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        let lost = self.client.as_ref().is_none_or(Client::is_closed);
+        if !self.group_open || lost {
+            // The connection the group began on is gone, and its
+            // transaction with it: nothing may be written outside it.
+            return Err(StoreError::Unavailable(
+                "no group open on this connection".into(),
+            ));
+        }
+        self.with(|c| {
+            c.batch_execute("SAVEPOINT batch")?;
+            match write(c, batch) {
+                Ok(()) => c.batch_execute("RELEASE SAVEPOINT batch"),
+                Err(e) => {
+                    let _ = c.batch_execute("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch");
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        let done = self.with(|c| c.batch_execute("COMMIT"));
+        if done.is_err() {
+            self.abort_group();
+        }
+        self.group_open = false;
+        done
+    }
+
+    fn abort_group(&mut self) {
+        if let Some(c) = self.client.as_mut().filter(|c| !c.is_closed()) {
+            let _ = c.batch_execute("ROLLBACK");
+        }
+        self.group_open = false;
     }
 
     fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::{KeyStatus, Report};
 use telemark_core::wire::seal::Key;
@@ -184,7 +184,7 @@ impl SqliteStore {
         &self.db
     }
 
-    fn insert(tx: &Transaction<'_>, batch: &Batch, r: &NewRecord) -> rusqlite::Result<()> {
+    fn insert(tx: &Connection, batch: &Batch, r: &NewRecord) -> rusqlite::Result<()> {
         let (d, e, s) = (i(batch.device), i(r.epoch.0), r.seq.0);
         let lane = if r.lane == Lane::Alert {
             "alert"
@@ -304,7 +304,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn apply(tx: &Transaction<'_>, device: u64, change: &OutboxChange) -> rusqlite::Result<()> {
+    fn apply(tx: &Connection, device: u64, change: &OutboxChange) -> rusqlite::Result<()> {
         match *change {
             OutboxChange::ConfigApplied { version } => {
                 tx.execute(
@@ -474,8 +474,15 @@ impl SqliteStore {
 
     fn commit_db(&mut self, batch: &Batch) -> rusqlite::Result<Committed> {
         let tx = self.db.transaction()?;
+        Self::write(&tx, batch)?;
+        tx.commit()?;
+        Ok(batch.committed())
+    }
+
+    /// Writes what `batch` changes, in the transaction open on `tx`.
+    fn write(tx: &Connection, batch: &Batch) -> rusqlite::Result<()> {
         for r in &batch.records {
-            Self::insert(&tx, batch, r)?;
+            Self::insert(tx, batch, r)?;
         }
         for c in &batch.conflicts {
             tx.execute(
@@ -500,12 +507,23 @@ impl SqliteStore {
             ],
         )?;
         for change in &batch.outbox {
-            Self::apply(&tx, batch.device, change)?;
+            Self::apply(tx, batch.device, change)?;
         }
         tx.prepare_cached("UPDATE devices SET last_seen_ms = ?2 WHERE device = ?1")?
             .execute(params![i(batch.device), i(batch.received_unix_ms)])?;
-        tx.commit()?;
-        Ok(batch.committed())
+        Ok(())
+    }
+
+    /// [`Self::write`] of `batch` into the open group, all or nothing.
+    fn stage_db(&mut self, batch: &Batch) -> rusqlite::Result<()> {
+        self.db.execute_batch("SAVEPOINT batch")?;
+        match Self::write(&self.db, batch) {
+            Ok(()) => self.db.execute_batch("RELEASE batch"),
+            Err(e) => {
+                let _ = self.db.execute_batch("ROLLBACK TO batch; RELEASE batch");
+                Err(e)
+            }
+        }
     }
 
     fn set_config_db(&mut self, device: u64, version: u32, cbor: &[u8]) -> rusqlite::Result<()> {
@@ -568,6 +586,29 @@ impl Store for SqliteStore {
 
     fn commit(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
         self.commit_db(batch).map_err(db_error)
+    }
+
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        // The write lock now, not at the first write: a busy database
+        // fails the group before anything is staged.
+        self.db.execute_batch("BEGIN IMMEDIATE").map_err(db_error)
+    }
+
+    fn stage(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        self.stage_db(batch).map_err(db_error)
+    }
+
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        self.db.execute_batch("COMMIT").map_err(|e| {
+            self.abort_group();
+            db_error(e)
+        })
+    }
+
+    fn abort_group(&mut self) {
+        if !self.db.is_autocommit() {
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
     }
 
     fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), StoreError> {

@@ -18,7 +18,7 @@ use telemark_core::wire::seal::Key;
 use telemark_server::{Contents, DesiredConfig, NewRecord, QueuedCommand, Store};
 
 /// Why the store failed. Nothing was acknowledged that it did not commit.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum StoreError {
     /// Another writer holds the database, or it is locked: try again.
     Busy(String),

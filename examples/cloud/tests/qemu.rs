@@ -28,12 +28,12 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use telemark_cloud::{line, lock, mqtt, unix_ms, Broker, Hub, SqliteStore};
+use telemark_cloud::{line, mqtt, unix_ms, Broker, Hub, SqliteStore};
 use telemark_core::codec::CompactCodec;
 use telemark_core::model::{Reading, Value};
 use telemark_core::wire::frame::Command as Downlink;
@@ -378,21 +378,24 @@ fn run(board: &Board) {
 
     // The hub serves one connection after another; the test cuts a
     // connection by shutting its socket down.
-    let hub = Mutex::new(hub(&db_path, board));
+    let (hub, hub_thread) = hub(&db_path, board).spawn();
     let (lines, next_line) = mpsc::channel::<Line>();
     let (streams, live) = mpsc::channel::<TcpStream>();
     let device = board.device;
     let server = thread::spawn(move || {
         while let Ok(Line::Serve(port, commands)) = next_line.recv() {
             for (id, c) in commands {
-                lock(&hub).queue_command_as(device, id, c).unwrap();
+                hub.call_blocking(move |hub| hub.queue_command_as(device, id, c))
+                    .unwrap()
+                    .unwrap();
             }
             let mut stream = connect(port);
             streams.send(stream.try_clone().unwrap()).unwrap();
             // Ends when the test shuts the socket down.
             let _ = line::serve(&hub, &mut stream, unix_ms);
         }
-        hub.into_inner().unwrap()
+        drop(hub);
+        hub_thread.join().unwrap()
     });
     let db = Connection::open(&db_path).unwrap();
     db.busy_timeout(Duration::from_secs(5)).unwrap();
@@ -597,14 +600,20 @@ fn run_mqtt(board: &Board) {
     let db_path =
         std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.sqlite", board.machine));
     let _ = std::fs::remove_file(&db_path);
-    let gateway = Arc::new(Mutex::new(hub(&db_path, board)));
-    let running = Arc::new(AtomicBool::new(true));
+    let (hub, hub_thread) = hub(&db_path, board).spawn();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let server = {
-        let (gateway, running) = (Arc::clone(&gateway), Arc::clone(&running));
+        let hub = hub.clone();
         let mut mqtt = Broker::new("127.0.0.1", port);
         mqtt.client_id = format!("telemark-cloud-test-{port}");
         thread::spawn(move || {
-            mqtt::serve(&gateway, &mqtt, unix_ms, &running).unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime
+                .block_on(mqtt::serve(hub, mqtt, unix_ms, stopping))
+                .unwrap();
         })
     };
     let device = board.device;
@@ -646,9 +655,10 @@ fn run_mqtt(board: &Board) {
     wait_for_new_boot(&db, &qemu, device, before_power_cut.len());
     let log = qemu.log();
     drop(qemu);
-    running.store(false, Ordering::Relaxed);
+    stop.send(true).unwrap();
     server.join().unwrap();
-    let counters = lock(&gateway).counters();
+    drop(hub);
+    let counters = hub_thread.join().unwrap().counters();
     assert_delivered(&db, board, &counters, at_cut);
     // Push mode: a session per report, not one for the whole run.
     let connects: Vec<u64> = log

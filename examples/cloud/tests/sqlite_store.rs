@@ -7,7 +7,7 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration as Wall;
 
@@ -193,8 +193,8 @@ fn a_locked_database_acknowledges_nothing_keeps_the_line_and_loses_nothing() {
     let _ = std::fs::remove_file(&path);
     let mut hub = Hub::new(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
     hub.import_key(DEVICE, 1, Key::from_bytes(KEY), 0).unwrap();
-    let hub = Arc::new(Mutex::new(hub));
-    let served_hub = Arc::clone(&hub);
+    let (hub, hub_thread) = hub.spawn();
+    let served_hub = hub.clone();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let line_closed = Arc::new(AtomicBool::new(false));
@@ -279,7 +279,8 @@ fn a_locked_database_acknowledges_nothing_keeps_the_line_and_loses_nothing() {
     );
     drop(link.release());
     server.join().unwrap();
-    let mut hub = telemark_cloud::lock(&hub);
+    drop(hub);
+    let mut hub = hub_thread.join().unwrap();
     assert!(hub.counters().store_failures > 0, "the lock was felt");
 
     let mut values: Vec<i64> = hub
@@ -301,5 +302,84 @@ fn a_locked_database_acknowledges_nothing_keeps_the_line_and_loses_nothing() {
         values.iter().enumerate().all(|(i, v)| *v == i as i64 + 1),
         "each once, none missing"
     );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A sealed records frame of `device` with one block of `n` readings as
+/// record `seq`.
+fn sealed_frame(device: u64, key: &Key, counter: u32, seq: u32, n: u64) -> Vec<u8> {
+    use telemark_core::wire::frame::FrameWriter;
+    use telemark_core::wire::seal::{FrameKind, Header};
+    use telemark_core::wire::{Record, RecordMeta, Seq};
+    let readings: Vec<Reading> = (0..n)
+        .map(|k| {
+            let t = Instant::from_millis((u64::from(seq) * n + k) * 1000);
+            Reading::new(ChannelId(1), t, Value::Scaled(k as i32))
+        })
+        .collect();
+    let mut block = vec![0u8; 1024];
+    let len = CompactCodec.encode(&readings, &mut block).unwrap();
+    block.truncate(len);
+    let sealing = Sealing::key(1, key.clone());
+    let header = Header::new(FrameKind::Records, device, Epoch(1), counter, &sealing);
+    let mut buf = vec![0u8; 2048];
+    let uptime = Instant::from_millis((u64::from(seq) + 1) * n * 1000);
+    let mut w = FrameWriter::new(&mut buf, &header, uptime, &sealing).unwrap();
+    let record = Record {
+        seq: Seq(seq),
+        meta: RecordMeta::routine(n as u16),
+        payload: &block,
+    };
+    w.push(&record, None).unwrap();
+    let len = w.finish(&sealing).unwrap();
+    buf.truncate(len);
+    buf
+}
+
+/// Frames that wait while the hub commits are committed together: many
+/// senders at once make fewer transactions than frames, every frame is
+/// answered, and every reading is stored once.
+#[test]
+fn frames_that_wait_are_committed_together() {
+    let path = std::env::temp_dir().join(format!("telemark-group-{}.sqlite", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut hub = Hub::new(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
+    let devices: Vec<(u64, Key)> = (0..16)
+        .map(|i| {
+            let p = hub.add_device(&format!("sender-{i}"), 0).unwrap();
+            (p.device.id, p.key)
+        })
+        .collect();
+    let (handle, thread) = hub.spawn();
+    let senders: Vec<_> = devices
+        .iter()
+        .cloned()
+        .map(|(device, key)| {
+            let handle = handle.clone();
+            thread::spawn(move || {
+                for counter in 1..=25u32 {
+                    let frame = sealed_frame(device, &key, counter, counter - 1, 10);
+                    let answer = handle.receive_blocking(telemark_cloud::Arrival {
+                        device: None,
+                        frame,
+                        received_unix_ms: 1_700_000_000_000,
+                    });
+                    assert!(answer.is_ok(), "frame {counter} of {device}: {answer:?}");
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    drop(handle);
+    let mut hub = thread.join().unwrap();
+    let (frames, commits) = (hub.counters().frames, hub.figures().commits);
+    assert_eq!(frames, 16 * 25);
+    assert!(commits < frames, "{commits} commits for {frames} frames");
+    for (device, _) in devices {
+        assert_eq!(hub.store().reading_count(device).unwrap(), 250);
+    }
+    println!("{frames} frames in {commits} commits");
     let _ = std::fs::remove_file(&path);
 }

@@ -10,10 +10,9 @@
 //! `cargo run -p telemark-host-demo`
 
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::thread;
 
-use telemark_cloud::{line, lock, unix_ms, Hub, SqliteStore, Stored};
+use telemark_cloud::{line, unix_ms, Hub, SqliteStore, Stored};
 use telemark_core::engine::Boot;
 use telemark_core::model::Value;
 use telemark_core::store::{Blocking, FlashLayout, FlashStore, RecordStore, SimFlash};
@@ -199,14 +198,14 @@ fn main() {
     // {0: 2, 1: 900}: version 2 reports every 15 minutes.
     hub.queue_config(102, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x03, 0x84])
         .expect("a valid config update");
-    let hub = Arc::new(Mutex::new(hub));
+    let (hub, _hub_thread) = hub.spawn();
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
     let port = listener.local_addr().expect("bound").port();
     {
-        let hub = Arc::clone(&hub);
+        let hub = hub.clone();
         thread::spawn(move || {
             for mut line in listener.incoming().flatten() {
-                let hub = Arc::clone(&hub);
+                let hub = hub.clone();
                 thread::spawn(move || {
                     let _ = line::serve(&hub, &mut line, unix_ms);
                 });
@@ -232,14 +231,23 @@ fn main() {
         taken.push((id, run.join().expect("device thread")));
     }
 
-    let mut hub = lock(&hub);
+    let (tally, c) = hub
+        .call_blocking(move |hub| {
+            let tally: Vec<_> = taken
+                .into_iter()
+                .map(|(id, sampled)| {
+                    let stored = hub.store().reading_count(id).unwrap_or(0);
+                    let alerts = hub.store().alerts(id, 10_000).map_or(0, |a| a.len());
+                    (id, sampled, stored, alerts)
+                })
+                .collect();
+            (tally, hub.counters())
+        })
+        .expect("the hub is running");
     println!("\nin SQLite ({}):", db.display());
-    for (id, sampled) in taken {
-        let stored = hub.store().reading_count(id).unwrap_or(0);
-        let alerts = hub.store().alerts(id, 10_000).map_or(0, |a| a.len());
+    for (id, sampled, stored, alerts) in tally {
         println!("  device {id}: {stored} readings stored of {sampled} taken, {alerts} alerts");
     }
-    let c = hub.counters();
     println!(
         "  {} frames, {} records, {} received twice and stored once, {} frames refused",
         c.frames,
