@@ -37,8 +37,9 @@ use serde_json::json;
 use telemark_core::wire::frame::Command;
 use telemark_server::{ConfigState, Refusal};
 
+use crate::downsample::downsample;
 use crate::hub::{Arrival, Hub, HubError, HubHandle, NotAcknowledged, COMMIT_BOUNDS};
-use crate::store::{ReadingQuery, StoreError, StoredReading};
+use crate::store::{ReadingQuery, StoreError};
 use crate::unix_ms;
 
 /// The largest request body: a frame or a JSON document.
@@ -469,65 +470,6 @@ struct RangeQuery {
     points: Option<usize>,
 }
 
-/// One bucket of a downsampled series.
-#[derive(Serialize, Debug, PartialEq)]
-struct Point {
-    channel: u16,
-    /// The bucket's start, Unix ms.
-    unix_ms: i64,
-    mean: f64,
-    min: f64,
-    max: f64,
-    count: u32,
-}
-
-/// `readings` (sorted by time) in `points` buckets of equal time over
-/// `[from, to)`, each channel on its own.
-fn downsample(readings: &[StoredReading], from: i64, to: i64, points: usize) -> Vec<Point> {
-    let span = (to - from).max(1) as i128;
-    let n = points.max(1) as i128;
-    let mut out: Vec<Point> = Vec::new();
-    let mut channels: Vec<u16> = readings.iter().map(|r| r.channel).collect();
-    channels.sort_unstable();
-    channels.dedup();
-    for c in channels {
-        let mut current: Option<(i128, Point)> = None;
-        for r in readings.iter().filter(|r| r.channel == c) {
-            let bucket = (i128::from(r.unix_ms - from) * n / span).clamp(0, n - 1);
-            match &mut current {
-                Some((b, p)) if *b == bucket => {
-                    p.mean += r.value;
-                    p.min = p.min.min(r.value);
-                    p.max = p.max.max(r.value);
-                    p.count += 1;
-                }
-                _ => {
-                    if let Some((_, p)) = current.take() {
-                        out.push(p);
-                    }
-                    let start = from + (bucket * span / n) as i64;
-                    current = Some((
-                        bucket,
-                        Point {
-                            channel: c,
-                            unix_ms: start,
-                            mean: r.value,
-                            min: r.value,
-                            max: r.value,
-                            count: 1,
-                        },
-                    ));
-                }
-            }
-        }
-        out.extend(current.map(|(_, p)| p));
-    }
-    for p in &mut out {
-        p.mean /= f64::from(p.count);
-    }
-    out
-}
-
 async fn readings(
     State(api): State<Api>,
     _: Admin,
@@ -745,30 +687,6 @@ async fn set_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn r(channel: u16, unix_ms: i64, value: f64) -> StoredReading {
-        StoredReading {
-            channel,
-            unix_ms,
-            value,
-            quality: 0,
-        }
-    }
-
-    #[test]
-    fn downsampling_keeps_each_channel_apart() {
-        let readings: Vec<StoredReading> = (0..100)
-            .map(|i| r(1 + (i % 2) as u16, i * 10, i as f64))
-            .collect();
-        let points = downsample(&readings, 0, 1000, 4);
-        assert_eq!(points.len(), 8);
-        let first = &points[0];
-        assert_eq!((first.channel, first.unix_ms, first.count), (1, 0, 13));
-        assert_eq!((first.min, first.max), (0.0, 24.0));
-        assert_eq!(first.mean, 12.0);
-        assert_eq!(points.iter().map(|p| p.count).sum::<u32>(), 100);
-        assert!(points[..4].iter().all(|p| p.channel == 1));
-    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod conformance;
+pub mod downsample;
 mod hub;
 pub mod line;
 pub mod mqtt;

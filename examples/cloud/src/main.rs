@@ -4,7 +4,8 @@
 //! telemark-cloud [serve] [--config FILE] [--data DIR] [--database postgres://…]
 //!                [--http ADDR] [--mqtt ADDR] [--broker mqtt://HOST:PORT]
 //!                [--line ADDR] [--line-connect ADDR] [--serial PATH]
-//!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN] [--verbose]
+//!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
+//!                [--reading-rows] [--verbose]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
 //! telemark-cloud device revoke ID [--data DIR | --database URL]
@@ -69,15 +70,15 @@ fn describe(device: u64, seq: Seq, stored: &Stored) -> String {
 /// directory.
 fn open_store(s: &Settings) -> Result<Box<dyn CloudStore>, String> {
     if let Some(url) = &s.database {
-        return Ok(Box::new(
-            PgStore::connect(url).map_err(|e| format!("{url}: {e}"))?,
-        ));
+        let mut store = PgStore::connect(url).map_err(|e| format!("{url}: {e}"))?;
+        store.keep_reading_rows(s.reading_rows);
+        return Ok(Box::new(store));
     }
     std::fs::create_dir_all(&s.data).map_err(|e| format!("{}: {e}", s.data.display()))?;
     let path = s.data.join("telemark.sqlite");
-    Ok(Box::new(
-        SqliteStore::open(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-    ))
+    let mut store = SqliteStore::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    store.keep_reading_rows(s.reading_rows);
+    Ok(Box::new(store))
 }
 
 /// The admin token: given, or the data directory's, made on first start.
@@ -406,7 +407,8 @@ const USAGE: &str =
     "telemark-cloud [serve] [--config FILE] [--data DIR] [--database postgres://...]
                [--http ADDR] [--mqtt ADDR] [--broker mqtt://HOST:PORT] [--mqtt-prefix P]
                [--line ADDR] [--line-connect ADDR] [--serial PATH]
-               [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN] [--verbose]
+               [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
+               [--reading-rows] [--verbose]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]
 telemark-cloud device revoke ID [--data DIR | --database URL]

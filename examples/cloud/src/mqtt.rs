@@ -16,6 +16,7 @@ use std::time::Duration;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+use rumqttc::NetworkOptions;
 use telemark_mqtt::Topics;
 use tokio::sync::watch;
 
@@ -59,6 +60,11 @@ impl Broker {
         if let Some((user, password)) = &self.credentials {
             options.set_credentials(user, password);
         }
+        // A response goes out as soon as it is committed, not when Nagle
+        // lets it.
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         options
     }
 }

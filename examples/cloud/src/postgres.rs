@@ -7,7 +7,10 @@
 //! creates or upgrades it in one transaction.
 
 use postgres::error::SqlState;
-use postgres::{Client, GenericClient, NoTls};
+use std::collections::HashMap;
+
+use postgres::types::ToSql;
+use postgres::{Client, NoTls, Row, Statement};
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::{KeyStatus, Report};
 use telemark_core::wire::seal::Key;
@@ -23,7 +26,7 @@ use crate::store::{
     DeviceKey, ReadingQuery, Span, StoreError, StoredReading,
 };
 
-/// The schema at [`SCHEMA_VERSION`].
+/// The schema at version 2; [`V3`] brings it to [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
 CREATE TABLE records (
     device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL, lane TEXT NOT NULL,
@@ -82,6 +85,16 @@ CREATE TABLE device_keys (
     key BYTEA NOT NULL, PRIMARY KEY (device, id));
 ";
 
+/// From version 2 to 3: the row-per-reading table, for those who ask;
+/// each epoch's row keeps when it was last heard.
+const V3: &str = "
+ALTER TABLE epochs ADD COLUMN received_ms BIGINT;
+CREATE TABLE reading_rows (
+    device BIGINT NOT NULL, channel INTEGER NOT NULL, unix_ms BIGINT NOT NULL,
+    value DOUBLE PRECISION NOT NULL, quality INTEGER NOT NULL);
+CREATE INDEX reading_rows_by_time ON reading_rows (device, channel, unix_ms);
+";
+
 /// PostgreSQL errors, by what the caller can do about them.
 fn db_error(e: postgres::Error) -> StoreError {
     let text = e.to_string();
@@ -116,6 +129,77 @@ fn db_error(e: postgres::Error) -> StoreError {
     }
 }
 
+/// The connection with its statements prepared once: each statement then
+/// costs one round trip, not two.
+struct Session<'a> {
+    client: &'a mut Client,
+    prepared: &'a mut HashMap<&'static str, Statement>,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Session<'_> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.prepared.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.execute(&s, params)
+    }
+
+    fn query(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query(&s, params)
+    }
+
+    fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query_opt(&s, params)
+    }
+
+    fn query_one(&mut self, sql: &'static str, params: Params<'_>) -> Result<Row, postgres::Error> {
+        let s = self.statement(sql)?;
+        self.client.query_one(&s, params)
+    }
+
+    fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.client.batch_execute(sql)
+    }
+
+    /// Runs `f` in a transaction: committed if it succeeds, rolled back
+    /// if not.
+    fn transaction<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        self.batch_execute("BEGIN")?;
+        match f(self) {
+            Ok(v) => {
+                self.batch_execute("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.batch_execute("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
+
 /// u64 ids and epochs are kept bit for bit in BIGINT.
 fn i(v: u64) -> i64 {
     v as i64
@@ -133,7 +217,9 @@ fn lane_name(lane: Lane) -> &'static str {
 pub struct PgStore {
     url: String,
     client: Option<Client>,
+    prepared: HashMap<&'static str, Statement>,
     group_open: bool,
+    reading_rows: bool,
 }
 
 impl PgStore {
@@ -143,7 +229,9 @@ impl PgStore {
         let mut store = PgStore {
             url: url.to_string(),
             client: None,
+            prepared: HashMap::new(),
             group_open: false,
+            reading_rows: false,
         };
         migrate(store.client()?)?;
         Ok(store)
@@ -153,6 +241,10 @@ impl PgStore {
     fn client(&mut self) -> Result<&mut Client, StoreError> {
         if self.client.as_ref().is_some_and(Client::is_closed) {
             self.client = None;
+        }
+        if self.client.is_none() {
+            // Statements belong to the connection they were prepared on.
+            self.prepared.clear();
         }
         match &mut self.client {
             Some(c) => Ok(c),
@@ -164,13 +256,25 @@ impl PgStore {
     /// it, so the next call dials again.
     fn with<T>(
         &mut self,
-        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        f: impl FnOnce(&mut Session<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, StoreError> {
-        let result = f(self.client()?).map_err(db_error);
+        self.client()?;
+        let (Some(client), prepared) = (self.client.as_mut(), &mut self.prepared) else {
+            return Err(StoreError::Unavailable("no connection".into()));
+        };
+        let result = f(&mut Session { client, prepared }).map_err(db_error);
         if matches!(result, Err(StoreError::Unavailable(_))) {
             self.client = None;
         }
         result
+    }
+
+    /// Also keeps a row per reading (`reading_rows`), and answers range
+    /// queries from it: for SQL tools that want rows. It costs space and
+    /// ingest speed (`benches/cloud` measures both forms); turn it on
+    /// before the first frame, as blocks stored before are not copied.
+    pub fn keep_reading_rows(&mut self, on: bool) {
+        self.reading_rows = on;
     }
 
     /// The schema version of the database.
@@ -182,11 +286,7 @@ impl PgStore {
     }
 }
 
-fn insert(
-    tx: &mut impl GenericClient,
-    batch: &Batch,
-    r: &NewRecord,
-) -> Result<(), postgres::Error> {
+fn insert(tx: &mut Session<'_>, batch: &Batch, r: &NewRecord) -> Result<(), postgres::Error> {
     let (d, e, s) = (i(batch.device), i(r.epoch.0), i64::from(r.seq.0));
     let received = i(batch.received_unix_ms);
     let span = Span::of(r);
@@ -310,11 +410,7 @@ fn insert(
     Ok(())
 }
 
-fn apply(
-    tx: &mut impl GenericClient,
-    device: u64,
-    change: &OutboxChange,
-) -> Result<(), postgres::Error> {
+fn apply(tx: &mut Session<'_>, device: u64, change: &OutboxChange) -> Result<(), postgres::Error> {
     let d = i(device);
     match *change {
         OutboxChange::ConfigApplied { version } => tx.execute(
@@ -360,8 +456,33 @@ fn apply(
     Ok(())
 }
 
-/// Writes what `batch` changes, in the transaction open on `tx`.
-fn write(tx: &mut impl GenericClient, batch: &Batch) -> Result<(), postgres::Error> {
+/// Writes what `batch` changes, in the transaction open on `tx`, and a
+/// row per reading if `reading_rows`.
+fn write(tx: &mut Session<'_>, batch: &Batch, reading_rows: bool) -> Result<(), postgres::Error> {
+    if reading_rows {
+        // One statement a block, its rows as arrays.
+        for r in &batch.records {
+            let Contents::Readings(readings) = &r.contents else {
+                continue;
+            };
+            let timed: Vec<_> = readings
+                .iter()
+                .filter_map(|t| t.unix_ms.map(|ms| (t.reading, ms)))
+                .collect();
+            let channels: Vec<i32> = timed.iter().map(|(r, _)| i32::from(r.channel.0)).collect();
+            let times: Vec<i64> = timed.iter().map(|&(_, ms)| ms).collect();
+            let values: Vec<f64> = timed.iter().map(|(r, _)| number(r.value)).collect();
+            let qualities: Vec<i32> = timed
+                .iter()
+                .map(|(r, _)| i32::from(r.quality.bits()))
+                .collect();
+            tx.execute(
+                "INSERT INTO reading_rows SELECT $1, * FROM \
+                 UNNEST($2::INTEGER[], $3::BIGINT[], $4::DOUBLE PRECISION[], $5::INTEGER[])",
+                &[&i(batch.device), &channels, &times, &values, &qualities],
+            )?;
+        }
+    }
     for r in &batch.records {
         insert(tx, batch, r)?;
     }
@@ -377,24 +498,23 @@ fn write(tx: &mut impl GenericClient, batch: &Batch) -> Result<(), postgres::Err
             ],
         )?;
     }
+    // The epoch's row keeps when the device was last heard.
     tx.execute(
-        "INSERT INTO epochs VALUES ($1, $2, $3, $4, $5) ON CONFLICT (device, epoch) \
-         DO UPDATE SET highest = $3, seen = $4, anchor_ms = $5",
+        "INSERT INTO epochs (device, epoch, highest, seen, anchor_ms, received_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (device, epoch) \
+         DO UPDATE SET highest = $3, seen = $4, anchor_ms = $5, received_ms = $6",
         &[
             &i(batch.device),
             &i(batch.epoch.0),
             &i64::from(batch.state.highest),
             &(batch.state.seen as i64),
             &batch.state.anchor_unix_ms,
+            &i(batch.received_unix_ms),
         ],
     )?;
     for change in &batch.outbox {
         apply(tx, batch.device, change)?;
     }
-    tx.execute(
-        "UPDATE devices SET last_seen_ms = $2 WHERE device = $1",
-        &[&i(batch.device), &i(batch.received_unix_ms)],
-    )?;
     Ok(())
 }
 
@@ -403,98 +523,97 @@ fn small<T: TryFrom<i64>>(v: i64, what: &str) -> Result<T, StoreError> {
     T::try_from(v).map_err(|_| StoreError::Failed(format!("{what} {v} out of range")))
 }
 
-fn outbox(c: &mut Client, device: u64) -> Result<Result<Outbox, StoreError>, postgres::Error> {
-    let d = i(device);
-    let config = c.query_opt(
-        "SELECT version, cbor, state, code, detail FROM outbox_config WHERE device = $1",
-        &[&d],
-    )?;
-    let commands = c.query(
-        "SELECT id, code, output, value, status, result FROM outbox_commands \
-         WHERE device = $1 ORDER BY queued",
-        &[&d],
-    )?;
-    let key = c.query_opt(
-        "SELECT id, key, state, status, previous_id, previous_key FROM outbox_key \
-         WHERE device = $1",
-        &[&d],
-    )?;
-    Ok((|| {
-        let config = match config {
-            None => None,
-            Some(r) => {
-                let state = match r.get::<_, &str>(2) {
-                    "applied" => ConfigState::Applied,
-                    "refused" => ConfigState::Refused {
-                        code: small(i64::from(r.get::<_, i32>(3)), "config code")?,
-                        detail: small(i64::from(r.get::<_, i32>(4)), "config detail")?,
+/// The outbox in one round trip: its config, key and commands as rows of
+/// one shape (`kind`, then columns each kind reads its own way).
+const OUTBOX: &str = "
+SELECT 'config' AS kind, version AS a, cbor AS b, state AS c, code::BIGINT AS d,
+       detail::BIGINT AS e, NULL::BIGINT AS f, NULL::BYTEA AS g, NULL::BIGINT AS h,
+       NULL::BIGINT AS k, 0::BIGINT AS q
+    FROM outbox_config WHERE device = $1
+UNION ALL
+SELECT 'key', id::BIGINT, key, state, status::BIGINT, previous_id::BIGINT, NULL, previous_key,
+       NULL, NULL, 0
+    FROM outbox_key WHERE device = $1
+UNION ALL
+SELECT 'command', id, NULL, NULL, code::BIGINT, output::BIGINT, value, NULL, status::BIGINT,
+       result, queued
+    FROM outbox_commands WHERE device = $1
+ORDER BY q";
+
+fn outbox(c: &mut Session<'_>, device: u64) -> Result<Result<Outbox, StoreError>, postgres::Error> {
+    let rows = c.query(OUTBOX, &[&i(device)])?;
+    Ok(outbox_of(&rows))
+}
+
+/// The outbox of the rows of [`OUTBOX`].
+fn outbox_of(rows: &[Row]) -> Result<Outbox, StoreError> {
+    let mut outbox = Outbox::default();
+    for r in rows {
+        let (a, d, e): (i64, Option<i64>, Option<i64>) = (r.get(1), r.get(4), r.get(5));
+        match r.get::<_, &str>(0) {
+            "config" => {
+                let state = match r.get::<_, Option<&str>>(3) {
+                    Some("applied") => ConfigState::Applied,
+                    Some("refused") => ConfigState::Refused {
+                        code: small(d.unwrap_or(0), "config code")?,
+                        detail: small(e.unwrap_or(0), "config detail")?,
                     },
                     _ => ConfigState::Pending,
                 };
-                Some(DesiredConfig {
-                    version: small(r.get(0), "config version")?,
-                    cbor: r.get(1),
+                outbox.config = Some(DesiredConfig {
+                    version: small(a, "config version")?,
+                    cbor: r.get::<_, Option<Vec<u8>>>(2).unwrap_or_default(),
                     state,
-                })
+                });
             }
-        };
-        let mut queued = Vec::new();
-        for r in commands {
-            let code = small(i64::from(r.get::<_, i32>(1)), "command code")?;
-            let output = small(i64::from(r.get::<_, i32>(2)), "command output")?;
-            let value = small(r.get(3), "command value")?;
-            let Some(command) = command_of(code, output, value) else {
-                continue;
-            };
-            let status: Option<i32> = r.get(4);
-            let result: Option<i64> = r.get(5);
-            let result = match status.zip(result) {
-                Some((s, v)) => Some(CommandOutcome {
-                    status: small(i64::from(s), "command status")?,
-                    value: small(v, "command result")?,
-                }),
-                None => None,
-            };
-            queued.push(QueuedCommand {
-                id: small(r.get(0), "command id")?,
-                command,
-                result,
-            });
-        }
-        let key = match key {
-            None => None,
-            Some(r) => {
-                let status: Option<i32> = r.get(3);
-                let state = match r.get::<_, &str>(2) {
-                    "in use" => KeyState::InUse,
-                    "refused" => KeyState::Refused(
-                        status
-                            .and_then(|s| u8::try_from(s).ok())
+            "key" => {
+                let state = match r.get::<_, Option<&str>>(3) {
+                    Some("in use") => KeyState::InUse,
+                    Some("refused") => KeyState::Refused(
+                        d.and_then(|s| u8::try_from(s).ok())
                             .and_then(KeyStatus::from_u8)
                             .unwrap_or(KeyStatus::Refused),
                     ),
                     _ => KeyState::Pending,
                 };
-                let previous_id: Option<i32> = r.get(4);
-                let previous_key: Option<Vec<u8>> = r.get(5);
-                let previous = match previous_id.zip(previous_key) {
-                    Some((id, key)) => Some((small(i64::from(id), "key id")?, key_of(&key)?)),
+                let previous = match e.zip(r.get::<_, Option<Vec<u8>>>(7)) {
+                    Some((id, key)) => Some((small(id, "key id")?, key_of(&key)?)),
                     None => None,
                 };
-                Some(KeyRotation {
-                    id: small(i64::from(r.get::<_, i32>(0)), "key id")?,
-                    key: key_of(r.get(1))?,
+                outbox.key = Some(KeyRotation {
+                    id: small(a, "key id")?,
+                    key: key_of(&r.get::<_, Option<Vec<u8>>>(2).unwrap_or_default())?,
                     state,
                     previous,
-                })
+                });
             }
-        };
-        Ok(Outbox {
-            config,
-            commands: queued,
-            key,
-        })
-    })())
+            _ => {
+                let value: Option<i64> = r.get(6);
+                let code = small(d.unwrap_or(-1), "command code")?;
+                let output = small(e.unwrap_or(0), "command output")?;
+                let Some(command) =
+                    command_of(code, output, small(value.unwrap_or(0), "command value")?)
+                else {
+                    continue;
+                };
+                let status: Option<i64> = r.get(8);
+                let result: Option<i64> = r.get(9);
+                let result = match status.zip(result) {
+                    Some((s, v)) => Some(CommandOutcome {
+                        status: small(s, "command status")?,
+                        value: small(v, "command result")?,
+                    }),
+                    None => None,
+                };
+                outbox.commands.push(QueuedCommand {
+                    id: small(a, "command id")?,
+                    command,
+                    result,
+                });
+            }
+        }
+    }
+    Ok(outbox)
 }
 
 impl Store for PgStore {
@@ -532,11 +651,8 @@ impl Store for PgStore {
     }
 
     fn commit(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
-        self.with(|c| {
-            let mut tx = c.transaction()?;
-            write(&mut tx, batch)?;
-            tx.commit()
-        })?;
+        let rows = self.reading_rows;
+        self.with(|c| c.transaction(|tx| write(tx, batch, rows)))?;
         Ok(batch.committed())
     }
 
@@ -555,16 +671,9 @@ impl Store for PgStore {
                 "no group open on this connection".into(),
             ));
         }
-        self.with(|c| {
-            c.batch_execute("SAVEPOINT batch")?;
-            match write(c, batch) {
-                Ok(()) => c.batch_execute("RELEASE SAVEPOINT batch"),
-                Err(e) => {
-                    let _ = c.batch_execute("ROLLBACK TO SAVEPOINT batch; RELEASE SAVEPOINT batch");
-                    Err(e)
-                }
-            }
-        })
+        // No savepoint: a batch that fails aborts its whole group.
+        let rows = self.reading_rows;
+        self.with(|c| write(c, batch, rows))
     }
 
     fn commit_group(&mut self) -> Result<(), StoreError> {
@@ -615,35 +724,60 @@ impl Store for PgStore {
 
     fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), StoreError> {
         self.with(|c| {
-            let mut tx = c.transaction()?;
-            let previous = tx.query_opt(
-                "SELECT CASE state WHEN 'in use' THEN id ELSE previous_id END, \
+            c.transaction(|tx| {
+                let previous = tx.query_opt(
+                    "SELECT CASE state WHEN 'in use' THEN id ELSE previous_id END, \
                         CASE state WHEN 'in use' THEN key ELSE previous_key END \
                  FROM outbox_key WHERE device = $1",
-                &[&i(device)],
-            )?;
-            let (previous_id, previous_key): (Option<i32>, Option<Vec<u8>>) = match previous {
-                Some(r) => (r.get(0), r.get(1)),
-                None => (None, None),
-            };
-            tx.execute(
-                "INSERT INTO outbox_key VALUES ($1, $2, $3, 'pending', NULL, $4, $5) \
+                    &[&i(device)],
+                )?;
+                let (previous_id, previous_key): (Option<i32>, Option<Vec<u8>>) = match previous {
+                    Some(r) => (r.get(0), r.get(1)),
+                    None => (None, None),
+                };
+                tx.execute(
+                    "INSERT INTO outbox_key VALUES ($1, $2, $3, 'pending', NULL, $4, $5) \
                  ON CONFLICT (device) DO UPDATE SET id = $2, key = $3, state = 'pending', \
                  status = NULL, previous_id = $4, previous_key = $5",
-                &[
-                    &i(device),
-                    &i32::from(id),
-                    &&key.as_bytes()[..],
-                    &previous_id,
-                    &previous_key,
-                ],
-            )?;
-            tx.commit()
+                    &[
+                        &i(device),
+                        &i32::from(id),
+                        &&key.as_bytes()[..],
+                        &previous_id,
+                        &previous_key,
+                    ],
+                )?;
+                Ok(())
+            })
         })
     }
 }
 
-const DEVICE_COLUMNS: &str = "device, name, created_ms, revoked_ms, last_seen_ms";
+impl PgStore {
+    fn reading_rows_of(&mut self, q: &ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        let (low, high) = q
+            .channel
+            .map_or((0, i32::from(u16::MAX)), |c| (i32::from(c), i32::from(c)));
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT channel, unix_ms, value, quality FROM reading_rows \
+                 WHERE device = $1 AND channel BETWEEN $2 AND $3 AND unix_ms >= $4 \
+                 AND unix_ms < $5 ORDER BY unix_ms",
+                &[&i(q.device), &low, &high, &q.from_ms, &q.to_ms],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredReading {
+                    channel: small(i64::from(r.get::<_, i32>(0)), "channel")?,
+                    unix_ms: r.get(1),
+                    value: r.get(2),
+                    quality: small(i64::from(r.get::<_, i32>(3)), "quality")?,
+                })
+            })
+            .collect()
+    }
+}
 
 fn device_row(r: &postgres::Row) -> Device {
     Device {
@@ -658,16 +792,17 @@ fn device_row(r: &postgres::Row) -> Device {
 impl CloudStore for PgStore {
     fn add_device(&mut self, device: &Device, key: &DeviceKey) -> Result<(), StoreError> {
         self.with(|c| {
-            let mut tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO devices (device, name, created_ms) VALUES ($1, $2, $3)",
-                &[&i(device.id), &device.name, &device.created_ms],
-            )?;
-            tx.execute(
-                "INSERT INTO device_keys VALUES ($1, $2, $3)",
-                &[&i(key.device), &i32::from(key.id), &&key.key.as_bytes()[..]],
-            )?;
-            tx.commit()
+            c.transaction(|tx| {
+                tx.execute(
+                    "INSERT INTO devices (device, name, created_ms) VALUES ($1, $2, $3)",
+                    &[&i(device.id), &device.name, &device.created_ms],
+                )?;
+                tx.execute(
+                    "INSERT INTO device_keys VALUES ($1, $2, $3)",
+                    &[&i(key.device), &i32::from(key.id), &&key.key.as_bytes()[..]],
+                )?;
+                Ok(())
+            })
         })
         .map_err(|e| match e {
             StoreError::Taken(_) => StoreError::Taken(format!(
@@ -706,7 +841,9 @@ impl CloudStore for PgStore {
     fn devices(&mut self) -> Result<Vec<Device>, StoreError> {
         self.with(|c| {
             c.query(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device"),
+                "SELECT d.device, d.name, d.created_ms, d.revoked_ms, COALESCE((SELECT \
+                 MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms) \
+                 FROM devices d ORDER BY d.device",
                 &[],
             )
             .map(|rows| rows.iter().map(device_row).collect())
@@ -716,7 +853,9 @@ impl CloudStore for PgStore {
     fn device(&mut self, id: u64) -> Result<Option<Device>, StoreError> {
         self.with(|c| {
             c.query_opt(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device = $1"),
+                "SELECT d.device, d.name, d.created_ms, d.revoked_ms, COALESCE((SELECT \
+                 MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms) \
+                 FROM devices d WHERE d.device = $1",
                 &[&i(id)],
             )
             .map(|r| r.as_ref().map(device_row))
@@ -743,6 +882,9 @@ impl CloudStore for PgStore {
     }
 
     fn readings(&mut self, query: &ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        if self.reading_rows {
+            return self.reading_rows_of(query);
+        }
         let rows = self.with(|c| {
             c.query(
                 "SELECT payload, declared, anchor_ms FROM records \
@@ -813,21 +955,26 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         .query_opt("SELECT version FROM telemark_schema", &[])
         .map_err(db_error)?
         .map(|r| r.get(0));
-    match version {
+    let version = match version {
         None => {
             tx.batch_execute(SCHEMA).map_err(db_error)?;
-            tx.execute(
-                "INSERT INTO telemark_schema VALUES ($1)",
-                &[&SCHEMA_VERSION],
-            )
-            .map_err(db_error)?;
+            tx.execute("INSERT INTO telemark_schema VALUES (2)", &[])
+                .map_err(db_error)?;
+            2
         }
         Some(v) if v > SCHEMA_VERSION => {
             return Err(StoreError::Failed(format!(
                 "the database has schema version {v}; this build knows up to {SCHEMA_VERSION}"
             )))
         }
-        Some(_) => {}
+        Some(v) => v,
+    };
+    for (to, sql) in [(3, V3)] {
+        if version < to {
+            tx.batch_execute(sql).map_err(db_error)?;
+            tx.execute("UPDATE telemark_schema SET version = $1", &[&to])
+                .map_err(db_error)?;
+        }
     }
     tx.commit().map_err(db_error)
 }

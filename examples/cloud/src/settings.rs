@@ -12,6 +12,7 @@
 //! line_connect = ["127.0.0.1:4444"]       # --line-connect ADDR: ... or dialled (QEMU)
 //! serial = ["/dev/ttyUSB0"]               # --serial PATH: a UART (set its speed with stty)
 //! keys = ["/etc/telemark/keys.txt"]       # --keys FILE: device keys to import
+//! reading_rows = false                    # --reading-rows: also a row per reading, for SQL tools
 //! ```
 //!
 //! The admin token comes from `--admin-token`, else the environment's
@@ -53,6 +54,8 @@ pub struct Settings {
     pub unauthenticated: Vec<u64>,
     /// The admin token, if given.
     pub admin_token: Option<String>,
+    /// Also keep a row per reading (for SQL tools).
+    pub reading_rows: bool,
     /// Print each stored record on standard output.
     pub verbose: bool,
 }
@@ -73,6 +76,7 @@ impl Default for Settings {
             key: Vec::new(),
             unauthenticated: Vec::new(),
             admin_token: None,
+            reading_rows: false,
             verbose: false,
         }
     }
@@ -96,6 +100,7 @@ struct File {
     serial: Vec<PathBuf>,
     #[serde(default)]
     keys: Vec<PathBuf>,
+    reading_rows: Option<bool>,
 }
 
 /// `mqtt://host:port` (the port defaults to 1883).
@@ -196,6 +201,7 @@ impl Settings {
                 "--unauthenticated" => s.unauthenticated.push(device_id(&value()?)?),
                 "--admin-token" => s.admin_token = Some(value()?),
                 "--verbose" => s.verbose = true,
+                "--reading-rows" => s.reading_rows = true,
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -231,6 +237,9 @@ impl Settings {
         self.line_connect.extend(f.line_connect);
         self.serial.extend(f.serial);
         self.keys.extend(f.keys);
+        if let Some(v) = f.reading_rows {
+            self.reading_rows = v;
+        }
         Ok(())
     }
 }

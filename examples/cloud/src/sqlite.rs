@@ -9,6 +9,7 @@
 //! | --- | --- |
 //! | 1 | records, conflicts, replay windows, reports, the outbox |
 //! | 2 | devices and their keys; blocks stay compressed at rest, each with its time span (the row-per-reading table is folded into it and dropped) |
+//! | 3 | `reading_rows`: a row per reading, kept only when asked ([`SqliteStore::keep_reading_rows`]); epochs keep when they were last heard |
 
 use std::path::Path;
 use std::time::Duration;
@@ -29,7 +30,7 @@ use crate::store::{
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -114,6 +115,17 @@ INSERT INTO devices (device, name, created_ms, last_seen_ms)
     FROM records GROUP BY device;
 ";
 
+/// Version 3: the row-per-reading table, for those who ask for it; each
+/// epoch's row keeps when it was last heard (not each device's, which
+/// cost a write a frame).
+const V3: &str = "
+ALTER TABLE epochs ADD COLUMN received_ms INTEGER;
+CREATE TABLE reading_rows (
+    device INTEGER NOT NULL, channel INTEGER NOT NULL, unix_ms INTEGER NOT NULL,
+    value REAL NOT NULL, quality INTEGER NOT NULL);
+CREATE INDEX reading_rows_by_time ON reading_rows (device, channel, unix_ms);
+";
+
 /// SQLite errors, by what the caller can do about them.
 fn db_error(e: rusqlite::Error) -> StoreError {
     let text = e.to_string();
@@ -143,6 +155,7 @@ fn i(v: u64) -> i64 {
 /// The SQLite backend. See the module docs.
 pub struct SqliteStore {
     db: Connection,
+    reading_rows: bool,
 }
 
 impl SqliteStore {
@@ -168,8 +181,21 @@ impl SqliteStore {
         // up on this frame (it is not acknowledged; the device resends).
         db.busy_timeout(Duration::from_millis(500))
             .map_err(db_error)?;
+        // Every statement of the ingest path stays prepared.
+        db.set_prepared_statement_cache_capacity(64);
         migrate(&mut db)?;
-        Ok(SqliteStore { db })
+        Ok(SqliteStore {
+            db,
+            reading_rows: false,
+        })
+    }
+
+    /// Also keeps a row per reading (`reading_rows`), and answers range
+    /// queries from it: for SQL tools that want rows. It costs space and
+    /// ingest speed (`benches/cloud` measures both forms); turn it on
+    /// before the first frame, as blocks stored before are not copied.
+    pub fn keep_reading_rows(&mut self, on: bool) {
+        self.reading_rows = on;
     }
 
     /// The schema version of the database.
@@ -217,25 +243,23 @@ impl SqliteStore {
             Contents::Readings(_) => {}
             Contents::Report { report, unix_ms } => match report {
                 Report::Alert(a) => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO alerts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                        params![
-                            d,
-                            e,
-                            s,
-                            a.channel.0,
-                            format!("{:?}", a.kind),
-                            format!("{:?}", a.severity),
-                            i(a.time.as_millis()),
-                            unix_ms,
-                            a.value.map(number)
-                        ],
-                    )?;
+                    )?
+                    .execute(params![
+                        d,
+                        e,
+                        s,
+                        a.channel.0,
+                        format!("{:?}", a.kind),
+                        format!("{:?}", a.severity),
+                        i(a.time.as_millis()),
+                        unix_ms,
+                        a.value.map(number)
+                    ])?;
                 }
                 Report::Heartbeat(h) => {
-                    tx.execute(
-                        "INSERT INTO heartbeats VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                        params![
+                    tx.prepare_cached("INSERT INTO heartbeats VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)")?.execute(params![
                             d,
                             e,
                             s,
@@ -251,51 +275,48 @@ impl SqliteStore {
                             h.queue_depth,
                             format!("{:?}", h.reset_reason),
                             h.wakeups
-                        ],
-                    )?;
+                        ])?;
                 }
                 Report::ConfigStatus {
                     version,
                     code,
                     detail,
                 } => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO config_status VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![d, e, s, received, version, code, detail],
-                    )?;
+                    )?
+                    .execute(params![d, e, s, received, version, code, detail])?;
                 }
                 Report::CommandResult { id, status, value } => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO command_results VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![d, e, s, received, id, status, value],
-                    )?;
+                    )?
+                    .execute(params![d, e, s, received, id, status, value])?;
                 }
                 Report::KeyStatus { id, status } => {
-                    tx.execute(
-                        "INSERT INTO key_status VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![d, e, s, received, id, format!("{status:?}")],
-                    )?;
+                    tx.prepare_cached("INSERT INTO key_status VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                        .execute(params![d, e, s, received, id, format!("{status:?}")])?;
                 }
                 Report::Crash {
                     crash,
                     reset_reason,
                 } => {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO crashes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                        params![
-                            d,
-                            e,
-                            s,
-                            received,
-                            format!("{:?}", crash.kind),
-                            crash.pc,
-                            crash.lr,
-                            crash.status,
-                            crash.uptime_ms,
-                            format!("{reset_reason:?}"),
-                            crash.text()
-                        ],
-                    )?;
+                    )?
+                    .execute(params![
+                        d,
+                        e,
+                        s,
+                        received,
+                        format!("{:?}", crash.kind),
+                        crash.pc,
+                        crash.lr,
+                        crash.status,
+                        crash.uptime_ms,
+                        format!("{reset_reason:?}"),
+                        crash.text()
+                    ])?;
                 }
             },
             // Kept raw, in `records`.
@@ -307,45 +328,39 @@ impl SqliteStore {
     fn apply(tx: &Connection, device: u64, change: &OutboxChange) -> rusqlite::Result<()> {
         match *change {
             OutboxChange::ConfigApplied { version } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE outbox_config SET state = 'applied' WHERE device = ?1 AND version = ?2",
-                    params![i(device), version],
-                )?;
+                )?
+                .execute(params![i(device), version])?;
             }
             OutboxChange::ConfigLost { version } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE outbox_config SET state = 'pending' WHERE device = ?1 AND version = ?2",
-                    params![i(device), version],
-                )?;
+                )?
+                .execute(params![i(device), version])?;
             }
             OutboxChange::ConfigRefused {
                 version,
                 code,
                 detail,
             } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE outbox_config SET state = 'refused', code = ?3, detail = ?4 \
                      WHERE device = ?1 AND version = ?2",
-                    params![i(device), version, code, detail],
-                )?;
+                )?
+                .execute(params![i(device), version, code, detail])?;
             }
             OutboxChange::CommandDone { id, outcome } => {
-                tx.execute(
-                    "UPDATE outbox_commands SET status = ?3, result = ?4 WHERE device = ?1 AND id = ?2",
-                    params![i(device), id, outcome.status, outcome.value],
-                )?;
+                tx.prepare_cached("UPDATE outbox_commands SET status = ?3, result = ?4 WHERE device = ?1 AND id = ?2")?.execute(params![i(device), id, outcome.status, outcome.value])?;
             }
             OutboxChange::KeyInUse { id } => {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE outbox_key SET state = 'in use' WHERE device = ?1 AND id = ?2",
-                    params![i(device), id],
-                )?;
+                )?
+                .execute(params![i(device), id])?;
             }
             OutboxChange::KeyRefused { id, status } => {
-                tx.execute(
-                    "UPDATE outbox_key SET state = 'refused', status = ?3 WHERE device = ?1 AND id = ?2",
-                    params![i(device), id, status as u8],
-                )?;
+                tx.prepare_cached("UPDATE outbox_key SET state = 'refused', status = ?3 WHERE device = ?1 AND id = ?2")?.execute(params![i(device), id, status as u8])?;
             }
         }
         Ok(())
@@ -359,52 +374,51 @@ impl SqliteStore {
         epoch: Epoch,
     ) -> rusqlite::Result<Option<EpochState>> {
         self.db
-            .query_row(
+            .prepare_cached(
                 "SELECT highest, seen, anchor_ms FROM epochs WHERE device = ?1 AND epoch = ?2",
-                params![i(device), i(epoch.0)],
-                |r| {
-                    Ok(EpochState {
-                        highest: r.get(0)?,
-                        seen: r.get::<_, i64>(1)? as u64,
-                        anchor_unix_ms: r.get(2)?,
-                    })
-                },
-            )
+            )?
+            .query_row(params![i(device), i(epoch.0)], |r| {
+                Ok(EpochState {
+                    highest: r.get(0)?,
+                    seen: r.get::<_, i64>(1)? as u64,
+                    anchor_unix_ms: r.get(2)?,
+                })
+            })
             .optional()
     }
 
     fn stored_payload_db(&mut self, key: RecordKey) -> rusqlite::Result<Option<Vec<u8>>> {
         self.db
-            .query_row(
+            .prepare_cached(
                 "SELECT payload FROM records WHERE device = ?1 AND epoch = ?2 AND seq = ?3",
-                params![i(key.device), i(key.epoch.0), key.seq.0],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![i(key.device), i(key.epoch.0), key.seq.0], |r| {
+                r.get(0)
+            })
             .optional()
     }
 
     fn outbox_db(&mut self, device: u64) -> rusqlite::Result<Outbox> {
         let config = self
             .db
-            .query_row(
+            .prepare_cached(
                 "SELECT version, cbor, state, code, detail FROM outbox_config WHERE device = ?1",
-                [i(device)],
-                |r| {
-                    let state = match r.get::<_, String>(2)?.as_str() {
-                        "applied" => ConfigState::Applied,
-                        "refused" => ConfigState::Refused {
-                            code: r.get(3)?,
-                            detail: r.get(4)?,
-                        },
-                        _ => ConfigState::Pending,
-                    };
-                    Ok(DesiredConfig {
-                        version: r.get(0)?,
-                        cbor: r.get(1)?,
-                        state,
-                    })
-                },
-            )
+            )?
+            .query_row([i(device)], |r| {
+                let state = match r.get::<_, String>(2)?.as_str() {
+                    "applied" => ConfigState::Applied,
+                    "refused" => ConfigState::Refused {
+                        code: r.get(3)?,
+                        detail: r.get(4)?,
+                    },
+                    _ => ConfigState::Pending,
+                };
+                Ok(DesiredConfig {
+                    version: r.get(0)?,
+                    cbor: r.get(1)?,
+                    state,
+                })
+            })
             .optional()?;
         let mut stmt = self.db.prepare_cached(
             "SELECT id, code, output, value, status, result FROM outbox_commands \
@@ -433,25 +447,23 @@ impl SqliteStore {
         }
         let key = self
             .db
-            .query_row(
+            .prepare_cached(
                 "SELECT id, key, state, status, previous_id, previous_key FROM outbox_key \
                  WHERE device = ?1",
-                [i(device)],
-                |r| {
-                    let state = match (r.get::<_, String>(2)?.as_str(), r.get::<_, Option<u8>>(3)?)
-                    {
-                        ("in use", _) => KeyState::InUse,
-                        ("refused", status) => KeyState::Refused(
-                            status
-                                .and_then(KeyStatus::from_u8)
-                                .unwrap_or(KeyStatus::Refused),
-                        ),
-                        _ => KeyState::Pending,
-                    };
-                    let previous: Option<(u8, Vec<u8>)> = r.get::<_, Option<u8>>(4)?.zip(r.get(5)?);
-                    Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, state, previous))
-                },
-            )
+            )?
+            .query_row([i(device)], |r| {
+                let state = match (r.get::<_, String>(2)?.as_str(), r.get::<_, Option<u8>>(3)?) {
+                    ("in use", _) => KeyState::InUse,
+                    ("refused", status) => KeyState::Refused(
+                        status
+                            .and_then(KeyStatus::from_u8)
+                            .unwrap_or(KeyStatus::Refused),
+                    ),
+                    _ => KeyState::Pending,
+                };
+                let previous: Option<(u8, Vec<u8>)> = r.get::<_, Option<u8>>(4)?.zip(r.get(5)?);
+                Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, state, previous))
+            })
             .optional()?;
         let key = match key {
             None => None,
@@ -473,57 +485,71 @@ impl SqliteStore {
     }
 
     fn commit_db(&mut self, batch: &Batch) -> rusqlite::Result<Committed> {
+        let rows = self.reading_rows;
         let tx = self.db.transaction()?;
-        Self::write(&tx, batch)?;
+        Self::write(&tx, batch, rows)?;
         tx.commit()?;
         Ok(batch.committed())
     }
 
     /// Writes what `batch` changes, in the transaction open on `tx`.
-    fn write(tx: &Connection, batch: &Batch) -> rusqlite::Result<()> {
+    fn write(tx: &Connection, batch: &Batch, reading_rows: bool) -> rusqlite::Result<()> {
+        if reading_rows {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO reading_rows VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for r in &batch.records {
+                let Contents::Readings(readings) = &r.contents else {
+                    continue;
+                };
+                for t in readings {
+                    if let Some(unix_ms) = t.unix_ms {
+                        insert.execute(params![
+                            i(batch.device),
+                            t.reading.channel.0,
+                            unix_ms,
+                            number(t.reading.value),
+                            t.reading.quality.bits()
+                        ])?;
+                    }
+                }
+            }
+        }
         for r in &batch.records {
             Self::insert(tx, batch, r)?;
         }
         for c in &batch.conflicts {
-            tx.execute(
-                "INSERT INTO conflicts VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
+            tx.prepare_cached("INSERT INTO conflicts VALUES (?1, ?2, ?3, ?4, ?5)")?
+                .execute(params![
                     i(batch.device),
                     i(c.epoch.0),
                     c.seq.0,
                     i(batch.received_unix_ms),
                     c.payload
-                ],
-            )?;
+                ])?;
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO epochs VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                i(batch.device),
-                i(batch.epoch.0),
-                batch.state.highest,
-                batch.state.seen as i64,
-                batch.state.anchor_unix_ms
-            ],
-        )?;
+        // The epoch's row keeps when the device was last heard.
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO epochs (device, epoch, highest, seen, anchor_ms, received_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            i(batch.device),
+            i(batch.epoch.0),
+            batch.state.highest,
+            batch.state.seen as i64,
+            batch.state.anchor_unix_ms,
+            i(batch.received_unix_ms)
+        ])?;
         for change in &batch.outbox {
             Self::apply(tx, batch.device, change)?;
         }
-        tx.prepare_cached("UPDATE devices SET last_seen_ms = ?2 WHERE device = ?1")?
-            .execute(params![i(batch.device), i(batch.received_unix_ms)])?;
         Ok(())
     }
 
-    /// [`Self::write`] of `batch` into the open group, all or nothing.
+    /// [`Self::write`] of `batch` into the open group. No savepoint: a
+    /// batch that fails aborts its whole group.
     fn stage_db(&mut self, batch: &Batch) -> rusqlite::Result<()> {
-        self.db.execute_batch("SAVEPOINT batch")?;
-        match Self::write(&self.db, batch) {
-            Ok(()) => self.db.execute_batch("RELEASE batch"),
-            Err(e) => {
-                let _ = self.db.execute_batch("ROLLBACK TO batch; RELEASE batch");
-                Err(e)
-            }
-        }
+        Self::write(&self.db, batch, self.reading_rows)
     }
 
     fn set_config_db(&mut self, device: u64, version: u32, cbor: &[u8]) -> rusqlite::Result<()> {
@@ -624,6 +650,26 @@ impl Store for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    fn reading_rows_of(&mut self, q: &ReadingQuery) -> rusqlite::Result<Vec<StoredReading>> {
+        let (low, high) = q.channel.map_or((0, u16::MAX), |c| (c, c));
+        let mut stmt = self.db.prepare_cached(
+            "SELECT channel, unix_ms, value, quality FROM reading_rows \
+             WHERE device = ?1 AND channel BETWEEN ?2 AND ?3 AND unix_ms >= ?4 AND unix_ms < ?5 \
+             ORDER BY unix_ms",
+        )?;
+        let rows = stmt.query_map(params![i(q.device), low, high, q.from_ms, q.to_ms], |r| {
+            Ok(StoredReading {
+                channel: r.get(0)?,
+                unix_ms: r.get(1)?,
+                value: r.get(2)?,
+                quality: r.get(3)?,
+            })
+        })?;
+        rows.collect()
+    }
+}
+
 fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     Ok(Device {
         id: r.get::<_, i64>(0)? as u64,
@@ -634,7 +680,9 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
-const DEVICE_COLUMNS: &str = "device, name, created_ms, revoked_ms, last_seen_ms";
+/// A device's columns; it was last heard when its latest epoch was.
+const DEVICE_COLUMNS: &str = "d.device, d.name, d.created_ms, d.revoked_ms, \
+    COALESCE((SELECT MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms)";
 
 impl CloudStore for SqliteStore {
     fn add_device(&mut self, device: &Device, key: &DeviceKey) -> Result<(), StoreError> {
@@ -685,7 +733,7 @@ impl CloudStore for SqliteStore {
         let mut stmt = self
             .db
             .prepare_cached(&format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY device"
+                "SELECT {DEVICE_COLUMNS} FROM devices d ORDER BY d.device"
             ))
             .map_err(db_error)?;
         let rows = stmt.query_map([], device_row).map_err(db_error)?;
@@ -695,7 +743,7 @@ impl CloudStore for SqliteStore {
     fn device(&mut self, id: u64) -> Result<Option<Device>, StoreError> {
         self.db
             .query_row(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE device = ?1"),
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices d WHERE d.device = ?1"),
                 [i(id)],
                 device_row,
             )
@@ -733,6 +781,9 @@ impl CloudStore for SqliteStore {
     }
 
     fn readings(&mut self, query: &ReadingQuery) -> Result<Vec<StoredReading>, StoreError> {
+        if self.reading_rows {
+            return self.reading_rows_of(query).map_err(db_error);
+        }
         let mut stmt = self
             .db
             .prepare_cached(
@@ -810,7 +861,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
             "the database has schema version {version}; this build knows up to {SCHEMA_VERSION}"
         )));
     }
-    for (to, sql) in [(1, V1), (2, V2)] {
+    for (to, sql) in [(1, V1), (2, V2), (3, V3)] {
         if version >= to {
             continue;
         }

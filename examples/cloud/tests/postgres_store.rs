@@ -62,6 +62,16 @@ fn the_postgres_store_conforms() {
 }
 
 #[test]
+fn the_postgres_store_conforms_with_a_row_per_reading() {
+    let mut dbs = Databases::new("rows");
+    conformance::run(|| {
+        let mut store = PgStore::connect(&dbs.fresh()).unwrap();
+        store.keep_reading_rows(true);
+        Box::new(store)
+    });
+}
+
+#[test]
 fn the_schema_is_made_once_and_its_version_kept() {
     let mut dbs = Databases::new("schema");
     let url = dbs.fresh();

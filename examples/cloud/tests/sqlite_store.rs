@@ -36,6 +36,15 @@ fn the_sqlite_store_conforms() {
 }
 
 #[test]
+fn the_sqlite_store_conforms_with_a_row_per_reading() {
+    conformance::run(|| {
+        let mut store = SqliteStore::in_memory().unwrap();
+        store.keep_reading_rows(true);
+        Box::new(store)
+    });
+}
+
+#[test]
 fn a_file_on_disk_conforms_and_keeps_its_schema_version() {
     let dir = std::env::temp_dir().join(format!("telemark-conform-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
