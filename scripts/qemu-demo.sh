@@ -30,4 +30,4 @@ rm -rf "qemu-$board-data"
 # The service on free ports (the board needs only its serial line); Ctrl-C
 # stops both.
 ./target/release/telemark-cloud --data "qemu-$board-data" --keys examples/qemu-app/demo-keys.txt \
-    --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --line-connect "127.0.0.1:$port" --verbose
+    --http 127.0.0.1:0 --mqtt 127.0.0.1:0 --coap 127.0.0.1:0 --line-connect "127.0.0.1:$port" --verbose

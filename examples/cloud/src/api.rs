@@ -1,7 +1,9 @@
 //! The HTTP API, on axum, and the HTTP ingest devices post frames to.
 //!
 //! Every `/v1` request but the ingest carries `Authorization: Bearer
-//! TOKEN`. Bodies and answers are JSON; every error is
+//! TOKEN`: the admin token of the settings, or one made through
+//! `/v1/tokens`, whose role and group say what it may do
+//! ([`crate::access`]). Bodies and answers are JSON; every error is
 //! `application/problem+json` (RFC 9457) with a `detail` that says what
 //! was wrong.
 //!
@@ -11,7 +13,7 @@
 //! | `GET /metrics` | ingest counters and commit latency, Prometheus text |
 //! | `POST /v1/up` | a device's frame (`telemark-http`); the response frame back |
 //! | `GET /v1/devices` | every device |
-//! | `POST /v1/devices` | `{"name"}`: a new device and its key |
+//! | `POST /v1/devices` | `{"name", "group"}`: a new device and its key (admin) |
 //! | `GET /v1/devices/{id}` | one device, with its reading count and config |
 //! | `POST /v1/devices/{id}/revoke` | its frames are refused from now on |
 //! | `POST /v1/devices/{id}/rotate` | a new key, sent to the device (sealed with its current one) until it uses it; a device with a flash store keeps it |
@@ -20,6 +22,12 @@
 //! | `GET /v1/devices/{id}/commands` | the commands queued, with their results |
 //! | `POST /v1/devices/{id}/commands` | `{"command": "ping" \| "flush" \| "reboot" \| "set_output", "output", "value"}` |
 //! | `GET /v1/devices/{id}/config` | the config it should run, and where delivery stands |
+//! | `PUT /v1/devices/{id}/group` | `{"group": ID}` or `{"group": null}` (admin) |
+//! | `GET /v1/groups` | the groups the token sees |
+//! | `POST /v1/groups` | `{"name", "parent"}`: a new group (unscoped admin) |
+//! | `GET /v1/tokens` | every token, without its secret (unscoped admin) |
+//! | `POST /v1/tokens` | `{"name", "role": "read" \| "operate" \| "admin", "group"}`: a new token; its secret is in the answer, once (unscoped admin) |
+//! | `DELETE /v1/tokens/{id}` | revokes it (unscoped admin) |
 //! | `PUT /v1/devices/{id}/config` | `{"cbor": "HEX"}`: a config update, checked by the core's parser |
 
 use std::sync::Arc;
@@ -37,8 +45,10 @@ use serde_json::json;
 use telemark_core::wire::frame::Command;
 use telemark_server::{ConfigState, Refusal};
 
+use crate::access::{self, Caller, Role};
 use crate::downsample::downsample;
 use crate::hub::{Arrival, Hub, HubError, HubHandle, NotAcknowledged, COMMIT_BOUNDS};
+use crate::store::Device;
 use crate::store::{ReadingQuery, StoreError};
 use crate::unix_ms;
 
@@ -75,6 +85,10 @@ impl Api {
             .route("/v1/devices/{id}", get(device))
             .route("/v1/devices/{id}/revoke", post(revoke))
             .route("/v1/devices/{id}/rotate", post(rotate))
+            .route("/v1/devices/{id}/group", axum::routing::put(set_group))
+            .route("/v1/groups", get(groups).post(add_group))
+            .route("/v1/tokens", get(tokens).post(add_token))
+            .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
             .route("/v1/devices/{id}/readings", get(readings))
             .route("/v1/devices/{id}/alerts", get(alerts))
             .route("/v1/devices/{id}/commands", get(commands).post(command))
@@ -97,21 +111,30 @@ impl Api {
         })
     }
 
-    /// Checks the bearer token.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Problem> {
+    /// The caller its bearer token names: the admin token of the
+    /// settings, or a token kept in the store.
+    async fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(t) if same(t.as_bytes(), self.admin_token.as_bytes()) => Ok(()),
-            Some(_) => Err(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "the token is not valid",
-            )),
-            None => Err(Problem::new(
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(Problem::new(
                 StatusCode::UNAUTHORIZED,
                 "an Authorization: Bearer TOKEN header is needed",
+            ))?;
+        if same(given.as_bytes(), self.admin_token.as_bytes()) {
+            return Ok(Caller::ROOT);
+        }
+        let digest = access::digest(given);
+        let token = self.run(move |hub| Ok(hub.store().token(&digest)?)).await?;
+        match token {
+            Some(t) => Ok(Caller {
+                role: t.role,
+                scope: t.group,
+            }),
+            None => Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "the token is not valid",
             )),
         }
     }
@@ -191,14 +214,72 @@ impl IntoResponse for Problem {
     }
 }
 
-/// A request that carries the admin token.
-pub struct Admin;
+/// The role a route needs.
+pub trait Needs {
+    /// The least role that may call it.
+    const ROLE: Role;
+}
 
-impl FromRequestParts<Api> for Admin {
+/// Routes that read.
+pub struct ToRead;
+/// Routes that send commands and config.
+pub struct ToOperate;
+/// Routes that add, revoke and move devices, groups and tokens.
+pub struct ToAdminister;
+
+impl Needs for ToRead {
+    const ROLE: Role = Role::Read;
+}
+impl Needs for ToOperate {
+    const ROLE: Role = Role::Operate;
+}
+impl Needs for ToAdminister {
+    const ROLE: Role = Role::Admin;
+}
+
+/// A caller whose bearer token holds at least the role `N` needs.
+pub struct Allowed<N>(Caller, std::marker::PhantomData<N>);
+
+impl<N: Needs> FromRequestParts<Api> for Allowed<N> {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Admin, Problem> {
-        api.authorize(&parts.headers).map(|()| Admin)
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Allowed<N>, Problem> {
+        let caller = api.caller(&parts.headers).await?;
+        if !caller.role.allows(N::ROLE) {
+            return Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "a {} token may not do this: it needs {}",
+                    caller.role,
+                    N::ROLE
+                ),
+            ));
+        }
+        Ok(Allowed(caller, std::marker::PhantomData))
+    }
+}
+
+/// Device `id` if `caller` may see it; one outside its scope is answered
+/// as one that does not exist.
+fn visible(hub: &mut Hub, caller: Caller, id: u64) -> Result<Device, HubError> {
+    let d = hub.known(id)?;
+    if caller.scope.is_some() {
+        let groups = hub.store().groups()?;
+        if !caller.sees(&groups, d.group) {
+            return Err(HubError::UnknownDevice(id));
+        }
+    }
+    Ok(d)
+}
+
+/// An unscoped caller (groups and tokens are the whole service's).
+fn unscoped(caller: Caller) -> Result<(), Problem> {
+    match caller.scope {
+        None => Ok(()),
+        Some(_) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "a token scoped to a group may not manage groups or tokens",
+        )),
     }
 }
 
@@ -215,6 +296,22 @@ impl<S: Send + Sync> FromRequestParts<S> for DeviceId {
         crate::settings::device_id(&id)
             .map(DeviceId)
             .map_err(Problem::bad)
+    }
+}
+
+/// The token id of the path.
+struct TokenId(i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for TokenId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<TokenId, Problem> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| Problem::bad(e.body_text()))?;
+        id.parse()
+            .map(TokenId)
+            .map_err(|e| Problem::bad(format!("token id {id}: {e}")))
     }
 }
 
@@ -360,6 +457,7 @@ async fn up(State(api): State<Api>, frame: Bytes) -> Response {
 struct DeviceView {
     id: u64,
     name: String,
+    group: Option<i64>,
     created_ms: i64,
     revoked_ms: Option<i64>,
     last_seen_ms: Option<i64>,
@@ -370,6 +468,7 @@ impl From<crate::Device> for DeviceView {
         DeviceView {
             id: d.id,
             name: d.name,
+            group: d.group,
             created_ms: d.created_ms,
             revoked_ms: d.revoked_ms,
             last_seen_ms: d.last_seen_ms,
@@ -377,8 +476,20 @@ impl From<crate::Device> for DeviceView {
     }
 }
 
-async fn devices(State(api): State<Api>, _: Admin) -> Result<Response, Problem> {
-    let devices = api.run(|hub| Ok(hub.store().devices()?)).await?;
+async fn devices(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+) -> Result<Response, Problem> {
+    let devices = api
+        .run(move |hub| {
+            let groups = hub.store().groups()?;
+            let all = hub.store().devices()?;
+            Ok(all
+                .into_iter()
+                .filter(|d| caller.sees(&groups, d.group))
+                .collect::<Vec<_>>())
+        })
+        .await?;
     let devices: Vec<DeviceView> = devices.into_iter().map(DeviceView::from).collect();
     Ok(Json(json!({ "devices": devices })).into_response())
 }
@@ -387,16 +498,30 @@ async fn devices(State(api): State<Api>, _: Admin) -> Result<Response, Problem> 
 #[serde(deny_unknown_fields)]
 struct NewDevice {
     name: String,
+    group: Option<i64>,
 }
 
 async fn add_device(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToAdminister>,
     Body(new): Body<NewDevice>,
 ) -> Result<Response, Problem> {
     let now = unix_ms() as i64;
+    // A scoped admin adds into its own group unless it names one below.
+    let group = new.group.or(caller.scope);
     let p = api
-        .run(move |hub| Ok(hub.add_device(&new.name, now)?))
+        .run(move |hub| {
+            if caller.scope.is_some() {
+                let groups = hub.store().groups()?;
+                if !caller.sees(&groups, group) {
+                    return Err(Problem::new(
+                        StatusCode::FORBIDDEN,
+                        "the group is outside the token's group",
+                    ));
+                }
+            }
+            Ok(hub.add_device_in(&new.name, group, now)?)
+        })
         .await?;
     let view = json!({
         "device": DeviceView::from(p.device.clone()),
@@ -419,12 +544,12 @@ fn config_view(c: &telemark_server::DesiredConfig) -> serde_json::Value {
 
 async fn device(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToRead>,
     DeviceId(id): DeviceId,
 ) -> Result<Response, Problem> {
     let (d, count, config) = api
         .run(move |hub| {
-            let d = hub.known(id)?;
+            let d = visible(hub, caller, id)?;
             let count = hub.store().reading_count(id)?;
             Ok((d, count, hub.store().desired_config(id)?))
         })
@@ -439,20 +564,29 @@ async fn device(
 
 async fn revoke(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToAdminister>,
     DeviceId(id): DeviceId,
 ) -> Result<Response, Problem> {
     let now = unix_ms() as i64;
-    api.run(move |hub| Ok(hub.revoke(id, now)?)).await?;
+    api.run(move |hub| {
+        visible(hub, caller, id)?;
+        Ok(hub.revoke(id, now)?)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn rotate(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToAdminister>,
     DeviceId(id): DeviceId,
 ) -> Result<Response, Problem> {
-    let p = api.run(move |hub| Ok(hub.rotate(id)?)).await?;
+    let p = api
+        .run(move |hub| {
+            visible(hub, caller, id)?;
+            Ok(hub.rotate(id)?)
+        })
+        .await?;
     let view = json!({
         "key_id": p.key_id,
         "key": p.key_hex(),
@@ -472,7 +606,7 @@ struct RangeQuery {
 
 async fn readings(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToRead>,
     DeviceId(id): DeviceId,
     Params(q): Params<RangeQuery>,
 ) -> Result<Response, Problem> {
@@ -496,7 +630,7 @@ async fn readings(
     };
     let readings = api
         .run(move |hub| {
-            hub.known(id)?;
+            visible(hub, caller, id)?;
             Ok(hub.store().readings(&query)?)
         })
         .await?;
@@ -526,7 +660,7 @@ struct Limit {
 
 async fn alerts(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToRead>,
     DeviceId(id): DeviceId,
     Params(q): Params<Limit>,
 ) -> Result<Response, Problem> {
@@ -536,7 +670,7 @@ async fn alerts(
     }
     let alerts = api
         .run(move |hub| {
-            hub.known(id)?;
+            visible(hub, caller, id)?;
             Ok(hub.store().alerts(id, limit)?)
         })
         .await?;
@@ -557,12 +691,12 @@ fn command_name(c: Command) -> serde_json::Value {
 
 async fn commands(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToRead>,
     DeviceId(id): DeviceId,
 ) -> Result<Response, Problem> {
     let rows = api
         .run(move |hub| {
-            hub.known(id)?;
+            visible(hub, caller, id)?;
             Ok(hub.store().commands(id)?)
         })
         .await?;
@@ -623,13 +757,16 @@ impl NewCommand {
 
 async fn command(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToOperate>,
     DeviceId(id): DeviceId,
     Body(new): Body<NewCommand>,
 ) -> Result<Response, Problem> {
     let command = new.command()?;
     let queued = api
-        .run(move |hub| Ok(hub.queue_command(id, command)?))
+        .run(move |hub| {
+            visible(hub, caller, id)?;
+            Ok(hub.queue_command(id, command)?)
+        })
         .await?;
     let mut v = command_name(command);
     v["id"] = json!(queued);
@@ -639,12 +776,12 @@ async fn command(
 
 async fn config(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToRead>,
     DeviceId(id): DeviceId,
 ) -> Result<Response, Problem> {
     let config = api
         .run(move |hub| {
-            hub.known(id)?;
+            visible(hub, caller, id)?;
             Ok(hub.store().desired_config(id)?)
         })
         .await?;
@@ -675,13 +812,154 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 
 async fn set_config(
     State(api): State<Api>,
-    _: Admin,
+    Allowed(caller, _): Allowed<ToOperate>,
     DeviceId(id): DeviceId,
     Body(new): Body<NewConfig>,
 ) -> Result<Response, Problem> {
     let cbor = unhex(&new.cbor).ok_or(Problem::bad("cbor: hex digits expected"))?;
-    let version = api.run(move |hub| Ok(hub.queue_config(id, &cbor)?)).await?;
+    let version = api
+        .run(move |hub| {
+            visible(hub, caller, id)?;
+            Ok(hub.queue_config(id, &cbor)?)
+        })
+        .await?;
     Ok(Json(json!({"version": version, "state": "pending"})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    name: String,
+    parent: Option<i64>,
+}
+
+async fn groups(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+) -> Result<Response, Problem> {
+    let groups = api
+        .run(move |hub| {
+            let all = hub.store().groups()?;
+            Ok(all
+                .iter()
+                .filter(|g| caller.sees(&all, Some(g.id)))
+                .cloned()
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(Json(json!({ "groups": groups })).into_response())
+}
+
+async fn add_group(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToAdminister>,
+    Body(new): Body<NewGroup>,
+) -> Result<Response, Problem> {
+    unscoped(caller)?;
+    let name = new.name.trim().to_string();
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "a group name is 1 to 64 printable characters",
+        ));
+    }
+    let group = api
+        .run(move |hub| Ok(hub.store().add_group(&name, new.parent)?))
+        .await?;
+    Ok((StatusCode::CREATED, Json(group)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Membership {
+    group: Option<i64>,
+}
+
+async fn set_group(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToAdminister>,
+    DeviceId(id): DeviceId,
+    Body(m): Body<Membership>,
+) -> Result<Response, Problem> {
+    api.run(move |hub| {
+        visible(hub, caller, id)?;
+        if caller.scope.is_some() {
+            let groups = hub.store().groups()?;
+            if !caller.sees(&groups, m.group) {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "the group is outside the token's group",
+                ));
+            }
+        }
+        Ok(hub.store().set_device_group(id, m.group)?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: Role,
+    group: Option<i64>,
+}
+
+async fn tokens(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToAdminister>,
+) -> Result<Response, Problem> {
+    unscoped(caller)?;
+    let tokens = api.run(|hub| Ok(hub.store().tokens()?)).await?;
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+async fn add_token(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToAdminister>,
+    Body(new): Body<NewToken>,
+) -> Result<Response, Problem> {
+    unscoped(caller)?;
+    let secret = access::new_secret().map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("no random source: {e}"),
+        )
+    })?;
+    let digest = access::digest(&secret);
+    let now = unix_ms() as i64;
+    let token = api
+        .run(move |hub| {
+            Ok(hub
+                .store()
+                .add_token(&new.name, &digest, new.role, new.group, now)?)
+        })
+        .await?;
+    let mut view = json!(token);
+    // Shown once: the store keeps only its digest.
+    view["token"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn revoke_token(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToAdminister>,
+    TokenId(id): TokenId,
+) -> Result<Response, Problem> {
+    unscoped(caller)?;
+    let now = unix_ms() as i64;
+    let known = api
+        .run(move |hub| Ok(hub.store().revoke_token(id, now)?))
+        .await?;
+    if known {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            &format!("no token {id}"),
+        ))
+    }
 }
 
 #[cfg(test)]

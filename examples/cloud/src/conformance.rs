@@ -18,6 +18,7 @@ use telemark_core::wire::report::Report;
 use telemark_core::wire::seal::{FrameKind, Header, Sealing};
 use telemark_core::wire::{Epoch, Record, RecordMeta, Seq};
 
+use crate::access::Role;
 use crate::hub::{Hub, Provisioned};
 use crate::store::{CloudStore, Device, DeviceKey, ReadingQuery, StoreError};
 
@@ -34,6 +35,7 @@ pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
     readings_are_queried_by_channel_and_time(fresh());
     commands_and_config_are_listed(fresh());
     alerts_are_listed_latest_first(fresh());
+    groups_and_tokens_are_kept(fresh());
 }
 
 fn hub(store: Box<dyn CloudStore>) -> Hub {
@@ -332,4 +334,68 @@ pub fn alerts_are_listed_latest_first(store: Box<dyn CloudStore>) {
     );
     assert_eq!(ok(hub.store().alerts(p.device.id, 1)).len(), 1);
     assert!(ok(hub.store().alerts(p.device.id + 1, 10)).is_empty());
+}
+
+/// Groups nest below parents that exist, devices move between them, and
+/// tokens are found by their digest until they are revoked.
+pub fn groups_and_tokens_are_kept(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let site = ok(hub.store().add_group("site", None));
+    let plant = ok(hub.store().add_group("site/plant", Some(site.id)));
+    assert_eq!(plant.parent, Some(site.id));
+    assert!(
+        matches!(
+            hub.store().add_group("site", None),
+            Err(StoreError::Taken(_))
+        ),
+        "a group name taken twice"
+    );
+    assert!(
+        hub.store().add_group("stray", Some(site.id + 100)).is_err(),
+        "a parent that is not"
+    );
+    assert_eq!(ok(hub.store().groups()), [site.clone(), plant.clone()]);
+    let p = match hub.add_device_in("meter", Some(plant.id), ADDED) {
+        Ok(p) => p,
+        Err(e) => panic!("device not added: {e}"),
+    };
+    let group_of = |hub: &mut Hub| ok(hub.store().device(p.device.id)).and_then(|d| d.group);
+    assert_eq!(group_of(&mut hub), Some(plant.id));
+    ok(hub.store().set_device_group(p.device.id, None));
+    assert_eq!(group_of(&mut hub), None);
+    assert!(hub
+        .store()
+        .set_device_group(p.device.id, Some(plant.id + 100))
+        .is_err());
+    assert_eq!(
+        group_of(&mut hub),
+        None,
+        "a move to no group changed nothing"
+    );
+
+    let digest = crate::access::digest("tm_secret");
+    let t = ok(hub
+        .store()
+        .add_token("ops", &digest, Role::Operate, Some(site.id), ADDED));
+    assert_eq!(ok(hub.store().token(&digest)).as_ref(), Some(&t));
+    assert_eq!(
+        ok(hub.store().token(&crate::access::digest("tm_other"))),
+        None
+    );
+    assert!(
+        hub.store()
+            .add_token("dup", &digest, Role::Read, None, ADDED)
+            .is_err(),
+        "a digest twice"
+    );
+    assert!(ok(hub.store().revoke_token(t.id, ADDED + 5)));
+    assert_eq!(
+        ok(hub.store().token(&digest)),
+        None,
+        "a revoked token opens nothing"
+    );
+    let listed = ok(hub.store().tokens());
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed.first().and_then(|t| t.revoked_ms), Some(ADDED + 5));
+    assert!(!ok(hub.store().revoke_token(t.id + 100, ADDED)));
 }

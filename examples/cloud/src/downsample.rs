@@ -36,8 +36,10 @@ pub struct Point {
 /// `readings` (sorted by time) in `points` buckets of equal time over
 /// `[from, to)`, each channel on its own.
 pub fn downsample(readings: &[StoredReading], from: i64, to: i64, points: usize) -> Vec<Point> {
-    let span = (to - from).max(1) as i128;
-    let n = points.max(1) as i128;
+    // In i128: any two Unix times a query names, however far apart.
+    let span = (i128::from(to) - i128::from(from)).max(1);
+    // More buckets than 2^32 draw nothing more.
+    let n = i128::from(u32::try_from(points).unwrap_or(u32::MAX).max(1));
     let mut out: Vec<Point> = Vec::new();
     let mut channels: Vec<u16> = readings.iter().map(|r| r.channel).collect();
     channels.sort_unstable();
@@ -45,7 +47,7 @@ pub fn downsample(readings: &[StoredReading], from: i64, to: i64, points: usize)
     for c in channels {
         let mut current: Option<(i128, Point)> = None;
         for r in readings.iter().filter(|r| r.channel == c) {
-            let bucket = (i128::from(r.unix_ms - from) * n / span).clamp(0, n - 1);
+            let bucket = ((i128::from(r.unix_ms) - i128::from(from)) * n / span).clamp(0, n - 1);
             match &mut current {
                 Some((b, p)) if *b == bucket => {
                     p.mean += r.value;
@@ -57,7 +59,7 @@ pub fn downsample(readings: &[StoredReading], from: i64, to: i64, points: usize)
                     if let Some((_, p)) = current.take() {
                         out.push(p);
                     }
-                    let start = from + (bucket * span / n) as i64;
+                    let start = i64::try_from(i128::from(from) + bucket * span / n).unwrap_or(from);
                     current = Some((
                         bucket,
                         Point {
@@ -91,6 +93,16 @@ mod tests {
             value,
             quality: 0,
         }
+    }
+
+    #[test]
+    fn the_widest_range_is_no_overflow() {
+        let readings = [r(1, i64::MIN, 1.0), r(1, 0, 2.0), r(1, i64::MAX - 1, 3.0)];
+        let points = downsample(&readings, i64::MIN, i64::MAX, 3);
+        assert_eq!(points.iter().map(|p| p.count).sum::<u32>(), 3);
+        assert_eq!(points.first().map(|p| p.unix_ms), Some(i64::MIN));
+        let all = downsample(&readings, 5, 5, usize::MAX);
+        assert_eq!(all.iter().map(|p| p.count).sum::<u32>(), 3);
     }
 
     #[test]

@@ -331,6 +331,16 @@ impl Hub {
     /// Adds a device named `name` with a new random key (id 1), at
     /// `now_ms`; returns what its firmware needs.
     pub fn add_device(&mut self, name: &str, now_ms: i64) -> Result<Provisioned, HubError> {
+        self.add_device_in(name, None, now_ms)
+    }
+
+    /// [`Hub::add_device`] into `group` (which must exist).
+    pub fn add_device_in(
+        &mut self,
+        name: &str,
+        group: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Provisioned, HubError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
             return Err(HubError::Invalid(
@@ -346,6 +356,7 @@ impl Hub {
             created_ms: now_ms,
             revoked_ms: None,
             last_seen_ms: None,
+            group,
         };
         let k = DeviceKey {
             device: device.id,
@@ -382,6 +393,7 @@ impl Hub {
                 created_ms: now_ms,
                 revoked_ms: None,
                 last_seen_ms: None,
+                group: None,
             };
             self.store.add_device(&d, &k)?;
         } else {

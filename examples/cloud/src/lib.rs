@@ -6,7 +6,8 @@
 //! - an MQTT 5 broker ([`telemark_mqtt_broker`]), which devices with
 //!   `telemark-mqtt` publish to;
 //! - SQLite in a data directory ([`SqliteStore`]);
-//! - the HTTP API ([`api`]);
+//! - the HTTP API ([`api`]), and the HTTP ingest;
+//! - CoAP on UDP ([`coap`]);
 //! - and, when asked, serial lines ([`mod@line`]): a UART, or TCP sockets
 //!   carrying one.
 //!
@@ -32,7 +33,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod access;
 pub mod api;
+pub mod coap;
 pub mod conformance;
 pub mod downsample;
 mod hub;

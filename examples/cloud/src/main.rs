@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! telemark-cloud [serve] [--config FILE] [--data DIR] [--database postgres://…]
-//!                [--http ADDR] [--mqtt ADDR] [--broker mqtt://HOST:PORT]
+//!                [--http ADDR] [--mqtt ADDR] [--coap ADDR] [--broker mqtt://HOST:PORT]
 //!                [--line ADDR] [--line-connect ADDR] [--serial PATH]
 //!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
 //!                [--reading-rows] [--verbose]
@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use telemark_cloud::settings::{device_id, keys_file, Settings};
 use telemark_cloud::{
-    api::Api, line, mqtt, unix_ms, Broker, CloudStore, Hub, HubHandle, PgStore, SqliteStore, Stored,
+    api::Api, coap, line, mqtt, unix_ms, Broker, CloudStore, Hub, HubHandle, PgStore, SqliteStore,
+    Stored,
 };
 use telemark_core::model::Value;
 use telemark_core::store::Seq;
@@ -200,6 +201,11 @@ fn serve(s: Settings) -> Result<(), String> {
             .await
             .map_err(|e| format!("--http {}: {e}", s.http))?;
         let http = listener.local_addr().map_err(|e| e.to_string())?;
+        let udp = tokio::net::UdpSocket::bind(s.coap)
+            .await
+            .map_err(|e| format!("--coap {}: {e}", s.coap))?;
+        let coap_addr = udp.local_addr().map_err(|e| e.to_string())?;
+        let coap = tokio::spawn(coap::serve(hub.clone(), udp, unix_ms, stopping.clone()));
         let devices = {
             let (hub, broker) = (hub.clone(), broker.clone());
             tokio::spawn(async move {
@@ -212,6 +218,7 @@ fn serve(s: Settings) -> Result<(), String> {
         let bound = serde_json::json!({
             "http": http.to_string(),
             "mqtt": mqtt_addr,
+            "coap": coap_addr.to_string(),
             "broker": format!("{}:{}", broker.host, broker.port),
             "line": lines,
         });
@@ -226,6 +233,7 @@ fn serve(s: Settings) -> Result<(), String> {
             .map_err(|e| format!("http: {e}"));
         let _ = stop.send(true);
         let _ = devices.await;
+        let _ = coap.await;
         served
     })?;
 
@@ -405,7 +413,8 @@ fn run() -> Result<(), String> {
 
 const USAGE: &str =
     "telemark-cloud [serve] [--config FILE] [--data DIR] [--database postgres://...]
-               [--http ADDR] [--mqtt ADDR] [--broker mqtt://HOST:PORT] [--mqtt-prefix P]
+               [--http ADDR] [--mqtt ADDR] [--coap ADDR] [--broker mqtt://HOST:PORT]
+               [--mqtt-prefix P]
                [--line ADDR] [--line-connect ADDR] [--serial PATH]
                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
                [--reading-rows] [--verbose]

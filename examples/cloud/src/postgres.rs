@@ -20,13 +20,15 @@ use telemark_server::{
     KeyRotation, KeyState, NewRecord, Outbox, OutboxChange, QueuedCommand, RecordKey, Store,
 };
 
+use crate::access::{Group, Role, Token};
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, Device,
     DeviceKey, ReadingQuery, Span, StoreError, StoredReading,
 };
 
-/// The schema at version 2; [`V3`] brings it to [`SCHEMA_VERSION`].
+/// The schema at version 2; [`V3`] and [`V4`] bring it to
+/// [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
 CREATE TABLE records (
     device BIGINT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL, lane TEXT NOT NULL,
@@ -93,6 +95,16 @@ CREATE TABLE reading_rows (
     device BIGINT NOT NULL, channel INTEGER NOT NULL, unix_ms BIGINT NOT NULL,
     value DOUBLE PRECISION NOT NULL, quality INTEGER NOT NULL);
 CREATE INDEX reading_rows_by_time ON reading_rows (device, channel, unix_ms);
+";
+
+/// From version 3 to 4: groups of devices, and API tokens.
+const V4: &str = "
+CREATE TABLE groups (
+    id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent BIGINT REFERENCES groups (id));
+ALTER TABLE devices ADD COLUMN group_id BIGINT REFERENCES groups (id);
+CREATE TABLE tokens (
+    id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
+    group_id BIGINT REFERENCES groups (id), created_ms BIGINT NOT NULL, revoked_ms BIGINT);
 ";
 
 /// PostgreSQL errors, by what the caller can do about them.
@@ -779,6 +791,27 @@ impl PgStore {
     }
 }
 
+fn token_row(r: &postgres::Row) -> Result<Token, StoreError> {
+    let role: String = r.get(2);
+    Ok(Token {
+        id: r.get(0),
+        name: r.get(1),
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Failed(format!("a token of role {role:?}")))?,
+        group: r.get(3),
+        created_ms: r.get(4),
+        revoked_ms: r.get(5),
+    })
+}
+
+/// A name or a group that is not there, said plainly.
+fn taken(e: StoreError, what: String) -> StoreError {
+    match e {
+        StoreError::Taken(_) => StoreError::Taken(what),
+        other => other,
+    }
+}
+
 fn device_row(r: &postgres::Row) -> Device {
     Device {
         id: r.get::<_, i64>(0) as u64,
@@ -786,6 +819,7 @@ fn device_row(r: &postgres::Row) -> Device {
         created_ms: r.get(2),
         revoked_ms: r.get(3),
         last_seen_ms: r.get(4),
+        group: r.get(5),
     }
 }
 
@@ -794,8 +828,14 @@ impl CloudStore for PgStore {
         self.with(|c| {
             c.transaction(|tx| {
                 tx.execute(
-                    "INSERT INTO devices (device, name, created_ms) VALUES ($1, $2, $3)",
-                    &[&i(device.id), &device.name, &device.created_ms],
+                    "INSERT INTO devices (device, name, created_ms, group_id) \
+                     VALUES ($1, $2, $3, $4)",
+                    &[
+                        &i(device.id),
+                        &device.name,
+                        &device.created_ms,
+                        &device.group,
+                    ],
                 )?;
                 tx.execute(
                     "INSERT INTO device_keys VALUES ($1, $2, $3)",
@@ -842,8 +882,8 @@ impl CloudStore for PgStore {
         self.with(|c| {
             c.query(
                 "SELECT d.device, d.name, d.created_ms, d.revoked_ms, COALESCE((SELECT \
-                 MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms) \
-                 FROM devices d ORDER BY d.device",
+                 MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms), \
+                 d.group_id FROM devices d ORDER BY d.device",
                 &[],
             )
             .map(|rows| rows.iter().map(device_row).collect())
@@ -854,8 +894,8 @@ impl CloudStore for PgStore {
         self.with(|c| {
             c.query_opt(
                 "SELECT d.device, d.name, d.created_ms, d.revoked_ms, COALESCE((SELECT \
-                 MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms) \
-                 FROM devices d WHERE d.device = $1",
+                 MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms), \
+                 d.group_id FROM devices d WHERE d.device = $1",
                 &[&i(id)],
             )
             .map(|r| r.as_ref().map(device_row))
@@ -929,6 +969,113 @@ impl CloudStore for PgStore {
             .collect()
     }
 
+    fn add_group(&mut self, name: &str, parent: Option<i64>) -> Result<Group, StoreError> {
+        let row = self
+            .with(|c| {
+                c.query_one(
+                    "INSERT INTO groups (name, parent) VALUES ($1, $2) RETURNING id",
+                    &[&name, &parent],
+                )
+            })
+            .map_err(|e| {
+                taken(
+                    e,
+                    format!("a group named {name:?} exists, or no group {parent:?}"),
+                )
+            })?;
+        Ok(Group {
+            id: row.get(0),
+            name: name.to_string(),
+            parent,
+        })
+    }
+
+    fn groups(&mut self) -> Result<Vec<Group>, StoreError> {
+        let rows =
+            self.with(|c| c.query("SELECT id, name, parent FROM groups ORDER BY id", &[]))?;
+        Ok(rows
+            .iter()
+            .map(|r| Group {
+                id: r.get(0),
+                name: r.get(1),
+                parent: r.get(2),
+            })
+            .collect())
+    }
+
+    fn set_device_group(&mut self, device: u64, group: Option<i64>) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE devices SET group_id = $2 WHERE device = $1",
+                &[&i(device), &group],
+            )
+            .map(drop)
+        })
+        .map_err(|e| taken(e, format!("no group {group:?}")))
+    }
+
+    fn add_token(
+        &mut self,
+        name: &str,
+        digest: &str,
+        role: Role,
+        group: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Token, StoreError> {
+        let row = self
+            .with(|c| {
+                c.query_one(
+                    "INSERT INTO tokens (name, digest, role, group_id, created_ms) \
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &[&name, &digest, &role.as_str(), &group, &now_ms],
+                )
+            })
+            .map_err(|e| taken(e, format!("no group {group:?}")))?;
+        Ok(Token {
+            id: row.get(0),
+            name: name.to_string(),
+            role,
+            group,
+            created_ms: now_ms,
+            revoked_ms: None,
+        })
+    }
+
+    fn token(&mut self, digest: &str) -> Result<Option<Token>, StoreError> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "SELECT id, name, role, group_id, created_ms, revoked_ms FROM tokens \
+                 WHERE digest = $1 AND revoked_ms IS NULL",
+                &[&digest],
+            )
+        })?;
+        row.as_ref().map(token_row).transpose()
+    }
+
+    fn tokens(&mut self) -> Result<Vec<Token>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT id, name, role, group_id, created_ms, revoked_ms FROM tokens ORDER BY id",
+                &[],
+            )
+        })?;
+        rows.iter().map(token_row).collect()
+    }
+
+    fn revoke_token(&mut self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let known = self.with(|c| {
+            c.query_one("SELECT COUNT(*) > 0 FROM tokens WHERE id = $1", &[&id])
+                .map(|r| r.get::<_, bool>(0))
+        })?;
+        self.with(|c| {
+            c.execute(
+                "UPDATE tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL",
+                &[&id, &now_ms],
+            )
+        })?;
+        Ok(known)
+    }
+
     fn reading_count(&mut self, device: u64) -> Result<u64, StoreError> {
         self.with(|c| {
             c.query_one(
@@ -969,7 +1116,7 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         }
         Some(v) => v,
     };
-    for (to, sql) in [(3, V3)] {
+    for (to, sql) in [(3, V3), (4, V4)] {
         if version < to {
             tx.batch_execute(sql).map_err(db_error)?;
             tx.execute("UPDATE telemark_schema SET version = $1", &[&to])

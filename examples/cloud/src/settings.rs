@@ -6,6 +6,7 @@
 //! database = "postgres://telemark@db/telemark"  # --database URL: PostgreSQL instead of SQLite
 //! http = "0.0.0.0:8080"                   # --http ADDR: the API
 //! mqtt = "0.0.0.0:1883"                   # --mqtt ADDR: the embedded broker
+//! coap = "0.0.0.0:5683"                   # --coap ADDR: CoAP over UDP
 //! broker = "mqtt://broker.lan:1883"       # --broker URL: another broker, not the embedded one
 //! mqtt_prefix = "telemark"                # --mqtt-prefix P: the devices' topic prefix
 //! line = ["0.0.0.0:4444"]                 # --line ADDR: serial lines over TCP, listened for
@@ -36,6 +37,8 @@ pub struct Settings {
     pub http: SocketAddr,
     /// The embedded broker's address.
     pub mqtt: SocketAddr,
+    /// The CoAP listener's address.
+    pub coap: SocketAddr,
     /// Another broker to serve devices through, `host:port`.
     pub broker: Option<(String, u16)>,
     /// The devices' topic prefix.
@@ -67,6 +70,7 @@ impl Default for Settings {
             database: None,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            coap: SocketAddr::from(([0, 0, 0, 0], 5683)),
             broker: None,
             mqtt_prefix: "telemark".into(),
             line: Vec::new(),
@@ -90,6 +94,7 @@ struct File {
     database: Option<String>,
     http: Option<SocketAddr>,
     mqtt: Option<SocketAddr>,
+    coap: Option<SocketAddr>,
     broker: Option<String>,
     mqtt_prefix: Option<String>,
     #[serde(default)]
@@ -184,6 +189,7 @@ impl Settings {
                 "--database" => s.database = Some(value()?),
                 "--http" => s.http = addr("--http", &value()?)?,
                 "--mqtt" => s.mqtt = addr("--mqtt", &value()?)?,
+                "--coap" => s.coap = addr("--coap", &value()?)?,
                 "--broker" => s.broker = Some(broker_url(&value()?)?),
                 "--mqtt-prefix" => s.mqtt_prefix = value()?,
                 "--line" => s.line.push(addr("--line", &value()?)?),
@@ -226,6 +232,9 @@ impl Settings {
         }
         if let Some(v) = f.mqtt {
             self.mqtt = v;
+        }
+        if let Some(v) = f.coap {
+            self.coap = v;
         }
         if let Some(v) = f.broker {
             self.broker = Some(broker_url(&v)?);

@@ -10,6 +10,7 @@
 //! | 1 | records, conflicts, replay windows, reports, the outbox |
 //! | 2 | devices and their keys; blocks stay compressed at rest, each with its time span (the row-per-reading table is folded into it and dropped) |
 //! | 3 | `reading_rows`: a row per reading, kept only when asked ([`SqliteStore::keep_reading_rows`]); epochs keep when they were last heard |
+//! | 4 | groups of devices (nested), and API tokens with roles |
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,13 +25,14 @@ use telemark_server::{
     KeyRotation, KeyState, NewRecord, Outbox, OutboxChange, QueuedCommand, RecordKey, Store,
 };
 
+use crate::access::{Group, Role, Token};
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, Device,
     DeviceKey, ReadingQuery, Span, StoreError, StoredReading,
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -124,6 +126,16 @@ CREATE TABLE reading_rows (
     device INTEGER NOT NULL, channel INTEGER NOT NULL, unix_ms INTEGER NOT NULL,
     value REAL NOT NULL, quality INTEGER NOT NULL);
 CREATE INDEX reading_rows_by_time ON reading_rows (device, channel, unix_ms);
+";
+
+/// Version 4: groups of devices, and API tokens.
+const V4: &str = "
+CREATE TABLE groups (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, parent INTEGER REFERENCES groups (id));
+ALTER TABLE devices ADD COLUMN group_id INTEGER REFERENCES groups (id);
+CREATE TABLE tokens (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
+    group_id INTEGER REFERENCES groups (id), created_ms INTEGER NOT NULL, revoked_ms INTEGER);
 ";
 
 /// SQLite errors, by what the caller can do about them.
@@ -677,19 +689,37 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         created_ms: r.get(2)?,
         revoked_ms: r.get(3)?,
         last_seen_ms: r.get(4)?,
+        group: r.get(5)?,
+    })
+}
+
+/// A token of its row; a role this build does not know is a damaged row.
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token, StoreError>> {
+    let role: String = r.get(2)?;
+    Ok(match Role::parse(&role) {
+        Some(role) => Ok(Token {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            role,
+            group: r.get(3)?,
+            created_ms: r.get(4)?,
+            revoked_ms: r.get(5)?,
+        }),
+        None => Err(StoreError::Failed(format!("a token of role {role:?}"))),
     })
 }
 
 /// A device's columns; it was last heard when its latest epoch was.
 const DEVICE_COLUMNS: &str = "d.device, d.name, d.created_ms, d.revoked_ms, \
-    COALESCE((SELECT MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms)";
+    COALESCE((SELECT MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms), \
+    d.group_id";
 
 impl CloudStore for SqliteStore {
     fn add_device(&mut self, device: &Device, key: &DeviceKey) -> Result<(), StoreError> {
         let tx = self.db.transaction().map_err(db_error)?;
         tx.execute(
-            "INSERT INTO devices (device, name, created_ms) VALUES (?1, ?2, ?3)",
-            params![i(device.id), device.name, device.created_ms],
+            "INSERT INTO devices (device, name, created_ms, group_id) VALUES (?1, ?2, ?3, ?4)",
+            params![i(device.id), device.name, device.created_ms, device.group],
         )
         .map_err(|e| match db_error(e) {
             StoreError::Taken(_) => StoreError::Taken(format!(
@@ -838,6 +868,126 @@ impl CloudStore for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(db_error)
     }
 
+    fn add_group(&mut self, name: &str, parent: Option<i64>) -> Result<Group, StoreError> {
+        self.db
+            .execute(
+                "INSERT INTO groups (name, parent) VALUES (?1, ?2)",
+                params![name, parent],
+            )
+            .map_err(|e| match db_error(e) {
+                StoreError::Taken(_) => StoreError::Taken(format!(
+                    "a group named {name:?} exists, or no group {parent:?}"
+                )),
+                other => other,
+            })?;
+        Ok(Group {
+            id: self.db.last_insert_rowid(),
+            name: name.to_string(),
+            parent,
+        })
+    }
+
+    fn groups(&mut self) -> Result<Vec<Group>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT id, name, parent FROM groups ORDER BY id")
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Group {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    parent: r.get(2)?,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+
+    fn set_device_group(&mut self, device: u64, group: Option<i64>) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "UPDATE devices SET group_id = ?2 WHERE device = ?1",
+                params![i(device), group],
+            )
+            .map(drop)
+            .map_err(|e| match db_error(e) {
+                StoreError::Taken(_) => StoreError::Taken(format!("no group {group:?}")),
+                other => other,
+            })
+    }
+
+    fn add_token(
+        &mut self,
+        name: &str,
+        digest: &str,
+        role: Role,
+        group: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Token, StoreError> {
+        self.db
+            .execute(
+                "INSERT INTO tokens (name, digest, role, group_id, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![name, digest, role.as_str(), group, now_ms],
+            )
+            .map_err(|e| match db_error(e) {
+                StoreError::Taken(_) => StoreError::Taken(format!("no group {group:?}")),
+                other => other,
+            })?;
+        Ok(Token {
+            id: self.db.last_insert_rowid(),
+            name: name.to_string(),
+            role,
+            group,
+            created_ms: now_ms,
+            revoked_ms: None,
+        })
+    }
+
+    fn token(&mut self, digest: &str) -> Result<Option<Token>, StoreError> {
+        let row = self
+            .db
+            .prepare_cached(
+                "SELECT id, name, role, group_id, created_ms, revoked_ms FROM tokens \
+                 WHERE digest = ?1 AND revoked_ms IS NULL",
+            )
+            .and_then(|mut s| s.query_row([digest], token_row).optional())
+            .map_err(db_error)?;
+        row.transpose()
+    }
+
+    fn tokens(&mut self) -> Result<Vec<Token>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT id, name, role, group_id, created_ms, revoked_ms FROM tokens ORDER BY id",
+            )
+            .map_err(db_error)?;
+        let rows = stmt.query_map([], token_row).map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.map_err(db_error)??);
+        }
+        Ok(out)
+    }
+
+    fn revoke_token(&mut self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let known: bool = self
+            .db
+            .query_row("SELECT COUNT(*) > 0 FROM tokens WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .map_err(db_error)?;
+        self.db
+            .execute(
+                "UPDATE tokens SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id, now_ms],
+            )
+            .map_err(db_error)?;
+        Ok(known)
+    }
+
     fn reading_count(&mut self, device: u64) -> Result<u64, StoreError> {
         self.db
             .query_row(
@@ -861,7 +1011,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
             "the database has schema version {version}; this build knows up to {SCHEMA_VERSION}"
         )));
     }
-    for (to, sql) in [(1, V1), (2, V2), (3, V3)] {
+    for (to, sql) in [(1, V1), (2, V2), (3, V3), (4, V4)] {
         if version >= to {
             continue;
         }

@@ -17,6 +17,8 @@ use telemark_core::wire::frame::Command;
 use telemark_core::wire::seal::Key;
 use telemark_server::{Contents, DesiredConfig, NewRecord, QueuedCommand, Store};
 
+use crate::access::{Group, Role, Token};
+
 /// Why the store failed. Nothing was acknowledged that it did not commit.
 #[derive(Clone, Debug)]
 pub enum StoreError {
@@ -70,6 +72,8 @@ pub struct Device {
     pub revoked_ms: Option<i64>,
     /// When it was last heard (a frame committed), Unix ms.
     pub last_seen_ms: Option<i64>,
+    /// The group it is in, if any.
+    pub group: Option<i64>,
 }
 
 /// One key of a device.
@@ -272,6 +276,34 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
 
     /// The alerts of `device`, latest first, at most `limit`.
     fn alerts(&mut self, device: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// Makes a group, below `parent` if given (which must exist).
+    fn add_group(&mut self, name: &str, parent: Option<i64>) -> Result<Group, StoreError>;
+
+    /// Every group.
+    fn groups(&mut self) -> Result<Vec<Group>, StoreError>;
+
+    /// Puts `device` in `group` (which must exist), or in none.
+    fn set_device_group(&mut self, device: u64, group: Option<i64>) -> Result<(), StoreError>;
+
+    /// Keeps a token by the digest of its secret ([`crate::access::digest`]).
+    fn add_token(
+        &mut self,
+        name: &str,
+        digest: &str,
+        role: Role,
+        group: Option<i64>,
+        now_ms: i64,
+    ) -> Result<Token, StoreError>;
+
+    /// The token of a digest, if it is kept and not revoked.
+    fn token(&mut self, digest: &str) -> Result<Option<Token>, StoreError>;
+
+    /// Every token, revoked ones too.
+    fn tokens(&mut self) -> Result<Vec<Token>, StoreError>;
+
+    /// Revokes token `id`; false if there is none.
+    fn revoke_token(&mut self, id: i64, now_ms: i64) -> Result<bool, StoreError>;
 
     /// How many readings are stored for `device`.
     fn reading_count(&mut self, device: u64) -> Result<u64, StoreError>;

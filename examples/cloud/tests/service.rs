@@ -28,6 +28,7 @@ struct Service {
     child: Child,
     api: String,
     mqtt: (String, u16),
+    coap: std::net::SocketAddr,
     data: PathBuf,
 }
 
@@ -37,14 +38,8 @@ impl Service {
             std::env::temp_dir().join(format!("telemark-cloud-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
         let mut child = Command::new(env!("CARGO_BIN_EXE_telemark-cloud"))
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--mqtt",
-                "127.0.0.1:0",
-                "--admin-token",
-                TOKEN,
-            ])
+            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
+            .args(["--coap", "127.0.0.1:0", "--admin-token", TOKEN])
             .arg("--data")
             .arg(&data)
             .stdout(Stdio::piped())
@@ -55,13 +50,18 @@ impl Service {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut first)
             .unwrap();
-        let bound: Value = serde_json::from_str(&first)
-            .unwrap_or_else(|e| panic!("the first line is the bound addresses: {first:?}: {e}"));
+        let Ok(bound) = serde_json::from_str::<Value>(&first) else {
+            let _ = child.kill();
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the first line is not the bound addresses: {first:?}; stderr: {err}");
+        };
         let mqtt: std::net::SocketAddr = bound["mqtt"].as_str().unwrap().parse().unwrap();
         Service {
             child,
             api: format!("http://{}", bound["http"].as_str().unwrap()),
             mqtt: (mqtt.ip().to_string(), mqtt.port()),
+            coap: bound["coap"].as_str().unwrap().parse().unwrap(),
             data,
         }
     }
@@ -110,17 +110,7 @@ fn client() -> reqwest::Client {
 }
 
 async fn call(method: reqwest::Method, url: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut request = client().request(method, url).bearer_auth(TOKEN);
-    if let Some(b) = body {
-        request = request.json(&b);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    as_token(TOKEN, method, url, body).await
 }
 
 async fn get(url: &str) -> Value {
@@ -247,6 +237,23 @@ async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker()
     assert!(err.contains(&format!("{sampled} readings stored")), "{err}");
 }
 
+/// Runs `engine` over `link` for a device hour: every reading it took is
+/// stored, once, as the API says.
+async fn an_hour_is_stored<L: AsyncTransport>(
+    service: &Service,
+    id: u64,
+    engine: &mut Engine,
+    link: &mut L,
+    seed: u64,
+) {
+    let mut boiler = Boiler::new(seed);
+    run_until(engine, link, &mut boiler, Instant::from_millis(3_600_000)).await;
+    let sampled = u64::from(engine.counters().sampled);
+    assert!(sampled >= 60, "{sampled} readings in an hour");
+    let d = get(&service.url(&format!("/v1/devices/{id}"))).await;
+    assert_eq!(d["readings"].as_u64(), Some(sampled), "{d}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_reports_through_the_http_ingest() {
     let service = Service::start("http");
@@ -255,17 +262,7 @@ async fn a_device_reports_through_the_http_ingest() {
     let mut link =
         telemark_http::host::HostLink::new(telemark_http::host::HostConfig::new(vec![url]))
             .unwrap();
-    let mut boiler = Boiler::new(8);
-    run_until(
-        &mut engine,
-        &mut link,
-        &mut boiler,
-        Instant::from_millis(3_600_000),
-    )
-    .await;
-    let sampled = u64::from(engine.counters().sampled);
-    let d = get(&service.url(&format!("/v1/devices/{id}"))).await;
-    assert_eq!(d["readings"].as_u64(), Some(sampled), "{d}");
+    an_hour_is_stored(&service, id, &mut engine, &mut link, 8).await;
     // A new key goes down until the device uses it; each rotation takes
     // the next id.
     let rotate = service.url(&format!("/v1/devices/{id}/rotate"));
@@ -299,6 +296,42 @@ async fn a_device_reports_through_the_http_ingest() {
         listed["devices"][0]["revoked_ms"].as_i64().is_some(),
         "{listed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reports_over_coap() {
+    use telemark_coap::{CoapLink, Config};
+    let service = Service::start("coap");
+    let (id, mut engine) = provision(&service, "coap-meter").await;
+    let mut buf = [0u8; 512];
+    let udp = telemark_coap::host::Udp::connect(service.coap)
+        .await
+        .unwrap();
+    let mut link = CoapLink::new(udp, Config::new(), &mut buf, 9);
+    an_hour_is_stored(&service, id, &mut engine, &mut link, 9).await;
+    // A device the service does not know is told so, and stores nothing.
+    let (_, frame) = telemark_transport_testkit::captured_frame().await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut request = [0u8; 1024];
+    let mut w = telemark_coap::message::Writer::new(
+        &mut request,
+        telemark_coap::message::Type::Non,
+        telemark_coap::message::Code::POST,
+        1,
+        &[7],
+    )
+    .unwrap();
+    w.option(telemark_coap::message::option::URI_PATH, b"up")
+        .unwrap();
+    let n = w.payload(&frame).unwrap();
+    socket.send_to(&request[..n], service.coap).await.unwrap();
+    let mut answer = [0u8; 256];
+    let (m, _) = tokio::time::timeout(RealDuration::from_secs(5), socket.recv_from(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = telemark_coap::message::Message::parse(&answer[..m]).unwrap();
+    assert_eq!(answer.code, telemark_coap::message::Code::UNAUTHORIZED);
 }
 
 /// The next frame the engine sends, with one more reading in it.
@@ -598,4 +631,246 @@ async fn client_text(url: &str) -> String {
         .text()
         .await
         .unwrap()
+}
+
+/// Calls `method path` with `token`; the status and the JSON answer.
+async fn as_token(
+    token: &str,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = client().request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        request = request.json(&b);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Tokens with roles, scoped to groups that nest: each sees and commands
+/// its group's devices and no others, and does only what its role allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_token_sees_and_commands_its_group_and_no_other() {
+    use reqwest::Method;
+    let service = Service::start("access");
+    let url = |p: &str| service.url(p);
+    let root = |m: Method, p: &str, b: Option<Value>| {
+        let u = url(p);
+        async move { call(m, &u, b).await }
+    };
+    let (status, acme) = root(Method::POST, "/v1/groups", Some(json!({"name": "acme"}))).await;
+    assert_eq!(status, StatusCode::CREATED, "{acme}");
+    let acme = acme["id"].as_i64().unwrap();
+    let (_, plant) = root(
+        Method::POST,
+        "/v1/groups",
+        Some(json!({"name": "acme/plant-2", "parent": acme})),
+    )
+    .await;
+    let plant = plant["id"].as_i64().unwrap();
+    let (_, other) = root(Method::POST, "/v1/groups", Some(json!({"name": "other"}))).await;
+    let other = other["id"].as_i64().unwrap();
+    let (status, _) = root(
+        Method::POST,
+        "/v1/groups",
+        Some(json!({"name": "orphan", "parent": 999})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a parent that is not");
+    let (_, mine) = root(
+        Method::POST,
+        "/v1/devices",
+        Some(json!({"name": "boiler", "group": plant})),
+    )
+    .await;
+    let mine = mine["device"]["id"].as_u64().unwrap();
+    let (_, theirs) = root(
+        Method::POST,
+        "/v1/devices",
+        Some(json!({"name": "pump", "group": other})),
+    )
+    .await;
+    let theirs = theirs["device"]["id"].as_u64().unwrap();
+
+    let token = |role: &'static str, group: i64| {
+        let url = url("/v1/tokens");
+        async move {
+            let (status, v) = call(
+                Method::POST,
+                &url,
+                Some(json!({"name": format!("{role}@{group}"), "role": role, "group": group})),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{v}");
+            assert!(v["token"].as_str().unwrap().starts_with("tm_"));
+            (
+                v["id"].as_i64().unwrap(),
+                v["token"].as_str().unwrap().to_string(),
+            )
+        }
+    };
+    let (_, reader) = token("read", acme).await;
+    let (operator_id, operator) = token("operate", acme).await;
+    let (_, admin) = token("admin", plant).await;
+
+    // A reader of acme sees the device of acme/plant-2, not the other.
+    let (status, list) = as_token(&reader, Method::GET, &url("/v1/devices"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<u64> = list["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [mine]);
+    let (_, groups) = as_token(&reader, Method::GET, &url("/v1/groups"), None).await;
+    assert_eq!(
+        groups["groups"].as_array().unwrap().len(),
+        2,
+        "acme and its plant: {groups}"
+    );
+    let ping = json!({"command": "ping"});
+    let cases = [
+        (
+            &reader,
+            Method::GET,
+            format!("/v1/devices/{theirs}"),
+            None,
+            StatusCode::NOT_FOUND,
+            "another group's device does not exist for a reader",
+        ),
+        (
+            &reader,
+            Method::GET,
+            format!("/v1/devices/{theirs}/readings"),
+            None,
+            StatusCode::NOT_FOUND,
+            "nor its readings",
+        ),
+        (
+            &reader,
+            Method::POST,
+            format!("/v1/devices/{mine}/commands"),
+            Some(ping.clone()),
+            StatusCode::FORBIDDEN,
+            "a reader sends no command",
+        ),
+        (
+            &operator,
+            Method::POST,
+            format!("/v1/devices/{mine}/commands"),
+            Some(ping.clone()),
+            StatusCode::CREATED,
+            "an operator commands its device",
+        ),
+        (
+            &operator,
+            Method::POST,
+            format!("/v1/devices/{theirs}/commands"),
+            Some(ping),
+            StatusCode::NOT_FOUND,
+            "not another group's",
+        ),
+        (
+            &operator,
+            Method::POST,
+            "/v1/devices".into(),
+            Some(json!({"name": "x"})),
+            StatusCode::FORBIDDEN,
+            "an operator adds no device",
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/v1/devices".into(),
+            Some(json!({"name": "y", "group": other})),
+            StatusCode::FORBIDDEN,
+            "an admin of the plant adds nothing elsewhere",
+        ),
+        (
+            &admin,
+            Method::PUT,
+            format!("/v1/devices/{mine}/group"),
+            Some(json!({"group": other})),
+            StatusCode::FORBIDDEN,
+            "nor moves a device out",
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/v1/tokens".into(),
+            Some(json!({"name": "z", "role": "admin"})),
+            StatusCode::FORBIDDEN,
+            "a scoped admin makes no token",
+        ),
+        (
+            &admin,
+            Method::POST,
+            "/v1/groups".into(),
+            Some(json!({"name": "z"})),
+            StatusCode::FORBIDDEN,
+            "nor a group",
+        ),
+    ];
+    for (token, method, path, body, want, what) in cases {
+        let (status, v) = as_token(token, method, &url(&path), body).await;
+        assert_eq!(status, want, "{what}: {v}");
+    }
+    // An admin of the plant adds into it.
+    let (status, v) = as_token(
+        &admin,
+        Method::POST,
+        &url("/v1/devices"),
+        Some(json!({"name": "valve"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["device"]["group"].as_i64()),
+        (StatusCode::CREATED, Some(plant)),
+        "{v}"
+    );
+
+    // The root moves the other device into acme: now the reader sees it.
+    let (status, _) = root(
+        Method::PUT,
+        &format!("/v1/devices/{theirs}/group"),
+        Some(json!({"group": acme})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = as_token(
+        &reader,
+        Method::GET,
+        &url(&format!("/v1/devices/{theirs}")),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Tokens are listed without their secrets; a revoked one opens nothing.
+    let (_, listed) = root(Method::GET, "/v1/tokens", None).await;
+    let listed = listed["tokens"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed
+        .iter()
+        .all(|t| t.get("token").is_none() && t.get("digest").is_none()));
+    let (status, _) = root(Method::DELETE, &format!("/v1/tokens/{operator_id}"), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = as_token(&operator, Method::GET, &url("/v1/devices"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = root(Method::DELETE, "/v1/tokens/999", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = root(
+        Method::POST,
+        "/v1/tokens",
+        Some(json!({"name": "q", "role": "superuser"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no such role");
 }
