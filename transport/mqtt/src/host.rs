@@ -145,6 +145,10 @@ impl HostLink {
         if let Some((user, password)) = &c.auth {
             options.set_credentials(user.clone(), password.clone());
         }
+        // A frame goes out as soon as the engine hands it over.
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
         options
     }
 
