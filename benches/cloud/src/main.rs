@@ -328,7 +328,7 @@ fn run(name: &str, backend: &Backend, rows: bool, a: &Args) -> Result<Row, Strin
         .iter()
         .map(|p| (0..a.frames).map(|i| frame(p, i, a.readings)).collect())
         .collect::<Result<_, _>>()?;
-    let (handle, thread) = hub.spawn();
+    let (handle, thread) = hub.spawn().map_err(|e| e.to_string())?;
     let broker = telemark_mqtt_broker::Broker::start(&telemark_mqtt_broker::Settings::new(
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
     ))

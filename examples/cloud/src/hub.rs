@@ -637,17 +637,13 @@ impl Hub {
 
     /// Runs the hub on a thread of its own, until every handle is dropped
     /// and what they sent is done; the thread then hands the hub back.
-    pub fn spawn(self) -> (HubHandle, std::thread::JoinHandle<Hub>) {
+    /// Fails only if the operating system gives no thread.
+    pub fn spawn(self) -> std::io::Result<(HubHandle, std::thread::JoinHandle<Hub>)> {
         let (jobs, queue) = mpsc::sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("telemark-hub".into())
-            .spawn(move || self.serve(&queue));
-        match thread {
-            Ok(thread) => (HubHandle { jobs }, thread),
-            // No thread: the hub runs where it is asked instead, which the
-            // handle cannot do; fail loudly at start rather than later.
-            Err(e) => panic!("the hub's thread did not start: {e}"),
-        }
+            .spawn(move || self.serve(&queue))?;
+        Ok((HubHandle { jobs }, thread))
     }
 
     /// The hub's thread: jobs in arrival order, the frames that wait

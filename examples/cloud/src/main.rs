@@ -136,7 +136,7 @@ fn serve(s: Settings) -> Result<(), String> {
         hub.watch(|device, _, seq, stored| println!("{}", describe(device, seq, stored)));
     }
     let token = admin_token(&s)?;
-    let (hub, _hub_thread) = hub.spawn();
+    let (hub, _hub_thread) = hub.spawn().map_err(|e| format!("the hub's thread: {e}"))?;
 
     // The broker: the embedded one, or the one named.
     let (embedded, mut broker) = match &s.broker {

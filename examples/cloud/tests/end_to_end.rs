@@ -81,7 +81,7 @@ fn readings_arrive_once_config_applies_and_a_cut_loses_nothing() {
             .queue_config(DEVICE, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x07, 0x08])
             .unwrap();
         assert_eq!(version, 2);
-        let (handle, thread) = hub.spawn();
+        let (handle, thread) = hub.spawn().unwrap();
         serve(listener, &handle, 2, &server_clock);
         drop(handle);
         thread.join().unwrap()

@@ -378,7 +378,7 @@ fn run(board: &Board) {
 
     // The hub serves one connection after another; the test cuts a
     // connection by shutting its socket down.
-    let (hub, hub_thread) = hub(&db_path, board).spawn();
+    let (hub, hub_thread) = hub(&db_path, board).spawn().unwrap();
     let (lines, next_line) = mpsc::channel::<Line>();
     let (streams, live) = mpsc::channel::<TcpStream>();
     let device = board.device;
@@ -600,7 +600,7 @@ fn run_mqtt(board: &Board) {
     let db_path =
         std::env::temp_dir().join(format!("telemark-qemu-{}-{port}.sqlite", board.machine));
     let _ = std::fs::remove_file(&db_path);
-    let (hub, hub_thread) = hub(&db_path, board).spawn();
+    let (hub, hub_thread) = hub(&db_path, board).spawn().unwrap();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let server = {
         let hub = hub.clone();

@@ -202,7 +202,7 @@ fn a_locked_database_acknowledges_nothing_keeps_the_line_and_loses_nothing() {
     let _ = std::fs::remove_file(&path);
     let mut hub = Hub::new(Box::new(SqliteStore::open(&path).unwrap())).unwrap();
     hub.import_key(DEVICE, 1, Key::from_bytes(KEY), 0).unwrap();
-    let (hub, hub_thread) = hub.spawn();
+    let (hub, hub_thread) = hub.spawn().unwrap();
     let served_hub = hub.clone();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -359,7 +359,7 @@ fn frames_that_wait_are_committed_together() {
             (p.device.id, p.key)
         })
         .collect();
-    let (handle, thread) = hub.spawn();
+    let (handle, thread) = hub.spawn().unwrap();
     let senders: Vec<_> = devices
         .iter()
         .cloned()

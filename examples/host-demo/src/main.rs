@@ -198,7 +198,7 @@ fn main() {
     // {0: 2, 1: 900}: version 2 reports every 15 minutes.
     hub.queue_config(102, &[0xa2, 0x00, 0x02, 0x01, 0x19, 0x03, 0x84])
         .expect("a valid config update");
-    let (hub, _hub_thread) = hub.spawn();
+    let (hub, _hub_thread) = hub.spawn().expect("the hub's thread");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
     let port = listener.local_addr().expect("bound").port();
     {
