@@ -125,14 +125,17 @@ cargo run --locked -p telemark-bench-air --bin air-report
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
 
+# The in-process runs need no transport: without the `service` feature
+# (`--server`, which examples/sim/tests/service.rs covers) the release
+# build leaves out tokio, reqwest and rumqttc.
 step "telemark-sim: 100 devices x 30 days, 30 % loss, 12 h outages, a power cycle a day, an attacker; exits non-zero on any invariant violation"
-cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --reboots-per-day 1 --attacker --seed 1 --json
+cargo run --release --locked -p telemark-sim --no-default-features -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --reboots-per-day 1 --attacker --seed 1 --json
 
 step "telemark-sim on the flash store: power cut at a random byte of a random write or erase, 4 a day; no sealed record may be lost"
-cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --store flash --power-cuts-per-day 4 --seed 1 --json
+cargo run --release --locked -p telemark-sim --no-default-features -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --store flash --power-cuts-per-day 4 --seed 1 --json
 
 step "telemark-sim on a LoRa-sized link: every frame in pieces of at most 51 bytes, each lost on its own, on the flash store with power cuts"
-cargo run --release --locked -p telemark-sim -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --store flash --power-cuts-per-day 4 --seed 1 --mtu 51 --json
+cargo run --release --locked -p telemark-sim --no-default-features -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --store flash --power-cuts-per-day 4 --seed 1 --mtu 51 --json
 
 step "flash store wear: a year of a block every 5 minutes on 64 KiB of STM32F4 and nRF52840 flash"
 cargo run --release --locked -p telemark-core --features std,flash --example flash_wear

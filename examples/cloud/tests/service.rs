@@ -5,9 +5,8 @@
 //! answered with problems, and SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration as RealDuration;
 
 use reqwest::StatusCode;
@@ -19,50 +18,28 @@ use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::seal::{Key, Sealing};
 use telemark_core::wire::Epoch;
 use telemark_qemu_app::device;
+use telemark_transport_testkit::cloud::Cloud;
 use telemark_transport_testkit::{run_device, run_until, Boiler, Engine, MTU};
 
 const TOKEN: &str = "test-admin-token";
 
-/// A running service; killed when dropped.
+/// A running service, and where it listens.
 struct Service {
-    child: Child,
+    cloud: Cloud,
     api: String,
     mqtt: (String, u16),
     coap: std::net::SocketAddr,
-    data: PathBuf,
 }
 
 impl Service {
     fn start(test: &str) -> Service {
-        let data =
-            std::env::temp_dir().join(format!("telemark-cloud-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&data);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_telemark-cloud"))
-            .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
-            .args(["--coap", "127.0.0.1:0", "--admin-token", TOKEN])
-            .arg("--data")
-            .arg(&data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let Ok(bound) = serde_json::from_str::<Value>(&first) else {
-            let _ = child.kill();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("the first line is not the bound addresses: {first:?}; stderr: {err}");
-        };
-        let mqtt: std::net::SocketAddr = bound["mqtt"].as_str().unwrap().parse().unwrap();
+        let cloud = Cloud::start(Path::new(env!("CARGO_BIN_EXE_telemark-cloud")), test, TOKEN);
+        let mqtt: std::net::SocketAddr = cloud.address("mqtt").parse().unwrap();
         Service {
-            child,
-            api: format!("http://{}", bound["http"].as_str().unwrap()),
+            api: format!("http://{}", cloud.address("http")),
             mqtt: (mqtt.ip().to_string(), mqtt.port()),
-            coap: bound["coap"].as_str().unwrap().parse().unwrap(),
-            data,
+            coap: cloud.address("coap").parse().unwrap(),
+            cloud,
         }
     }
 
@@ -71,31 +48,8 @@ impl Service {
     }
 
     /// Stops it with SIGTERM; its standard error.
-    fn terminate(mut self) -> String {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(status.success(), "exit {status}: {err}");
-        err
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
+    fn terminate(self) -> String {
+        self.cloud.terminate()
     }
 }
 

@@ -25,6 +25,9 @@ use telemark_server::{
 
 use crate::attacker::Attacker;
 use crate::link::{Link, Pieces, Rng};
+#[cfg(feature = "service")]
+use crate::remote::Delivery;
+use crate::remote::Remote;
 use crate::storage::{list, Listed, SimStore};
 use crate::{Args, Totals, DAY, HOUR};
 
@@ -127,13 +130,13 @@ struct Device<S: SimStore> {
 impl<S: SimStore> Device<S> {
     fn boot(
         id: u64,
-        key: &Key,
+        sealing: &Sealing,
         (store, epoch): (S, Epoch),
         at: u64,
         reason: ResetReason,
         mtu: u16,
     ) -> Result<Device<S>, String> {
-        let sealing = Sealing::key(1, key.clone());
+        let sealing = sealing.clone();
         let boot = Boot {
             reset_reason: reason,
             epoch,
@@ -169,7 +172,6 @@ struct Host {
     keyring: Keyring,
     server: Server,
     store: MemoryStore,
-    outbox_set: bool,
 }
 
 impl Host {
@@ -177,6 +179,31 @@ impl Host {
     fn restart(&mut self, totals: &mut Totals) {
         totals.add_server(self.server.counters());
         self.server = Server::new(self.keyring.clone());
+    }
+}
+
+/// Where the device's frames go.
+enum Home<'s, 'b> {
+    /// The server half in this process.
+    Local(Box<Host>),
+    /// A running telemark-cloud, over a real transport.
+    #[cfg(feature = "service")]
+    Remote(Box<Remote<'s, 'b>>),
+    /// A build without the service has none.
+    #[cfg(not(feature = "service"))]
+    Remote(Remote<'s, 'b>),
+}
+
+impl Home<'_, '_> {
+    /// True if the server stored the record.
+    fn holds(&self, key: &RecordKey) -> bool {
+        match self {
+            Home::Local(host) => host.store.records().contains_key(key),
+            #[cfg(feature = "service")]
+            Home::Remote(remote) => remote.holds(key),
+            #[cfg(not(feature = "service"))]
+            Home::Remote(remote) => remote.never(),
+        }
     }
 }
 
@@ -284,14 +311,13 @@ fn settle_cut(
     watch: &Watch,
     after: &[Listed],
     evicted_at_boot: &[Listed],
-    host: &Host,
+    home: &Home<'_, '_>,
     ledger: &mut Ledger,
     totals: &mut Totals,
 ) {
-    let records = host.store.records();
     let on_server = |l: &Listed| {
         l.epoch.is_some_and(|epoch| {
-            records.contains_key(&RecordKey {
+            home.holds(&RecordKey {
                 device,
                 epoch,
                 seq: l.seq,
@@ -359,8 +385,14 @@ fn gap(rng: &mut Rng, per_day: f64) -> u64 {
     }
 }
 
-/// Runs one device for the whole simulation.
-pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
+/// Runs one device for the whole simulation: against the server half in
+/// this process, or, given `remote`, against a running telemark-cloud.
+pub fn run<S: SimStore>(
+    device: u64,
+    remote: Option<Remote<'_, '_>>,
+    args: &Args,
+    totals: &mut Totals,
+) {
     let mut rng = Rng(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ device.wrapping_add(1));
     let end = args.days * DAY;
     let mut outages = Vec::new();
@@ -383,6 +415,10 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
     // ten minutes, about weekly; the server process starts anew.
     let mut restarts = Vec::new();
     let mut t = rng.below(7 * DAY);
+    // A running service restarts when its operator says so.
+    if remote.is_some() {
+        t = end;
+    }
     while t < end {
         link.partitions.push((t, t + 10 * 60_000));
         restarts.push(t);
@@ -392,22 +428,35 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
     for b in key_bytes.iter_mut() {
         *b = rng.next() as u8;
     }
-    let key = Key::from_bytes(key_bytes);
-    let mut keyring = Keyring::new();
-    keyring.insert(device, 1, key.clone());
-    let mut host = Host {
-        server: Server::new(keyring.clone()),
-        keyring,
-        store: MemoryStore::new(),
-        outbox_set: false,
+    let (mut home, sealing) = match remote {
+        Some(remote) => {
+            let sealing = remote.sealing();
+            #[cfg(feature = "service")]
+            let home = Home::Remote(Box::new(remote));
+            #[cfg(not(feature = "service"))]
+            let home = Home::Remote(remote);
+            (home, sealing)
+        }
+        None => {
+            let key = Key::from_bytes(key_bytes);
+            let mut keyring = Keyring::new();
+            keyring.insert(device, 1, key.clone());
+            let host = Host {
+                server: Server::new(keyring.clone()),
+                keyring,
+                store: MemoryStore::new(),
+            };
+            (Home::Local(Box::new(host)), Sealing::key(1, key))
+        }
     };
+    let mut outbox_set = false;
     let attacker = args.attacker.then(|| Attacker::new(&mut rng));
     let mut attacker = attacker;
     let mut sensors = sensors(device, &mut rng, args.days);
     let mut truth = Truth::default();
 
     let booted = S::first(&mut rng)
-        .and_then(|first| Device::boot(device, &key, first, 0, ResetReason::PowerOn, args.mtu));
+        .and_then(|first| Device::boot(device, &sealing, first, 0, ResetReason::PowerOn, args.mtu));
     let mut dev = match booted {
         Ok(dev) => dev,
         Err(e) => {
@@ -468,7 +517,7 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
                 .and_then(|(mut store, epoch, at_boot)| {
                     if cut {
                         let after = list(&mut store);
-                        settle_cut(device, &watch, &after, &at_boot, &host, &mut ledger, totals);
+                        settle_cut(device, &watch, &after, &at_boot, &home, &mut ledger, totals);
                     }
                     ledger
                         .evicted_at_boot
@@ -480,7 +529,7 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
                     // instant with one of the old.
                     Device::boot(
                         device,
-                        &key,
+                        &sealing,
                         (store, epoch),
                         now + 1,
                         ResetReason::PowerOn,
@@ -517,7 +566,9 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
         }
         if restarts.first().is_some_and(|&t| t <= now) {
             restarts.remove(0);
-            host.restart(totals);
+            if let Home::Local(host) = &mut home {
+                host.restart(totals);
+            }
         }
         // Frames arriving at the server.
         while let Some((&t, _)) = to_server.first_key_value() {
@@ -532,62 +583,72 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
                     bytes,
                     epoch: piece.epoch,
                 };
-                if t >= DAY && !host.outbox_set {
+                if t >= DAY && !outbox_set {
                     // From day two on, the server wants config version 1
                     // and valve 1 open.
-                    host.outbox_set = true;
-                    let open_valve = Command::SetOutput {
-                        output: 1,
-                        value: 1,
-                    };
-                    if host.store.set_config(device, 1, &CONFIG_V1).is_err()
-                        || host
-                            .store
-                            .queue_command(device, COMMAND_ID, open_valve)
-                            .is_err()
-                    {
-                        totals.violation(format!("device {device}: outbox refused"));
-                    }
+                    outbox_set = true;
+                    want_config_and_valve(&mut home, device, totals);
                 }
-                if let Some(attacker) = &attacker {
-                    if rng.unit() < 0.05 {
-                        let (attack, frame) =
-                            attacker.up(&mut rng, device, wire.epoch, &wire.bytes);
-                        totals.attack_frames += 1;
-                        match host.server.receive(&mut host.store, &frame, UNIX0 + t) {
-                            Err(ReceiveError::Refused(_)) => totals.attack_frames_refused += 1,
-                            other => totals.violation(format!(
-                                "device {device}: {attack:?} frame not refused: {:?}",
-                                other.map(|r| r.batch.records.len())
-                            )),
+                let answers = match &mut home {
+                    Home::Local(host) => {
+                        if let Some(attacker) = &attacker {
+                            if rng.unit() < 0.05 {
+                                let (attack, frame) =
+                                    attacker.up(&mut rng, device, wire.epoch, &wire.bytes);
+                                totals.attack_frames += 1;
+                                match host.server.receive(&mut host.store, &frame, UNIX0 + t) {
+                                    Err(ReceiveError::Refused(_)) => {
+                                        totals.attack_frames_refused += 1
+                                    }
+                                    other => totals.violation(format!(
+                                        "device {device}: {attack:?} frame not refused: {:?}",
+                                        other.map(|r| r.batch.records.len())
+                                    )),
+                                }
+                            }
                         }
+                        let latency = 2 * link.max_delay_ms + 50;
+                        let Some(response) = server_receives(
+                            host,
+                            &dev,
+                            &wire,
+                            t,
+                            latency,
+                            args.link_mtu.is_some(),
+                            &mut truth,
+                            totals,
+                        ) else {
+                            continue;
+                        };
+                        if let Some(attacker) = &mut attacker {
+                            attacker.stored_frames.push(wire.bytes.clone());
+                            if attacker.stored_frames.len() > 16 {
+                                attacker.stored_frames.remove(0);
+                            }
+                        }
+                        vec![response]
                     }
-                }
-                let latency = 2 * link.max_delay_ms + 50;
-                let Some(response) = server_receives(
-                    &mut host,
-                    &dev,
-                    &wire,
-                    t,
-                    latency,
-                    args.link_mtu.is_some(),
-                    &mut truth,
-                    totals,
-                ) else {
-                    continue;
+                    #[cfg(not(feature = "service"))]
+                    Home::Remote(remote) => remote.never(),
+                    #[cfg(feature = "service")]
+                    Home::Remote(remote) => service_receives(
+                        remote,
+                        &dev,
+                        &wire,
+                        t,
+                        args.link_mtu.is_some(),
+                        &truth,
+                        totals,
+                    ),
                 };
-                if let Some(attacker) = &mut attacker {
-                    attacker.stored_frames.push(wire.bytes.clone());
-                    if attacker.stored_frames.len() > 16 {
-                        attacker.stored_frames.remove(0);
-                    }
-                }
-                for bytes in down.cut(&response) {
-                    for arrival in link.carry(t, &mut rng, t >= end) {
-                        to_device.entry(arrival).or_default().push(Wire {
-                            bytes: bytes.clone(),
-                            epoch: wire.epoch,
-                        });
+                for answer in answers {
+                    for bytes in down.cut(&answer) {
+                        for arrival in link.carry(t, &mut rng, t >= end) {
+                            to_device.entry(arrival).or_default().push(Wire {
+                                bytes: bytes.clone(),
+                                epoch: wire.epoch,
+                            });
+                        }
                     }
                 }
             }
@@ -787,12 +848,11 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
         now = next;
     }
 
-    let records = host.store.records();
     let lost_on_power_cycle: u64 = ledger
         .lost_blocks
         .iter()
         .filter(|(epoch, seq, _)| {
-            !records.contains_key(&RecordKey {
+            !home.holds(&RecordKey {
                 device,
                 epoch: *epoch,
                 seq: *seq,
@@ -805,7 +865,7 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
         .evicted_at_boot
         .iter()
         .filter(|(epoch, seq, _)| {
-            records.contains_key(&RecordKey {
+            home.holds(&RecordKey {
                 device,
                 epoch: *epoch,
                 seq: *seq,
@@ -821,7 +881,27 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
         decimated,
         ..
     } = ledger;
-    let delivered = truth.delivered.len() as u64;
+    let (delivered, config, answered) = match &mut home {
+        Home::Local(host) => {
+            let outbox = host.store.outbox(device).unwrap_or_default();
+            let answered = outbox
+                .commands
+                .iter()
+                .any(|c| c.id == COMMAND_ID && c.result.is_some());
+            totals.conflicts_stored += host.store.conflicts().len() as u64;
+            totals.add_server(host.server.counters());
+            let config = outbox.config.map(|c| c.state);
+            (
+                truth.delivered.len() as u64,
+                (config == Some(ConfigState::Applied), format!("{config:?}")),
+                answered,
+            )
+        }
+        #[cfg(feature = "service")]
+        Home::Remote(remote) => settle_remote(remote, totals),
+        #[cfg(not(feature = "service"))]
+        Home::Remote(remote) => remote.never(),
+    };
     if produced != delivered + evicted + decimated + lost_unsealed + lost_on_power_cycle {
         totals.violation(format!(
             "device {device}: produced {produced} != delivered {delivered} + evicted {evicted} \
@@ -829,20 +909,11 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
              {lost_on_power_cycle}"
         ));
     }
-    let outbox = host.store.outbox(device).unwrap_or_default();
-    let config_applied = outbox
-        .config
-        .as_ref()
-        .is_some_and(|c| c.state == ConfigState::Applied);
-    let answered = outbox
-        .commands
-        .iter()
-        .any(|c| c.id == COMMAND_ID && c.result.is_some());
+    let (config_applied, config_state) = config;
     if args.days >= 2 {
         if !config_applied {
             totals.violation(format!(
-                "device {device}: config version 1 never applied: {:?}",
-                outbox.config.map(|c| c.state)
+                "device {device}: config version 1 never applied: {config_state}"
             ));
         }
         if !answered {
@@ -851,9 +922,7 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
     }
     totals.configs_applied += u64::from(config_applied);
     totals.commands_answered += u64::from(answered);
-    totals.conflicts_stored += host.store.conflicts().len() as u64;
     totals.add_engine(&dev.engine);
-    totals.add_server(host.server.counters());
     totals.produced += produced;
     totals.delivered += delivered;
     totals.evicted += evicted;
@@ -865,6 +934,131 @@ pub fn run<S: SimStore>(device: u64, args: &Args, totals: &mut Totals) {
     totals.fragmented_frames_incomplete += up.incomplete() + down.incomplete();
     totals.routine_flushes += args.days * DAY / REPORT.as_millis();
     totals.device_days += args.days as f64;
+}
+
+/// The day-two outbox: config version 1 and valve 1 open.
+fn want_config_and_valve(home: &mut Home<'_, '_>, device: u64, totals: &mut Totals) {
+    let open_valve = Command::SetOutput {
+        output: 1,
+        value: 1,
+    };
+    let refused = match home {
+        Home::Local(host) => host
+            .store
+            .set_config(device, 1, &CONFIG_V1)
+            .and_then(|_| host.store.queue_command(device, COMMAND_ID, open_valve))
+            .err()
+            .map(|e| format!("{e:?}")),
+        #[cfg(not(feature = "service"))]
+        Home::Remote(remote) => remote.never(),
+        #[cfg(feature = "service")]
+        Home::Remote(remote) => match remote.service.want(device, &CONFIG_V1, 1, 1) {
+            Ok(id) => {
+                remote.command = Some(id);
+                None
+            }
+            Err(e) => Some(e),
+        },
+    };
+    if let Some(e) = refused {
+        totals.violation(format!("device {device}: outbox refused: {e}"));
+    }
+}
+
+#[cfg(feature = "service")]
+/// The running service takes a frame that arrived at `t`, over the real
+/// transport: what it sent down. The alerts the frame carries that the
+/// service had not stored count for the alert latency.
+fn service_receives<S: SimStore>(
+    remote: &mut Remote<'_, '_>,
+    dev: &Device<S>,
+    wire: &Wire,
+    t: u64,
+    fragmented: bool,
+    truth: &Truth,
+    totals: &mut Totals,
+) -> Vec<Vec<u8>> {
+    let device = dev.id;
+    let mut opened = wire.bytes.clone();
+    let Some(frame) = own_frame(dev, &mut opened, fragmented, totals) else {
+        return Vec::new();
+    };
+    let raised: Vec<(RecordKey, u64)> = frame
+        .records()
+        .filter_map(|r| {
+            let key = RecordKey {
+                device: remote.id,
+                epoch: r.epoch,
+                seq: r.record.seq,
+            };
+            match Report::decode(r.record.payload) {
+                Ok(Report::Alert(alert))
+                    if r.record.meta.lane == Lane::Alert
+                        && alert.severity >= Severity::Warning
+                        && !remote.holds(&key) =>
+                {
+                    let boot_at = truth.boot_at.get(&r.epoch)?;
+                    Some((key, boot_at + alert.time.as_millis()))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    match remote.deliver(&wire.bytes) {
+        Ok(Delivery::Answered(answers)) => {
+            for (key, at) in raised {
+                if remote.holds(&key) {
+                    totals.alert_latency_ms.push(t.saturating_sub(at));
+                }
+            }
+            answers
+        }
+        Ok(Delivery::Replay(answers)) => {
+            totals.link_replays_refused += 1;
+            answers
+        }
+        Err(e) => {
+            totals.violation(format!("device {device}: {e}"));
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(feature = "service")]
+/// At a remote device's end: what the service acknowledged against what
+/// its API counts. Readings delivered, whether config version 1 applied
+/// (and where it stands), whether the command was answered.
+fn settle_remote(remote: &mut Remote<'_, '_>, totals: &mut Totals) -> (u64, (bool, String), bool) {
+    remote.close();
+    totals.duplicates_received += remote.duplicates;
+    let device = remote.id;
+    let (readings, alerts) = remote.acknowledged();
+    match remote.service.account(device, remote.command) {
+        Ok(account) => {
+            if account.readings != readings {
+                totals.duplicates_stored += account.readings.saturating_sub(readings);
+                totals.violation(format!(
+                    "device {device}: the API counts {} readings, the service acknowledged {readings}",
+                    account.readings
+                ));
+            }
+            if account.alerts != alerts {
+                totals.violation(format!(
+                    "device {device}: the API lists {} alerts, the service acknowledged {alerts}",
+                    account.alerts
+                ));
+            }
+            (
+                readings,
+                (account.config_applied, account.config_state),
+                account.command_answered,
+            )
+        }
+        Err(e) => {
+            totals.violation(format!("device {device}: {e}"));
+            (readings, (false, e), false)
+        }
+    }
 }
 
 /// The server takes a records frame that arrived at `t`; checks that it
@@ -887,21 +1081,7 @@ fn server_receives<S: SimStore>(
     let device = dev.id;
     // What the store holds of the frame's records, before.
     let mut opened = wire.bytes.clone();
-    let Ok((header, body)) = open(&mut opened, &dev.sealing, Direction::Up) else {
-        if fragmented {
-            // Pieces of two frames under one tag (a frame cut short, then
-            // another): the seal refuses the mix, as the server does. Lost
-            // on the link, and resent.
-            totals.fragmented_frames_mixed += 1;
-        } else {
-            totals.violation(format!("device {device}: its own frame does not open"));
-        }
-        return None;
-    };
-    let Ok(frame) = RecordsFrame::parse(&header, body) else {
-        totals.violation(format!("device {device}: its own frame does not parse"));
-        return None;
-    };
+    let frame = own_frame(dev, &mut opened, fragmented, totals)?;
     let (mut new, mut dup, mut conflict) = (0usize, 0u32, 0usize);
     let mut keys = Vec::new();
     for r in frame.records() {
@@ -1021,6 +1201,33 @@ fn server_receives<S: SimStore>(
         None => totals.violation(format!("device {device}: the response does not open")),
     }
     Some(received.response)
+}
+
+/// One of the device's own frames, opened in `bytes`. On a `fragmented`
+/// link a frame that does not open is pieces of two frames under one tag
+/// (a frame cut short, then another): the seal refuses the mix, as the
+/// server does; lost on the link and resent, it is counted. Anywhere else
+/// it is a violation.
+fn own_frame<'f, S: SimStore>(
+    dev: &Device<S>,
+    bytes: &'f mut [u8],
+    fragmented: bool,
+    totals: &mut Totals,
+) -> Option<RecordsFrame<'f>> {
+    let device = dev.id;
+    let Ok((header, body)) = open(bytes, &dev.sealing, Direction::Up) else {
+        if fragmented {
+            totals.fragmented_frames_mixed += 1;
+        } else {
+            totals.violation(format!("device {device}: its own frame does not open"));
+        }
+        return None;
+    };
+    let frame = RecordsFrame::parse(&header, body);
+    if frame.is_err() {
+        totals.violation(format!("device {device}: its own frame does not parse"));
+    }
+    frame.ok()
 }
 
 /// A frame that carries routine data must carry every pending alert first.

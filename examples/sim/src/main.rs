@@ -35,6 +35,16 @@
 //! in RAM not sealed into a surviving block are `readings_lost_unsealed`.
 //! With the RAM store a power cut is a power cycle like the others.
 //!
+//! With `--server` the devices report to a running telemark-cloud
+//! instead, over the real transport (`mqtt://`, `http://` or `coap://`),
+//! each provisioned through its API, and the accounting is checked
+//! against what the API says it stored (`docs/cloud.md`):
+//!
+//! ```text
+//! cargo run --release -p telemark-sim -- --devices 100 --days 2 \
+//!     --server mqtt://127.0.0.1:1883 --api http://127.0.0.1:8080 --token "$TOKEN"
+//! ```
+//!
 //! Invariants checked as it runs, any violation a non-zero exit:
 //!
 //! - every reading produced is on the server exactly once, or counted
@@ -56,6 +66,11 @@ use telemark_server::Counters;
 mod attacker;
 mod device;
 mod link;
+#[cfg(feature = "service")]
+mod remote;
+#[cfg(not(feature = "service"))]
+#[path = "no_service.rs"]
+mod remote;
 mod storage;
 
 const HOUR: u64 = 3_600_000;
@@ -86,6 +101,9 @@ pub struct Args {
     attacker: bool,
     seed: u64,
     json: bool,
+    /// A running telemark-cloud: where its devices send, its API and a
+    /// token that may add devices.
+    service: Option<(remote::Endpoint, String, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -102,7 +120,9 @@ fn parse_args() -> Result<Args, String> {
         attacker: false,
         seed: 1,
         json: false,
+        service: None,
     };
+    let (mut server, mut api, mut token) = (None, None, std::env::var("TELEMARK_TOKEN").ok());
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -152,13 +172,35 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|e| format!("--seed: {e}"))?
             }
             "--json" => a.json = true,
+            "--server" => server = Some(remote::Endpoint::parse(&value("--server")?)?),
+            "--api" => api = Some(value("--api")?),
+            "--token" => token = Some(value("--token")?),
             "-h" | "--help" => return Err(
                 "usage: telemark-sim [--devices N] [--days N] [--loss P] [--partition-hours H] \
                      [--reboots-per-day R] [--power-cuts-per-day R] [--store ram|flash] \
-                     [--mtu BYTES] [--attacker] [--seed S] [--json]"
+                     [--mtu BYTES] [--attacker] [--seed S] [--json] \
+                     [--server mqtt://HOST:PORT|http://HOST:PORT|coap://HOST:PORT \
+                     --api http://HOST:PORT --token TOKEN]"
                     .into(),
             ),
             other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    match (server, api, token) {
+        (None, None, _) => {}
+        (Some(server), Some(api), Some(token)) => {
+            if a.attacker {
+                return Err("--attacker runs against the server half in this process, \
+                            not with --server"
+                    .into());
+            }
+            a.service = Some((server, api, token));
+        }
+        (Some(_), None, _) | (None, Some(_), _) => {
+            return Err("--server and --api go together".into())
+        }
+        (Some(_), Some(_), None) => {
+            return Err("--server needs --token (or TELEMARK_TOKEN): an admin token".into())
         }
     }
     if !(0.0..1.0).contains(&a.loss) {
@@ -175,7 +217,13 @@ fn parse_args() -> Result<Args, String> {
         1,
         telemark_core::wire::seal::Key::from_bytes([0; 32]),
     );
-    let min = telemark_core::engine::min_mtu(0x1000 + a.devices, &sealing);
+    // A service numbers its devices itself, below 2^53.
+    let largest = if a.service.is_some() {
+        (1 << 53) - 1
+    } else {
+        0x1000 + a.devices
+    };
+    let min = telemark_core::engine::min_mtu(largest, &sealing);
     const LINK_MIN: usize = 16;
     let mtu = usize::from(a.mtu);
     if !(LINK_MIN..=device::MTU).contains(&mtu) {
@@ -300,13 +348,49 @@ fn main() -> ExitCode {
     };
     let started = std::time::Instant::now();
     let mut totals = Totals::default();
-    for device in 0..args.devices {
+    #[cfg(feature = "service")]
+    let service = match &args.service {
+        Some((endpoint, api, token)) => {
+            match remote::Service::new(api, token, endpoint.clone(), usize::from(args.mtu)) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        None => None,
+    };
+    // Names a service has not seen: this run's start, in Unix ms.
+    #[cfg(feature = "service")]
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    for n in 0..args.devices {
+        #[cfg(not(feature = "service"))]
+        let (id, remote) = (0x1000 + n, None);
+        #[cfg(feature = "service")]
+        let mut buf = [0u8; device::MTU + 64];
+        #[cfg(feature = "service")]
+        let (id, remote) = match &service {
+            None => (0x1000 + n, None),
+            Some(service) => {
+                let provisioned = service.provision(&format!("sim-{run}-{n}"));
+                match provisioned.and_then(|p| remote::Remote::new(service, &p, &mut buf)) {
+                    Ok(r) => (r.id, Some(r)),
+                    Err(e) => {
+                        eprintln!("device {n}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+        };
         match args.store {
             StoreKind::Ram => {
-                device::run::<storage::RamDeviceStore>(0x1000 + device, &args, &mut totals)
+                device::run::<storage::RamDeviceStore>(id, remote, &args, &mut totals)
             }
             StoreKind::Flash => {
-                device::run::<storage::FlashDeviceStore>(0x1000 + device, &args, &mut totals)
+                device::run::<storage::FlashDeviceStore>(id, remote, &args, &mut totals)
             }
         }
     }
@@ -315,7 +399,23 @@ fn main() -> ExitCode {
     let per_reading = |b: u64| b as f64 / totals.delivered.max(1) as f64;
     let block_bpr = totals.block_bytes as f64 / totals.block_readings.max(1) as f64;
     let refused = totals.server.refused;
+    // What only the server half in this process can tell.
+    let local = |v: String| {
+        if args.service.is_some() {
+            "null".to_string()
+        } else {
+            v
+        }
+    };
     let fields: Vec<(&str, String)> = vec![
+        (
+            "server",
+            args.service
+                .as_ref()
+                .map_or("\"in-process\"".into(), |(e, _, _)| {
+                    format!("\"{}\"", e.scheme())
+                }),
+        ),
         (
             "store",
             match args.store {
@@ -358,45 +458,60 @@ fn main() -> ExitCode {
             totals.duplicates_received.to_string(),
         ),
         ("duplicates_stored", totals.duplicates_stored.to_string()),
-        ("conflicts_stored", totals.conflicts_stored.to_string()),
+        (
+            "conflicts_stored",
+            local(totals.conflicts_stored.to_string()),
+        ),
         (
             "link_copies_refused_as_replays",
             totals.link_replays_refused.to_string(),
         ),
-        ("attack_frames", totals.attack_frames.to_string()),
+        ("attack_frames", local(totals.attack_frames.to_string())),
         (
             "attack_frames_refused",
-            totals.attack_frames_refused.to_string(),
+            local(totals.attack_frames_refused.to_string()),
         ),
-        ("refused_replayed", refused.replayed.to_string()),
-        ("refused_bad_tag", refused.bad_tag.to_string()),
-        ("refused_unknown_device", refused.unknown_device.to_string()),
-        ("refused_unknown_key", refused.unknown_key.to_string()),
-        ("refused_malformed", refused.malformed.to_string()),
+        ("refused_replayed", local(refused.replayed.to_string())),
+        ("refused_bad_tag", local(refused.bad_tag.to_string())),
+        (
+            "refused_unknown_device",
+            local(refused.unknown_device.to_string()),
+        ),
+        (
+            "refused_unknown_key",
+            local(refused.unknown_key.to_string()),
+        ),
+        ("refused_malformed", local(refused.malformed.to_string())),
         (
             "refused_unsupported_version",
-            refused.unsupported_version.to_string(),
+            local(refused.unsupported_version.to_string()),
         ),
-        ("refused_invalid_block", refused.invalid_block.to_string()),
-        ("forged_downlinks", totals.forged_downlinks.to_string()),
+        (
+            "refused_invalid_block",
+            local(refused.invalid_block.to_string()),
+        ),
+        (
+            "forged_downlinks",
+            local(totals.forged_downlinks.to_string()),
+        ),
         (
             "forged_downlinks_refused",
-            totals.forged_downlinks_refused.to_string(),
+            local(totals.forged_downlinks_refused.to_string()),
         ),
         (
             "unix_time_error_max_ms",
-            totals.time_error_max_ms.to_string(),
+            local(totals.time_error_max_ms.to_string()),
         ),
         (
             "readings_without_unix_time",
-            totals.time_unknown.to_string(),
+            local(totals.time_unknown.to_string()),
         ),
         ("frames_sent", totals.frames_sent.to_string()),
         (
             "bytes_on_air_per_reading",
             format!("{:.3}", per_reading(totals.bytes_on_air)),
         ),
-        ("block_bytes_per_reading", format!("{block_bpr:.3}")),
+        ("block_bytes_per_reading", local(format!("{block_bpr:.3}"))),
         (
             "radio_wake_ups_per_device_day",
             format!("{:.2}", totals.wakeups as f64 / totals.device_days.max(1.0)),

@@ -2,10 +2,13 @@
 //! `telemark-qemu-app` on the real engine and a RAM store), the loop that
 //! runs it over any [`AsyncTransport`] in device time, and the server's
 //! view of what it stored; and, one feature per link, the server's end on
-//! `telemark-server` over a memory store (`mqtt`, `nats`, `http`, `coap`), and a test fleet's PKI (`tls`).
+//! `telemark-server` over a memory store (`mqtt`, `nats`, `http`, `coap`), a test fleet's PKI (`tls`),
+//! and a `telemark-cloud` process on free ports (`cloud`).
 //! Each transport's test brings the real peer (broker, server).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[cfg(feature = "cloud")]
+pub mod cloud;
 #[cfg(feature = "coap")]
 pub mod coap;
 #[cfg(feature = "http")]
