@@ -499,6 +499,26 @@ impl ConfigUpdate {
         self.version
     }
 
+    /// The report interval the update sets (key 1), if it sets one: what
+    /// a server expects to hear the device at.
+    ///
+    /// ```
+    /// use telemark_core::config::ConfigUpdate;
+    /// use telemark_core::time::Duration;
+    /// // {0: 4, 1: 900}
+    /// let update = ConfigUpdate::parse(&[0xa2, 0x00, 0x04, 0x01, 0x19, 0x03, 0x84]).unwrap();
+    /// assert_eq!(update.report_interval(), Some(Duration::from_mins(15)));
+    /// assert_eq!(update.heartbeat(), None);
+    /// ```
+    pub fn report_interval(&self) -> Option<Duration> {
+        self.settings.get(1).copied().flatten().map(secs)
+    }
+
+    /// The heartbeat interval the update sets (key 2), if it sets one.
+    pub fn heartbeat(&self) -> Option<Duration> {
+        self.settings.get(2).copied().flatten().map(secs)
+    }
+
     /// The config that results from applying this update to `current`, if
     /// every setting is valid; `current` is not touched.
     pub fn apply<const CH: usize>(

@@ -49,7 +49,7 @@ use crate::access::{self, Caller, Role};
 use crate::downsample::downsample;
 use crate::hub::{Arrival, Hub, HubError, HubHandle, NotAcknowledged, COMMIT_BOUNDS};
 use crate::store::Device;
-use crate::store::{ReadingQuery, StoreError};
+use crate::store::{CloudStore, ReadingQuery, StoreError};
 use crate::unix_ms;
 
 /// The largest request body: a frame or a JSON document.
@@ -91,6 +91,7 @@ impl Api {
             .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
             .route("/v1/devices/{id}/readings", get(readings))
             .route("/v1/devices/{id}/alerts", get(alerts))
+            .route("/v1/devices/{id}/events", get(events))
             .route("/v1/devices/{id}/commands", get(commands).post(command))
             .route("/v1/devices/{id}/config", get(config).put(set_config))
             .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
@@ -461,10 +462,20 @@ struct DeviceView {
     created_ms: i64,
     revoked_ms: Option<i64>,
     last_seen_ms: Option<i64>,
+    /// `unseen` (never heard), `online`, `offline` (silent too long) or
+    /// `revoked`.
+    state: &'static str,
+    offline_ms: Option<i64>,
 }
 
 impl From<crate::Device> for DeviceView {
     fn from(d: crate::Device) -> Self {
+        let state = match (d.revoked_ms, d.offline_ms, d.last_seen_ms) {
+            (Some(_), _, _) => "revoked",
+            (None, Some(_), _) => "offline",
+            (None, None, Some(_)) => "online",
+            (None, None, None) => "unseen",
+        };
         DeviceView {
             id: d.id,
             name: d.name,
@@ -472,6 +483,8 @@ impl From<crate::Device> for DeviceView {
             created_ms: d.created_ms,
             revoked_ms: d.revoked_ms,
             last_seen_ms: d.last_seen_ms,
+            state,
+            offline_ms: d.offline_ms,
         }
     }
 }
@@ -664,17 +677,48 @@ async fn alerts(
     DeviceId(id): DeviceId,
     Params(q): Params<Limit>,
 ) -> Result<Response, Problem> {
+    latest(api, caller, id, q, "alerts", |store, id, limit| {
+        store.alerts(id, limit)
+    })
+    .await
+}
+
+async fn events(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+    DeviceId(id): DeviceId,
+    Params(q): Params<Limit>,
+) -> Result<Response, Problem> {
+    latest(api, caller, id, q, "events", |store, id, limit| {
+        store.events(id, limit)
+    })
+    .await
+}
+
+/// Reads a device's log: the store, the device, the most rows.
+type DeviceLog<T> = fn(&mut dyn CloudStore, u64, u32) -> Result<Vec<T>, StoreError>;
+
+/// The latest rows of one of a device's logs (alerts, events), at most
+/// `?limit=` (100 unless asked), as `{key: [...]}`.
+async fn latest<T: Serialize + Send + 'static>(
+    api: Api,
+    caller: Caller,
+    id: u64,
+    q: Limit,
+    key: &'static str,
+    rows: DeviceLog<T>,
+) -> Result<Response, Problem> {
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 10_000 {
         return Err(Problem::bad("limit is 1 to 10000"));
     }
-    let alerts = api
+    let list = api
         .run(move |hub| {
             visible(hub, caller, id)?;
-            Ok(hub.store().alerts(id, limit)?)
+            Ok(rows(hub.store(), id, limit)?)
         })
         .await?;
-    Ok(Json(json!({ "alerts": alerts })).into_response())
+    Ok(Json(json!({ key: list })).into_response())
 }
 
 fn command_name(c: Command) -> serde_json::Value {

@@ -1,7 +1,8 @@
 //! The conformance suite every [`CloudStore`] backend runs: the
 //! protocol's ([`telemark_server::conformance`]) and the service's own,
 //! through a real [`Hub`] and sealed frames: devices and keys, revocation,
-//! range queries over blocks kept compressed, commands and config.
+//! range queries over blocks kept compressed, commands and config,
+//! alerts, groups and tokens, silent devices.
 //!
 //! ```
 //! use telemark_cloud::{conformance, SqliteStore};
@@ -20,6 +21,7 @@ use telemark_core::wire::{Epoch, Record, RecordMeta, Seq};
 
 use crate::access::Role;
 use crate::hub::{Hub, Provisioned};
+use crate::silence::{Rule, Watch};
 use crate::store::{CloudStore, Device, DeviceKey, ReadingQuery, StoreError};
 
 const ADDED: i64 = 1_600_000_000_000;
@@ -36,6 +38,7 @@ pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
     commands_and_config_are_listed(fresh());
     alerts_are_listed_latest_first(fresh());
     groups_and_tokens_are_kept(fresh());
+    silent_devices_go_offline_and_recover(fresh());
 }
 
 fn hub(store: Box<dyn CloudStore>) -> Hub {
@@ -398,4 +401,82 @@ pub fn groups_and_tokens_are_kept(store: Box<dyn CloudStore>) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed.first().and_then(|t| t.revoked_ms), Some(ADDED + 5));
     assert!(!ok(hub.store().revoke_token(t.id + 100, ADDED)));
+}
+
+/// A device silent past its limit is marked offline once, with an
+/// `offline` event and a ping queued; the mark survives the hub; heard
+/// again, it gets a `recovered` event. Its config's interval wins over
+/// the default.
+pub fn silent_devices_go_offline_and_recover(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let rule = Rule {
+        intervals: 2,
+        default_interval_ms: 60_000,
+    };
+    ok(hub.detect_silence(rule));
+    let quiet = add(&mut hub, "quiet");
+    let unseen = add(&mut hub, "unseen");
+    let id = quiet.device.id;
+    assert!(hub
+        .receive(&frame(&quiet, 1, 0, &readings(10, 4)), RECEIVED)
+        .is_some());
+    let silent = |hub: &mut Hub, after_ms: u64| match hub.check_silence(RECEIVED + after_ms) {
+        Ok(gone) => gone,
+        Err(e) => panic!("silence not checked: {e}"),
+    };
+    assert!(silent(&mut hub, 120_000).is_empty(), "offline at the limit");
+    assert_eq!(
+        silent(&mut hub, 121_000),
+        [id],
+        "a device never heard is not offline"
+    );
+    assert!(silent(&mut hub, 500_000).is_empty(), "offline twice");
+    let device = ok(hub.store().device(id));
+    assert_eq!(
+        device.and_then(|d| d.offline_ms),
+        Some((RECEIVED + 121_000) as i64)
+    );
+    let events = ok(hub.store().events(id, 10));
+    assert_eq!(
+        events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["offline"]
+    );
+    assert!(
+        events.iter().all(|e| e.detail.contains("60 s")),
+        "{events:?}"
+    );
+    let pings = ok(hub.store().commands(id));
+    assert_eq!(
+        pings.iter().map(|c| c.command).collect::<Vec<_>>(),
+        [Command::Ping]
+    );
+    assert!(ok(hub.store().events(unseen.device.id, 10)).is_empty());
+    match Watch::load(rule, hub.store()) {
+        Ok(watch) => assert!(watch.is_offline(id), "the mark is the store's"),
+        Err(e) => panic!("the watch does not load: {e}"),
+    }
+    assert!(hub
+        .receive(&frame(&quiet, 2, 1, &readings(20, 4)), RECEIVED + 600_000)
+        .is_some());
+    let events = ok(hub.store().events(id, 10));
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| (e.kind.as_str(), e.unix_ms))
+            .collect::<Vec<_>>(),
+        [
+            ("recovered", (RECEIVED + 600_000) as i64),
+            ("offline", (RECEIVED + 121_000) as i64)
+        ]
+    );
+    assert_eq!(ok(hub.store().device(id)).and_then(|d| d.offline_ms), None);
+    // {0: 4, 1: 900}: version 4 reports every 15 minutes.
+    assert!(hub
+        .queue_config(id, &[0xa2, 0x00, 0x04, 0x01, 0x19, 0x03, 0x84])
+        .is_ok());
+    assert!(
+        silent(&mut hub, 600_000 + 1_800_000).is_empty(),
+        "the config's interval"
+    );
+    assert_eq!(silent(&mut hub, 600_000 + 1_801_000), [id]);
 }

@@ -31,6 +31,7 @@ use telemark_core::wire::seal::{Header, Key};
 use telemark_core::wire::{Epoch, Seq};
 use telemark_server::{Contents, Counters, Keyring, Received, Refusal, RotateError, Server};
 
+use crate::silence::{Rule, Watch};
 use crate::store::{CloudStore, Device, DeviceKey, StoreError};
 
 /// Why the hub refused a request.
@@ -278,6 +279,7 @@ pub struct Hub {
     figures: Figures,
     unauthenticated: Vec<u64>,
     keys_loaded_ms: u64,
+    silence: Watch,
     closed: bool,
 }
 
@@ -289,8 +291,10 @@ impl Hub {
         for k in store.keys()? {
             keyring.insert(k.device, k.id, k.key);
         }
+        let silence = Watch::load(Rule::default(), store.as_mut())?;
         Ok(Hub {
             server: Server::new(keyring),
+            silence,
             store,
             watch: None,
             figures: Figures::default(),
@@ -298,6 +302,29 @@ impl Hub {
             keys_loaded_ms: 0,
             closed: false,
         })
+    }
+
+    /// Looks for silent devices by `rule` (see [`crate::silence`]) from
+    /// now on, on the hub's thread ([`Hub::spawn`]).
+    pub fn detect_silence(&mut self, rule: Rule) -> Result<(), StoreError> {
+        self.silence = Watch::load(rule, self.store.as_mut())?;
+        Ok(())
+    }
+
+    /// Marks offline every device silent too long at `now_ms`, and queues
+    /// a ping for each; returns them. The hub's thread calls it as often
+    /// as the rule says.
+    pub fn check_silence(&mut self, now_ms: u64) -> Result<Vec<u64>, HubError> {
+        let gone = self.silence.check(self.store.as_mut(), now_ms)?;
+        for &device in &gone {
+            self.queue_command(device, Command::Ping)?;
+        }
+        Ok(gone)
+    }
+
+    /// True if `device` is held offline (silent too long, not heard since).
+    pub fn is_offline(&self, device: u64) -> bool {
+        self.silence.is_offline(device)
     }
 
     /// Takes no frame from now on (the service is stopping): each is
@@ -357,6 +384,7 @@ impl Hub {
             revoked_ms: None,
             last_seen_ms: None,
             group,
+            offline_ms: None,
         };
         let k = DeviceKey {
             device: device.id,
@@ -394,6 +422,7 @@ impl Hub {
                 revoked_ms: None,
                 last_seen_ms: None,
                 group: None,
+                offline_ms: None,
             };
             self.store.add_device(&d, &k)?;
         } else {
@@ -447,6 +476,7 @@ impl Hub {
             }
         }
         self.store.set_config(device, version, cbor)?;
+        self.silence.config_changed(device);
         Ok(version)
     }
 
@@ -602,22 +632,33 @@ impl Hub {
         if !frames.is_empty() {
             self.time_commit(started.elapsed().as_secs_f64());
         }
+        let mut times = frames.iter().map(|&(_, t)| t);
         answers
             .into_iter()
             .map(|a| match a {
                 Some(answer) => answer,
-                None => match results.next() {
-                    Some(Ok(received)) => {
+                None => match (results.next(), times.next()) {
+                    (Some(Ok(received)), Some(t)) => {
                         self.show(&received);
+                        self.heard(received.batch.device, t);
                         Ok(received.response)
                     }
-                    Some(Err(r)) => Err(NotAcknowledged::Refused(r)),
-                    None => Err(NotAcknowledged::Unstored(StoreError::Failed(
-                        "no answer".into(),
-                    ))),
+                    (Some(Err(r)), _) => Err(NotAcknowledged::Refused(r)),
+                    (Some(Ok(_)), None) | (None, _) => Err(NotAcknowledged::Unstored(
+                        StoreError::Failed("no answer".into()),
+                    )),
                 },
             })
             .collect()
+    }
+
+    /// `device` was heard at `now_ms`: an offline device has recovered.
+    /// A store that cannot keep that now keeps the device offline, and
+    /// the next frame tries again.
+    fn heard(&mut self, device: u64, now_ms: u64) {
+        if let Err(e) = self.silence.heard(self.store.as_mut(), device, now_ms) {
+            eprintln!("device {device} heard again, not marked recovered: {e}");
+        }
     }
 
     /// Shows the watcher what `received` stored.
@@ -649,8 +690,20 @@ impl Hub {
     /// The hub's thread: jobs in arrival order, the frames that wait
     /// together taken as one group.
     fn serve(mut self, queue: &mpsc::Receiver<Job>) -> Hub {
-        let mut next = queue.recv().ok();
-        while let Some(job) = next.take() {
+        let wait = std::time::Duration::from_millis(self.silence.rule().period_ms());
+        let mut next = None;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None => match queue.recv_timeout(wait) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.tick();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
             match job {
                 Job::Run(f) => f(&mut self),
                 Job::Frame(first, reply) => {
@@ -676,11 +729,20 @@ impl Hub {
                     }
                 }
             }
-            if next.is_none() {
-                next = queue.recv().ok();
-            }
+            self.tick();
         }
         self
+    }
+
+    /// Looks for silent devices when the rule says it is time.
+    fn tick(&mut self) {
+        let now = crate::unix_ms();
+        if self.closed || !self.silence.due(now) {
+            return;
+        }
+        if let Err(e) = self.check_silence(now) {
+            eprintln!("looking for silent devices: {e}");
+        }
     }
 
     /// Reloads the keyring from the store every [`KEY_REFRESH_MS`], so

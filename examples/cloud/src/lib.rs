@@ -43,6 +43,7 @@ pub mod line;
 pub mod mqtt;
 mod postgres;
 pub mod settings;
+pub mod silence;
 mod sqlite;
 mod store;
 
@@ -54,7 +55,7 @@ pub use mqtt::{Broker, MqttError};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{
-    AlertRow, CloudStore, CommandRow, Device, DeviceKey, ReadingQuery, Span, StoreError,
+    AlertRow, CloudStore, CommandRow, Device, DeviceKey, EventRow, ReadingQuery, Span, StoreError,
     StoredReading,
 };
 

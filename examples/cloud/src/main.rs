@@ -5,6 +5,7 @@
 //!                [--http ADDR] [--mqtt ADDR] [--coap ADDR] [--broker mqtt://HOST:PORT]
 //!                [--line ADDR] [--line-connect ADDR] [--serial PATH]
 //!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
+//!                [--silent-intervals N] [--report-interval SECONDS]
 //!                [--reading-rows] [--verbose]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
@@ -118,6 +119,7 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
 fn serve(s: Settings) -> Result<(), String> {
     let store = open_store(&s)?;
     let mut hub = Hub::new(store).map_err(|e| e.to_string())?;
+    hub.detect_silence(s.silence).map_err(|e| e.to_string())?;
     let now = unix_ms() as i64;
     let mut keys = s.key.clone();
     for file in &s.keys {
@@ -417,6 +419,7 @@ const USAGE: &str =
                [--mqtt-prefix P]
                [--line ADDR] [--line-connect ADDR] [--serial PATH]
                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
+               [--silent-intervals N] [--report-interval SECONDS]
                [--reading-rows] [--verbose]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]

@@ -24,10 +24,10 @@ use crate::access::{Group, Role, Token};
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, Device,
-    DeviceKey, ReadingQuery, Span, StoreError, StoredReading,
+    DeviceKey, EventRow, ReadingQuery, Span, StoreError, StoredReading,
 };
 
-/// The schema at version 2; [`V3`] and [`V4`] bring it to
+/// The schema at version 2; [`V3`], [`V4`] and [`V5`] bring it to
 /// [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
 CREATE TABLE records (
@@ -105,6 +105,16 @@ ALTER TABLE devices ADD COLUMN group_id BIGINT REFERENCES groups (id);
 CREATE TABLE tokens (
     id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
     group_id BIGINT REFERENCES groups (id), created_ms BIGINT NOT NULL, revoked_ms BIGINT);
+";
+
+/// From version 4 to 5: devices gone silent, and what happened to each
+/// device.
+const V5: &str = "
+ALTER TABLE devices ADD COLUMN offline_ms BIGINT;
+CREATE TABLE events (
+    id BIGSERIAL PRIMARY KEY, device BIGINT NOT NULL, kind TEXT NOT NULL,
+    unix_ms BIGINT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX events_by_device ON events (device, id);
 ";
 
 /// PostgreSQL errors, by what the caller can do about them.
@@ -820,6 +830,7 @@ fn device_row(r: &postgres::Row) -> Device {
         revoked_ms: r.get(3),
         last_seen_ms: r.get(4),
         group: r.get(5),
+        offline_ms: r.get(6),
     }
 }
 
@@ -883,7 +894,7 @@ impl CloudStore for PgStore {
             c.query(
                 "SELECT d.device, d.name, d.created_ms, d.revoked_ms, COALESCE((SELECT \
                  MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms), \
-                 d.group_id FROM devices d ORDER BY d.device",
+                 d.group_id, d.offline_ms FROM devices d ORDER BY d.device",
                 &[],
             )
             .map(|rows| rows.iter().map(device_row).collect())
@@ -895,7 +906,7 @@ impl CloudStore for PgStore {
             c.query_opt(
                 "SELECT d.device, d.name, d.created_ms, d.revoked_ms, COALESCE((SELECT \
                  MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms), \
-                 d.group_id FROM devices d WHERE d.device = $1",
+                 d.group_id, d.offline_ms FROM devices d WHERE d.device = $1",
                 &[&i(id)],
             )
             .map(|r| r.as_ref().map(device_row))
@@ -1086,6 +1097,69 @@ impl CloudStore for PgStore {
             .map(|r| r.get::<_, i64>(0) as u64)
         })
     }
+
+    fn mark_offline(&mut self, device: u64, now_ms: i64, detail: &str) -> Result<bool, StoreError> {
+        self.mark(
+            "UPDATE devices SET offline_ms = $2 WHERE device = $1 AND offline_ms IS NULL",
+            &[&i(device), &now_ms],
+            (device, now_ms, "offline", detail),
+        )
+    }
+
+    fn mark_recovered(
+        &mut self,
+        device: u64,
+        now_ms: i64,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        self.mark(
+            "UPDATE devices SET offline_ms = NULL WHERE device = $1 AND offline_ms IS NOT NULL",
+            &[&i(device)],
+            (device, now_ms, "recovered", detail),
+        )
+    }
+
+    fn events(&mut self, device: u64, limit: u32) -> Result<Vec<EventRow>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT kind, unix_ms, detail FROM events WHERE device = $1 \
+                 ORDER BY id DESC LIMIT $2",
+                &[&i(device), &i64::from(limit)],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRow {
+                kind: r.get(0),
+                unix_ms: r.get(1),
+                detail: r.get(2),
+            })
+            .collect())
+    }
+}
+
+impl PgStore {
+    /// Changes the device's offline mark with `update` and, if it
+    /// changed, keeps the event (device, Unix ms, kind, detail).
+    fn mark(
+        &mut self,
+        update: &'static str,
+        params: Params<'_>,
+        (device, now_ms, kind, detail): (u64, i64, &str, &str),
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.transaction(|tx| {
+                let changed = tx.execute(update, params)? > 0;
+                if changed {
+                    tx.execute(
+                        "INSERT INTO events (device, kind, unix_ms, detail) VALUES ($1, $2, $3, $4)",
+                        &[&i(device), &kind, &now_ms, &detail],
+                    )?;
+                }
+                Ok(changed)
+            })
+        })
+    }
 }
 
 /// Creates the schema in an empty database, or checks the version of one
@@ -1116,7 +1190,7 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         }
         Some(v) => v,
     };
-    for (to, sql) in [(3, V3), (4, V4)] {
+    for (to, sql) in [(3, V3), (4, V4), (5, V5)] {
         if version < to {
             tx.batch_execute(sql).map_err(db_error)?;
             tx.execute("UPDATE telemark_schema SET version = $1", &[&to])

@@ -14,6 +14,8 @@
 //! serial = ["/dev/ttyUSB0"]               # --serial PATH: a UART (set its speed with stty)
 //! keys = ["/etc/telemark/keys.txt"]       # --keys FILE: device keys to import
 //! reading_rows = false                    # --reading-rows: also a row per reading, for SQL tools
+//! silent_intervals = 3                    # --silent-intervals N: offline after N report intervals (0: never)
+//! report_interval = 3600                  # --report-interval S: for devices whose config sets none
 //! ```
 //!
 //! The admin token comes from `--admin-token`, else the environment's
@@ -25,6 +27,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use telemark_core::wire::seal::Key;
+
+use crate::silence::Rule;
 
 /// Everything `telemark-cloud serve` is told.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,6 +65,8 @@ pub struct Settings {
     pub reading_rows: bool,
     /// Print each stored record on standard output.
     pub verbose: bool,
+    /// When a device is offline ([`crate::silence`]).
+    pub silence: Rule,
 }
 
 impl Default for Settings {
@@ -82,6 +88,7 @@ impl Default for Settings {
             admin_token: None,
             reading_rows: false,
             verbose: false,
+            silence: Rule::default(),
         }
     }
 }
@@ -106,6 +113,8 @@ struct File {
     #[serde(default)]
     keys: Vec<PathBuf>,
     reading_rows: Option<bool>,
+    silent_intervals: Option<u32>,
+    report_interval: Option<u64>,
 }
 
 /// `mqtt://host:port` (the port defaults to 1883).
@@ -163,6 +172,16 @@ pub fn keys_file(text: &str, name: &str) -> Result<Vec<(u64, u8, Key)>, String> 
     Ok(keys)
 }
 
+/// A report interval in whole seconds, 1 s to a year, in ms.
+fn interval_ms(v: &str) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(s @ 1..=31_536_000) => Ok(s * 1000),
+        _ => Err(format!(
+            "report interval {v}: whole seconds from 1 to 31536000 expected"
+        )),
+    }
+}
+
 fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
     v.parse()
         .map_err(|e| format!("{flag} {v}: {e} (an address such as 127.0.0.1:0)"))
@@ -208,6 +227,15 @@ impl Settings {
                 "--admin-token" => s.admin_token = Some(value()?),
                 "--verbose" => s.verbose = true,
                 "--reading-rows" => s.reading_rows = true,
+                "--silent-intervals" => {
+                    let v = value()?;
+                    s.silence.intervals = v
+                        .parse()
+                        .map_err(|e| format!("--silent-intervals {v}: {e}"))?;
+                }
+                "--report-interval" => {
+                    s.silence.default_interval_ms = interval_ms(&value()?)?;
+                }
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -249,6 +277,12 @@ impl Settings {
         if let Some(v) = f.reading_rows {
             self.reading_rows = v;
         }
+        if let Some(v) = f.silent_intervals {
+            self.silence.intervals = v;
+        }
+        if let Some(v) = f.report_interval {
+            self.silence.default_interval_ms = interval_ms(&v.to_string())?;
+        }
         Ok(())
     }
 }
@@ -283,6 +317,8 @@ mod tests {
         assert!(e(&["--database", "mysql://x"]).contains("postgres://"));
         assert!(e(&["--key", "1:2"]).contains("DEVICE:ID:HEX"));
         assert!(e(&["--frobnicate"]).contains("--frobnicate"));
+        assert!(e(&["--report-interval", "0"]).contains("report interval 0"));
+        assert!(e(&["--silent-intervals", "-1"]).contains("--silent-intervals -1"));
         let mut s = Settings::default();
         assert!(s.apply_file("htp = \"1\"").unwrap_err().contains("htp"));
     }

@@ -28,11 +28,11 @@ use telemark_server::{
 use crate::access::{Group, Role, Token};
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, Device,
-    DeviceKey, ReadingQuery, Span, StoreError, StoredReading,
+    DeviceKey, EventRow, ReadingQuery, Span, StoreError, StoredReading,
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -136,6 +136,15 @@ ALTER TABLE devices ADD COLUMN group_id INTEGER REFERENCES groups (id);
 CREATE TABLE tokens (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL UNIQUE, role TEXT NOT NULL,
     group_id INTEGER REFERENCES groups (id), created_ms INTEGER NOT NULL, revoked_ms INTEGER);
+";
+
+/// Version 5: devices gone silent, and what happened to each device.
+const V5: &str = "
+ALTER TABLE devices ADD COLUMN offline_ms INTEGER;
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY, device INTEGER NOT NULL, kind TEXT NOT NULL,
+    unix_ms INTEGER NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX events_by_device ON events (device, id);
 ";
 
 /// SQLite errors, by what the caller can do about them.
@@ -690,6 +699,7 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         revoked_ms: r.get(3)?,
         last_seen_ms: r.get(4)?,
         group: r.get(5)?,
+        offline_ms: r.get(6)?,
     })
 }
 
@@ -712,7 +722,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token, StoreError
 /// A device's columns; it was last heard when its latest epoch was.
 const DEVICE_COLUMNS: &str = "d.device, d.name, d.created_ms, d.revoked_ms, \
     COALESCE((SELECT MAX(e.received_ms) FROM epochs e WHERE e.device = d.device), d.last_seen_ms), \
-    d.group_id";
+    d.group_id, d.offline_ms";
 
 impl CloudStore for SqliteStore {
     fn add_device(&mut self, device: &Device, key: &DeviceKey) -> Result<(), StoreError> {
@@ -998,6 +1008,75 @@ impl CloudStore for SqliteStore {
             .map(|n| n as u64)
             .map_err(db_error)
     }
+
+    fn mark_offline(&mut self, device: u64, now_ms: i64, detail: &str) -> Result<bool, StoreError> {
+        self.mark(device, now_ms, "offline", detail)
+    }
+
+    fn mark_recovered(
+        &mut self,
+        device: u64,
+        now_ms: i64,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        self.mark(device, now_ms, "recovered", detail)
+    }
+
+    fn events(&mut self, device: u64, limit: u32) -> Result<Vec<EventRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT kind, unix_ms, detail FROM events WHERE device = ?1 \
+                 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![i(device), limit], |r| {
+                Ok(EventRow {
+                    kind: r.get(0)?,
+                    unix_ms: r.get(1)?,
+                    detail: r.get(2)?,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+}
+
+impl SqliteStore {
+    /// Sets (`offline`) or clears (`recovered`) the device's offline mark
+    /// and keeps the event, if the mark changes.
+    fn mark(
+        &mut self,
+        device: u64,
+        now_ms: i64,
+        kind: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.transaction().map_err(db_error)?;
+        let changed = if kind == "offline" {
+            tx.execute(
+                "UPDATE devices SET offline_ms = ?2 WHERE device = ?1 AND offline_ms IS NULL",
+                params![i(device), now_ms],
+            )
+        } else {
+            tx.execute(
+                "UPDATE devices SET offline_ms = NULL WHERE device = ?1 AND offline_ms IS NOT NULL",
+                params![i(device)],
+            )
+        }
+        .map_err(db_error)?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO events (device, kind, unix_ms, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![i(device), kind, now_ms, detail],
+        )
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        Ok(true)
+    }
 }
 
 /// Brings the database to [`SCHEMA_VERSION`], each step in one
@@ -1011,7 +1090,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
             "the database has schema version {version}; this build knows up to {SCHEMA_VERSION}"
         )));
     }
-    for (to, sql) in [(1, V1), (2, V2), (3, V3), (4, V4)] {
+    for (to, sql) in [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)] {
         if version >= to {
             continue;
         }

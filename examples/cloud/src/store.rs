@@ -74,6 +74,8 @@ pub struct Device {
     pub last_seen_ms: Option<i64>,
     /// The group it is in, if any.
     pub group: Option<i64>,
+    /// Since when it is offline (silent too long), Unix ms.
+    pub offline_ms: Option<i64>,
 }
 
 /// One key of a device.
@@ -126,6 +128,17 @@ pub struct AlertRow {
     pub unix_ms: Option<i64>,
     /// The reading that raised it, if any.
     pub value: Option<f64>,
+}
+
+/// Something that happened to a device, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EventRow {
+    /// `offline` (silent too long) or `recovered` (heard again).
+    pub kind: String,
+    /// When, Unix ms.
+    pub unix_ms: i64,
+    /// What the service saw, in words.
+    pub detail: String,
 }
 
 /// A command as queued, with where it stands.
@@ -307,6 +320,23 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
 
     /// How many readings are stored for `device`.
     fn reading_count(&mut self, device: u64) -> Result<u64, StoreError>;
+
+    /// Marks `device` offline since `now_ms` and keeps an `offline` event,
+    /// in one transaction; false for an unknown device or one already
+    /// offline.
+    fn mark_offline(&mut self, device: u64, now_ms: i64, detail: &str) -> Result<bool, StoreError>;
+
+    /// Clears `device`'s offline mark and keeps a `recovered` event, in
+    /// one transaction; false if it was not offline.
+    fn mark_recovered(
+        &mut self,
+        device: u64,
+        now_ms: i64,
+        detail: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The events of `device`, latest first, at most `limit`.
+    fn events(&mut self, device: u64, limit: u32) -> Result<Vec<EventRow>, StoreError>;
 
     /// The commands queued for `device`, oldest first, with their results.
     fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError> {

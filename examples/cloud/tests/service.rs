@@ -33,7 +33,12 @@ struct Service {
 
 impl Service {
     fn start(test: &str) -> Service {
-        let cloud = Cloud::start(Path::new(env!("CARGO_BIN_EXE_telemark-cloud")), test, TOKEN);
+        Service::start_with(test, &[])
+    }
+
+    fn start_with(test: &str, flags: &[&str]) -> Service {
+        let binary = Path::new(env!("CARGO_BIN_EXE_telemark-cloud"));
+        let cloud = Cloud::start_with(binary, test, TOKEN, flags);
         let mqtt: std::net::SocketAddr = cloud.address("mqtt").parse().unwrap();
         Service {
             api: format!("http://{}", cloud.address("http")),
@@ -304,6 +309,63 @@ fn next_frame(engine: &mut Engine, now: Instant) -> Vec<u8> {
         }
     }
     panic!("the engine sent no frame");
+}
+
+/// A device silent for two report intervals (of 1 s here) goes offline,
+/// with an event and a ping queued; its next frame brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_device_goes_offline_is_pinged_and_recovers() {
+    let service = Service::start_with(
+        "silent",
+        &["--report-interval", "1", "--silent-intervals", "2"],
+    );
+    let (id, mut engine) = provision(&service, "quiet").await;
+    let device = service.url(&format!("/v1/devices/{id}"));
+    assert_eq!(get(&device).await["device"]["state"], "unseen");
+    let post = |frame: Vec<u8>| {
+        client()
+            .post(service.url(telemark_http::exchange::PATH))
+            .body(frame)
+            .send()
+    };
+    let answer = post(next_frame(&mut engine, Instant::from_millis(1_000)))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(get(&device).await["device"]["state"], "online");
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = get(&device).await;
+        if seen["device"]["state"] == "offline" {
+            break;
+        }
+        tokio::time::sleep(RealDuration::from_millis(100)).await;
+    }
+    assert_eq!(seen["device"]["state"], "offline", "{seen}");
+    assert!(seen["device"]["offline_ms"].as_i64().is_some(), "{seen}");
+    let events = get(&service.url(&format!("/v1/devices/{id}/events"))).await;
+    assert_eq!(events["events"][0]["kind"], "offline", "{events}");
+    let commands = get(&service.url(&format!("/v1/devices/{id}/commands"))).await;
+    assert_eq!(commands["commands"][0]["command"], "ping", "{commands}");
+    let answer = post(next_frame(&mut engine, Instant::from_millis(60_000)))
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let after = get(&device).await;
+    assert_eq!(after["device"]["state"], "online", "{after}");
+    let events = get(&service.url(&format!("/v1/devices/{id}/events"))).await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.get(..2),
+        Some(&["recovered", "offline"][..]),
+        "{events}"
+    );
+    service.terminate();
 }
 
 /// Every bad request is a problem+json with a detail; the service keeps

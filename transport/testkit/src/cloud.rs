@@ -19,6 +19,11 @@ impl Cloud {
     /// Starts `binary` with every listener on a free loopback port, the
     /// admin token `token` and a data directory named after `test`.
     pub fn start(binary: &Path, test: &str, token: &str) -> Cloud {
+        Cloud::start_with(binary, test, token, &[])
+    }
+
+    /// [`Cloud::start`] with more flags.
+    pub fn start_with(binary: &Path, test: &str, token: &str, flags: &[&str]) -> Cloud {
         let data =
             std::env::temp_dir().join(format!("telemark-cloud-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
@@ -27,6 +32,7 @@ impl Cloud {
             .args(["--coap", "127.0.0.1:0", "--admin-token", token])
             .arg("--data")
             .arg(&data)
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
