@@ -306,6 +306,11 @@ pub fn the_outbox_is_sent_until_settled<S: Store>(store: &mut S) {
         [format!("config {cbor:02x?}"), "command 9 Ping".to_string()],
         "the config and the first command of id 9 go down"
     );
+    assert_eq!(
+        (r.sent.config, r.sent.commands.as_slice(), r.sent.key),
+        (Some(2), &[9][..], None),
+        "what went down is told"
+    );
     let applied = Report::ConfigStatus {
         version: 2,
         code: 0,
@@ -329,6 +334,7 @@ pub fn the_outbox_is_sent_until_settled<S: Store>(store: &mut S) {
         "nothing left: {:?}",
         items(&r.response)
     );
+    assert_eq!(r.sent, crate::Sent::default());
     let outbox = store.outbox(DEVICE).ok().unwrap_or_default();
     assert!(
         outbox.pending().is_empty(),

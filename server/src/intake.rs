@@ -13,7 +13,7 @@ use telemark_core::wire::seal::{open, Direction, FrameError, FrameKind, Header, 
 use telemark_core::wire::{Epoch, Lane, Seq, SeqRange};
 
 use crate::keyring::Keyring;
-use crate::outbox::{KeyState, Outbox, OutboxChange, Retired};
+use crate::outbox::{KeyState, Outbox, OutboxChange, Retired, Sent};
 use crate::store::{
     Batch, Committed, Conflict, Contents, EpochState, NewRecord, PendingResponse, RecordKey, Store,
     TimedReading,
@@ -234,6 +234,9 @@ pub struct Received {
     pub batch: Batch,
     /// The sealed response: the acknowledgement and what the outbox holds.
     pub response: Vec<u8>,
+    /// What of the outbox the response carried (what did not fit goes
+    /// with a later one).
+    pub sent: Sent,
 }
 
 /// Frames of a group of `n` that were not refused, of those `prepared`
@@ -383,7 +386,7 @@ impl Server {
     /// The answer to a frame whose batch `committed` holds: its response
     /// and the counters.
     fn answer(&mut self, p: Prepared, committed: Committed) -> Received {
-        let response = self.respond(committed, &p.outbox, &p.sealing, p.received_unix_ms);
+        let (response, sent) = self.respond(committed, &p.outbox, &p.sealing, p.received_unix_ms);
         let batch = p.batch;
         let c = &mut self.counters;
         c.frames += 1;
@@ -391,7 +394,11 @@ impl Server {
         c.readings += batch.readings() as u64;
         c.duplicates += u64::from(batch.duplicates);
         c.conflicts += batch.conflicts.len() as u64;
-        Received { batch, response }
+        Received {
+            batch,
+            response,
+            sent,
+        }
     }
 
     /// Everything [`Server::receive`] does before the commit: the frame
@@ -617,8 +624,9 @@ impl Server {
         outbox: &Outbox,
         sealing: &Sealing,
         now: u64,
-    ) -> Vec<u8> {
+    ) -> (Vec<u8>, Sent) {
         let pending = committed.response;
+        let mut sent = Sent::default();
         let header = Header::new(
             FrameKind::Response,
             committed.device,
@@ -632,20 +640,21 @@ impl Server {
             .get(..pending.ranges.len().min(MAX_ACK_RANGES))
             .unwrap_or_default();
         let Ok(mut w) = ResponseWriter::new(&mut buf, &header, Some(now), ranges, sealing) else {
-            return Vec::new();
+            return (Vec::new(), sent);
         };
         for item in outbox.pending() {
             // What does not fit goes with a later response.
             if w.push(&item).is_err() {
                 break;
             }
+            sent.note(&item, outbox);
         }
         match w.finish(sealing) {
             Ok(n) => {
                 buf.truncate(n);
-                buf
+                (buf, sent)
             }
-            Err(_) => Vec::new(),
+            Err(_) => (Vec::new(), Sent::default()),
         }
     }
 }

@@ -51,7 +51,7 @@ pub use keyring::{DeviceKeys, Keyring};
 pub use memory::{MemoryStore, Unavailable};
 pub use outbox::{
     CommandOutcome, ConfigState, DesiredConfig, KeyRotation, KeyState, Outbox, OutboxChange,
-    QueuedCommand, Retired,
+    QueuedCommand, Retired, Sent,
 };
 pub use store::{
     Batch, Committed, Conflict, Contents, EpochState, NewRecord, RecordKey, Store, TimedReading,

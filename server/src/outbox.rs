@@ -55,6 +55,28 @@ pub struct QueuedCommand {
     pub result: Option<CommandOutcome>,
 }
 
+/// What one response carried of the outbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The config version, if its update went down.
+    pub config: Option<u32>,
+    /// The ids of the commands that went down.
+    pub commands: Vec<u32>,
+    /// The id of the key that went down, if one did.
+    pub key: Option<u8>,
+}
+
+impl Sent {
+    /// Notes that `item`, of `outbox`, went down.
+    pub fn note(&mut self, item: &Item<'_>, outbox: &Outbox) {
+        match item {
+            Item::Config(_) => self.config = outbox.config.as_ref().map(|c| c.version),
+            Item::Command { id, .. } => self.commands.push(*id),
+            Item::Key { id, .. } => self.key = Some(*id),
+        }
+    }
+}
+
 /// A frame sealed with a key the device moved away from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retired;

@@ -749,11 +749,11 @@ async fn commands(
         .map(|c| {
             let mut v = command_name(c.command);
             v["id"] = json!(c.id);
-            v["state"] = json!(if c.result.is_some() {
-                "answered"
-            } else {
-                "queued"
-            });
+            v["state"] = json!(c.state());
+            v["queued_ms"] = json!(c.queued_ms);
+            v["sent_ms"] = json!(c.sent_ms);
+            v["expires_ms"] = json!(c.expires_ms);
+            v["expired_ms"] = json!(c.expired_ms);
             if let Some((status, value)) = c.result {
                 v["result"] = json!({"status": status, "value": value});
             }
@@ -769,6 +769,9 @@ struct NewCommand {
     command: String,
     output: Option<u8>,
     value: Option<u32>,
+    /// Seconds it is sent unanswered before it expires; the service's
+    /// command time if absent.
+    ttl_s: Option<u64>,
 }
 
 impl NewCommand {
@@ -806,17 +809,34 @@ async fn command(
     Body(new): Body<NewCommand>,
 ) -> Result<Response, Problem> {
     let command = new.command()?;
-    let queued = api
+    let ttl_ms = match new.ttl_s {
+        Some(s @ 1..=MAX_TTL_S) => Some(Some(s * 1000)),
+        Some(s) => {
+            return Err(Problem::bad(format!(
+                "ttl_s {s}: 1 to {MAX_TTL_S} seconds, or absent for the service's"
+            )))
+        }
+        None => None,
+    };
+    let now = unix_ms() as i64;
+    let (queued, expires) = api
         .run(move |hub| {
             visible(hub, caller, id)?;
-            Ok(hub.queue_command(id, command)?)
+            let ttl = ttl_ms.unwrap_or(hub.command_ttl());
+            let queued = hub.queue_command_at(id, command, now, ttl)?;
+            Ok((queued, ttl.map(|t| now + t as i64)))
         })
         .await?;
     let mut v = command_name(command);
     v["id"] = json!(queued);
     v["state"] = json!("queued");
+    v["queued_ms"] = json!(now);
+    v["expires_ms"] = json!(expires);
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
+
+/// The longest a command may be sent unanswered: a year, s.
+const MAX_TTL_S: u64 = 31_536_000;
 
 async fn config(
     State(api): State<Api>,

@@ -39,6 +39,7 @@ pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
     alerts_are_listed_latest_first(fresh());
     groups_and_tokens_are_kept(fresh());
     silent_devices_go_offline_and_recover(fresh());
+    commands_are_sent_answered_or_expire(fresh());
 }
 
 fn hub(store: Box<dyn CloudStore>) -> Hub {
@@ -110,9 +111,20 @@ fn frame(p: &Provisioned, counter: u32, seq: u32, readings: &[Reading]) -> Vec<u
 
 /// A frame with one alert report as record `seq`.
 fn alert_frame(p: &Provisioned, counter: u32, seq: u32, alert: Alert) -> Vec<u8> {
+    report_frame(p, counter, seq, Report::Alert(alert), alert.severity)
+}
+
+/// A frame with one report of `severity` as record `seq`.
+fn report_frame(
+    p: &Provisioned,
+    counter: u32,
+    seq: u32,
+    report: Report,
+    severity: Severity,
+) -> Vec<u8> {
     let mut payload = [0u8; 64];
-    let len = Report::Alert(alert).encode(&mut payload).unwrap_or(0);
-    let meta = RecordMeta::alert(alert.severity, 1);
+    let len = report.encode(&mut payload).unwrap_or(0);
+    let meta = RecordMeta::alert(severity, 1);
     sealed(
         p,
         counter,
@@ -479,4 +491,83 @@ pub fn silent_devices_go_offline_and_recover(store: Box<dyn CloudStore>) {
         "the config's interval"
     );
     assert_eq!(silent(&mut hub, 600_000 + 1_801_000), [id]);
+}
+
+/// A command is queued, sent when a response first carries it, answered
+/// when the device reports its result, or expired past its time
+/// unanswered, and then no longer sent.
+pub fn commands_are_sent_answered_or_expire(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let p = add(&mut hub, "relay");
+    let id = p.device.id;
+    let queued = ADDED;
+    let ping = hub.queue_command_at(id, Command::Ping, queued, Some(60_000));
+    let reboot = hub.queue_command_at(id, Command::Reboot, queued, None);
+    assert_eq!((ping.ok(), reboot.ok()), (Some(1), Some(2)));
+    let states = |hub: &mut Hub| -> Vec<(&'static str, Option<i64>, Option<i64>)> {
+        ok(hub.store().commands(id))
+            .iter()
+            .map(|c| (c.state(), c.sent_ms, c.expires_ms))
+            .collect()
+    };
+    assert_eq!(
+        states(&mut hub),
+        [
+            ("queued", None, Some(queued + 60_000)),
+            ("queued", None, None)
+        ]
+    );
+    assert!(ok(hub.store().commands(id))
+        .iter()
+        .all(|c| c.queued_ms == Some(queued)));
+    assert!(hub
+        .receive(&frame(&p, 1, 0, &readings(10, 4)), RECEIVED)
+        .is_some());
+    let sent = Some(RECEIVED as i64);
+    assert_eq!(
+        states(&mut hub),
+        [("sent", sent, Some(queued + 60_000)), ("sent", sent, None)]
+    );
+    assert_eq!(hub.expire_commands((queued + 60_000) as u64).ok(), Some(1));
+    assert_eq!(
+        hub.expire_commands((queued + 120_000) as u64).ok(),
+        Some(0),
+        "expired twice"
+    );
+    let listed = ok(hub.store().commands(id));
+    assert_eq!(listed.first().map(|c| c.state()), Some("expired"));
+    assert_eq!(
+        listed.first().and_then(|c| c.expired_ms),
+        Some(queued + 60_000)
+    );
+    let outbox = ok(hub.store().outbox(id));
+    assert_eq!(
+        outbox.commands.iter().map(|c| c.id).collect::<Vec<_>>(),
+        [2],
+        "an expired command is no longer sent"
+    );
+    let result = Report::CommandResult {
+        id: 2,
+        status: 0,
+        value: 1,
+    };
+    assert!(hub
+        .receive(
+            &report_frame(&p, 2, 1, result, Severity::Info),
+            RECEIVED + 1_000
+        )
+        .is_some());
+    let listed = ok(hub.store().commands(id));
+    assert_eq!(
+        listed
+            .iter()
+            .map(|c| (c.state(), c.result))
+            .collect::<Vec<_>>(),
+        [("expired", None), ("answered", Some((0, 1)))]
+    );
+    assert_eq!(
+        hub.expire_commands(u64::MAX / 2).ok(),
+        Some(0),
+        "an answered command"
+    );
 }

@@ -234,6 +234,10 @@ impl HubHandle {
     }
 }
 
+/// How long a command is sent unanswered before it expires, unless the
+/// service or its caller says otherwise: a day, ms.
+pub const DEFAULT_COMMAND_TTL_MS: u64 = 86_400_000;
+
 /// How often the keyring is read again from the store, ms.
 pub const KEY_REFRESH_MS: u64 = 10_000;
 
@@ -280,6 +284,8 @@ pub struct Hub {
     unauthenticated: Vec<u64>,
     keys_loaded_ms: u64,
     silence: Watch,
+    command_ttl_ms: Option<u64>,
+    housekept_ms: u64,
     closed: bool,
 }
 
@@ -295,6 +301,8 @@ impl Hub {
         Ok(Hub {
             server: Server::new(keyring),
             silence,
+            command_ttl_ms: Some(DEFAULT_COMMAND_TTL_MS),
+            housekept_ms: 0,
             store,
             watch: None,
             figures: Figures::default(),
@@ -316,8 +324,9 @@ impl Hub {
     /// as the rule says.
     pub fn check_silence(&mut self, now_ms: u64) -> Result<Vec<u64>, HubError> {
         let gone = self.silence.check(self.store.as_mut(), now_ms)?;
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         for &device in &gone {
-            self.queue_command(device, Command::Ping)?;
+            self.queue_command_at(device, Command::Ping, now, self.command_ttl_ms)?;
         }
         Ok(gone)
     }
@@ -480,9 +489,35 @@ impl Hub {
         Ok(version)
     }
 
-    /// Queues a command for `device`, sent until its result comes back;
-    /// returns its id (one above the device's last).
+    /// How long commands are sent unanswered before they expire, unless
+    /// queued with a time of their own; `None`: never.
+    pub fn set_command_ttl(&mut self, ttl_ms: Option<u64>) {
+        self.command_ttl_ms = ttl_ms;
+    }
+
+    /// The service's command time ([`Hub::set_command_ttl`]).
+    pub fn command_ttl(&self) -> Option<u64> {
+        self.command_ttl_ms
+    }
+
+    /// Queues a command for `device` now, sent until its result comes
+    /// back or the service's command time runs out; returns its id (one
+    /// above the device's last).
     pub fn queue_command(&mut self, device: u64, command: Command) -> Result<u32, HubError> {
+        let now = i64::try_from(crate::unix_ms()).unwrap_or(i64::MAX);
+        self.queue_command_at(device, command, now, self.command_ttl_ms)
+    }
+
+    /// Queues a command for `device` at `now_ms`, sent until its result
+    /// comes back or for `ttl_ms` (`None`: until answered); returns its
+    /// id.
+    pub fn queue_command_at(
+        &mut self,
+        device: u64,
+        command: Command,
+        now_ms: i64,
+        ttl_ms: Option<u64>,
+    ) -> Result<u32, HubError> {
         self.live(device)?;
         let id = self
             .store
@@ -491,7 +526,9 @@ impl Hub {
             .map(|c| c.id)
             .max()
             .map_or(1, |id| id.wrapping_add(1).max(1));
-        self.store.queue_command(device, id, command)?;
+        let expires = ttl_ms.map(|t| now_ms.saturating_add(i64::try_from(t).unwrap_or(i64::MAX)));
+        self.store
+            .queue_command_until(device, id, command, now_ms, expires)?;
         Ok(id)
     }
 
@@ -641,6 +678,7 @@ impl Hub {
                     (Some(Ok(received)), Some(t)) => {
                         self.show(&received);
                         self.heard(received.batch.device, t);
+                        self.note_sent(received.batch.device, &received.sent.commands, t);
                         Ok(received.response)
                     }
                     (Some(Err(r)), _) => Err(NotAcknowledged::Refused(r)),
@@ -658,6 +696,18 @@ impl Hub {
     fn heard(&mut self, device: u64, now_ms: u64) {
         if let Err(e) = self.silence.heard(self.store.as_mut(), device, now_ms) {
             eprintln!("device {device} heard again, not marked recovered: {e}");
+        }
+    }
+
+    /// A response carried `commands` of `device` down at `now_ms`. A
+    /// store that cannot note it now shows them queued a while longer.
+    fn note_sent(&mut self, device: u64, commands: &[u32], now_ms: u64) {
+        if commands.is_empty() {
+            return;
+        }
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        if let Err(e) = self.store.commands_sent(device, commands, now) {
+            eprintln!("commands {commands:?} of device {device} sent, not noted: {e}");
         }
     }
 
@@ -734,15 +784,31 @@ impl Hub {
         self
     }
 
-    /// Looks for silent devices when the rule says it is time.
+    /// Expires commands and looks for silent devices, as often as the
+    /// silence rule says (every 10 s with it off).
     fn tick(&mut self) {
         let now = crate::unix_ms();
-        if self.closed || !self.silence.due(now) {
+        let period = self.silence.rule().period_ms();
+        if self.closed || now.saturating_sub(self.housekept_ms) < period {
+            return;
+        }
+        self.housekept_ms = now;
+        if let Err(e) = self.expire_commands(now) {
+            eprintln!("expiring commands: {e}");
+        }
+        if self.silence.rule().intervals == 0 {
             return;
         }
         if let Err(e) = self.check_silence(now) {
             eprintln!("looking for silent devices: {e}");
         }
+    }
+
+    /// Expires every unanswered command past its time at `now_ms`; they
+    /// are no longer sent. Returns how many.
+    pub fn expire_commands(&mut self, now_ms: u64) -> Result<u64, HubError> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        Ok(self.store.expire_commands(now)?)
     }
 
     /// Reloads the keyring from the store every [`KEY_REFRESH_MS`], so

@@ -49,7 +49,7 @@ mod store;
 
 pub use hub::{
     Answer, Arrival, Figures, Hub, HubError, HubHandle, NotAcknowledged, Provisioned, Stored,
-    COMMIT_BOUNDS, KEY_REFRESH_MS, MAX_GROUP,
+    COMMIT_BOUNDS, DEFAULT_COMMAND_TTL_MS, KEY_REFRESH_MS, MAX_GROUP,
 };
 pub use mqtt::{Broker, MqttError};
 pub use postgres::PgStore;

@@ -5,7 +5,7 @@
 //!                [--http ADDR] [--mqtt ADDR] [--coap ADDR] [--broker mqtt://HOST:PORT]
 //!                [--line ADDR] [--line-connect ADDR] [--serial PATH]
 //!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
-//!                [--silent-intervals N] [--report-interval SECONDS]
+//!                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
 //!                [--reading-rows] [--verbose]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
@@ -120,6 +120,7 @@ fn serve(s: Settings) -> Result<(), String> {
     let store = open_store(&s)?;
     let mut hub = Hub::new(store).map_err(|e| e.to_string())?;
     hub.detect_silence(s.silence).map_err(|e| e.to_string())?;
+    hub.set_command_ttl(s.command_ttl_ms);
     let now = unix_ms() as i64;
     let mut keys = s.key.clone();
     for file in &s.keys {
@@ -419,7 +420,7 @@ const USAGE: &str =
                [--mqtt-prefix P]
                [--line ADDR] [--line-connect ADDR] [--serial PATH]
                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
-               [--silent-intervals N] [--report-interval SECONDS]
+               [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
                [--reading-rows] [--verbose]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]

@@ -23,11 +23,11 @@ use telemark_server::{
 use crate::access::{Group, Role, Token};
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
-    command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, Device,
-    DeviceKey, EventRow, ReadingQuery, Span, StoreError, StoredReading,
+    command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
+    Device, DeviceKey, EventRow, ReadingQuery, Span, StoreError, StoredReading,
 };
 
-/// The schema at version 2; [`V3`], [`V4`] and [`V5`] bring it to
+/// The schema at version 2; [`V3`] to [`V6`] bring it to
 /// [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
 CREATE TABLE records (
@@ -115,6 +115,13 @@ CREATE TABLE events (
     id BIGSERIAL PRIMARY KEY, device BIGINT NOT NULL, kind TEXT NOT NULL,
     unix_ms BIGINT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX events_by_device ON events (device, id);
+";
+
+/// From version 5 to 6: when each command was queued and first sent, and
+/// when it expires or expired unanswered.
+const V6: &str = "
+ALTER TABLE outbox_commands ADD COLUMN queued_ms BIGINT, ADD COLUMN sent_ms BIGINT,
+    ADD COLUMN expires_ms BIGINT, ADD COLUMN expired_ms BIGINT;
 ";
 
 /// PostgreSQL errors, by what the caller can do about them.
@@ -559,7 +566,7 @@ SELECT 'key', id::BIGINT, key, state, status::BIGINT, previous_id::BIGINT, NULL,
 UNION ALL
 SELECT 'command', id, NULL, NULL, code::BIGINT, output::BIGINT, value, NULL, status::BIGINT,
        result, queued
-    FROM outbox_commands WHERE device = $1
+    FROM outbox_commands WHERE device = $1 AND expired_ms IS NULL
 ORDER BY q";
 
 fn outbox(c: &mut Session<'_>, device: u64) -> Result<Result<Outbox, StoreError>, postgres::Error> {
@@ -1098,6 +1105,95 @@ impl CloudStore for PgStore {
         })
     }
 
+    fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT id, code, output, value, status, result, queued_ms, sent_ms, expires_ms, \
+                 expired_ms FROM outbox_commands WHERE device = $1 ORDER BY queued",
+                &[&i(device)],
+            )
+        })?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let code = small(i64::from(r.get::<_, i32>(1)), "command code")?;
+            let output = small(i64::from(r.get::<_, i32>(2)), "command output")?;
+            let value = small(r.get::<_, i64>(3), "command value")?;
+            // A command this build does not know is left out.
+            let Some(command) = command_of(code, output, value) else {
+                continue;
+            };
+            let status: Option<i32> = r.get(4);
+            let result: Option<i64> = r.get(5);
+            let result = match status.zip(result) {
+                Some((s, v)) => Some((
+                    small(i64::from(s), "command status")?,
+                    small(v, "command result")?,
+                )),
+                None => None,
+            };
+            out.push(CommandRow {
+                id: small(r.get::<_, i64>(0), "command id")?,
+                command,
+                result,
+                queued_ms: r.get(6),
+                sent_ms: r.get(7),
+                expires_ms: r.get(8),
+                expired_ms: r.get(9),
+            });
+        }
+        Ok(out)
+    }
+
+    fn queue_command_until(
+        &mut self,
+        device: u64,
+        id: u32,
+        command: Command,
+        queued_ms: i64,
+        expires_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let (code, output, value) = command_columns(command);
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO outbox_commands \
+                 (device, id, code, output, value, queued_ms, expires_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &i(device),
+                    &i64::from(id),
+                    &i32::from(code),
+                    &i32::from(output),
+                    &i64::from(value),
+                    &queued_ms,
+                    &expires_ms,
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn commands_sent(&mut self, device: u64, ids: &[u32], now_ms: i64) -> Result<(), StoreError> {
+        let ids: Vec<i64> = ids.iter().map(|&id| i64::from(id)).collect();
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox_commands SET sent_ms = $3 \
+                 WHERE device = $1 AND id = ANY($2) AND sent_ms IS NULL",
+                &[&i(device), &ids, &now_ms],
+            )
+            .map(drop)
+        })
+    }
+
+    fn expire_commands(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE outbox_commands SET expired_ms = $1 WHERE result IS NULL \
+                 AND expired_ms IS NULL AND expires_ms <= $1",
+                &[&now_ms],
+            )
+        })
+    }
+
     fn mark_offline(&mut self, device: u64, now_ms: i64, detail: &str) -> Result<bool, StoreError> {
         self.mark(
             "UPDATE devices SET offline_ms = $2 WHERE device = $1 AND offline_ms IS NULL",
@@ -1190,7 +1286,7 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         }
         Some(v) => v,
     };
-    for (to, sql) in [(3, V3), (4, V4), (5, V5)] {
+    for (to, sql) in [(3, V3), (4, V4), (5, V5), (6, V6)] {
         if version < to {
             tx.batch_execute(sql).map_err(db_error)?;
             tx.execute("UPDATE telemark_schema SET version = $1", &[&to])

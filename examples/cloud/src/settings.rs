@@ -16,6 +16,7 @@
 //! reading_rows = false                    # --reading-rows: also a row per reading, for SQL tools
 //! silent_intervals = 3                    # --silent-intervals N: offline after N report intervals (0: never)
 //! report_interval = 3600                  # --report-interval S: for devices whose config sets none
+//! command_ttl = 86400                     # --command-ttl S: a command unanswered expires (0: never)
 //! ```
 //!
 //! The admin token comes from `--admin-token`, else the environment's
@@ -67,6 +68,8 @@ pub struct Settings {
     pub verbose: bool,
     /// When a device is offline ([`crate::silence`]).
     pub silence: Rule,
+    /// How long a command is sent unanswered, ms; `None`: until answered.
+    pub command_ttl_ms: Option<u64>,
 }
 
 impl Default for Settings {
@@ -89,6 +92,7 @@ impl Default for Settings {
             reading_rows: false,
             verbose: false,
             silence: Rule::default(),
+            command_ttl_ms: Some(crate::DEFAULT_COMMAND_TTL_MS),
         }
     }
 }
@@ -115,6 +119,7 @@ struct File {
     reading_rows: Option<bool>,
     silent_intervals: Option<u32>,
     report_interval: Option<u64>,
+    command_ttl: Option<u64>,
 }
 
 /// `mqtt://host:port` (the port defaults to 1883).
@@ -182,6 +187,17 @@ fn interval_ms(v: &str) -> Result<u64, String> {
     }
 }
 
+/// A command time in whole seconds, up to a year (0: never), in ms.
+fn ttl_ms(v: &str) -> Result<Option<u64>, String> {
+    match v.parse::<u64>() {
+        Ok(0) => Ok(None),
+        Ok(s @ 1..=31_536_000) => Ok(Some(s * 1000)),
+        _ => Err(format!(
+            "command ttl {v}: whole seconds up to 31536000 expected (0: never)"
+        )),
+    }
+}
+
 fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
     v.parse()
         .map_err(|e| format!("{flag} {v}: {e} (an address such as 127.0.0.1:0)"))
@@ -236,6 +252,7 @@ impl Settings {
                 "--report-interval" => {
                     s.silence.default_interval_ms = interval_ms(&value()?)?;
                 }
+                "--command-ttl" => s.command_ttl_ms = ttl_ms(&value()?)?,
                 other => return Err(format!("unknown argument {other}")),
             }
         }
@@ -283,6 +300,9 @@ impl Settings {
         if let Some(v) = f.report_interval {
             self.silence.default_interval_ms = interval_ms(&v.to_string())?;
         }
+        if let Some(v) = f.command_ttl {
+            self.command_ttl_ms = ttl_ms(&v.to_string())?;
+        }
         Ok(())
     }
 }
@@ -318,6 +338,9 @@ mod tests {
         assert!(e(&["--key", "1:2"]).contains("DEVICE:ID:HEX"));
         assert!(e(&["--frobnicate"]).contains("--frobnicate"));
         assert!(e(&["--report-interval", "0"]).contains("report interval 0"));
+        assert!(e(&["--command-ttl", "x"]).contains("command ttl x"));
+        let never = Settings::parse(["--command-ttl", "0"].map(String::from)).unwrap();
+        assert_eq!(never.command_ttl_ms, None);
         assert!(e(&["--silent-intervals", "-1"]).contains("--silent-intervals -1"));
         let mut s = Settings::default();
         assert!(s.apply_file("htp = \"1\"").unwrap_err().contains("htp"));

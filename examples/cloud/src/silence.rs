@@ -78,7 +78,6 @@ pub struct Watch {
     /// Interval by device, from its desired config; forgotten when that
     /// changes.
     intervals: HashMap<u64, u64>,
-    checked_ms: u64,
 }
 
 impl Watch {
@@ -95,18 +94,12 @@ impl Watch {
             rule,
             offline,
             intervals: HashMap::new(),
-            checked_ms: 0,
         })
     }
 
     /// The rule it applies.
     pub fn rule(&self) -> Rule {
         self.rule
-    }
-
-    /// True when it is time to look again, at `now_ms`.
-    pub fn due(&self, now_ms: u64) -> bool {
-        self.rule.intervals > 0 && now_ms.saturating_sub(self.checked_ms) >= self.rule.period_ms()
     }
 
     /// `device`'s desired config changed: its interval is read again.
@@ -121,7 +114,6 @@ impl Watch {
         store: &mut dyn CloudStore,
         now_ms: u64,
     ) -> Result<Vec<u64>, StoreError> {
-        self.checked_ms = now_ms;
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let mut gone = Vec::new();
         for d in store.devices()? {

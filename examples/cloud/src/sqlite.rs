@@ -27,12 +27,12 @@ use telemark_server::{
 
 use crate::access::{Group, Role, Token};
 use crate::store::{
-    command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, Device,
-    DeviceKey, EventRow, ReadingQuery, Span, StoreError, StoredReading,
+    command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
+    Device, DeviceKey, EventRow, ReadingQuery, Span, StoreError, StoredReading,
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -145,6 +145,15 @@ CREATE TABLE events (
     id INTEGER PRIMARY KEY, device INTEGER NOT NULL, kind TEXT NOT NULL,
     unix_ms INTEGER NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX events_by_device ON events (device, id);
+";
+
+/// Version 6: when each command was queued and first sent, and when it
+/// expires or expired unanswered.
+const V6: &str = "
+ALTER TABLE outbox_commands ADD COLUMN queued_ms INTEGER;
+ALTER TABLE outbox_commands ADD COLUMN sent_ms INTEGER;
+ALTER TABLE outbox_commands ADD COLUMN expires_ms INTEGER;
+ALTER TABLE outbox_commands ADD COLUMN expired_ms INTEGER;
 ";
 
 /// SQLite errors, by what the caller can do about them.
@@ -443,7 +452,7 @@ impl SqliteStore {
             .optional()?;
         let mut stmt = self.db.prepare_cached(
             "SELECT id, code, output, value, status, result FROM outbox_commands \
-             WHERE device = ?1 ORDER BY rowid",
+             WHERE device = ?1 AND expired_ms IS NULL ORDER BY rowid",
         )?;
         let rows = stmt.query_map([i(device)], |r| {
             let status: Option<u8> = r.get(4)?;
@@ -606,11 +615,19 @@ impl SqliteStore {
         tx.commit()
     }
 
-    fn queue_command_db(&mut self, device: u64, id: u32, command: Command) -> rusqlite::Result<()> {
+    fn queue_command_db(
+        &mut self,
+        device: u64,
+        id: u32,
+        command: Command,
+        (queued_ms, expires_ms): (Option<i64>, Option<i64>),
+    ) -> rusqlite::Result<()> {
         let (code, output, value) = command_columns(command);
         self.db.execute(
-            "INSERT OR IGNORE INTO outbox_commands VALUES (?1, ?2, ?3, ?4, ?5, NULL, NULL)",
-            params![i(device), id, code, output, value],
+            "INSERT OR IGNORE INTO outbox_commands \
+             (device, id, code, output, value, queued_ms, expires_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![i(device), id, code, output, value, queued_ms, expires_ms],
         )?;
         Ok(())
     }
@@ -663,7 +680,8 @@ impl Store for SqliteStore {
     }
 
     fn queue_command(&mut self, device: u64, id: u32, command: Command) -> Result<(), StoreError> {
-        self.queue_command_db(device, id, command).map_err(db_error)
+        self.queue_command_db(device, id, command, (None, None))
+            .map_err(db_error)
     }
 
     fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), StoreError> {
@@ -1009,6 +1027,75 @@ impl CloudStore for SqliteStore {
             .map_err(db_error)
     }
 
+    fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT id, code, output, value, status, result, queued_ms, sent_ms, expires_ms, \
+                 expired_ms FROM outbox_commands WHERE device = ?1 ORDER BY rowid",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([i(device)], |r| {
+                let status: Option<u8> = r.get(4)?;
+                let result: Option<u32> = r.get(5)?;
+                let row = CommandRow {
+                    id: r.get(0)?,
+                    command: Command::Ping,
+                    result: status.zip(result),
+                    queued_ms: r.get(6)?,
+                    sent_ms: r.get(7)?,
+                    expires_ms: r.get(8)?,
+                    expired_ms: r.get(9)?,
+                };
+                // A command this build does not know is left out.
+                Ok(command_of(r.get(1)?, r.get(2)?, r.get(3)?)
+                    .map(|command| CommandRow { command, ..row }))
+            })
+            .map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.extend(row.map_err(db_error)?);
+        }
+        Ok(out)
+    }
+
+    fn queue_command_until(
+        &mut self,
+        device: u64,
+        id: u32,
+        command: Command,
+        queued_ms: i64,
+        expires_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.queue_command_db(device, id, command, (Some(queued_ms), expires_ms))
+            .map_err(db_error)
+    }
+
+    fn commands_sent(&mut self, device: u64, ids: &[u32], now_ms: i64) -> Result<(), StoreError> {
+        let tx = self.db.transaction().map_err(db_error)?;
+        for &id in ids {
+            tx.prepare_cached(
+                "UPDATE outbox_commands SET sent_ms = ?3 \
+                 WHERE device = ?1 AND id = ?2 AND sent_ms IS NULL",
+            )
+            .and_then(|mut stmt| stmt.execute(params![i(device), id, now_ms]))
+            .map_err(db_error)?;
+        }
+        tx.commit().map_err(db_error)
+    }
+
+    fn expire_commands(&mut self, now_ms: i64) -> Result<u64, StoreError> {
+        self.db
+            .execute(
+                "UPDATE outbox_commands SET expired_ms = ?1 WHERE result IS NULL \
+                 AND expired_ms IS NULL AND expires_ms <= ?1",
+                [now_ms],
+            )
+            .map(|n| n as u64)
+            .map_err(db_error)
+    }
+
     fn mark_offline(&mut self, device: u64, now_ms: i64, detail: &str) -> Result<bool, StoreError> {
         self.mark(device, now_ms, "offline", detail)
     }
@@ -1090,7 +1177,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
             "the database has schema version {version}; this build knows up to {SCHEMA_VERSION}"
         )));
     }
-    for (to, sql) in [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)] {
+    for (to, sql) in [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)] {
         if version >= to {
             continue;
         }

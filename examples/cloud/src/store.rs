@@ -15,7 +15,7 @@ use telemark_core::codec::CompactCodec;
 use telemark_core::model::{Reading, Value};
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::seal::Key;
-use telemark_server::{Contents, DesiredConfig, NewRecord, QueuedCommand, Store};
+use telemark_server::{Contents, DesiredConfig, NewRecord, Store};
 
 use crate::access::{Group, Role, Token};
 
@@ -150,6 +150,26 @@ pub struct CommandRow {
     pub command: Command,
     /// The device's answer: its status (0: done) and value.
     pub result: Option<(u8, u32)>,
+    /// When it was queued, Unix ms.
+    pub queued_ms: Option<i64>,
+    /// When a response first carried it down, Unix ms.
+    pub sent_ms: Option<i64>,
+    /// When it stops being sent if unanswered, Unix ms; never if `None`.
+    pub expires_ms: Option<i64>,
+    /// When it expired unanswered, Unix ms: it is no longer sent.
+    pub expired_ms: Option<i64>,
+}
+
+impl CommandRow {
+    /// `answered`, `expired`, `sent` or `queued`.
+    pub fn state(&self) -> &'static str {
+        match (self.result, self.expired_ms, self.sent_ms) {
+            (Some(_), _, _) => "answered",
+            (None, Some(_), _) => "expired",
+            (None, None, Some(_)) => "sent",
+            (None, None, None) => "queued",
+        }
+    }
 }
 
 /// What a stored block's row keeps besides its payload: the Unix time of
@@ -339,24 +359,27 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
     fn events(&mut self, device: u64, limit: u32) -> Result<Vec<EventRow>, StoreError>;
 
     /// The commands queued for `device`, oldest first, with their results.
-    fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError> {
-        Ok(self
-            .outbox(device)?
-            .commands
-            .into_iter()
-            .map(
-                |QueuedCommand {
-                     id,
-                     command,
-                     result,
-                 }| CommandRow {
-                    id,
-                    command,
-                    result: result.map(|r| (r.status, r.value)),
-                },
-            )
-            .collect())
-    }
+    fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError>;
+
+    /// Queues a command of id `id` at `queued_ms`, to be sent until
+    /// answered or until `expires_ms`; an id already queued is left as
+    /// it is.
+    fn queue_command_until(
+        &mut self,
+        device: u64,
+        id: u32,
+        command: Command,
+        queued_ms: i64,
+        expires_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// Notes that a response carried commands `ids` of `device` down at
+    /// `now_ms` (the first time counts).
+    fn commands_sent(&mut self, device: u64, ids: &[u32], now_ms: i64) -> Result<(), StoreError>;
+
+    /// Expires every unanswered command past its time at `now_ms`: it is
+    /// no longer sent. Returns how many.
+    fn expire_commands(&mut self, now_ms: i64) -> Result<u64, StoreError>;
 
     /// The config `device` should run, and where its delivery stands.
     fn desired_config(&mut self, device: u64) -> Result<Option<DesiredConfig>, StoreError> {

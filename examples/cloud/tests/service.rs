@@ -473,6 +473,22 @@ async fn bad_requests_get_a_clear_problem() {
         command(json!({"command": "explode"})).await.unwrap(),
     )
     .await;
+    expect(StatusCode::BAD_REQUEST, "a command that expires at once")(
+        command(json!({"command": "ping", "ttl_s": 0}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    let queued = command(json!({"command": "flush", "ttl_s": 600}))
+        .await
+        .unwrap();
+    assert_eq!(queued.status(), StatusCode::CREATED);
+    let queued: Value = queued.json().await.unwrap();
+    assert_eq!(
+        queued["expires_ms"].as_i64().unwrap() - queued["queued_ms"].as_i64().unwrap(),
+        600_000,
+        "{queued}"
+    );
     expect(StatusCode::BAD_REQUEST, "set_output without a value")(
         command(json!({"command": "set_output", "output": 1}))
             .await
