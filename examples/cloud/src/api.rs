@@ -89,6 +89,7 @@ impl Api {
             .route("/v1/groups", get(groups).post(add_group))
             .route("/v1/tokens", get(tokens).post(add_token))
             .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
+            .route("/v1/deliveries", get(deliveries))
             .route("/v1/devices/{id}/readings", get(readings))
             .route("/v1/devices/{id}/alerts", get(alerts))
             .route("/v1/devices/{id}/events", get(events))
@@ -671,6 +672,16 @@ struct Limit {
     limit: Option<u32>,
 }
 
+impl Limit {
+    /// The limit asked for, 100 if none: 1 to 10,000.
+    fn get(&self) -> Result<u32, Problem> {
+        match self.limit.unwrap_or(100) {
+            limit @ 1..=10_000 => Ok(limit),
+            _ => Err(Problem::bad("limit is 1 to 10000")),
+        }
+    }
+}
+
 async fn alerts(
     State(api): State<Api>,
     Allowed(caller, _): Allowed<ToRead>,
@@ -708,10 +719,7 @@ async fn latest<T: Serialize + Send + 'static>(
     key: &'static str,
     rows: DeviceLog<T>,
 ) -> Result<Response, Problem> {
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > 10_000 {
-        return Err(Problem::bad("limit is 1 to 10000"));
-    }
+    let limit = q.get()?;
     let list = api
         .run(move |hub| {
             visible(hub, caller, id)?;
@@ -1004,6 +1012,19 @@ async fn add_token(
     // Shown once: the store keeps only its digest.
     view["token"] = json!(secret);
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+async fn deliveries(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToAdminister>,
+    Params(q): Params<Limit>,
+) -> Result<Response, Problem> {
+    unscoped(caller)?;
+    let limit = q.get()?;
+    let rows = api
+        .run(move |hub| Ok(hub.store().deliveries(limit)?))
+        .await?;
+    Ok(Json(json!({ "deliveries": rows })).into_response())
 }
 
 async fn revoke_token(

@@ -22,7 +22,7 @@ use telemark_core::wire::{Epoch, Record, RecordMeta, Seq};
 use crate::access::Role;
 use crate::hub::{Hub, Provisioned};
 use crate::silence::{Rule, Watch};
-use crate::store::{CloudStore, Device, DeviceKey, ReadingQuery, StoreError};
+use crate::store::{CloudStore, DeliveryRow, Device, DeviceKey, ReadingQuery, StoreError};
 
 const ADDED: i64 = 1_600_000_000_000;
 /// When the frames arrive; each was sent at uptime 100 s.
@@ -40,6 +40,7 @@ pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
     groups_and_tokens_are_kept(fresh());
     silent_devices_go_offline_and_recover(fresh());
     commands_are_sent_answered_or_expire(fresh());
+    notifications_are_kept_and_delivered_in_order(fresh());
 }
 
 fn hub(store: Box<dyn CloudStore>) -> Hub {
@@ -570,4 +571,95 @@ pub fn commands_are_sent_answered_or_expire(store: Box<dyn CloudStore>) {
         Some(0),
         "an answered command"
     );
+}
+
+/// Alerts, command results and silence make notifications once they are
+/// kept; each sink starts at the latest, and moves past one only when it
+/// is delivered; every attempt is logged, latest first.
+pub fn notifications_are_kept_and_delivered_in_order(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let p = add(&mut hub, "pump");
+    let alert = Alert {
+        channel: ChannelId(1),
+        kind: AlertKind::High,
+        severity: Severity::Critical,
+        value: Some(Value::Scaled(9000)),
+        time: Instant::from_millis(UPTIME_MS - 5_000),
+    };
+    assert!(hub
+        .receive(&alert_frame(&p, 1, 0, alert), RECEIVED)
+        .is_some());
+    assert!(
+        ok(hub.store().notifications_after(0, 10)).is_empty(),
+        "kept before they were asked for"
+    );
+    let early = ok(hub.store().sink_cursor("early"));
+    hub.keep_notifications(true);
+    assert!(hub
+        .receive(&alert_frame(&p, 2, 1, alert), RECEIVED + 1_000)
+        .is_some());
+    let result = Report::CommandResult {
+        id: 4,
+        status: 0,
+        value: 7,
+    };
+    assert!(hub
+        .receive(
+            &report_frame(&p, 3, 2, result, Severity::Info),
+            RECEIVED + 2_000
+        )
+        .is_some());
+    let kept = ok(hub.store().notifications_after(early, 10));
+    let bodies: Vec<serde_json::Value> = kept
+        .iter()
+        .map(|n| serde_json::from_str(&n.body).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        bodies
+            .iter()
+            .map(|b| b["type"].as_str())
+            .collect::<Vec<_>>(),
+        [Some("alert"), Some("command_result")]
+    );
+    assert_eq!(
+        bodies.first().map(|b| b["device"].clone()),
+        Some(p.device.id.into())
+    );
+    assert_eq!(
+        bodies.first().map(|b| b["severity"].clone()),
+        Some("Critical".into())
+    );
+    assert_eq!(bodies.get(1).map(|b| b["value"].clone()), Some(7.into()));
+    assert!(
+        kept.windows(2).all(|w| w[0].id < w[1].id),
+        "in the order made"
+    );
+    let (first, second) = match kept.as_slice() {
+        [a, b] => (a.id, b.id),
+        other => panic!("two notifications expected: {other:?}"),
+    };
+    assert_eq!(
+        ok(hub.store().sink_cursor("late")),
+        second,
+        "a new sink starts at the latest"
+    );
+    let attempt = |n: i64, attempt: u32, delivered: bool| DeliveryRow {
+        sink: "early".into(),
+        notification: n,
+        attempt,
+        unix_ms: RECEIVED as i64,
+        status: Some(if delivered { 204 } else { 503 }),
+        error: (!delivered).then(|| "answered 503".to_string()),
+        delivered,
+    };
+    ok(hub.store().log_delivery(&attempt(first, 1, false)));
+    assert_eq!(
+        ok(hub.store().sink_cursor("early")),
+        early,
+        "moved by a failure"
+    );
+    ok(hub.store().log_delivery(&attempt(first, 2, true)));
+    assert_eq!(ok(hub.store().sink_cursor("early")), first);
+    let log = ok(hub.store().deliveries(10));
+    assert_eq!(log, [attempt(first, 2, true), attempt(first, 1, false)]);
 }

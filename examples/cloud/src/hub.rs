@@ -31,6 +31,7 @@ use telemark_core::wire::seal::{Header, Key};
 use telemark_core::wire::{Epoch, Seq};
 use telemark_server::{Contents, Counters, Keyring, Received, Refusal, RotateError, Server};
 
+use crate::notify;
 use crate::silence::{Rule, Watch};
 use crate::store::{CloudStore, Device, DeviceKey, StoreError};
 
@@ -286,6 +287,7 @@ pub struct Hub {
     silence: Watch,
     command_ttl_ms: Option<u64>,
     housekept_ms: u64,
+    notifying: bool,
     closed: bool,
 }
 
@@ -303,6 +305,7 @@ impl Hub {
             silence,
             command_ttl_ms: Some(DEFAULT_COMMAND_TTL_MS),
             housekept_ms: 0,
+            notifying: false,
             store,
             watch: None,
             figures: Figures::default(),
@@ -325,10 +328,28 @@ impl Hub {
     pub fn check_silence(&mut self, now_ms: u64) -> Result<Vec<u64>, HubError> {
         let gone = self.silence.check(self.store.as_mut(), now_ms)?;
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-        for &device in &gone {
-            self.queue_command_at(device, Command::Ping, now, self.command_ttl_ms)?;
+        for (device, detail) in &gone {
+            self.notify(now, notify::of_event(*device, "offline", now, detail));
+            self.queue_command_at(*device, Command::Ping, now, self.command_ttl_ms)?;
         }
-        Ok(gone)
+        Ok(gone.into_iter().map(|(device, _)| device).collect())
+    }
+
+    /// Keeps notifications for their sinks ([`crate::notify`]) from now
+    /// on: alerts, command results, devices offline and recovered.
+    pub fn keep_notifications(&mut self, on: bool) {
+        self.notifying = on;
+    }
+
+    /// Keeps a notification, if they are kept. One the store cannot keep
+    /// is logged and lost: what it tells is stored all the same.
+    fn notify(&mut self, unix_ms: i64, body: serde_json::Value) {
+        if !self.notifying {
+            return;
+        }
+        if let Err(e) = self.store.add_notification(unix_ms, &body.to_string()) {
+            eprintln!("notification not kept: {e}: {body}");
+        }
     }
 
     /// True if `device` is held offline (silent too long, not heard since).
@@ -694,8 +715,13 @@ impl Hub {
     /// A store that cannot keep that now keeps the device offline, and
     /// the next frame tries again.
     fn heard(&mut self, device: u64, now_ms: u64) {
-        if let Err(e) = self.silence.heard(self.store.as_mut(), device, now_ms) {
-            eprintln!("device {device} heard again, not marked recovered: {e}");
+        match self.silence.heard(self.store.as_mut(), device, now_ms) {
+            Ok(Some(detail)) => {
+                let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+                self.notify(now, notify::of_event(device, "recovered", now, &detail));
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("device {device} heard again, not marked recovered: {e}"),
         }
     }
 
@@ -711,8 +737,16 @@ impl Hub {
         }
     }
 
-    /// Shows the watcher what `received` stored.
+    /// Shows the watcher what `received` stored, and notifies what is
+    /// worth it.
     fn show(&mut self, received: &Received) {
+        let device = received.batch.device;
+        let at = i64::try_from(received.batch.received_unix_ms).unwrap_or(i64::MAX);
+        for r in &received.batch.records {
+            if let Some(body) = notify::of_record(device, at, &r.contents) {
+                self.notify(at, body);
+            }
+        }
         let Some(watch) = &mut self.watch else {
             return;
         };

@@ -41,6 +41,7 @@ pub mod downsample;
 mod hub;
 pub mod line;
 pub mod mqtt;
+pub mod notify;
 mod postgres;
 pub mod settings;
 pub mod silence;
@@ -55,8 +56,8 @@ pub use mqtt::{Broker, MqttError};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{
-    AlertRow, CloudStore, CommandRow, Device, DeviceKey, EventRow, ReadingQuery, Span, StoreError,
-    StoredReading,
+    AlertRow, CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow,
+    ReadingQuery, Span, StoreError, StoredReading,
 };
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -6,6 +6,7 @@
 //!                [--line ADDR] [--line-connect ADDR] [--serial PATH]
 //!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
 //!                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
+//!                [--webhook URL --webhook-secret SECRET]
 //!                [--reading-rows] [--verbose]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
@@ -25,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use telemark_cloud::notify;
 use telemark_cloud::settings::{device_id, keys_file, Settings};
 use telemark_cloud::{
     api::Api, coap, line, mqtt, unix_ms, Broker, CloudStore, Hub, HubHandle, PgStore, SqliteStore,
@@ -121,6 +123,7 @@ fn serve(s: Settings) -> Result<(), String> {
     let mut hub = Hub::new(store).map_err(|e| e.to_string())?;
     hub.detect_silence(s.silence).map_err(|e| e.to_string())?;
     hub.set_command_ttl(s.command_ttl_ms);
+    hub.keep_notifications(!s.webhooks.is_empty());
     let now = unix_ms() as i64;
     let mut keys = s.key.clone();
     for file in &s.keys {
@@ -209,6 +212,24 @@ fn serve(s: Settings) -> Result<(), String> {
             .map_err(|e| format!("--coap {}: {e}", s.coap))?;
         let coap_addr = udp.local_addr().map_err(|e| e.to_string())?;
         let coap = tokio::spawn(coap::serve(hub.clone(), udp, unix_ms, stopping.clone()));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("the webhooks' HTTP client: {e}"))?;
+        let hooks: Vec<_> = s
+            .webhooks
+            .iter()
+            .map(|hook| {
+                tokio::spawn(notify::deliver(
+                    hub.clone(),
+                    hook.clone(),
+                    client.clone(),
+                    notify::Backoff::default(),
+                    stopping.clone(),
+                ))
+            })
+            .collect();
         let devices = {
             let (hub, broker) = (hub.clone(), broker.clone());
             tokio::spawn(async move {
@@ -237,6 +258,9 @@ fn serve(s: Settings) -> Result<(), String> {
         let _ = stop.send(true);
         let _ = devices.await;
         let _ = coap.await;
+        for hook in hooks {
+            let _ = hook.await;
+        }
         served
     })?;
 
@@ -421,6 +445,7 @@ const USAGE: &str =
                [--line ADDR] [--line-connect ADDR] [--serial PATH]
                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
+               [--webhook URL --webhook-secret SECRET]
                [--reading-rows] [--verbose]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]

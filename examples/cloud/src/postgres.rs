@@ -24,10 +24,11 @@ use crate::access::{Group, Role, Token};
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
-    Device, DeviceKey, EventRow, ReadingQuery, Span, StoreError, StoredReading,
+    DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, Span, StoreError,
+    StoredReading,
 };
 
-/// The schema at version 2; [`V3`] to [`V6`] bring it to
+/// The schema at version 2; [`V3`] to [`V7`] bring it to
 /// [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
 CREATE TABLE records (
@@ -122,6 +123,18 @@ CREATE INDEX events_by_device ON events (device, id);
 const V6: &str = "
 ALTER TABLE outbox_commands ADD COLUMN queued_ms BIGINT, ADD COLUMN sent_ms BIGINT,
     ADD COLUMN expires_ms BIGINT, ADD COLUMN expired_ms BIGINT;
+";
+
+/// From version 6 to 7: notifications, where each sink stands in them,
+/// and every attempt at delivering one.
+const V7: &str = "
+CREATE TABLE notifications (
+    id BIGSERIAL PRIMARY KEY, unix_ms BIGINT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE sink_cursors (sink TEXT PRIMARY KEY, delivered BIGINT NOT NULL);
+CREATE TABLE deliveries (
+    id BIGSERIAL PRIMARY KEY, sink TEXT NOT NULL, notification BIGINT NOT NULL,
+    attempt BIGINT NOT NULL, unix_ms BIGINT NOT NULL, status INTEGER, error TEXT,
+    delivered BOOLEAN NOT NULL);
 ";
 
 /// PostgreSQL errors, by what the caller can do about them.
@@ -1105,6 +1118,109 @@ impl CloudStore for PgStore {
         })
     }
 
+    fn add_notification(&mut self, unix_ms: i64, body: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_one(
+                "INSERT INTO notifications (unix_ms, body) VALUES ($1, $2) RETURNING id",
+                &[&unix_ms, &body],
+            )
+            .map(|r| r.get(0))
+        })
+    }
+
+    fn notifications_after(
+        &mut self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT id, unix_ms, body FROM notifications WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &i64::from(limit)],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| NotificationRow {
+                id: r.get(0),
+                unix_ms: r.get(1),
+                body: r.get(2),
+            })
+            .collect())
+    }
+
+    fn sink_cursor(&mut self, sink: &str) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sink_cursors SELECT $1, COALESCE(MAX(id), 0) FROM notifications \
+                 ON CONFLICT DO NOTHING",
+                &[&sink],
+            )?;
+            c.query_one(
+                "SELECT delivered FROM sink_cursors WHERE sink = $1",
+                &[&sink],
+            )
+            .map(|r| r.get(0))
+        })
+    }
+
+    fn log_delivery(&mut self, d: &DeliveryRow) -> Result<(), StoreError> {
+        let status = d.status.map(i32::from);
+        self.with(|c| {
+            c.transaction(|tx| {
+                tx.execute(
+                    "INSERT INTO deliveries \
+                     (sink, notification, attempt, unix_ms, status, error, delivered) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    &[
+                        &d.sink,
+                        &d.notification,
+                        &i64::from(d.attempt),
+                        &d.unix_ms,
+                        &status,
+                        &d.error,
+                        &d.delivered,
+                    ],
+                )?;
+                if d.delivered {
+                    tx.execute(
+                        "UPDATE sink_cursors SET delivered = GREATEST(delivered, $2) \
+                         WHERE sink = $1",
+                        &[&d.sink, &d.notification],
+                    )?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn deliveries(&mut self, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT sink, notification, attempt, unix_ms, status, error, delivered \
+                 FROM deliveries ORDER BY id DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                let status: Option<i32> = r.get(4);
+                Ok(DeliveryRow {
+                    sink: r.get(0),
+                    notification: r.get(1),
+                    attempt: small(r.get::<_, i64>(2), "delivery attempt")?,
+                    unix_ms: r.get(3),
+                    status: match status {
+                        Some(s) => Some(small(i64::from(s), "delivery status")?),
+                        None => None,
+                    },
+                    error: r.get(5),
+                    delivered: r.get(6),
+                })
+            })
+            .collect()
+    }
+
     fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError> {
         let rows = self.with(|c| {
             c.query(
@@ -1286,7 +1402,7 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         }
         Some(v) => v,
     };
-    for (to, sql) in [(3, V3), (4, V4), (5, V5), (6, V6)] {
+    for (to, sql) in [(3, V3), (4, V4), (5, V5), (6, V6), (7, V7)] {
         if version < to {
             tx.batch_execute(sql).map_err(db_error)?;
             tx.execute("UPDATE telemark_schema SET version = $1", &[&to])

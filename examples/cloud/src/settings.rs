@@ -17,6 +17,10 @@
 //! silent_intervals = 3                    # --silent-intervals N: offline after N report intervals (0: never)
 //! report_interval = 3600                  # --report-interval S: for devices whose config sets none
 //! command_ttl = 86400                     # --command-ttl S: a command unanswered expires (0: never)
+//!
+//! [[webhook]]                             # --webhook URL --webhook-secret S: notifications posted
+//! url = "https://hooks.example/telemark"
+//! secret = "a long random string"
 //! ```
 //!
 //! The admin token comes from `--admin-token`, else the environment's
@@ -29,6 +33,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use telemark_core::wire::seal::Key;
 
+use crate::notify::Webhook;
 use crate::silence::Rule;
 
 /// Everything `telemark-cloud serve` is told.
@@ -70,6 +75,8 @@ pub struct Settings {
     pub silence: Rule,
     /// How long a command is sent unanswered, ms; `None`: until answered.
     pub command_ttl_ms: Option<u64>,
+    /// Where notifications are posted ([`crate::notify`]).
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Default for Settings {
@@ -93,6 +100,7 @@ impl Default for Settings {
             verbose: false,
             silence: Rule::default(),
             command_ttl_ms: Some(crate::DEFAULT_COMMAND_TTL_MS),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -120,6 +128,29 @@ struct File {
     silent_intervals: Option<u32>,
     report_interval: Option<u64>,
     command_ttl: Option<u64>,
+    #[serde(default)]
+    webhook: Vec<FileWebhook>,
+}
+
+/// A webhook of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhook {
+    url: String,
+    secret: String,
+}
+
+/// A webhook, its URL and secret checked.
+fn webhook(url: String, secret: String) -> Result<Webhook, String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("webhook {url}: http:// or https:// expected"));
+    }
+    if secret.len() < 16 {
+        return Err(format!(
+            "webhook {url}: a secret of at least 16 characters signs its notifications"
+        ));
+    }
+    Ok(Webhook { url, secret })
 }
 
 /// `mqtt://host:port` (the port defaults to 1883).
@@ -215,6 +246,8 @@ impl Settings {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
             s.apply_file(&text).map_err(|e| format!("{path}: {e}"))?;
         }
+        let mut hooks = Vec::new();
+        let mut secret = std::env::var("TELEMARK_WEBHOOK_SECRET").ok();
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -253,8 +286,16 @@ impl Settings {
                     s.silence.default_interval_ms = interval_ms(&value()?)?;
                 }
                 "--command-ttl" => s.command_ttl_ms = ttl_ms(&value()?)?,
+                "--webhook" => hooks.push(value()?),
+                "--webhook-secret" => secret = Some(value()?),
                 other => return Err(format!("unknown argument {other}")),
             }
+        }
+        for url in hooks {
+            let secret = secret.clone().ok_or(format!(
+                "--webhook {url}: --webhook-secret (or TELEMARK_WEBHOOK_SECRET) signs its notifications"
+            ))?;
+            s.webhooks.push(webhook(url, secret)?);
         }
         if let Some(db) = &s.database {
             if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
@@ -303,6 +344,9 @@ impl Settings {
         if let Some(v) = f.command_ttl {
             self.command_ttl_ms = ttl_ms(&v.to_string())?;
         }
+        for h in f.webhook {
+            self.webhooks.push(webhook(h.url, h.secret)?);
+        }
         Ok(())
     }
 }
@@ -339,6 +383,16 @@ mod tests {
         assert!(e(&["--frobnicate"]).contains("--frobnicate"));
         assert!(e(&["--report-interval", "0"]).contains("report interval 0"));
         assert!(e(&["--command-ttl", "x"]).contains("command ttl x"));
+        assert!(e(&["--webhook", "ftp://x"]).contains("--webhook-secret"));
+        let short = ["--webhook", "http://x", "--webhook-secret", "short"];
+        assert!(e(&short).contains("16 characters"));
+        assert!(e(&[
+            "--webhook",
+            "ftp://x",
+            "--webhook-secret",
+            "0123456789abcdef"
+        ])
+        .contains("http://"));
         let never = Settings::parse(["--command-ttl", "0"].map(String::from)).unwrap();
         assert_eq!(never.command_ttl_ms, None);
         assert!(e(&["--silent-intervals", "-1"]).contains("--silent-intervals -1"));

@@ -108,12 +108,13 @@ impl Watch {
     }
 
     /// Marks offline every device silent past its limit at `now_ms`;
-    /// returns them, for their pings.
+    /// returns them with what their events say, for their pings and
+    /// notifications.
     pub fn check(
         &mut self,
         store: &mut dyn CloudStore,
         now_ms: u64,
-    ) -> Result<Vec<u64>, StoreError> {
+    ) -> Result<Vec<(u64, String)>, StoreError> {
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let mut gone = Vec::new();
         for d in store.devices()? {
@@ -148,7 +149,7 @@ impl Watch {
                 interval / 1000
             );
             if store.mark_offline(d.id, now, &detail)? {
-                gone.push(d.id);
+                gone.push((d.id, detail));
             }
             self.offline.insert(d.id);
         }
@@ -156,15 +157,15 @@ impl Watch {
     }
 
     /// `device` was heard at `now_ms`: if it was offline, it has
-    /// recovered. True if it had.
+    /// recovered, and what its event says is returned.
     pub fn heard(
         &mut self,
         store: &mut dyn CloudStore,
         device: u64,
         now_ms: u64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         if !self.offline.contains(&device) {
-            return Ok(false);
+            return Ok(None);
         }
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let since = store.device(device)?.and_then(|d| d.offline_ms);
@@ -177,7 +178,7 @@ impl Watch {
         };
         let recovered = store.mark_recovered(device, now, &detail)?;
         self.offline.remove(&device);
-        Ok(recovered)
+        Ok(recovered.then_some(detail))
     }
 
     /// True if `device` is held offline.

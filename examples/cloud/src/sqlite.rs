@@ -28,11 +28,12 @@ use telemark_server::{
 use crate::access::{Group, Role, Token};
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
-    Device, DeviceKey, EventRow, ReadingQuery, Span, StoreError, StoredReading,
+    DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, Span, StoreError,
+    StoredReading,
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -154,6 +155,18 @@ ALTER TABLE outbox_commands ADD COLUMN queued_ms INTEGER;
 ALTER TABLE outbox_commands ADD COLUMN sent_ms INTEGER;
 ALTER TABLE outbox_commands ADD COLUMN expires_ms INTEGER;
 ALTER TABLE outbox_commands ADD COLUMN expired_ms INTEGER;
+";
+
+/// Version 7: notifications, where each sink stands in them, and every
+/// attempt at delivering one.
+const V7: &str = "
+CREATE TABLE notifications (
+    id INTEGER PRIMARY KEY, unix_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE sink_cursors (sink TEXT PRIMARY KEY, delivered INTEGER NOT NULL);
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY, sink TEXT NOT NULL, notification INTEGER NOT NULL,
+    attempt INTEGER NOT NULL, unix_ms INTEGER NOT NULL, status INTEGER, error TEXT,
+    delivered INTEGER NOT NULL);
 ";
 
 /// SQLite errors, by what the caller can do about them.
@@ -1027,6 +1040,104 @@ impl CloudStore for SqliteStore {
             .map_err(db_error)
     }
 
+    fn add_notification(&mut self, unix_ms: i64, body: &str) -> Result<i64, StoreError> {
+        self.db
+            .prepare_cached("INSERT INTO notifications (unix_ms, body) VALUES (?1, ?2)")
+            .and_then(|mut stmt| stmt.insert(params![unix_ms, body]))
+            .map_err(db_error)
+    }
+
+    fn notifications_after(
+        &mut self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT id, unix_ms, body FROM notifications WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![after, limit], |r| {
+                Ok(NotificationRow {
+                    id: r.get(0)?,
+                    unix_ms: r.get(1)?,
+                    body: r.get(2)?,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+
+    fn sink_cursor(&mut self, sink: &str) -> Result<i64, StoreError> {
+        self.db
+            .execute(
+                "INSERT OR IGNORE INTO sink_cursors \
+                 SELECT ?1, COALESCE(MAX(id), 0) FROM notifications",
+                [sink],
+            )
+            .map_err(db_error)?;
+        self.db
+            .query_row(
+                "SELECT delivered FROM sink_cursors WHERE sink = ?1",
+                [sink],
+                |r| r.get(0),
+            )
+            .map_err(db_error)
+    }
+
+    fn log_delivery(&mut self, d: &DeliveryRow) -> Result<(), StoreError> {
+        let tx = self.db.transaction().map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO deliveries \
+             (sink, notification, attempt, unix_ms, status, error, delivered) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                d.sink,
+                d.notification,
+                d.attempt,
+                d.unix_ms,
+                d.status,
+                d.error,
+                d.delivered
+            ],
+        )
+        .map_err(db_error)?;
+        if d.delivered {
+            tx.execute(
+                "UPDATE sink_cursors SET delivered = MAX(delivered, ?2) WHERE sink = ?1",
+                params![d.sink, d.notification],
+            )
+            .map_err(db_error)?;
+        }
+        tx.commit().map_err(db_error)
+    }
+
+    fn deliveries(&mut self, limit: u32) -> Result<Vec<DeliveryRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT sink, notification, attempt, unix_ms, status, error, delivered \
+                 FROM deliveries ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([limit], |r| {
+                Ok(DeliveryRow {
+                    sink: r.get(0)?,
+                    notification: r.get(1)?,
+                    attempt: r.get(2)?,
+                    unix_ms: r.get(3)?,
+                    status: r.get(4)?,
+                    error: r.get(5)?,
+                    delivered: r.get(6)?,
+                })
+            })
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+
     fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError> {
         let mut stmt = self
             .db
@@ -1177,7 +1288,15 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
             "the database has schema version {version}; this build knows up to {SCHEMA_VERSION}"
         )));
     }
-    for (to, sql) in [(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)] {
+    for (to, sql) in [
+        (1, V1),
+        (2, V2),
+        (3, V3),
+        (4, V4),
+        (5, V5),
+        (6, V6),
+        (7, V7),
+    ] {
         if version >= to {
             continue;
         }

@@ -141,6 +141,36 @@ pub struct EventRow {
     pub detail: String,
 }
 
+/// A notification as kept ([`crate::notify`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotificationRow {
+    /// Its id, in the order notifications were made.
+    pub id: i64,
+    /// When it was made, Unix ms.
+    pub unix_ms: i64,
+    /// Its JSON.
+    pub body: String,
+}
+
+/// One attempt at delivering a notification.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DeliveryRow {
+    /// Where to: `webhook URL`.
+    pub sink: String,
+    /// The notification's id.
+    pub notification: i64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// When, Unix ms.
+    pub unix_ms: i64,
+    /// The HTTP status answered, if any.
+    pub status: Option<u16>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// Taken: the sink moves past it.
+    pub delivered: bool,
+}
+
 /// A command as queued, with where it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommandRow {
@@ -357,6 +387,27 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
 
     /// The events of `device`, latest first, at most `limit`.
     fn events(&mut self, device: u64, limit: u32) -> Result<Vec<EventRow>, StoreError>;
+
+    /// Keeps a notification made at `unix_ms`; its id.
+    fn add_notification(&mut self, unix_ms: i64, body: &str) -> Result<i64, StoreError>;
+
+    /// Notifications of ids above `after`, oldest first, at most `limit`.
+    fn notifications_after(
+        &mut self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
+
+    /// The id of the last notification `sink` took; a sink not seen
+    /// before starts at the latest notification.
+    fn sink_cursor(&mut self, sink: &str) -> Result<i64, StoreError>;
+
+    /// Logs an attempt; a delivered one moves its sink past its
+    /// notification, in the same transaction.
+    fn log_delivery(&mut self, delivery: &DeliveryRow) -> Result<(), StoreError>;
+
+    /// The latest attempts, latest first, at most `limit`.
+    fn deliveries(&mut self, limit: u32) -> Result<Vec<DeliveryRow>, StoreError>;
 
     /// The commands queued for `device`, oldest first, with their results.
     fn commands(&mut self, device: u64) -> Result<Vec<CommandRow>, StoreError>;

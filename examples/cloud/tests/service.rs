@@ -368,6 +368,106 @@ async fn a_silent_device_goes_offline_is_pinged_and_recovers() {
     service.terminate();
 }
 
+/// A webhook is posted each notification, signed, and retried until it
+/// takes it: here an offline device, refused once with a 500; both
+/// attempts are in the delivery log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_posted_signed_notifications_until_it_takes_them() {
+    use std::sync::{Arc, Mutex};
+    type Posts = Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+    let posts: Posts = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            axum::routing::post(
+                |axum::extract::State(posts): axum::extract::State<Posts>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    let mut all = posts.lock().unwrap();
+                    all.push((headers, body));
+                    // The first attempt fails: it must come again.
+                    if all.len() == 1 {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        )
+        .with_state(Arc::clone(&posts));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    const SECRET: &str = "a webhook secret for the test";
+    // Silent past two report intervals of 1 s: offline.
+    let service = Service::start_with(
+        "webhook",
+        &[
+            "--webhook",
+            &hook,
+            "--webhook-secret",
+            SECRET,
+            "--report-interval",
+            "1",
+            "--silent-intervals",
+            "2",
+        ],
+    );
+    let (id, mut engine) = provision(&service, "hooked").await;
+    let answer = client()
+        .post(service.url(telemark_http::exchange::PATH))
+        .body(next_frame(&mut engine, Instant::from_millis(1_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    for _ in 0..100 {
+        if posts.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(RealDuration::from_millis(100)).await;
+    }
+    let posts = posts.lock().unwrap().clone();
+    assert!(posts.len() >= 2, "{posts:?}");
+    let header = |i: usize, name: &str| posts[i].0[name].to_str().unwrap().to_string();
+    assert_eq!(posts[0].1, posts[1].1, "the same notification again");
+    assert_eq!(
+        header(0, "x-telemark-delivery"),
+        header(1, "x-telemark-delivery")
+    );
+    let body: Value = serde_json::from_str(&posts[1].1).unwrap();
+    assert_eq!(
+        (body["type"].as_str(), body["device"].as_u64()),
+        (Some("offline"), Some(id))
+    );
+    for (i, (_, text)) in posts.iter().enumerate().take(2) {
+        let timestamp: u64 = header(i, "x-telemark-timestamp").parse().unwrap();
+        assert_eq!(
+            header(i, "x-telemark-signature"),
+            telemark_cloud::notify::signature(SECRET.as_bytes(), timestamp, text.as_bytes())
+        );
+    }
+    let log = get(&service.url("/v1/deliveries")).await;
+    let attempts: Vec<(u64, bool, Option<u64>)> = log["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["attempt"].as_u64().unwrap(),
+                d["delivered"].as_bool().unwrap(),
+                d["status"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attempts.get(..2),
+        Some(&[(2, true, Some(204)), (1, false, Some(500))][..]),
+        "{log}"
+    );
+    service.terminate();
+}
+
 /// Every bad request is a problem+json with a detail; the service keeps
 /// serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
