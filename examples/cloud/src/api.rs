@@ -90,6 +90,8 @@ impl Api {
             .route("/v1/tokens", get(tokens).post(add_token))
             .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
             .route("/v1/deliveries", get(deliveries))
+            .route("/v1/rules", get(rules).post(add_rule))
+            .route("/v1/rules/{id}", axum::routing::delete(remove_rule))
             .route("/v1/devices/{id}/readings", get(readings))
             .route("/v1/devices/{id}/alerts", get(alerts))
             .route("/v1/devices/{id}/events", get(events))
@@ -784,29 +786,7 @@ struct NewCommand {
 
 impl NewCommand {
     fn command(&self) -> Result<Command, Problem> {
-        let operands = self.output.is_some() || self.value.is_some();
-        Ok(match self.command.as_str() {
-            "ping" | "flush" | "reboot" if operands => {
-                return Err(Problem::bad(format!(
-                    "{} takes no output or value",
-                    self.command
-                )))
-            }
-            "ping" => Command::Ping,
-            "flush" => Command::FlushNow,
-            "reboot" => Command::Reboot,
-            "set_output" => Command::SetOutput {
-                output: self
-                    .output
-                    .ok_or(Problem::bad("set_output needs an output (0 to 255)"))?,
-                value: self.value.ok_or(Problem::bad("set_output needs a value"))?,
-            },
-            other => {
-                return Err(Problem::bad(format!(
-                    "unknown command {other:?}: ping, flush, reboot or set_output"
-                )))
-            }
-        })
+        crate::rules::parse_command(&self.command, self.output, self.value).map_err(Problem::bad)
     }
 }
 
@@ -1012,6 +992,73 @@ async fn add_token(
     // Shown once: the store keeps only its digest.
     view["token"] = json!(secret);
     Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// A rule as the API shows it: its id and its spec.
+fn rule_view(rule: &crate::rules::Rule) -> serde_json::Value {
+    let mut v = json!(rule.spec());
+    v["id"] = json!(rule.id);
+    v
+}
+
+async fn rules(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+) -> Result<Response, Problem> {
+    let list = api
+        .run(move |hub| {
+            let rules = hub.rules().to_vec();
+            let mut seen = Vec::new();
+            for r in rules {
+                if visible(hub, caller, r.device).is_ok() && visible(hub, caller, r.target).is_ok()
+                {
+                    seen.push(rule_view(&r));
+                }
+            }
+            Ok(seen)
+        })
+        .await?;
+    Ok(Json(json!({ "rules": list })).into_response())
+}
+
+async fn add_rule(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToOperate>,
+    Body(spec): Body<crate::rules::RuleSpec>,
+) -> Result<Response, Problem> {
+    let rule = api
+        .run(move |hub| {
+            visible(hub, caller, spec.when.device)?;
+            visible(hub, caller, spec.then.device)?;
+            Ok(hub.add_rule(&spec)?)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(rule_view(&rule))).into_response())
+}
+
+async fn remove_rule(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToOperate>,
+    Path(id): Path<i64>,
+) -> Result<Response, Problem> {
+    let removed = api
+        .run(move |hub| {
+            let Some(rule) = hub.rules().iter().find(|r| r.id == id).cloned() else {
+                return Ok(false);
+            };
+            visible(hub, caller, rule.device)?;
+            visible(hub, caller, rule.target)?;
+            Ok(hub.remove_rule(id)?)
+        })
+        .await?;
+    if removed {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            &format!("no rule {id}"),
+        ))
+    }
 }
 
 async fn deliveries(

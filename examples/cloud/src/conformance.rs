@@ -21,6 +21,7 @@ use telemark_core::wire::{Epoch, Record, RecordMeta, Seq};
 
 use crate::access::Role;
 use crate::hub::{Hub, Provisioned};
+use crate::rules::{RuleSpec, Then, When};
 use crate::silence::{Rule, Watch};
 use crate::store::{CloudStore, DeliveryRow, Device, DeviceKey, ReadingQuery, StoreError};
 
@@ -41,6 +42,7 @@ pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
     silent_devices_go_offline_and_recover(fresh());
     commands_are_sent_answered_or_expire(fresh());
     notifications_are_kept_and_delivered_in_order(fresh());
+    rules_fire_on_runs_in_their_unix_time(fresh());
 }
 
 fn hub(store: Box<dyn CloudStore>) -> Hub {
@@ -662,4 +664,111 @@ pub fn notifications_are_kept_and_delivered_in_order(store: Box<dyn CloudStore>)
     assert_eq!(ok(hub.store().sink_cursor("early")), first);
     let log = ok(hub.store().deliveries(10));
     assert_eq!(log, [attempt(first, 2, true), attempt(first, 1, false)]);
+}
+
+/// A rule fires once for each run held long enough, judged on the
+/// readings' Unix times: a block that arrives late and completes a run
+/// fires it then; a block that extends a run that fired does not fire it
+/// again. Its command goes to its target, its event to the device it
+/// watches.
+pub fn rules_fire_on_runs_in_their_unix_time(store: Box<dyn CloudStore>) {
+    let mut hub = hub(store);
+    let boiler = add(&mut hub, "boiler");
+    let valve = add(&mut hub, "valve");
+    let spec = RuleSpec {
+        name: "boiler-hot".into(),
+        when: When {
+            device: boiler.device.id,
+            channel: 1,
+            above: Some(85.0),
+            below: None,
+            for_s: 5,
+        },
+        then: Then {
+            device: valve.device.id,
+            command: "set_output".into(),
+            output: Some(2),
+            value: Some(0),
+        },
+    };
+    let rule = match hub.add_rule(&spec) {
+        Ok(rule) => rule,
+        Err(e) => panic!("rule not added: {e}"),
+    };
+    assert!(hub.add_rule(&spec).is_err(), "a rule name taken twice");
+    let mut stranger = spec.clone();
+    stranger.name = "stranger".into();
+    stranger.then.device = 0xDEAD;
+    assert!(
+        hub.add_rule(&stranger).is_err(),
+        "a rule for a device not known"
+    );
+    assert_eq!(ok(hub.store().rules()), std::slice::from_ref(&rule));
+    // The config file's rule at every start: kept once, replaced if changed.
+    assert_eq!(hub.ensure_rule(&spec).ok(), Some(rule.clone()));
+    assert_eq!(ok(hub.store().rules()).len(), 1);
+    let mut warmer = spec.clone();
+    warmer.when.above = Some(80.0);
+    let replaced = hub.ensure_rule(&warmer).ok();
+    assert_eq!(replaced.as_ref().map(|r| r.spec()), Some(warmer));
+    assert_eq!(ok(hub.store().rules()).len(), 1);
+    let rule = match hub.ensure_rule(&spec) {
+        Ok(rule) => rule,
+        Err(e) => panic!("rule not put back: {e}"),
+    };
+    // Channel 1 every second of uptime `from..=to` at `value`.
+    let block = |from: u64, to: u64, value: i32| -> Vec<Reading> {
+        (from..=to)
+            .map(|s| {
+                Reading::new(
+                    ChannelId(1),
+                    Instant::from_millis(s * 1000),
+                    Value::Scaled(value),
+                )
+            })
+            .collect()
+    };
+    let fired = |hub: &mut Hub| -> Vec<Command> {
+        ok(hub.store().commands(valve.device.id))
+            .iter()
+            .map(|c| c.command)
+            .collect()
+    };
+    let send = |hub: &mut Hub, counter: u32, readings: Vec<Reading>| {
+        assert!(hub
+            .receive(&frame(&boiler, counter, counter, &readings), RECEIVED)
+            .is_some());
+    };
+    send(&mut hub, 1, block(0, 2, 90));
+    send(&mut hub, 2, block(10, 12, 70));
+    assert!(fired(&mut hub).is_empty(), "2 s above is not 5");
+    // The block between them arrives late: 0 to 9 s above, a run.
+    send(&mut hub, 3, block(3, 9, 91));
+    let open = Command::SetOutput {
+        output: 2,
+        value: 0,
+    };
+    assert_eq!(fired(&mut hub), [open], "the late block completes the run");
+    send(&mut hub, 4, block(20, 30, 95));
+    send(&mut hub, 5, block(31, 33, 96));
+    assert_eq!(fired(&mut hub), [open, open], "a second run fires once");
+    let events = ok(hub.store().events(boiler.device.id, 10));
+    assert_eq!(
+        events.iter().filter(|e| e.kind == "rule").count(),
+        2,
+        "{events:?}"
+    );
+    // The first run, in the readings' Unix time: uptime 0 to 9 s.
+    let start = RECEIVED as i64 - UPTIME_MS as i64;
+    assert!(
+        events.iter().any(|e| e
+            .detail
+            .contains(&format!("from {start} to {}", start + 9_000))),
+        "{events:?}"
+    );
+    assert_eq!(hub.remove_rule(rule.id).ok(), Some(true));
+    assert_eq!(hub.remove_rule(rule.id).ok(), Some(false));
+    send(&mut hub, 6, block(40, 50, 99));
+    assert_eq!(fired(&mut hub).len(), 2, "a removed rule");
+    assert!(ok(hub.store().rules()).is_empty());
 }

@@ -32,7 +32,9 @@ use telemark_core::wire::{Epoch, Seq};
 use telemark_server::{Contents, Counters, Keyring, Received, Refusal, RotateError, Server};
 
 use crate::notify;
-use crate::silence::{Rule, Watch};
+use crate::rules::{Rule, RuleSpec};
+use crate::silence::{self, Watch};
+use crate::store::ReadingQuery;
 use crate::store::{CloudStore, Device, DeviceKey, StoreError};
 
 /// Why the hub refused a request.
@@ -288,6 +290,7 @@ pub struct Hub {
     command_ttl_ms: Option<u64>,
     housekept_ms: u64,
     notifying: bool,
+    rules: Vec<Rule>,
     closed: bool,
 }
 
@@ -299,13 +302,15 @@ impl Hub {
         for k in store.keys()? {
             keyring.insert(k.device, k.id, k.key);
         }
-        let silence = Watch::load(Rule::default(), store.as_mut())?;
+        let silence = Watch::load(silence::Rule::default(), store.as_mut())?;
+        let rules = store.rules()?;
         Ok(Hub {
             server: Server::new(keyring),
             silence,
             command_ttl_ms: Some(DEFAULT_COMMAND_TTL_MS),
             housekept_ms: 0,
             notifying: false,
+            rules,
             store,
             watch: None,
             figures: Figures::default(),
@@ -317,7 +322,7 @@ impl Hub {
 
     /// Looks for silent devices by `rule` (see [`crate::silence`]) from
     /// now on, on the hub's thread ([`Hub::spawn`]).
-    pub fn detect_silence(&mut self, rule: Rule) -> Result<(), StoreError> {
+    pub fn detect_silence(&mut self, rule: silence::Rule) -> Result<(), StoreError> {
         self.silence = Watch::load(rule, self.store.as_mut())?;
         Ok(())
     }
@@ -333,6 +338,124 @@ impl Hub {
             self.queue_command_at(*device, Command::Ping, now, self.command_ttl_ms)?;
         }
         Ok(gone.into_iter().map(|(device, _)| device).collect())
+    }
+
+    /// Keeps rule `spec` ([`crate::rules`]) and runs it from now on; both
+    /// its devices must be known.
+    pub fn add_rule(&mut self, spec: &RuleSpec) -> Result<Rule, HubError> {
+        let mut rule = spec.rule().map_err(HubError::Invalid)?;
+        self.known(rule.device)?;
+        self.known(rule.target)?;
+        rule.id = self.store.add_rule(&rule)?;
+        self.rules.push(rule.clone());
+        Ok(rule)
+    }
+
+    /// Keeps rule `spec` as the config file says: added if no rule has
+    /// its name, replaced if one differs.
+    pub fn ensure_rule(&mut self, spec: &RuleSpec) -> Result<Rule, HubError> {
+        let wanted = spec.rule().map_err(HubError::Invalid)?;
+        if let Some(kept) = self.rules.iter().find(|r| r.name == wanted.name) {
+            if (Rule {
+                id: kept.id,
+                ..wanted.clone()
+            }) == *kept
+            {
+                return Ok(kept.clone());
+            }
+            let id = kept.id;
+            self.remove_rule(id)?;
+        }
+        self.add_rule(spec)
+    }
+
+    /// Removes rule `id`; false if there is none.
+    pub fn remove_rule(&mut self, id: i64) -> Result<bool, HubError> {
+        let removed = self.store.remove_rule(id)?;
+        self.rules.retain(|r| r.id != id);
+        Ok(removed)
+    }
+
+    /// The rules it runs.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Judges the rules that watch `device` on a block it stored: each
+    /// channel's readings with the stored ones around them (a rule's time
+    /// either side), so a late block counts where it belongs. A run held
+    /// long enough that did not fire before fires now.
+    fn judge(&mut self, device: u64, readings: &[telemark_server::TimedReading], now_ms: i64) {
+        let watching: Vec<Rule> = self
+            .rules
+            .iter()
+            .filter(|r| r.device == device)
+            .cloned()
+            .collect();
+        for rule in watching {
+            let times = readings
+                .iter()
+                .filter(|t| t.reading.channel.0 == rule.channel)
+                .filter_map(|t| t.unix_ms);
+            let (Some(first), Some(last)) = (times.clone().min(), times.max()) else {
+                continue;
+            };
+            let span = i64::try_from(rule.for_ms).unwrap_or(i64::MAX);
+            let query = ReadingQuery {
+                device,
+                channel: Some(rule.channel),
+                from_ms: first.saturating_sub(span),
+                to_ms: last.saturating_add(span).saturating_add(1),
+            };
+            let around: Vec<(i64, f64)> = match self.store.readings(&query) {
+                Ok(stored) => stored.iter().map(|r| (r.unix_ms, r.value)).collect(),
+                Err(e) => {
+                    eprintln!("rule {}: readings not read: {e}", rule.name);
+                    continue;
+                }
+            };
+            for (start, end) in rule.firing_runs(&around) {
+                match self.store.rule_run(rule.id, start, end, now_ms) {
+                    Ok(true) => self.fire(&rule, start, end, now_ms),
+                    Ok(false) => {}
+                    Err(e) => eprintln!("rule {}: run not kept: {e}", rule.name),
+                }
+            }
+        }
+    }
+
+    /// Carries out `rule`, which held from `start` to `end`.
+    fn fire(&mut self, rule: &Rule, start: i64, end: i64, now_ms: i64) {
+        let (op, threshold) = rule.condition_columns();
+        let detail = format!(
+            "rule {:?}: channel {} {op} {threshold} from {start} to {end} (Unix ms), {} s; \
+             {:?} to device {}",
+            rule.name,
+            rule.channel,
+            (end - start) / 1000,
+            rule.command,
+            rule.target
+        );
+        let queued = self.queue_command_at(rule.target, rule.command, now_ms, self.command_ttl_ms);
+        let detail = match queued {
+            Ok(id) => format!("{detail} (command {id})"),
+            Err(e) => format!("{detail}, not queued: {e}"),
+        };
+        if let Err(e) = self.store.add_event(rule.device, "rule", now_ms, &detail) {
+            eprintln!("{detail}; event not kept: {e}");
+        }
+        self.notify(
+            now_ms,
+            serde_json::json!({
+                "type": "rule",
+                "device": rule.device,
+                "unix_ms": now_ms,
+                "rule": rule.name,
+                "from_ms": start,
+                "to_ms": end,
+                "detail": detail,
+            }),
+        );
     }
 
     /// Keeps notifications for their sinks ([`crate::notify`]) from now
@@ -745,6 +868,9 @@ impl Hub {
         for r in &received.batch.records {
             if let Some(body) = notify::of_record(device, at, &r.contents) {
                 self.notify(at, body);
+            }
+            if let Contents::Readings(readings) = &r.contents {
+                self.judge(device, readings, at);
             }
         }
         let Some(watch) = &mut self.watch else {

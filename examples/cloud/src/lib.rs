@@ -43,6 +43,7 @@ pub mod line;
 pub mod mqtt;
 pub mod notify;
 mod postgres;
+pub mod rules;
 pub mod settings;
 pub mod silence;
 mod sqlite;

@@ -138,6 +138,11 @@ fn serve(s: Settings) -> Result<(), String> {
         eprintln!("device {device}: unauthenticated frames accepted (a bench only)");
         hub.allow_unauthenticated(device);
     }
+    // After the keys: a rule may name a device a keys file brings.
+    for spec in &s.rules {
+        hub.ensure_rule(spec)
+            .map_err(|e| format!("rule {}: {e}", spec.name))?;
+    }
     if s.verbose {
         hub.watch(|device, _, seq, stored| println!("{}", describe(device, seq, stored)));
     }

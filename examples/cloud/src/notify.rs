@@ -1,6 +1,6 @@
 //! Notifications: what the service tells the outside world as it happens.
-//! An alert stored, a command answered, a device gone offline or
-//! recovered: each becomes a JSON notification kept in the store, and
+//! An alert stored, a command answered, a rule that fired, a device gone
+//! offline or recovered: each becomes a JSON notification kept in the store, and
 //! each webhook is sent them in order, over HTTP POST, signed with HMAC,
 //! retried with backoff until it takes one (a 2xx answer), every attempt
 //! kept in the delivery log (`GET /v1/deliveries`).

@@ -21,6 +21,7 @@ use telemark_server::{
 };
 
 use crate::access::{Group, Role, Token};
+use crate::rules::Rule;
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
@@ -28,7 +29,7 @@ use crate::store::{
     StoredReading,
 };
 
-/// The schema at version 2; [`V3`] to [`V7`] bring it to
+/// The schema at version 2; [`V3`] to [`V8`] bring it to
 /// [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
 CREATE TABLE records (
@@ -135,6 +136,19 @@ CREATE TABLE deliveries (
     id BIGSERIAL PRIMARY KEY, sink TEXT NOT NULL, notification BIGINT NOT NULL,
     attempt BIGINT NOT NULL, unix_ms BIGINT NOT NULL, status INTEGER, error TEXT,
     delivered BOOLEAN NOT NULL);
+";
+
+/// From version 7 to 8: rules, and the runs that fired them.
+const V8: &str = "
+CREATE TABLE rules (
+    id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL UNIQUE, device BIGINT NOT NULL,
+    channel INTEGER NOT NULL, op TEXT NOT NULL, threshold DOUBLE PRECISION NOT NULL,
+    for_ms BIGINT NOT NULL, target BIGINT NOT NULL, code INTEGER NOT NULL,
+    output INTEGER NOT NULL, value BIGINT NOT NULL);
+CREATE TABLE rule_firings (
+    id BIGSERIAL PRIMARY KEY, rule BIGINT NOT NULL, start_ms BIGINT NOT NULL,
+    end_ms BIGINT NOT NULL, fired_ms BIGINT NOT NULL);
+CREATE INDEX rule_firings_by_rule ON rule_firings (rule, start_ms);
 ";
 
 /// PostgreSQL errors, by what the caller can do about them.
@@ -1118,6 +1132,116 @@ impl CloudStore for PgStore {
         })
     }
 
+    fn add_event(
+        &mut self,
+        device: u64,
+        kind: &str,
+        unix_ms: i64,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO events (device, kind, unix_ms, detail) VALUES ($1, $2, $3, $4)",
+                &[&i(device), &kind, &unix_ms, &detail],
+            )
+            .map(drop)
+        })
+    }
+
+    fn add_rule(&mut self, rule: &Rule) -> Result<i64, StoreError> {
+        let (op, threshold) = rule.condition_columns();
+        let (code, output, value) = rule.command_columns();
+        let row = self
+            .with(|c| {
+                c.query_one(
+                    "INSERT INTO rules \
+                     (name, device, channel, op, threshold, for_ms, target, code, output, value) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                    &[
+                        &rule.name,
+                        &i(rule.device),
+                        &i32::from(rule.channel),
+                        &op,
+                        &threshold,
+                        &i(rule.for_ms),
+                        &i(rule.target),
+                        &i32::from(code),
+                        &i32::from(output),
+                        &i64::from(value),
+                    ],
+                )
+            })
+            .map_err(|e| taken(e, format!("a rule named {:?} exists", rule.name)))?;
+        Ok(row.get(0))
+    }
+
+    fn rules(&mut self) -> Result<Vec<Rule>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT id, name, device, channel, op, threshold, for_ms, target, code, output, \
+                 value FROM rules ORDER BY id",
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                Rule::of_columns(
+                    r.get(0),
+                    r.get(1),
+                    (
+                        r.get::<_, i64>(2) as u64,
+                        small(i64::from(r.get::<_, i32>(3)), "rule channel")?,
+                    ),
+                    (r.get(4), r.get(5)),
+                    r.get::<_, i64>(6) as u64,
+                    r.get::<_, i64>(7) as u64,
+                    (
+                        small(i64::from(r.get::<_, i32>(8)), "rule command")?,
+                        small(i64::from(r.get::<_, i32>(9)), "rule output")?,
+                        small(r.get::<_, i64>(10), "rule value")?,
+                    ),
+                )
+                .ok_or(StoreError::Failed("a rule this build cannot read".into()))
+            })
+            .collect()
+    }
+
+    fn remove_rule(&mut self, id: i64) -> Result<bool, StoreError> {
+        self.with(|c| c.execute("DELETE FROM rules WHERE id = $1", &[&id]))
+            .map(|n| n > 0)
+    }
+
+    fn rule_run(
+        &mut self,
+        rule: i64,
+        start_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.transaction(|tx| {
+                let overlapping = tx.query_opt(
+                    "SELECT id FROM rule_firings \
+                     WHERE rule = $1 AND start_ms <= $3 AND end_ms >= $2 LIMIT 1 FOR UPDATE",
+                    &[&rule, &start_ms, &end_ms],
+                )?;
+                match &overlapping {
+                    Some(row) => tx.execute(
+                        "UPDATE rule_firings SET start_ms = LEAST(start_ms, $2), \
+                         end_ms = GREATEST(end_ms, $3) WHERE id = $1",
+                        &[&row.get::<_, i64>(0), &start_ms, &end_ms],
+                    )?,
+                    None => tx.execute(
+                        "INSERT INTO rule_firings (rule, start_ms, end_ms, fired_ms) \
+                         VALUES ($1, $2, $3, $4)",
+                        &[&rule, &start_ms, &end_ms, &now_ms],
+                    )?,
+                };
+                Ok(overlapping.is_none())
+            })
+        })
+    }
+
     fn add_notification(&mut self, unix_ms: i64, body: &str) -> Result<i64, StoreError> {
         self.with(|c| {
             c.query_one(
@@ -1402,7 +1526,7 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         }
         Some(v) => v,
     };
-    for (to, sql) in [(3, V3), (4, V4), (5, V5), (6, V6), (7, V7)] {
+    for (to, sql) in [(3, V3), (4, V4), (5, V5), (6, V6), (7, V7), (8, V8)] {
         if version < to {
             tx.batch_execute(sql).map_err(db_error)?;
             tx.execute("UPDATE telemark_schema SET version = $1", &[&to])

@@ -21,6 +21,11 @@
 //! [[webhook]]                             # --webhook URL --webhook-secret S: notifications posted
 //! url = "https://hooks.example/telemark"
 //! secret = "a long random string"
+//!
+//! [[rule]]                                # rules (crate::rules), kept by name
+//! name = "boiler-hot"
+//! when = { device = 4171937491208237, channel = 1, above = 85.0, for_s = 300 }
+//! then = { device = 4171937491208238, command = "set_output", output = 2, value = 0 }
 //! ```
 //!
 //! The admin token comes from `--admin-token`, else the environment's
@@ -34,6 +39,7 @@ use serde::Deserialize;
 use telemark_core::wire::seal::Key;
 
 use crate::notify::Webhook;
+use crate::rules::RuleSpec;
 use crate::silence::Rule;
 
 /// Everything `telemark-cloud serve` is told.
@@ -77,6 +83,8 @@ pub struct Settings {
     pub command_ttl_ms: Option<u64>,
     /// Where notifications are posted ([`crate::notify`]).
     pub webhooks: Vec<Webhook>,
+    /// Rules of the config file ([`crate::rules`]).
+    pub rules: Vec<RuleSpec>,
 }
 
 impl Default for Settings {
@@ -101,6 +109,7 @@ impl Default for Settings {
             silence: Rule::default(),
             command_ttl_ms: Some(crate::DEFAULT_COMMAND_TTL_MS),
             webhooks: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }
@@ -130,6 +139,8 @@ struct File {
     command_ttl: Option<u64>,
     #[serde(default)]
     webhook: Vec<FileWebhook>,
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
 }
 
 /// A webhook of the file.
@@ -346,6 +357,10 @@ impl Settings {
         }
         for h in f.webhook {
             self.webhooks.push(webhook(h.url, h.secret)?);
+        }
+        for r in f.rule {
+            r.rule()?;
+            self.rules.push(r);
         }
         Ok(())
     }

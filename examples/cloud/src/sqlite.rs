@@ -26,6 +26,7 @@ use telemark_server::{
 };
 
 use crate::access::{Group, Role, Token};
+use crate::rules::Rule;
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
     DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, Span, StoreError,
@@ -33,7 +34,7 @@ use crate::store::{
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -167,6 +168,19 @@ CREATE TABLE deliveries (
     id INTEGER PRIMARY KEY, sink TEXT NOT NULL, notification INTEGER NOT NULL,
     attempt INTEGER NOT NULL, unix_ms INTEGER NOT NULL, status INTEGER, error TEXT,
     delivered INTEGER NOT NULL);
+";
+
+/// Version 8: rules, and the runs that fired them.
+const V8: &str = "
+CREATE TABLE rules (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, device INTEGER NOT NULL,
+    channel INTEGER NOT NULL, op TEXT NOT NULL, threshold REAL NOT NULL,
+    for_ms INTEGER NOT NULL, target INTEGER NOT NULL, code INTEGER NOT NULL,
+    output INTEGER NOT NULL, value INTEGER NOT NULL);
+CREATE TABLE rule_firings (
+    id INTEGER PRIMARY KEY, rule INTEGER NOT NULL, start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL, fired_ms INTEGER NOT NULL);
+CREATE INDEX rule_firings_by_rule ON rule_firings (rule, start_ms);
 ";
 
 /// SQLite errors, by what the caller can do about them.
@@ -1040,6 +1054,125 @@ impl CloudStore for SqliteStore {
             .map_err(db_error)
     }
 
+    fn add_event(
+        &mut self,
+        device: u64,
+        kind: &str,
+        unix_ms: i64,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.db
+            .execute(
+                "INSERT INTO events (device, kind, unix_ms, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![i(device), kind, unix_ms, detail],
+            )
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    fn add_rule(&mut self, rule: &Rule) -> Result<i64, StoreError> {
+        let (op, threshold) = rule.condition_columns();
+        let (code, output, value) = rule.command_columns();
+        self.db
+            .execute(
+                "INSERT INTO rules \
+                 (name, device, channel, op, threshold, for_ms, target, code, output, value) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    rule.name,
+                    i(rule.device),
+                    rule.channel,
+                    op,
+                    threshold,
+                    i(rule.for_ms),
+                    i(rule.target),
+                    code,
+                    output,
+                    value
+                ],
+            )
+            .map_err(|e| match db_error(e) {
+                StoreError::Taken(_) => {
+                    StoreError::Taken(format!("a rule named {:?} exists", rule.name))
+                }
+                other => other,
+            })?;
+        Ok(self.db.last_insert_rowid())
+    }
+
+    fn rules(&mut self) -> Result<Vec<Rule>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT id, name, device, channel, op, threshold, for_ms, target, code, output, \
+                 value FROM rules ORDER BY id",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let op: String = r.get(4)?;
+                Ok(Rule::of_columns(
+                    r.get(0)?,
+                    r.get(1)?,
+                    (r.get::<_, i64>(2)? as u64, r.get(3)?),
+                    (&op, r.get(5)?),
+                    r.get::<_, i64>(6)? as u64,
+                    r.get::<_, i64>(7)? as u64,
+                    (r.get(8)?, r.get(9)?, r.get(10)?),
+                ))
+            })
+            .map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            match row.map_err(db_error)? {
+                Some(rule) => out.push(rule),
+                None => return Err(StoreError::Failed("a rule this build cannot read".into())),
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_rule(&mut self, id: i64) -> Result<bool, StoreError> {
+        self.db
+            .execute("DELETE FROM rules WHERE id = ?1", [id])
+            .map(|n| n > 0)
+            .map_err(db_error)
+    }
+
+    fn rule_run(
+        &mut self,
+        rule: i64,
+        start_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let tx = self.db.transaction().map_err(db_error)?;
+        let overlapping: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM rule_firings WHERE rule = ?1 AND start_ms <= ?3 AND end_ms >= ?2 \
+                 LIMIT 1",
+                params![rule, start_ms, end_ms],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_error)?;
+        match overlapping {
+            Some(id) => tx.execute(
+                "UPDATE rule_firings SET start_ms = MIN(start_ms, ?2), end_ms = MAX(end_ms, ?3) \
+                 WHERE id = ?1",
+                params![id, start_ms, end_ms],
+            ),
+            None => tx.execute(
+                "INSERT INTO rule_firings (rule, start_ms, end_ms, fired_ms) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![rule, start_ms, end_ms, now_ms],
+            ),
+        }
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        Ok(overlapping.is_none())
+    }
+
     fn add_notification(&mut self, unix_ms: i64, body: &str) -> Result<i64, StoreError> {
         self.db
             .prepare_cached("INSERT INTO notifications (unix_ms, body) VALUES (?1, ?2)")
@@ -1296,6 +1429,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
         (5, V5),
         (6, V6),
         (7, V7),
+        (8, V8),
     ] {
         if version >= to {
             continue;

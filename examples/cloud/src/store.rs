@@ -18,6 +18,7 @@ use telemark_core::wire::seal::Key;
 use telemark_server::{Contents, DesiredConfig, NewRecord, Store};
 
 use crate::access::{Group, Role, Token};
+use crate::rules::Rule;
 
 /// Why the store failed. Nothing was acknowledged that it did not commit.
 #[derive(Clone, Debug)]
@@ -387,6 +388,35 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
 
     /// The events of `device`, latest first, at most `limit`.
     fn events(&mut self, device: u64, limit: u32) -> Result<Vec<EventRow>, StoreError>;
+
+    /// Keeps an event of `device` (a rule that fired).
+    fn add_event(
+        &mut self,
+        device: u64,
+        kind: &str,
+        unix_ms: i64,
+        detail: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Keeps a rule; its id. A name in use is [`StoreError::Taken`].
+    fn add_rule(&mut self, rule: &Rule) -> Result<i64, StoreError>;
+
+    /// Every rule, by id.
+    fn rules(&mut self) -> Result<Vec<Rule>, StoreError>;
+
+    /// Removes rule `id`; false if there is none.
+    fn remove_rule(&mut self, id: i64) -> Result<bool, StoreError>;
+
+    /// Notes that rule `rule` held from `start_ms` to `end_ms` long
+    /// enough to fire, at `now_ms`: true if no run that overlaps it fired
+    /// before (it fires now); an overlapping one is widened to cover it.
+    fn rule_run(
+        &mut self,
+        rule: i64,
+        start_ms: i64,
+        end_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
 
     /// Keeps a notification made at `unix_ms`; its id.
     fn add_notification(&mut self, unix_ms: i64, body: &str) -> Result<i64, StoreError>;

@@ -468,6 +468,77 @@ async fn a_webhook_is_posted_signed_notifications_until_it_takes_them() {
     service.terminate();
 }
 
+/// Rules from the config file and through the API, for devices the
+/// service knows; a rule that makes no sense is refused with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_come_from_the_config_file_and_the_api() {
+    let config = std::env::temp_dir().join(format!("telemark-rules-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[rule]]\nname = \"boiler-hot\"\n\
+         when = { device = 257, channel = 1, above = 85.0, for_s = 300 }\n\
+         then = { device = 258, command = \"set_output\", output = 2, value = 0 }\n",
+    )
+    .unwrap();
+    let key = "ab".repeat(32);
+    let service = Service::start_with(
+        "rules",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--key",
+            &format!("257:1:{key}"),
+            "--key",
+            &format!("258:1:{key}"),
+        ],
+    );
+    let rules = get(&service.url("/v1/rules")).await;
+    assert_eq!(rules["rules"][0]["name"], "boiler-hot", "{rules}");
+    assert_eq!(rules["rules"][0]["when"]["above"], 85.0, "{rules}");
+    let url = service.url("/v1/rules");
+    let cold = json!({
+        "name": "boiler-cold",
+        "when": {"device": 257, "channel": 1, "below": 5.0, "for_s": 600},
+        "then": {"device": 257, "command": "reboot"},
+    });
+    let (status, made) = call(reqwest::Method::POST, &url, Some(cold)).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    let both = json!({
+        "name": "confused",
+        "when": {"device": 257, "channel": 1, "above": 5.0, "below": 1.0, "for_s": 0},
+        "then": {"device": 257, "command": "ping"},
+    });
+    let (status, problem) = call(reqwest::Method::POST, &url, Some(both)).await;
+    assert!(status.is_client_error(), "{status} {problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("one of above or below"),
+        "{problem}"
+    );
+    let stranger = json!({
+        "name": "stranger",
+        "when": {"device": 999, "channel": 1, "above": 5.0, "for_s": 0},
+        "then": {"device": 257, "command": "ping"},
+    });
+    let (status, _) = call(reqwest::Method::POST, &url, Some(stranger)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let id = made["id"].as_i64().unwrap();
+    let gone = service.url(&format!("/v1/rules/{id}"));
+    assert_eq!(
+        call(reqwest::Method::DELETE, &gone, None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(reqwest::Method::DELETE, &gone, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(&url).await["rules"].as_array().unwrap().len(), 1);
+    service.terminate();
+    let _ = std::fs::remove_file(config);
+}
+
 /// Every bad request is a problem+json with a detail; the service keeps
 /// serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
