@@ -244,7 +244,7 @@ impl Rule {
         }
     }
 
-    /// The command's columns (see [`command_columns`]).
+    /// The command's columns: its code, output and value.
     pub fn command_columns(&self) -> (u8, u8, u32) {
         command_columns(self.command)
     }
