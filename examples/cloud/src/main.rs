@@ -6,7 +6,7 @@
 //!                [--line ADDR] [--line-connect ADDR] [--serial PATH]
 //!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
 //!                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
-//!                [--webhook URL --webhook-secret SECRET]
+//!                [--webhook URL --webhook-secret SECRET] [--mqtt-notifications]
 //!                [--reading-rows] [--verbose]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
@@ -123,7 +123,7 @@ fn serve(s: Settings) -> Result<(), String> {
     let mut hub = Hub::new(store).map_err(|e| e.to_string())?;
     hub.detect_silence(s.silence).map_err(|e| e.to_string())?;
     hub.set_command_ttl(s.command_ttl_ms);
-    hub.keep_notifications(!s.webhooks.is_empty());
+    hub.keep_notifications(!s.webhooks.is_empty() || s.mqtt_notifications);
     let now = unix_ms() as i64;
     let mut keys = s.key.clone();
     for file in &s.keys {
@@ -222,14 +222,20 @@ fn serve(s: Settings) -> Result<(), String> {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| format!("the webhooks' HTTP client: {e}"))?;
-        let hooks: Vec<_> = s
+        let mut sinks: Vec<notify::Sink> = s
             .webhooks
             .iter()
-            .map(|hook| {
+            .map(|hook| notify::Sink::Webhook(hook.clone(), client.clone()))
+            .collect();
+        if s.mqtt_notifications {
+            sinks.push(notify::mqtt_sink(&broker, stopping.clone()));
+        }
+        let hooks: Vec<_> = sinks
+            .into_iter()
+            .map(|sink| {
                 tokio::spawn(notify::deliver(
                     hub.clone(),
-                    hook.clone(),
-                    client.clone(),
+                    sink,
                     notify::Backoff::default(),
                     stopping.clone(),
                 ))
@@ -450,7 +456,7 @@ const USAGE: &str =
                [--line ADDR] [--line-connect ADDR] [--serial PATH]
                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
-               [--webhook URL --webhook-secret SECRET]
+               [--webhook URL --webhook-secret SECRET] [--mqtt-notifications]
                [--reading-rows] [--verbose]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]

@@ -26,6 +26,7 @@
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use telemark_core::wire::report::Report;
@@ -133,25 +134,119 @@ async fn on_hub<T: Send + 'static>(
         .unwrap_or_else(|| Err(StoreError::Unavailable("the hub has stopped".into())))
 }
 
-/// Sends `hook` every notification, in order, until `stop` says so. A
-/// store that fails is waited out like a webhook that does.
+/// Where notifications go.
+pub enum Sink {
+    /// A webhook, and the client that posts to it.
+    Webhook(Webhook, reqwest::Client),
+    /// An MQTT broker, through the client of [`mqtt_sink`]: each
+    /// notification published at QoS 1 on `{prefix}/v1/{device}/notifications`.
+    Mqtt(rumqttc::v5::AsyncClient, String),
+}
+
+impl Sink {
+    /// Its name in the store: `webhook URL`, or `mqtt PREFIX`.
+    pub fn name(&self) -> String {
+        match self {
+            Sink::Webhook(hook, _) => hook.sink(),
+            Sink::Mqtt(_, prefix) => format!("mqtt {prefix}"),
+        }
+    }
+
+    /// One attempt at delivering `n`: the HTTP status and what went
+    /// wrong, if anything.
+    async fn send(&self, n: &NotificationRow, now_ms: u64) -> (Option<u16>, Option<String>) {
+        match self {
+            Sink::Webhook(hook, client) => {
+                let timestamp = now_ms / 1000;
+                let signed = signature(hook.secret.as_bytes(), timestamp, n.body.as_bytes());
+                let sent = client
+                    .post(&hook.url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .header("X-Telemark-Delivery", n.id.to_string())
+                    .header("X-Telemark-Timestamp", timestamp.to_string())
+                    .header("X-Telemark-Signature", signed)
+                    .body(n.body.clone())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(answer) if answer.status().is_success() => {
+                        (Some(answer.status().as_u16()), None)
+                    }
+                    Ok(answer) => (
+                        Some(answer.status().as_u16()),
+                        Some(format!("answered {}", answer.status())),
+                    ),
+                    Err(e) => (None, Some(e.to_string())),
+                }
+            }
+            Sink::Mqtt(client, prefix) => {
+                let device = serde_json::from_str::<Value>(&n.body)
+                    .ok()
+                    .and_then(|v| v["device"].as_u64());
+                let Some(device) = device else {
+                    return (None, Some("a notification of no device".into()));
+                };
+                let topic = format!("{prefix}/v1/{device}/notifications");
+                let published = client
+                    .publish(topic, QoS::AtLeastOnce, false, n.body.clone().into_bytes())
+                    .await;
+                (None, published.err().map(|e| e.to_string()))
+            }
+        }
+    }
+}
+
+/// The MQTT client notifications are published through, to `broker`,
+/// under client id `{client_id}-notifications`: its session is kept, so
+/// what was published while the broker was away goes when it is back.
+/// The client's connection runs until `stop` says so.
+pub fn mqtt_sink(broker: &crate::Broker, mut stop: watch::Receiver<bool>) -> Sink {
+    let mut options = rumqttc::v5::MqttOptions::new(
+        format!("{}-notifications", broker.client_id),
+        &broker.host,
+        broker.port,
+    );
+    options
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(7 * 24 * 3600))
+        .set_keep_alive(Duration::from_secs(15));
+    if let Some((user, password)) = &broker.credentials {
+        options.set_credentials(user, password);
+    }
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 64);
+    tokio::spawn(async move {
+        loop {
+            let failed = tokio::select! {
+                event = events.poll() => event.is_err(),
+                _ = stop.wait_for(|&stop| stop) => return,
+            };
+            // A broker away is dialled again; what waits is kept.
+            if failed {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    });
+    Sink::Mqtt(client, broker.prefix.clone())
+}
+
+/// Sends `sink` every notification, in order, until `stop` says so. A
+/// store that fails is waited out like a sink that does.
 pub async fn deliver(
     hub: HubHandle,
-    hook: Webhook,
-    client: reqwest::Client,
+    sink: Sink,
     backoff: Backoff,
     mut stop: watch::Receiver<bool>,
 ) {
-    let sink = hook.sink();
+    let name = sink.name();
     let mut wait = backoff.first;
     loop {
         if *stop.borrow() {
             return;
         }
         let next = {
-            let sink = sink.clone();
+            let name = name.clone();
             on_hub(&hub, move |h| {
-                let cursor = h.store().sink_cursor(&sink)?;
+                let cursor = h.store().sink_cursor(&name)?;
                 h.store().notifications_after(cursor, 64)
             })
             .await
@@ -159,7 +254,7 @@ pub async fn deliver(
         let batch = match next {
             Ok(batch) => batch,
             Err(e) => {
-                eprintln!("{sink}: {e}");
+                eprintln!("{name}: {e}");
                 Vec::new()
             }
         };
@@ -170,10 +265,20 @@ pub async fn deliver(
         for n in batch {
             let mut attempt = 1;
             loop {
-                let row = post(&client, &hook, &sink, &n, attempt).await;
+                let now_ms = crate::unix_ms();
+                let (status, error) = sink.send(&n, now_ms).await;
+                let row = DeliveryRow {
+                    sink: name.clone(),
+                    notification: n.id,
+                    attempt,
+                    unix_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
+                    status,
+                    delivered: error.is_none(),
+                    error,
+                };
                 let delivered = row.delivered;
                 if let Err(e) = on_hub(&hub, move |h| h.store().log_delivery(&row)).await {
-                    eprintln!("{sink}: delivery not logged: {e}");
+                    eprintln!("{name}: delivery not logged: {e}");
                 }
                 if delivered {
                     wait = backoff.first;
@@ -187,44 +292,5 @@ pub async fn deliver(
                 attempt += 1;
             }
         }
-    }
-}
-
-/// One attempt at posting `n` to `hook`.
-async fn post(
-    client: &reqwest::Client,
-    hook: &Webhook,
-    sink: &str,
-    n: &NotificationRow,
-    attempt: u32,
-) -> DeliveryRow {
-    let now_ms = crate::unix_ms();
-    let timestamp = now_ms / 1000;
-    let signed = signature(hook.secret.as_bytes(), timestamp, n.body.as_bytes());
-    let sent = client
-        .post(&hook.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("X-Telemark-Delivery", n.id.to_string())
-        .header("X-Telemark-Timestamp", timestamp.to_string())
-        .header("X-Telemark-Signature", signed)
-        .body(n.body.clone())
-        .send()
-        .await;
-    let (status, error) = match sent {
-        Ok(answer) if answer.status().is_success() => (Some(answer.status().as_u16()), None),
-        Ok(answer) => (
-            Some(answer.status().as_u16()),
-            Some(format!("answered {}", answer.status())),
-        ),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    DeliveryRow {
-        sink: sink.to_string(),
-        notification: n.id,
-        attempt,
-        unix_ms: i64::try_from(now_ms).unwrap_or(i64::MAX),
-        status,
-        delivered: error.is_none(),
-        error,
     }
 }

@@ -18,6 +18,8 @@
 //! report_interval = 3600                  # --report-interval S: for devices whose config sets none
 //! command_ttl = 86400                     # --command-ttl S: a command unanswered expires (0: never)
 //!
+//! mqtt_notifications = false              # --mqtt-notifications: also on {prefix}/v1/{device}/notifications
+//!
 //! [[webhook]]                             # --webhook URL --webhook-secret S: notifications posted
 //! url = "https://hooks.example/telemark"
 //! secret = "a long random string"
@@ -85,6 +87,9 @@ pub struct Settings {
     pub webhooks: Vec<Webhook>,
     /// Rules of the config file ([`crate::rules`]).
     pub rules: Vec<RuleSpec>,
+    /// Also publish notifications on the broker
+    /// (`{prefix}/v1/{device}/notifications`).
+    pub mqtt_notifications: bool,
 }
 
 impl Default for Settings {
@@ -110,6 +115,7 @@ impl Default for Settings {
             command_ttl_ms: Some(crate::DEFAULT_COMMAND_TTL_MS),
             webhooks: Vec::new(),
             rules: Vec::new(),
+            mqtt_notifications: false,
         }
     }
 }
@@ -141,6 +147,7 @@ struct File {
     webhook: Vec<FileWebhook>,
     #[serde(default)]
     rule: Vec<RuleSpec>,
+    mqtt_notifications: Option<bool>,
 }
 
 /// A webhook of the file.
@@ -298,6 +305,7 @@ impl Settings {
                 }
                 "--command-ttl" => s.command_ttl_ms = ttl_ms(&value()?)?,
                 "--webhook" => hooks.push(value()?),
+                "--mqtt-notifications" => s.mqtt_notifications = true,
                 "--webhook-secret" => secret = Some(value()?),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -357,6 +365,9 @@ impl Settings {
         }
         for h in f.webhook {
             self.webhooks.push(webhook(h.url, h.secret)?);
+        }
+        if let Some(v) = f.mqtt_notifications {
+            self.mqtt_notifications = v;
         }
         for r in f.rule {
             r.rule()?;

@@ -370,7 +370,7 @@ async fn a_silent_device_goes_offline_is_pinged_and_recovers() {
 
 /// A webhook is posted each notification, signed, and retried until it
 /// takes it: here an offline device, refused once with a 500; both
-/// attempts are in the delivery log.
+/// attempts are in the delivery log. The broker has it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_is_posted_signed_notifications_until_it_takes_them() {
     use std::sync::{Arc, Mutex};
@@ -411,8 +411,32 @@ async fn a_webhook_is_posted_signed_notifications_until_it_takes_them() {
             "1",
             "--silent-intervals",
             "2",
+            "--mqtt-notifications",
         ],
     );
+    let (host, port) = service.mqtt.clone();
+    let (listener, mut events) =
+        rumqttc::v5::AsyncClient::new(rumqttc::v5::MqttOptions::new("listener", host, port), 16);
+    listener
+        .subscribe(
+            "telemark/v1/+/notifications",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let heard = tokio::spawn(async move {
+        loop {
+            if let Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Publish(
+                p,
+            ))) = events.poll().await
+            {
+                return (
+                    String::from_utf8_lossy(&p.topic).to_string(),
+                    p.payload.to_vec(),
+                );
+            }
+        }
+    });
     let (id, mut engine) = provision(&service, "hooked").await;
     let answer = client()
         .post(service.url(telemark_http::exchange::PATH))
@@ -447,11 +471,22 @@ async fn a_webhook_is_posted_signed_notifications_until_it_takes_them() {
             telemark_cloud::notify::signature(SECRET.as_bytes(), timestamp, text.as_bytes())
         );
     }
+    let (topic, payload) = tokio::time::timeout(RealDuration::from_secs(10), heard)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(topic, format!("telemark/v1/{id}/notifications"));
+    assert_eq!(
+        payload,
+        posts[1].1.as_bytes(),
+        "the same notification on the broker"
+    );
     let log = get(&service.url("/v1/deliveries")).await;
     let attempts: Vec<(u64, bool, Option<u64>)> = log["deliveries"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|d| d["sink"].as_str().unwrap().starts_with("webhook "))
         .map(|d| {
             (
                 d["attempt"].as_u64().unwrap(),
