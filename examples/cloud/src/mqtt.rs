@@ -52,7 +52,13 @@ impl Broker {
     }
 
     fn options(&self) -> MqttOptions {
-        let mut options = MqttOptions::new(&self.client_id, &self.host, self.port);
+        self.options_as(&self.client_id)
+    }
+
+    /// The options of a client of the service named `client_id`: its
+    /// session kept a week, the broker's credentials, no Nagle delay.
+    pub(crate) fn options_as(&self, client_id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, &self.host, self.port);
         options
             .set_clean_start(false)
             .set_session_expiry_interval(Some(7 * 24 * 3600))

@@ -201,18 +201,7 @@ impl Sink {
 /// what was published while the broker was away goes when it is back.
 /// The client's connection runs until `stop` says so.
 pub fn mqtt_sink(broker: &crate::Broker, mut stop: watch::Receiver<bool>) -> Sink {
-    let mut options = rumqttc::v5::MqttOptions::new(
-        format!("{}-notifications", broker.client_id),
-        &broker.host,
-        broker.port,
-    );
-    options
-        .set_clean_start(false)
-        .set_session_expiry_interval(Some(7 * 24 * 3600))
-        .set_keep_alive(Duration::from_secs(15));
-    if let Some((user, password)) = &broker.credentials {
-        options.set_credentials(user, password);
-    }
+    let options = broker.options_as(&format!("{}-notifications", broker.client_id));
     let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 64);
     tokio::spawn(async move {
         loop {
