@@ -277,6 +277,11 @@ impl Server {
         }
     }
 
+    /// The keys it accepts.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// The keyring, to add and remove devices and keys.
     pub fn keyring_mut(&mut self) -> &mut Keyring {
         &mut self.keyring

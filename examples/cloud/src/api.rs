@@ -399,6 +399,11 @@ async fn metrics(State(api): State<Api>) -> Result<Response, Problem> {
         "Frames of another device than their topic names.",
         f.wrong_device,
     );
+    counter(
+        "telemark_frames_throttled_total",
+        "Frames of a device over its rate, not taken (its device sends them again).",
+        f.throttled,
+    );
     out += "# HELP telemark_refused_total Frames refused, by cause.\n# TYPE telemark_refused_total counter\n";
     let r = c.refused;
     for (cause, n) in [
@@ -453,6 +458,11 @@ async fn up(State(api): State<Api>, frame: Bytes) -> Response {
             Problem::new(status, &format!("frame refused: {r}")).into_response()
         }
         Err(NotAcknowledged::Unstored(e)) => Problem::from(e).into_response(),
+        Err(e @ NotAcknowledged::Throttled { retry_after_ms }) => Problem {
+            retry_after_s: Some(u32::try_from(retry_after_ms.div_ceil(1000)).unwrap_or(u32::MAX)),
+            ..Problem::new(StatusCode::TOO_MANY_REQUESTS, &e.to_string())
+        }
+        .into_response(),
         Err(e) => Problem::bad(e).into_response(),
     }
 }

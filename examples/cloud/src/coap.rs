@@ -37,6 +37,11 @@ fn answer_of(answer: Result<Vec<u8>, NotAcknowledged>) -> (Code, Option<u32>, Ve
         Err(NotAcknowledged::Unstored(_)) => {
             (Code::SERVICE_UNAVAILABLE, Some(BUSY_MAX_AGE_S), Vec::new())
         }
+        Err(NotAcknowledged::Throttled { retry_after_ms }) => (
+            Code::TOO_MANY_REQUESTS,
+            Some(u32::try_from(retry_after_ms.div_ceil(1000)).unwrap_or(u32::MAX)),
+            Vec::new(),
+        ),
         Err(_) => (Code::BAD_REQUEST, None, Vec::new()),
     }
 }

@@ -36,6 +36,7 @@ use crate::rules::{Rule, RuleSpec};
 use crate::silence::{self, Watch};
 use crate::store::ReadingQuery;
 use crate::store::{CloudStore, Device, DeviceKey, StoreError};
+use crate::throttle::{Rate, Throttle};
 
 /// Why the hub refused a request.
 #[derive(Debug)]
@@ -119,6 +120,8 @@ impl Provisioned {
 pub struct Figures {
     /// Frames whose device is not the one their topic or certificate names.
     pub wrong_device: u64,
+    /// Frames of a device over its rate, not taken ([`crate::throttle`]).
+    pub throttled: u64,
     /// Commits, and the seconds they took (for the mean).
     pub commits: u64,
     /// Seconds all commits took.
@@ -258,6 +261,12 @@ pub enum NotAcknowledged {
     },
     /// The store could not commit it: the device sends it again.
     Unstored(StoreError),
+    /// Its device sends faster than its rate: it may send again after
+    /// this many ms.
+    Throttled {
+        /// When it may send again, ms from now.
+        retry_after_ms: u64,
+    },
 }
 
 impl fmt::Display for NotAcknowledged {
@@ -269,6 +278,10 @@ impl fmt::Display for NotAcknowledged {
                 None => write!(f, "not a frame (on the path of device {expected})"),
             },
             NotAcknowledged::Unstored(e) => write!(f, "not stored: {e}"),
+            NotAcknowledged::Throttled { retry_after_ms } => write!(
+                f,
+                "not taken: the device sends faster than its rate; again in {retry_after_ms} ms"
+            ),
         }
     }
 }
@@ -291,6 +304,7 @@ pub struct Hub {
     housekept_ms: u64,
     notifying: bool,
     rules: Vec<Rule>,
+    throttle: Throttle,
     closed: bool,
 }
 
@@ -311,6 +325,7 @@ impl Hub {
             housekept_ms: 0,
             notifying: false,
             rules,
+            throttle: Throttle::new(None),
             store,
             watch: None,
             figures: Figures::default(),
@@ -374,6 +389,11 @@ impl Hub {
         let removed = self.store.remove_rule(id)?;
         self.rules.retain(|r| r.id != id);
         Ok(removed)
+    }
+
+    /// Limits each device to `rate` from now on (`None`: no limit).
+    pub fn limit_rate(&mut self, rate: Option<Rate>) {
+        self.throttle = Throttle::new(rate);
     }
 
     /// The rules it runs.
@@ -785,17 +805,28 @@ impl Hub {
         }
         let mut answers: Vec<Option<Result<Vec<u8>, NotAcknowledged>>> = Vec::new();
         let mut frames: Vec<(&[u8], u64)> = Vec::new();
+        // The device each frame took a token of, if any.
+        let mut takers: Vec<Option<u64>> = Vec::new();
         for a in arrivals {
+            let named = Header::parse(&a.frame).map(|(h, _)| h.device).ok();
             if let Some(expected) = a.device {
-                let named = Header::parse(&a.frame).map(|(h, _)| h.device).ok();
                 if named != Some(expected) {
                     self.figures.wrong_device += 1;
                     answers.push(Some(Err(NotAcknowledged::WrongDevice { expected, named })));
                     continue;
                 }
             }
+            let known = named.filter(|&d| self.server.keyring().device(d).is_some());
+            if let Some(device) = known {
+                if let Err(retry_after_ms) = self.throttle.take(device, a.received_unix_ms) {
+                    self.figures.throttled += 1;
+                    answers.push(Some(Err(NotAcknowledged::Throttled { retry_after_ms })));
+                    continue;
+                }
+            }
             answers.push(None);
             frames.push((&a.frame, a.received_unix_ms));
+            takers.push(known);
         }
         if let Some(&(_, now)) = frames.last() {
             self.refresh_keys(now);
@@ -814,19 +845,26 @@ impl Hub {
             self.time_commit(started.elapsed().as_secs_f64());
         }
         let mut times = frames.iter().map(|&(_, t)| t);
+        let mut takers = takers.into_iter();
         answers
             .into_iter()
             .map(|a| match a {
                 Some(answer) => answer,
-                None => match (results.next(), times.next()) {
-                    (Some(Ok(received)), Some(t)) => {
+                None => match (results.next(), times.next(), takers.next().flatten()) {
+                    (Some(Ok(received)), Some(t), _) => {
                         self.show(&received);
                         self.heard(received.batch.device, t);
                         self.note_sent(received.batch.device, &received.sent.commands, t);
                         Ok(received.response)
                     }
-                    (Some(Err(r)), _) => Err(NotAcknowledged::Refused(r)),
-                    (Some(Ok(_)), None) | (None, _) => Err(NotAcknowledged::Unstored(
+                    (Some(Err(r)), _, taker) => {
+                        // A frame that only claims to be the device.
+                        if let Some(device) = taker {
+                            self.throttle.give_back(device);
+                        }
+                        Err(NotAcknowledged::Refused(r))
+                    }
+                    (Some(Ok(_)), None, _) | (None, _, _) => Err(NotAcknowledged::Unstored(
                         StoreError::Failed("no answer".into()),
                     )),
                 },
@@ -953,6 +991,7 @@ impl Hub {
             return;
         }
         self.housekept_ms = now;
+        self.throttle.prune(now);
         if let Err(e) = self.expire_commands(now) {
             eprintln!("expiring commands: {e}");
         }

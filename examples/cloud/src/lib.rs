@@ -48,6 +48,7 @@ pub mod settings;
 pub mod silence;
 mod sqlite;
 mod store;
+pub mod throttle;
 
 pub use hub::{
     Answer, Arrival, Figures, Hub, HubError, HubHandle, NotAcknowledged, Provisioned, Stored,

@@ -7,6 +7,7 @@
 //!                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
 //!                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
 //!                [--webhook URL --webhook-secret SECRET] [--mqtt-notifications]
+//!                [--device-rate FRAMES_PER_S] [--device-burst FRAMES]
 //!                [--reading-rows] [--verbose]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
@@ -123,6 +124,7 @@ fn serve(s: Settings) -> Result<(), String> {
     let mut hub = Hub::new(store).map_err(|e| e.to_string())?;
     hub.detect_silence(s.silence).map_err(|e| e.to_string())?;
     hub.set_command_ttl(s.command_ttl_ms);
+    hub.limit_rate(s.device_rate());
     hub.keep_notifications(!s.webhooks.is_empty() || s.mqtt_notifications);
     let now = unix_ms() as i64;
     let mut keys = s.key.clone();
@@ -457,6 +459,7 @@ const USAGE: &str =
                [--keys FILE] [--key DEVICE:ID:HEX] [--admin-token TOKEN]
                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
                [--webhook URL --webhook-secret SECRET] [--mqtt-notifications]
+               [--device-rate FRAMES_PER_S] [--device-burst FRAMES]
                [--reading-rows] [--verbose]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]

@@ -19,6 +19,8 @@
 //! command_ttl = 86400                     # --command-ttl S: a command unanswered expires (0: never)
 //!
 //! mqtt_notifications = false              # --mqtt-notifications: also on {prefix}/v1/{device}/notifications
+//! device_rate = 10.0                      # --device-rate F: frames a second a device may send (0: any)
+//! device_burst = 100                      # --device-burst N: ... and at once
 //!
 //! [[webhook]]                             # --webhook URL --webhook-secret S: notifications posted
 //! url = "https://hooks.example/telemark"
@@ -43,6 +45,7 @@ use telemark_core::wire::seal::Key;
 use crate::notify::Webhook;
 use crate::rules::RuleSpec;
 use crate::silence::Rule;
+use crate::throttle::Rate;
 
 /// Everything `telemark-cloud serve` is told.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +93,9 @@ pub struct Settings {
     /// Also publish notifications on the broker
     /// (`{prefix}/v1/{device}/notifications`).
     pub mqtt_notifications: bool,
+    /// How fast each device may send ([`crate::throttle`]); 0 frames a
+    /// second for no limit.
+    pub device_rate: Rate,
 }
 
 impl Default for Settings {
@@ -116,6 +122,7 @@ impl Default for Settings {
             webhooks: Vec::new(),
             rules: Vec::new(),
             mqtt_notifications: false,
+            device_rate: Rate::default(),
         }
     }
 }
@@ -148,6 +155,8 @@ struct File {
     #[serde(default)]
     rule: Vec<RuleSpec>,
     mqtt_notifications: Option<bool>,
+    device_rate: Option<f64>,
+    device_burst: Option<u32>,
 }
 
 /// A webhook of the file.
@@ -306,6 +315,26 @@ impl Settings {
                 "--command-ttl" => s.command_ttl_ms = ttl_ms(&value()?)?,
                 "--webhook" => hooks.push(value()?),
                 "--mqtt-notifications" => s.mqtt_notifications = true,
+                "--device-rate" => {
+                    let v = value()?;
+                    let per_s = v
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|r| r.is_finite() && *r >= 0.0)
+                        .ok_or(format!(
+                            "--device-rate {v}: frames a second, 0 for no limit"
+                        ))?;
+                    s.device_rate.per_s = per_s;
+                }
+                "--device-burst" => {
+                    let v = value()?;
+                    let burst = v
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|&b| b > 0)
+                        .ok_or(format!("--device-burst {v}: frames at once, 1 or more"))?;
+                    s.device_rate.burst = burst;
+                }
                 "--webhook-secret" => secret = Some(value()?),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -322,6 +351,11 @@ impl Settings {
             }
         }
         Ok(s)
+    }
+
+    /// How fast each device may send; `None`: any.
+    pub fn device_rate(&self) -> Option<Rate> {
+        Some(self.device_rate).filter(|r| r.per_s > 0.0)
     }
 
     fn apply_file(&mut self, text: &str) -> Result<(), String> {
@@ -369,6 +403,18 @@ impl Settings {
         if let Some(v) = f.mqtt_notifications {
             self.mqtt_notifications = v;
         }
+        if f.device_rate.is_some_and(|r| !r.is_finite() || r < 0.0) {
+            return Err("device_rate: frames a second, 0 for no limit".into());
+        }
+        if f.device_burst == Some(0) {
+            return Err("device_burst: frames at once, 1 or more".into());
+        }
+        if let Some(v) = f.device_rate {
+            self.device_rate.per_s = v;
+        }
+        if let Some(v) = f.device_burst {
+            self.device_rate.burst = v;
+        }
         for r in f.rule {
             r.rule()?;
             self.rules.push(r);
@@ -409,6 +455,10 @@ mod tests {
         assert!(e(&["--frobnicate"]).contains("--frobnicate"));
         assert!(e(&["--report-interval", "0"]).contains("report interval 0"));
         assert!(e(&["--command-ttl", "x"]).contains("command ttl x"));
+        assert!(e(&["--device-rate", "-1"]).contains("--device-rate -1"));
+        assert!(e(&["--device-burst", "0"]).contains("--device-burst 0"));
+        let off = Settings::parse(["--device-rate", "0"].map(String::from)).unwrap();
+        assert_eq!(off.device_rate(), None);
         assert!(e(&["--webhook", "ftp://x"]).contains("--webhook-secret"));
         let short = ["--webhook", "http://x", "--webhook-secret", "short"];
         assert!(e(&short).contains("16 characters"));

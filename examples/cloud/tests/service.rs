@@ -574,6 +574,61 @@ async fn rules_come_from_the_config_file_and_the_api() {
     let _ = std::fs::remove_file(config);
 }
 
+/// A device over its rate is answered 429 with Retry-After and counted,
+/// and served again once its bucket fills; the service answers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_floods_is_throttled_and_counted() {
+    let service = Service::start_with("flood", &["--device-rate", "1", "--device-burst", "3"]);
+    let (_, mut engine) = provision(&service, "chatty").await;
+    let post = |frame: Vec<u8>| {
+        client()
+            .post(service.url(telemark_http::exchange::PATH))
+            .body(frame)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for k in 0..3u64 {
+        let now = Instant::from_millis(1_000 + k);
+        let answer = post(next_frame(&mut engine, now)).await.unwrap();
+        statuses.push(answer.status().as_u16());
+        let mut response = answer.bytes().await.unwrap().to_vec();
+        assert!(engine.on_frame(now, &mut response).is_ok());
+    }
+    // The bucket is empty: this frame, sent again and again, is not taken.
+    let frame = next_frame(&mut engine, Instant::from_millis(2_000));
+    let mut retry_after = None;
+    for _ in 0..3 {
+        let answer = post(frame.clone()).await.unwrap();
+        statuses.push(answer.status().as_u16());
+        retry_after = answer.headers().get("retry-after").cloned();
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    assert_eq!(retry_after.unwrap().to_str().unwrap(), "1");
+    let health = client().get(service.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let metrics = client()
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let throttled = statuses.iter().filter(|&&s| s == 429).count();
+    assert!(
+        metrics.contains(&format!("telemark_frames_throttled_total {throttled}")),
+        "{metrics}"
+    );
+    tokio::time::sleep(RealDuration::from_millis(1_100)).await;
+    let answer = post(frame).await.unwrap();
+    assert_eq!(
+        answer.status(),
+        StatusCode::OK,
+        "a token again after a second"
+    );
+    service.terminate();
+}
+
 /// Every bad request is a problem+json with a detail; the service keeps
 /// serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
