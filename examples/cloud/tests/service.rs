@@ -78,6 +78,18 @@ async fn get(url: &str) -> Value {
     v
 }
 
+/// The service's `/metrics`, as text.
+async fn metrics(service: &Service) -> String {
+    client()
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Adds a device through the API; its engine, on a RAM store.
 async fn provision(service: &Service, name: &str) -> (u64, Engine) {
     let (status, v) = call(
@@ -177,14 +189,7 @@ async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker()
     let c = get(&service.url(&format!("/v1/devices/{id}/commands"))).await;
     assert_eq!(c["commands"][0]["state"], "answered", "{c}");
     assert_eq!(c["commands"][0]["result"]["status"], 0);
-    let metrics = client()
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&service).await;
     assert!(
         metrics.contains(&format!("telemark_readings_total {sampled}")),
         "{metrics}"
@@ -606,14 +611,7 @@ async fn a_device_that_floods_is_throttled_and_counted() {
     assert_eq!(retry_after.unwrap().to_str().unwrap(), "1");
     let health = client().get(service.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
-    let metrics = client()
-        .get(service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(&service).await;
     let throttled = statuses.iter().filter(|&&s| s == 429).count();
     assert!(
         metrics.contains(&format!("telemark_frames_throttled_total {throttled}")),
