@@ -19,7 +19,7 @@ use telemark_core::wire::seal::{Key, Sealing};
 use telemark_core::wire::Epoch;
 use telemark_qemu_app::device;
 use telemark_transport_testkit::cloud::Cloud;
-use telemark_transport_testkit::{run_device, run_until, Boiler, Engine, MTU};
+use telemark_transport_testkit::{next_frame, run_device, run_until, Boiler, Engine, MTU};
 
 const TOKEN: &str = "test-admin-token";
 
@@ -296,24 +296,6 @@ async fn a_device_reports_over_coap() {
         .unwrap();
     let answer = telemark_coap::message::Message::parse(&answer[..m]).unwrap();
     assert_eq!(answer.code, telemark_coap::message::Code::UNAUTHORIZED);
-}
-
-/// The next frame the engine sends, with one more reading in it.
-fn next_frame(engine: &mut Engine, now: Instant) -> Vec<u8> {
-    use telemark_core::engine::Action;
-    use telemark_core::model::{ChannelId, Reading, Value};
-    engine.on_reading(now, Reading::new(ChannelId(1), now, Value::Scaled(6000)));
-    engine.flush_now(now);
-    for _ in 0..10 {
-        match engine.poll(now) {
-            Action::Send(frame) => return frame.to_vec(),
-            Action::Sample(ch) => {
-                engine.on_reading(now, Reading::new(ch, now, Value::Scaled(6000)))
-            }
-            _ => {}
-        }
-    }
-    panic!("the engine sent no frame");
 }
 
 /// A device silent for two report intervals (of 1 s here) goes offline,

@@ -392,3 +392,92 @@ fn frames_that_wait_are_committed_together() {
     println!("{frames} frames in {commits} commits");
     let _ = std::fs::remove_file(&path);
 }
+
+/// A tmpfs of its own, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// A 4 MiB filesystem; `None` where this user may not mount one.
+    fn mount(name: &str) -> Option<SmallDisk> {
+        let dir = std::env::temp_dir().join(format!("telemark-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The disk fills up: a frame that arrives is acknowledged to no one and
+/// the service keeps going; once there is room, the same frame sent again
+/// is stored, once. On a real filesystem that runs full (a tmpfs the
+/// test mounts, so it runs as root, as CI does; elsewhere it says why it
+/// cannot).
+#[test]
+fn a_full_disk_acknowledges_nothing_and_loses_nothing() {
+    use std::io::Write;
+    use telemark_cloud::{NotAcknowledged, StoreError};
+    use telemark_transport_testkit::{engine, next_frame, DEVICE};
+
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let Some(disk) = SmallDisk::mount("full") else {
+        assert!(!root, "root could not mount a tmpfs");
+        eprintln!("skipped: mounting a small filesystem takes root");
+        return;
+    };
+    let mut hub = Hub::new(Box::new(
+        SqliteStore::open(&disk.0.join("telemark.sqlite")).unwrap(),
+    ))
+    .unwrap();
+    let key = Key::from_bytes(telemark_qemu_app::DEMO_KEYS[0].1);
+    hub.import_key(DEVICE, 1, key, 0).unwrap();
+    let mut device = engine();
+    let received = 1_700_000_000_000;
+    let now = Instant::from_millis(1_000);
+    let mut response = hub
+        .ingest(None, &next_frame(&mut device, now), received)
+        .unwrap();
+    assert!(device.on_frame(now, &mut response).is_ok());
+
+    // Something else takes the rest of the disk.
+    let filler = disk.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while f.write_all(&[0u8; 4096]).is_ok() {}
+    drop(f);
+    let frame = next_frame(&mut device, Instant::from_millis(2_000));
+    let mut full = 0;
+    for attempt in 0..20 {
+        match hub.ingest(None, &frame, received + attempt) {
+            Err(NotAcknowledged::Unstored(StoreError::Full(_))) => full += 1,
+            Err(NotAcknowledged::Unstored(e)) => assert!(e.is_transient(), "{e}"),
+            Ok(_) => panic!("acknowledged with the disk full"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(full > 0, "the store said the disk is full");
+    assert!(hub.store().devices().is_ok(), "reads go on");
+
+    std::fs::remove_file(&filler).unwrap();
+    let mut response = hub.ingest(None, &frame, received + 100).unwrap();
+    assert!(device
+        .on_frame(Instant::from_millis(2_000), &mut response)
+        .is_ok());
+    assert_eq!(
+        hub.store().reading_count(DEVICE).unwrap(),
+        u64::from(device.counters().sampled),
+        "every reading stored once"
+    );
+    assert!(device.store().is_empty());
+}

@@ -202,6 +202,28 @@ pub async fn held_off<L: AsyncTransport>(
     }
 }
 
+/// The next frame `engine` sends at `now`, with one more reading in it
+/// (channel 1 at 60.00); for tests that carry frames by hand.
+pub fn next_frame<S: RecordStore, const CH: usize>(
+    engine: &mut Device<S, CH>,
+    now: Instant,
+) -> Vec<u8> {
+    use telemark_core::engine::Action;
+    use telemark_core::model::{ChannelId, Reading, Value};
+    engine.on_reading(now, Reading::new(ChannelId(1), now, Value::Scaled(6000)));
+    engine.flush_now(now);
+    for _ in 0..10 {
+        match engine.poll(now) {
+            Action::Send(frame) => return frame.to_vec(),
+            Action::Sample(ch) => {
+                engine.on_reading(now, Reading::new(ch, now, Value::Scaled(6000)))
+            }
+            _ => {}
+        }
+    }
+    panic!("the engine sent no frame");
+}
+
 /// The first frame a fresh engine sends (its boot report and first
 /// readings), captured; with the engine, which waits for its answer.
 pub async fn captured_frame() -> (Engine, Vec<u8>) {
