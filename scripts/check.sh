@@ -106,6 +106,9 @@ cargo test -p telemark-coap --features host --locked 2>&1 | tee -a "$log"
 # The `small` encoder writes the wire format's vectors to the same bytes.
 cargo test -p telemark-core --features std,small --test wire_vectors --locked 2>&1 | tee -a "$log"
 
+step "schemathesis: generated requests to every operation of telemark-cloud's /openapi.json"
+bash scripts/api-check.sh target/debug/telemark-cloud 20
+
 step "no_std builds"
 cargo build -p telemark-core --no-default-features --target thumbv6m-none-eabi --locked
 cargo build -p telemark-core --no-default-features --target thumbv7em-none-eabihf --locked

@@ -80,6 +80,10 @@ impl Api {
         Router::new()
             .route("/healthz", get(healthz))
             .route("/metrics", get(metrics))
+            .route(
+                "/openapi.json",
+                get(|| async { Json(crate::openapi::document()) }),
+            )
             .route(telemark_http::exchange::PATH, post(up))
             .route("/v1/devices", get(devices).post(add_device))
             .route("/v1/devices/{id}", get(device))
@@ -303,19 +307,19 @@ impl<S: Send + Sync> FromRequestParts<S> for DeviceId {
     }
 }
 
-/// The token id of the path.
-struct TokenId(i64);
+/// The id of the path of a row the service numbers (a token, a rule).
+struct RowId(i64);
 
-impl<S: Send + Sync> FromRequestParts<S> for TokenId {
+impl<S: Send + Sync> FromRequestParts<S> for RowId {
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<TokenId, Problem> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<RowId, Problem> {
         let Path(id) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| Problem::bad(e.body_text()))?;
         id.parse()
-            .map(TokenId)
-            .map_err(|e| Problem::bad(format!("token id {id}: {e}")))
+            .map(RowId)
+            .map_err(|e| Problem::bad(format!("id {id}: {e}")))
     }
 }
 
@@ -847,13 +851,12 @@ async fn config(
             Ok(hub.store().desired_config(id)?)
         })
         .await?;
-    match config {
-        Some(c) => Ok(Json(config_view(&c)).into_response()),
-        None => Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            &format!("no config was set for device {id}"),
-        )),
-    }
+    // A device no config was set for runs the one its firmware has.
+    let view = config.as_ref().map_or_else(
+        || json!({"version": null, "cbor": null, "state": "none", "code": null, "detail": null}),
+        config_view,
+    );
+    Ok(Json(view).into_response())
 }
 
 #[derive(Deserialize)]
@@ -918,13 +921,12 @@ async fn add_group(
     Body(new): Body<NewGroup>,
 ) -> Result<Response, Problem> {
     unscoped(caller)?;
-    let name = new.name.trim().to_string();
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return Err(Problem::new(
+    let name = crate::name_of(&new.name)
+        .ok_or(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "a group name is 1 to 64 printable characters",
-        ));
-    }
+        ))?
+        .to_string();
     let group = api
         .run(move |hub| Ok(hub.store().add_group(&name, new.parent)?))
         .await?;
@@ -1049,7 +1051,7 @@ async fn add_rule(
 async fn remove_rule(
     State(api): State<Api>,
     Allowed(caller, _): Allowed<ToOperate>,
-    Path(id): Path<i64>,
+    RowId(id): RowId,
 ) -> Result<Response, Problem> {
     let removed = api
         .run(move |hub| {
@@ -1087,7 +1089,7 @@ async fn deliveries(
 async fn revoke_token(
     State(api): State<Api>,
     Allowed(caller, _): Allowed<ToAdminister>,
-    TokenId(id): TokenId,
+    RowId(id): RowId,
 ) -> Result<Response, Problem> {
     unscoped(caller)?;
     let now = unix_ms() as i64;

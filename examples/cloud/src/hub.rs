@@ -541,12 +541,9 @@ impl Hub {
         group: Option<i64>,
         now_ms: i64,
     ) -> Result<Provisioned, HubError> {
-        let name = name.trim();
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-            return Err(HubError::Invalid(
-                "a device name is 1 to 64 printable characters".into(),
-            ));
-        }
+        let name = crate::name_of(name).ok_or(HubError::Invalid(
+            "a device name is 1 to 64 printable characters".into(),
+        ))?;
         let key = Key::from_bytes(random()?);
         // Ids below 2^53 stay exact in JSON numbers (and in JavaScript).
         let id = u64::from_le_bytes(random()?) & ((1 << 53) - 1);

@@ -42,6 +42,7 @@ mod hub;
 pub mod line;
 pub mod mqtt;
 pub mod notify;
+pub mod openapi;
 mod postgres;
 pub mod rules;
 pub mod settings;
@@ -63,6 +64,21 @@ pub use store::{
 };
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A name of a device, group or rule, trimmed: 1 to 64 characters,
+/// none of them a control character; `None` for another.
+///
+/// ```
+/// assert_eq!(telemark_cloud::name_of("  boiler-1 "), Some("boiler-1"));
+/// assert_eq!(telemark_cloud::name_of("   "), None);
+/// assert_eq!(telemark_cloud::name_of("a\tb"), None);
+/// assert!(telemark_cloud::name_of(&"é".repeat(64)).is_some());
+/// ```
+pub fn name_of(name: &str) -> Option<&str> {
+    let name = name.trim();
+    let count = name.chars().count();
+    ((1..=64).contains(&count) && !name.chars().any(char::is_control)).then_some(name)
+}
 
 /// The time now, Unix ms.
 pub fn unix_ms() -> u64 {

@@ -166,10 +166,8 @@ pub const MAX_FOR_S: u64 = 7 * 24 * 3600;
 impl RuleSpec {
     /// The rule it describes (id 0 until kept), or what is wrong with it.
     pub fn rule(&self) -> Result<Rule, String> {
-        let name = self.name.trim();
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-            return Err("a rule name is 1 to 64 printable characters".into());
-        }
+        let name =
+            crate::name_of(&self.name).ok_or("a rule name is 1 to 64 printable characters")?;
         let condition = match (self.when.above, self.when.below) {
             (Some(t), None) if t.is_finite() => Condition::Above(t),
             (None, Some(t)) if t.is_finite() => Condition::Below(t),

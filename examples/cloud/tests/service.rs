@@ -609,6 +609,44 @@ async fn a_device_that_floods_is_throttled_and_counted() {
     service.terminate();
 }
 
+/// `/openapi.json` documents the routes: each documented operation is
+/// routed (not the fallback's 404, not 405).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_served_and_names_routed_operations() {
+    let service = Service::start("openapi");
+    let doc = client()
+        .get(service.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(doc["openapi"], "3.0.3");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20, "{}", paths.len());
+    for (path, ops) in paths {
+        for method in ops.as_object().unwrap().keys() {
+            let url = service.url(&path.replace("{id}", "1"));
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let answer = client()
+                .request(method.clone(), &url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status();
+            let text = answer.text().await.unwrap();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(
+                !text.contains("no such resource"),
+                "{method} {path}: not routed"
+            );
+        }
+    }
+    service.terminate();
+}
+
 /// Every bad request is a problem+json with a detail; the service keeps
 /// serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
