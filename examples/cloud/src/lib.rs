@@ -50,6 +50,7 @@ pub mod silence;
 mod sqlite;
 mod store;
 pub mod throttle;
+pub mod tls;
 
 pub use hub::{
     Answer, Arrival, Figures, Hub, HubError, HubHandle, NotAcknowledged, Provisioned, Stored,

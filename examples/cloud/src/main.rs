@@ -8,6 +8,7 @@
 //!                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
 //!                [--webhook URL --webhook-secret SECRET] [--mqtt-notifications]
 //!                [--device-rate FRAMES_PER_S] [--device-burst FRAMES]
+//!                [--tls-cert FILE --tls-key FILE]
 //!                [--reading-rows] [--verbose]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
@@ -208,6 +209,10 @@ fn serve(s: Settings) -> Result<(), String> {
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     let api = Api::new(hub.clone(), &token);
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Some(telemark_cloud::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(s.http)
@@ -254,6 +259,7 @@ fn serve(s: Settings) -> Result<(), String> {
         };
         let bound = serde_json::json!({
             "http": http.to_string(),
+            "tls": tls.is_some(),
             "mqtt": mqtt_addr,
             "coap": coap_addr.to_string(),
             "broker": format!("{}:{}", broker.host, broker.port),
@@ -264,10 +270,21 @@ fn serve(s: Settings) -> Result<(), String> {
             "telemark-cloud: API on http://{http}, devices through the broker at {}:{}",
             broker.host, broker.port
         );
-        let served = axum::serve(listener, api.router())
-            .with_graceful_shutdown(stopped())
-            .await
-            .map_err(|e| format!("http: {e}"));
+        let served = match &tls {
+            Some(config) => {
+                let listener = telemark_cloud::tls::TlsListener::new(listener, config.clone())
+                    .map_err(|e| format!("--http {}: {e}", s.http))?;
+                axum::serve(listener, api.router())
+                    .with_graceful_shutdown(stopped())
+                    .await
+            }
+            None => {
+                axum::serve(listener, api.router())
+                    .with_graceful_shutdown(stopped())
+                    .await
+            }
+        }
+        .map_err(|e| format!("http: {e}"));
         let _ = stop.send(true);
         let _ = devices.await;
         let _ = coap.await;
@@ -460,6 +477,7 @@ const USAGE: &str =
                [--silent-intervals N] [--report-interval SECONDS] [--command-ttl SECONDS]
                [--webhook URL --webhook-secret SECRET] [--mqtt-notifications]
                [--device-rate FRAMES_PER_S] [--device-burst FRAMES]
+               [--tls-cert FILE --tls-key FILE]
                [--reading-rows] [--verbose]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]

@@ -21,6 +21,8 @@
 //! mqtt_notifications = false              # --mqtt-notifications: also on {prefix}/v1/{device}/notifications
 //! device_rate = 10.0                      # --device-rate F: frames a second a device may send (0: any)
 //! device_burst = 100                      # --device-burst N: ... and at once
+//! tls_cert = "/etc/telemark/cert.pem"     # --tls-cert FILE: HTTPS, with
+//! tls_key = "/etc/telemark/key.pem"       # --tls-key FILE
 //!
 //! [[webhook]]                             # --webhook URL --webhook-secret S: notifications posted
 //! url = "https://hooks.example/telemark"
@@ -96,6 +98,10 @@ pub struct Settings {
     /// How fast each device may send ([`crate::throttle`]); 0 frames a
     /// second for no limit.
     pub device_rate: Rate,
+    /// The HTTP listener's certificate chain, PEM ([`crate::tls`]).
+    pub tls_cert: Option<PathBuf>,
+    /// ... and its private key, PEM.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -123,6 +129,8 @@ impl Default for Settings {
             rules: Vec::new(),
             mqtt_notifications: false,
             device_rate: Rate::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -157,6 +165,8 @@ struct File {
     mqtt_notifications: Option<bool>,
     device_rate: Option<f64>,
     device_burst: Option<u32>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// A webhook of the file.
@@ -315,6 +325,8 @@ impl Settings {
                 "--command-ttl" => s.command_ttl_ms = ttl_ms(&value()?)?,
                 "--webhook" => hooks.push(value()?),
                 "--mqtt-notifications" => s.mqtt_notifications = true,
+                "--tls-cert" => s.tls_cert = Some(PathBuf::from(value()?)),
+                "--tls-key" => s.tls_key = Some(PathBuf::from(value()?)),
                 "--device-rate" => {
                     let v = value()?;
                     let per_s = v
@@ -344,6 +356,9 @@ impl Settings {
                 "--webhook {url}: --webhook-secret (or TELEMARK_WEBHOOK_SECRET) signs its notifications"
             ))?;
             s.webhooks.push(webhook(url, secret)?);
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
         }
         if let Some(db) = &s.database {
             if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
@@ -409,6 +424,12 @@ impl Settings {
         if f.device_burst == Some(0) {
             return Err("device_burst: frames at once, 1 or more".into());
         }
+        if f.tls_cert.is_some() {
+            self.tls_cert = f.tls_cert;
+        }
+        if f.tls_key.is_some() {
+            self.tls_key = f.tls_key;
+        }
         if let Some(v) = f.device_rate {
             self.device_rate.per_s = v;
         }
@@ -457,6 +478,7 @@ mod tests {
         assert!(e(&["--command-ttl", "x"]).contains("command ttl x"));
         assert!(e(&["--device-rate", "-1"]).contains("--device-rate -1"));
         assert!(e(&["--device-burst", "0"]).contains("--device-burst 0"));
+        assert!(e(&["--tls-cert", "c.pem"]).contains("go together"));
         let off = Settings::parse(["--device-rate", "0"].map(String::from)).unwrap();
         assert_eq!(off.device_rate(), None);
         assert!(e(&["--webhook", "ftp://x"]).contains("--webhook-secret"));

@@ -99,8 +99,13 @@ async fn provision(service: &Service, name: &str) -> (u64, Engine) {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
-    let id = v["device"]["id"].as_u64().unwrap();
     assert_eq!(v["device"]["name"], name);
+    engine_of(&v)
+}
+
+/// The engine of the device an answer to `POST /v1/devices` made.
+fn engine_of(v: &Value) -> (u64, Engine) {
+    let id = v["device"]["id"].as_u64().unwrap();
     assert_eq!(
         v["keys_line"].as_str().unwrap().split(' ').next(),
         Some(id.to_string().as_str())
@@ -645,6 +650,73 @@ async fn the_openapi_document_is_served_and_names_routed_operations() {
         }
     }
     service.terminate();
+}
+
+/// Given a certificate, the API and the HTTP ingest are served over
+/// HTTPS only: a device posts through telemark-http's TLS link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_the_ingest_serve_https_with_a_certificate() {
+    let pki = telemark_transport_testkit::pki::Pki::new("127.0.0.1", 1);
+    let dir = std::env::temp_dir().join(format!("telemark-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, &pki.server_pem).unwrap();
+    std::fs::write(&key, &pki.server_key_pem).unwrap();
+    let service = Service::start_with(
+        "tls",
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let base = format!("https://{}", service.cloud.address("http"));
+    let https = reqwest::Client::builder()
+        .tls_backend_preconfigured(pki.stranger_config())
+        .build()
+        .unwrap();
+    let made = https
+        .post(format!("{base}/v1/devices"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "name": "secure" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let (id, mut engine) = engine_of(&made.json::<Value>().await.unwrap());
+    let mut config = telemark_http::host::HostConfig::new(vec![format!("{base}/v1/up")]);
+    config.tls = Some(pki.stranger_config());
+    let mut link = telemark_http::host::HostLink::new(config).unwrap();
+    let mut boiler = Boiler::new(3);
+    run_until(
+        &mut engine,
+        &mut link,
+        &mut boiler,
+        Instant::from_millis(3_600_000),
+    )
+    .await;
+    let d: Value = https
+        .get(format!("{base}/v1/devices/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        d["readings"].as_u64(),
+        Some(u64::from(engine.counters().sampled)),
+        "{d}"
+    );
+    let plain = client().get(service.url("/healthz")).send().await;
+    assert!(
+        plain.map_or(true, |r| !r.status().is_success()),
+        "plain HTTP is not served"
+    );
+    service.terminate();
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Every bad request is a problem+json with a detail; the service keeps
