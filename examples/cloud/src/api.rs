@@ -91,6 +91,10 @@ impl Api {
             .route("/v1/devices/{id}/rotate", post(rotate))
             .route("/v1/devices/{id}/group", axum::routing::put(set_group))
             .route("/v1/groups", get(groups).post(add_group))
+            .route(
+                "/v1/groups/{id}/silence",
+                get(group_silence).put(set_group_silence),
+            )
             .route("/v1/tokens", get(tokens).post(add_token))
             .route("/v1/tokens/{id}", axum::routing::delete(revoke_token))
             .route("/v1/deliveries", get(deliveries))
@@ -937,6 +941,57 @@ async fn add_group(
 #[serde(deny_unknown_fields)]
 struct Membership {
     group: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Silence {
+    intervals: Option<u32>,
+}
+
+/// The group of the path, if the caller sees it.
+fn seen_group(hub: &mut Hub, caller: Caller, id: i64) -> Result<(), Problem> {
+    let groups = hub.store().groups()?;
+    if groups.iter().any(|g| g.id == id) && caller.sees(&groups, Some(id)) {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            &format!("no group {id}"),
+        ))
+    }
+}
+
+async fn group_silence(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+    RowId(id): RowId,
+) -> Result<Response, Problem> {
+    let own = api
+        .run(move |hub| {
+            seen_group(hub, caller, id)?;
+            let own = hub.store().group_silences()?;
+            Ok(own.into_iter().find(|(g, _)| *g == id).map(|(_, n)| n))
+        })
+        .await?;
+    Ok(Json(json!({"group": id, "intervals": own})).into_response())
+}
+
+async fn set_group_silence(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToAdminister>,
+    RowId(id): RowId,
+    Body(s): Body<Silence>,
+) -> Result<Response, Problem> {
+    if s.intervals.is_some_and(|n| n > 1000) {
+        return Err(Problem::bad("intervals is 0 (never) to 1000, or null"));
+    }
+    api.run(move |hub| {
+        seen_group(hub, caller, id)?;
+        Ok(hub.store().set_group_silence(id, s.intervals)?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn set_group(

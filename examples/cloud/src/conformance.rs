@@ -494,6 +494,45 @@ pub fn silent_devices_go_offline_and_recover(store: Box<dyn CloudStore>) {
         "the config's interval"
     );
     assert_eq!(silent(&mut hub, 600_000 + 1_801_000), [id]);
+
+    // Written once for a group: its devices, and those of the groups
+    // below it, take its intervals; 0 is never.
+    let site = ok(hub.store().add_group("site", None));
+    let hall = ok(hub.store().add_group("site/hall", Some(site.id)));
+    let patient = add(&mut hub, "patient");
+    ok(hub
+        .store()
+        .set_device_group(patient.device.id, Some(hall.id)));
+    ok(hub.store().set_group_silence(site.id, Some(10)));
+    assert_eq!(ok(hub.store().group_silences()), [(site.id, 10)]);
+    let heard = RECEIVED + 3_000_000;
+    assert!(hub
+        .receive(&frame(&patient, 1, 0, &readings(10, 4)), heard)
+        .is_some());
+    let at = |after_ms: u64| 3_000_000 + after_ms;
+    assert!(
+        silent(&mut hub, at(590_000)).is_empty(),
+        "10 intervals of 60 s"
+    );
+    assert_eq!(silent(&mut hub, at(601_000)), [patient.device.id]);
+    ok(hub.store().set_group_silence(hall.id, Some(0)));
+    assert!(hub
+        .receive(&frame(&patient, 2, 1, &readings(20, 4)), heard + 700_000)
+        .is_some());
+    assert!(
+        silent(&mut hub, at(700_000 + 10_000_000)).is_empty(),
+        "0: never"
+    );
+    ok(hub.store().set_group_silence(hall.id, None));
+    assert_eq!(
+        silent(&mut hub, at(700_000 + 10_000_000)),
+        [patient.device.id],
+        "the site's again"
+    );
+    assert!(
+        hub.store().set_group_silence(0xDEAD, Some(1)).is_err(),
+        "no such group"
+    );
 }
 
 /// A command is queued, sent when a response first carries it, answered

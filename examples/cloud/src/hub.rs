@@ -992,9 +992,7 @@ impl Hub {
         if let Err(e) = self.expire_commands(now) {
             eprintln!("expiring commands: {e}");
         }
-        if self.silence.rule().intervals == 0 {
-            return;
-        }
+        // A group may set intervals of its own where the service's are 0.
         if let Err(e) = self.check_silence(now) {
             eprintln!("looking for silent devices: {e}");
         }

@@ -230,6 +230,8 @@ fn schemas() -> Value {
             "id": int, "name": string, "parent": nullable("integer"),
         })),
         "Groups": list("groups", "Group"),
+        "Silence": closed(&[], json!({ "intervals": { "type": "integer", "minimum": 0, "maximum": 1000, "nullable": true } })),
+        "GroupSilence": object(&["group"], json!({ "group": int, "intervals": nullable("integer") })),
         "NewGroup": closed(&["name"], json!({ "name": name(), "parent": nullable("integer") })),
         "Token": object(&["id", "name", "role", "created_ms"], json!({
             "id": int, "name": string,
@@ -372,6 +374,14 @@ pub fn document() -> Value {
                 (200, answer("the groups", "Groups")), &[]),
             "post": op("A new group", Some("admin"), none(), Some("NewGroup"),
                 (201, answer("the group", "Group")), &[409]),
+        },
+        "/v1/groups/{id}/silence": {
+            "get": op("The silent-device rule's intervals the group sets (null: its parent's or the service's)",
+                Some("read"), json!([row("a group id")]), None,
+                (200, answer("its intervals", "GroupSilence")), &[400, 404]),
+            "put": op("Sets them, for its devices and the groups below it (0: never offline)",
+                Some("admin"), json!([row("a group id")]), Some("Silence"),
+                (204, json!({ "description": "set" })), &[404]),
         },
         "/v1/tokens": {
             "get": op("Every token, without its secret", Some("admin"), none(), None,

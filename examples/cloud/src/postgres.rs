@@ -29,7 +29,7 @@ use crate::store::{
     StoredReading,
 };
 
-/// The schema at version 2; [`V3`] to [`V8`] bring it to
+/// The schema at version 2; [`V3`] to [`V9`] bring it to
 /// [`SCHEMA_VERSION`].
 const SCHEMA: &str = "
 CREATE TABLE records (
@@ -149,6 +149,12 @@ CREATE TABLE rule_firings (
     id BIGSERIAL PRIMARY KEY, rule BIGINT NOT NULL, start_ms BIGINT NOT NULL,
     end_ms BIGINT NOT NULL, fired_ms BIGINT NOT NULL);
 CREATE INDEX rule_firings_by_rule ON rule_firings (rule, start_ms);
+";
+
+/// From version 8 to 9: the silent-device rule's intervals a group sets.
+const V9: &str = "
+CREATE TABLE group_silence (
+    group_id BIGINT PRIMARY KEY REFERENCES groups (id), intervals BIGINT NOT NULL);
 ";
 
 /// PostgreSQL errors, by what the caller can do about them.
@@ -1132,6 +1138,31 @@ impl CloudStore for PgStore {
         })
     }
 
+    fn set_group_silence(&mut self, group: i64, intervals: Option<u32>) -> Result<(), StoreError> {
+        self.with(|c| match intervals {
+            Some(n) => c.execute(
+                "INSERT INTO group_silence VALUES ($1, $2) \
+                 ON CONFLICT (group_id) DO UPDATE SET intervals = $2",
+                &[&group, &i64::from(n)],
+            ),
+            None => c.execute("DELETE FROM group_silence WHERE group_id = $1", &[&group]),
+        })
+        .map(drop)
+        .map_err(|e| taken(e, format!("no group {group}")))
+    }
+
+    fn group_silences(&mut self) -> Result<Vec<(i64, u32)>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT group_id, intervals FROM group_silence ORDER BY group_id",
+                &[],
+            )
+        })?;
+        rows.iter()
+            .map(|r| Ok((r.get(0), small(r.get::<_, i64>(1), "group intervals")?)))
+            .collect()
+    }
+
     fn add_event(
         &mut self,
         device: u64,
@@ -1526,7 +1557,15 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         }
         Some(v) => v,
     };
-    for (to, sql) in [(3, V3), (4, V4), (5, V5), (6, V6), (7, V7), (8, V8)] {
+    for (to, sql) in [
+        (3, V3),
+        (4, V4),
+        (5, V5),
+        (6, V6),
+        (7, V7),
+        (8, V8),
+        (9, V9),
+    ] {
         if version < to {
             tx.batch_execute(sql).map_err(db_error)?;
             tx.execute("UPDATE telemark_schema SET version = $1", &[&to])

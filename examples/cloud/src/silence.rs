@@ -2,7 +2,9 @@
 //! marked offline, with an `offline` event, and sent a ping; when it is
 //! heard again it gets a `recovered` event. The interval is the one its
 //! desired config sets (the shorter of the report and heartbeat
-//! intervals, keys 1 and 2), else the service's default.
+//! intervals, keys 1 and 2), else the service's default. N is the one its
+//! group sets, or the nearest group above it (written once for a site or
+//! a customer), else the service's; 0 means never.
 //!
 //! A device never heard is not offline: it has not started. The mark is
 //! kept in the store, so a restarted service neither forgets a device is
@@ -22,6 +24,7 @@ use std::collections::{HashMap, HashSet};
 
 use telemark_core::config::ConfigUpdate;
 
+use crate::access::Group;
 use crate::store::{CloudStore, StoreError};
 
 /// When a device counts as silent.
@@ -71,6 +74,21 @@ impl Rule {
     }
 }
 
+/// The intervals `group` sets, or the nearest group above it; `None` if
+/// none of them does.
+fn intervals_of(groups: &[Group], own: &HashMap<i64, u32>, group: Option<i64>) -> Option<u32> {
+    let mut at = group;
+    // Groups nest a few deep; a loop in damaged rows ends here.
+    for _ in 0..64 {
+        let g = at?;
+        if let Some(&n) = own.get(&g) {
+            return Some(n);
+        }
+        at = groups.iter().find(|x| x.id == g).and_then(|x| x.parent);
+    }
+    None
+}
+
 /// The devices the service holds offline, and each one's interval.
 pub struct Watch {
     rule: Rule,
@@ -117,6 +135,8 @@ impl Watch {
     ) -> Result<Vec<(u64, String)>, StoreError> {
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let mut gone = Vec::new();
+        let groups = store.groups()?;
+        let own: HashMap<i64, u32> = store.group_silences()?.into_iter().collect();
         for d in store.devices()? {
             if d.revoked_ms.is_some() || self.offline.contains(&d.id) {
                 continue;
@@ -135,7 +155,12 @@ impl Watch {
                     ms
                 }
             };
-            let Some(limit) = self.rule.limit_ms(interval) else {
+            let intervals = intervals_of(&groups, &own, d.group).unwrap_or(self.rule.intervals);
+            let Some(limit) = (Rule {
+                intervals,
+                ..self.rule
+            })
+            .limit_ms(interval) else {
                 continue;
             };
             let silent = u64::try_from(now.saturating_sub(seen)).unwrap_or(0);
@@ -145,7 +170,7 @@ impl Watch {
             let detail = format!(
                 "not heard for {} s, more than {} times its report interval of {} s",
                 silent / 1000,
-                self.rule.intervals,
+                intervals,
                 interval / 1000
             );
             if store.mark_offline(d.id, now, &detail)? {

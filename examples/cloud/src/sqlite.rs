@@ -34,7 +34,7 @@ use crate::store::{
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -181,6 +181,12 @@ CREATE TABLE rule_firings (
     id INTEGER PRIMARY KEY, rule INTEGER NOT NULL, start_ms INTEGER NOT NULL,
     end_ms INTEGER NOT NULL, fired_ms INTEGER NOT NULL);
 CREATE INDEX rule_firings_by_rule ON rule_firings (rule, start_ms);
+";
+
+/// Version 9: the silent-device rule's intervals a group sets.
+const V9: &str = "
+CREATE TABLE group_silence (
+    group_id INTEGER PRIMARY KEY REFERENCES groups (id), intervals INTEGER NOT NULL);
 ";
 
 /// SQLite errors, by what the caller can do about them.
@@ -1054,6 +1060,35 @@ impl CloudStore for SqliteStore {
             .map_err(db_error)
     }
 
+    fn set_group_silence(&mut self, group: i64, intervals: Option<u32>) -> Result<(), StoreError> {
+        match intervals {
+            Some(n) => self.db.execute(
+                "INSERT INTO group_silence VALUES (?1, ?2) \
+                 ON CONFLICT (group_id) DO UPDATE SET intervals = ?2",
+                params![group, n],
+            ),
+            None => self
+                .db
+                .execute("DELETE FROM group_silence WHERE group_id = ?1", [group]),
+        }
+        .map(drop)
+        .map_err(|e| match db_error(e) {
+            StoreError::Taken(_) => StoreError::Taken(format!("no group {group}")),
+            other => other,
+        })
+    }
+
+    fn group_silences(&mut self) -> Result<Vec<(i64, u32)>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT group_id, intervals FROM group_silence ORDER BY group_id")
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_error)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+
     fn add_event(
         &mut self,
         device: u64,
@@ -1430,6 +1465,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
         (6, V6),
         (7, V7),
         (8, V8),
+        (9, V9),
     ] {
         if version >= to {
             continue;

@@ -389,6 +389,14 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
     /// The events of `device`, latest first, at most `limit`.
     fn events(&mut self, device: u64, limit: u32) -> Result<Vec<EventRow>, StoreError>;
 
+    /// Sets the silent-device rule's intervals for the devices of `group`
+    /// and of the groups below it (0: never offline), or, with `None`,
+    /// lets them take their parent's or the service's.
+    fn set_group_silence(&mut self, group: i64, intervals: Option<u32>) -> Result<(), StoreError>;
+
+    /// The groups that set their own intervals: (group, intervals).
+    fn group_silences(&mut self) -> Result<Vec<(i64, u32)>, StoreError>;
+
     /// Keeps an event of `device` (a rule that fired).
     fn add_event(
         &mut self,
