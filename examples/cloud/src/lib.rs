@@ -41,6 +41,7 @@ pub mod downsample;
 mod hub;
 pub mod line;
 pub mod mqtt;
+pub mod mqtt_gate;
 pub mod notify;
 pub mod openapi;
 mod postgres;

@@ -9,6 +9,7 @@
 //!                [--webhook URL --webhook-secret SECRET] [--mqtt-notifications]
 //!                [--device-rate FRAMES_PER_S] [--device-burst FRAMES]
 //!                [--tls-cert FILE --tls-key FILE]
+//!                [--mqtt-tls-cert FILE --mqtt-tls-key FILE [--mqtt-client-ca FILE]]
 //!                [--reading-rows] [--verbose]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
@@ -152,12 +153,27 @@ fn serve(s: Settings) -> Result<(), String> {
     let token = admin_token(&s)?;
     let (hub, _hub_thread) = hub.spawn().map_err(|e| format!("the hub's thread: {e}"))?;
 
+    // Devices over TLS: the embedded broker then listens on loopback only,
+    // behind the gate on --mqtt.
+    let gate = match (&s.mqtt_tls_cert, &s.mqtt_tls_key) {
+        (Some(cert), Some(key)) => Some(telemark_cloud::mqtt_gate::server_config(
+            cert,
+            key,
+            s.mqtt_client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
     // The broker: the embedded one, or the one named.
     let (embedded, mut broker) = match &s.broker {
         Some((host, port)) => (None, Broker::new(host.clone(), *port)),
         None => {
+            let listen = if gate.is_some() {
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+            } else {
+                s.mqtt
+            };
             let b =
-                telemark_mqtt_broker::Broker::start(&telemark_mqtt_broker::Settings::new(s.mqtt))
+                telemark_mqtt_broker::Broker::start(&telemark_mqtt_broker::Settings::new(listen))
                     .map_err(|e| format!("--mqtt {}: {e}", s.mqtt))?;
             let addr = b.addr();
             let host = if addr.ip().is_unspecified() {
@@ -169,7 +185,7 @@ fn serve(s: Settings) -> Result<(), String> {
         }
     };
     broker.prefix = s.mqtt_prefix.clone();
-    let mqtt_addr = embedded.as_ref().map(|b| b.addr().to_string());
+    let mut mqtt_addr = embedded.as_ref().map(|b| b.addr().to_string());
 
     // Serial lines, each on a thread of its own.
     let running = Arc::new(AtomicBool::new(true));
@@ -224,6 +240,24 @@ fn serve(s: Settings) -> Result<(), String> {
             .map_err(|e| format!("--coap {}: {e}", s.coap))?;
         let coap_addr = udp.local_addr().map_err(|e| e.to_string())?;
         let coap = tokio::spawn(coap::serve(hub.clone(), udp, unix_ms, stopping.clone()));
+        if let (Some(config), Some(b)) = (&gate, &embedded) {
+            let listener = tokio::net::TcpListener::bind(s.mqtt)
+                .await
+                .map_err(|e| format!("--mqtt {}: {e}", s.mqtt))?;
+            mqtt_addr = Some(
+                listener
+                    .local_addr()
+                    .map_err(|e| e.to_string())?
+                    .to_string(),
+            );
+            tokio::spawn(telemark_cloud::mqtt_gate::serve(
+                listener,
+                b.addr(),
+                config.clone(),
+                s.mqtt_prefix.clone(),
+                stopping.clone(),
+            ));
+        }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -478,6 +512,7 @@ const USAGE: &str =
                [--webhook URL --webhook-secret SECRET] [--mqtt-notifications]
                [--device-rate FRAMES_PER_S] [--device-burst FRAMES]
                [--tls-cert FILE --tls-key FILE]
+               [--mqtt-tls-cert FILE --mqtt-tls-key FILE [--mqtt-client-ca FILE]]
                [--reading-rows] [--verbose]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]

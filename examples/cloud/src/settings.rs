@@ -23,6 +23,9 @@
 //! device_burst = 100                      # --device-burst N: ... and at once
 //! tls_cert = "/etc/telemark/cert.pem"     # --tls-cert FILE: HTTPS, with
 //! tls_key = "/etc/telemark/key.pem"       # --tls-key FILE
+//! mqtt_tls_cert = "/etc/telemark/mqtt.pem" # --mqtt-tls-cert FILE: devices over TLS, with
+//! mqtt_tls_key = "/etc/telemark/mqtt.key" # --mqtt-tls-key FILE, and
+//! mqtt_client_ca = "/etc/telemark/ca.pem" # --mqtt-client-ca FILE: client certificates, telemark-ID
 //!
 //! [[webhook]]                             # --webhook URL --webhook-secret S: notifications posted
 //! url = "https://hooks.example/telemark"
@@ -102,6 +105,12 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     /// ... and its private key, PEM.
     pub tls_key: Option<PathBuf>,
+    /// The MQTT listener's certificate chain, PEM ([`crate::mqtt_gate`]).
+    pub mqtt_tls_cert: Option<PathBuf>,
+    /// ... its private key, PEM.
+    pub mqtt_tls_key: Option<PathBuf>,
+    /// ... and the CA whose certificates devices must show, PEM.
+    pub mqtt_client_ca: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -131,6 +140,9 @@ impl Default for Settings {
             device_rate: Rate::default(),
             tls_cert: None,
             tls_key: None,
+            mqtt_tls_cert: None,
+            mqtt_tls_key: None,
+            mqtt_client_ca: None,
         }
     }
 }
@@ -167,6 +179,9 @@ struct File {
     device_burst: Option<u32>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    mqtt_tls_cert: Option<PathBuf>,
+    mqtt_tls_key: Option<PathBuf>,
+    mqtt_client_ca: Option<PathBuf>,
 }
 
 /// A webhook of the file.
@@ -327,6 +342,9 @@ impl Settings {
                 "--mqtt-notifications" => s.mqtt_notifications = true,
                 "--tls-cert" => s.tls_cert = Some(PathBuf::from(value()?)),
                 "--tls-key" => s.tls_key = Some(PathBuf::from(value()?)),
+                "--mqtt-tls-cert" => s.mqtt_tls_cert = Some(PathBuf::from(value()?)),
+                "--mqtt-tls-key" => s.mqtt_tls_key = Some(PathBuf::from(value()?)),
+                "--mqtt-client-ca" => s.mqtt_client_ca = Some(PathBuf::from(value()?)),
                 "--device-rate" => {
                     let v = value()?;
                     let per_s = v
@@ -357,15 +375,33 @@ impl Settings {
             ))?;
             s.webhooks.push(webhook(url, secret)?);
         }
-        if s.tls_cert.is_some() != s.tls_key.is_some() {
-            return Err("--tls-cert and --tls-key go together".into());
-        }
+        s.check_tls()?;
         if let Some(db) = &s.database {
             if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
                 return Err(format!("--database {db}: postgres://… expected"));
             }
         }
         Ok(s)
+    }
+
+    /// TLS flags that make sense together.
+    fn check_tls(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
+        }
+        if self.mqtt_tls_cert.is_some() != self.mqtt_tls_key.is_some() {
+            return Err("--mqtt-tls-cert and --mqtt-tls-key go together".into());
+        }
+        if self.mqtt_client_ca.is_some() && self.mqtt_tls_cert.is_none() {
+            return Err("--mqtt-client-ca needs --mqtt-tls-cert and --mqtt-tls-key".into());
+        }
+        if self.mqtt_tls_cert.is_some() && self.broker.is_some() {
+            return Err(
+                "--mqtt-tls-cert is for the embedded broker; another broker does its own TLS"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// How fast each device may send; `None`: any.
@@ -430,6 +466,15 @@ impl Settings {
         if f.tls_key.is_some() {
             self.tls_key = f.tls_key;
         }
+        if f.mqtt_tls_cert.is_some() {
+            self.mqtt_tls_cert = f.mqtt_tls_cert;
+        }
+        if f.mqtt_tls_key.is_some() {
+            self.mqtt_tls_key = f.mqtt_tls_key;
+        }
+        if f.mqtt_client_ca.is_some() {
+            self.mqtt_client_ca = f.mqtt_client_ca;
+        }
         if let Some(v) = f.device_rate {
             self.device_rate.per_s = v;
         }
@@ -479,6 +524,7 @@ mod tests {
         assert!(e(&["--device-rate", "-1"]).contains("--device-rate -1"));
         assert!(e(&["--device-burst", "0"]).contains("--device-burst 0"));
         assert!(e(&["--tls-cert", "c.pem"]).contains("go together"));
+        assert!(e(&["--mqtt-client-ca", "ca.pem"]).contains("needs --mqtt-tls-cert"));
         let off = Settings::parse(["--device-rate", "0"].map(String::from)).unwrap();
         assert_eq!(off.device_rate(), None);
         assert!(e(&["--webhook", "ftp://x"]).contains("--webhook-secret"));

@@ -24,19 +24,31 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Handshakes done, waiting for the server to take them.
 const READY: usize = 64;
 
-/// The server's TLS config of a certificate chain and key in PEM files.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+/// A certificate chain and its key of PEM files, given by flags
+/// `cert_flag` and `key_flag` (for what a failure says).
+pub fn pem_pair(
+    cert: &Path,
+    key: &Path,
+    cert_flag: &str,
+    key_flag: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect())
-        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+        .map_err(|e| format!("{cert_flag} {}: {e}", cert.display()))?;
     if chain.is_empty() {
         return Err(format!(
-            "--tls-cert {}: no certificate in it",
+            "{cert_flag} {}: no certificate in it",
             cert.display()
         ));
     }
     let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+        .map_err(|e| format!("{key_flag} {}: {e}", key.display()))?;
+    Ok((chain, key))
+}
+
+/// The server's TLS config of a certificate chain and key in PEM files.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let (chain, key) = pem_pair(cert, key, "--tls-cert", "--tls-key")?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

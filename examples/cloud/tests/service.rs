@@ -110,16 +110,18 @@ fn engine_of(v: &Value) -> (u64, Engine) {
         v["keys_line"].as_str().unwrap().split(' ').next(),
         Some(id.to_string().as_str())
     );
-    let key = Key::from_hex(v["key"].as_str().unwrap()).unwrap();
+    let key_id = v["key_id"].as_u64().unwrap() as u8;
+    (id, engine_for(id, key_id, v["key"].as_str().unwrap()))
+}
+
+/// The engine of device `id` sealing with key `key_id` of hex `key`.
+fn engine_for(id: u64, key_id: u8, key: &str) -> Engine {
     let boot = telemark_core::engine::Boot {
         reset_reason: ResetReason::PowerOn,
         epoch: Epoch(0xC10D),
-        sealing: Sealing::key(v["key_id"].as_u64().unwrap() as u8, key),
+        sealing: Sealing::key(key_id, Key::from_hex(key).unwrap()),
     };
-    (
-        id,
-        device(id, RamStore::new(FullPolicy::EvictOldest), boot).unwrap(),
-    )
+    device(id, RamStore::new(FullPolicy::EvictOldest), boot).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -715,6 +717,90 @@ async fn the_api_and_the_ingest_serve_https_with_a_certificate() {
         plain.map_or(true, |r| !r.status().is_success()),
         "plain HTTP is not served"
     );
+    service.terminate();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Devices reach the embedded broker over TLS with client certificates:
+/// a device's frames are stored; one whose certificate names another
+/// device is cut off at its first PUBLISH to that device's topic, and
+/// nothing of it is stored; one with no certificate gets no further than
+/// the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_reach_the_broker_over_tls_as_their_certificates_say() {
+    use rumqttc::{TlsConfiguration, Transport};
+    use telemark_mqtt::host::{HostConfig, HostLink};
+    let pki = telemark_transport_testkit::pki::Pki::new("127.0.0.1", 257);
+    let dir = std::env::temp_dir().join(format!("telemark-mqtt-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, pem) in [
+        ("ca.pem", &pki.ca_pem),
+        ("server.pem", &pki.server_pem),
+        ("server.key", &pki.server_key_pem),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (own, other) = ("ab".repeat(32), "cd".repeat(32));
+    let service = Service::start_with(
+        "mqtt-tls",
+        &[
+            "--mqtt-tls-cert",
+            &file("server.pem"),
+            "--mqtt-tls-key",
+            &file("server.key"),
+            "--mqtt-client-ca",
+            &file("ca.pem"),
+            "--key",
+            &format!("257:1:{own}"),
+            "--key",
+            &format!("258:1:{other}"),
+        ],
+    );
+    let tls =
+        |config| Transport::tls_with_config(TlsConfiguration::Rustls(std::sync::Arc::new(config)));
+    let link_as = |device: u64, transport: Transport| {
+        let mut config = HostConfig::new(device, vec![service.mqtt.clone()]);
+        config.transport = transport;
+        config.mtu = MTU;
+        HostLink::new(config).unwrap()
+    };
+    let readings = |id: u64| {
+        let url = service.url(&format!("/v1/devices/{id}"));
+        async move { get(&url).await["readings"].as_u64().unwrap() }
+    };
+    // Device 257 with its own certificate.
+    let mut engine = engine_for(257, 1, &own);
+    let mut link = link_as(257, tls(pki.device_config()));
+    let mut boiler = Boiler::new(4);
+    run_device(
+        &mut engine,
+        &mut link,
+        &mut boiler,
+        Instant::from_millis(3_600_000),
+        |_| {},
+        async |l| l.wait_input().await,
+    )
+    .await;
+    link.power(false).await.unwrap();
+    assert_eq!(readings(257).await, u64::from(engine.counters().sampled));
+    assert!(engine.counters().sampled >= 60);
+    // Device 258's frames under device 257's certificate.
+    let mut impostor = engine_for(258, 1, &other);
+    let mut link = link_as(258, tls(pki.device_config()));
+    let mut boiler = Boiler::new(5);
+    let (mut now, started) = (Instant::ZERO, std::time::Instant::now());
+    while link.counters().drops == 0 && started.elapsed() < RealDuration::from_secs(20) {
+        let wake =
+            telemark_core::transport::step_async(&mut impostor, &mut link, now, &mut boiler).await;
+        now = wake.max(now + telemark_core::time::Duration::from_secs(1));
+        tokio::time::sleep(RealDuration::from_millis(5)).await;
+    }
+    assert_eq!(readings(258).await, 0, "frames under another's certificate");
+    assert!(link.counters().drops >= 1, "{:?}", link.counters());
+    // No certificate: no connection.
+    let mut stranger = link_as(258, tls(pki.stranger_config()));
+    assert!(stranger.power(true).await.is_err());
     service.terminate();
     let _ = std::fs::remove_dir_all(dir);
 }
