@@ -5,7 +5,8 @@
 //! certificate that CA signed, whose common name is `telemark-{device}`:
 //! the gate reads the MQTT packets the device sends and closes the
 //! connection at the first PUBLISH to any topic but its own uplink,
-//! `{prefix}/v1/{device}/up`. As the hub takes from a topic only frames of
+//! `{prefix}/v1/{device}/up`, or SUBSCRIBE to any but its own downlink,
+//! `{prefix}/v1/{device}/down`. As the hub takes from a topic only frames of
 //! the device the topic names, a frame reaches the store only from the
 //! device its certificate names.
 //!
@@ -85,54 +86,107 @@ pub fn server_config(
         .map_err(|e| format!("--mqtt-tls-cert and --mqtt-tls-key: {e}"))
 }
 
+/// What a packet asks, as far as the gate cares.
+#[derive(Debug, PartialEq, Eq)]
+enum Asks {
+    /// CONNECT, of this protocol level (4: MQTT 3.1.1, 5: MQTT 5).
+    Connect(u8),
+    /// PUBLISH to this topic.
+    Publish(Vec<u8>),
+    /// SUBSCRIBE to these topic filters.
+    Subscribe(Vec<Vec<u8>>),
+    /// Anything else.
+    Other,
+}
+
 /// What the next packet in a buffer is.
+#[derive(Debug, PartialEq, Eq)]
 enum Next {
     /// Not all of it has arrived.
     Partial,
-    /// A packet of this many bytes, PUBLISH to this topic if it is one.
-    Packet(usize, Option<Vec<u8>>),
+    /// A packet of this many bytes, and what it asks.
+    Packet(usize, Asks),
     /// Not MQTT, or larger than the gate carries.
     Bad,
 }
 
+/// A variable byte integer at `at` of `b`, and where it ends.
+fn varint(b: &[u8], at: usize) -> Option<(usize, usize)> {
+    let mut v = 0usize;
+    for k in 0..4 {
+        let byte = *b.get(at + k)?;
+        v |= usize::from(byte & 0x7f) << (7 * k);
+        if byte & 0x80 == 0 {
+            return Some((v, at + k + 1));
+        }
+    }
+    None
+}
+
+/// A string (two-byte length, then its bytes) at `at` of `b`, and where
+/// it ends.
+fn string(b: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let &[hi, lo] = b.get(at..at + 2)? else {
+        return None;
+    };
+    let end = at + 2 + usize::from(u16::from_be_bytes([hi, lo]));
+    Some((b.get(at + 2..end)?, end))
+}
+
+/// What the body of a packet of type `kind` asks; `None` if it does not
+/// parse. `v5`: the connection speaks MQTT 5 (SUBSCRIBE has properties).
+fn asks(kind: u8, body: &[u8], v5: bool) -> Option<Asks> {
+    Some(match kind {
+        1 => {
+            let (_, at) = string(body, 0)?;
+            Asks::Connect(*body.get(at)?)
+        }
+        3 => Asks::Publish(string(body, 0)?.0.to_vec()),
+        8 => {
+            // The packet id, then (MQTT 5) properties, then the filters,
+            // each with its options byte.
+            let mut at = 2;
+            if v5 {
+                let (len, end) = varint(body, at)?;
+                at = end + len;
+            }
+            let mut filters = Vec::new();
+            while at < body.len() {
+                let (filter, end) = string(body, at)?;
+                filters.push(filter.to_vec());
+                at = end + 1;
+            }
+            if filters.is_empty() || at != body.len() {
+                return None;
+            }
+            Asks::Subscribe(filters)
+        }
+        _ => Asks::Other,
+    })
+}
+
 /// The MQTT packet `buf` starts with.
-fn next_packet(buf: &[u8]) -> Next {
+fn next_packet(buf: &[u8], v5: bool) -> Next {
     let Some(&first) = buf.first() else {
         return Next::Partial;
     };
-    // The remaining length: up to four bytes of seven bits each.
-    let mut len = 0usize;
-    let mut at = 1;
-    loop {
-        let Some(&b) = buf.get(at) else {
-            return Next::Partial;
+    let Some((len, at)) = varint(buf, 1) else {
+        // Four bytes of length and more to come is no MQTT.
+        return if buf.len() >= 5 {
+            Next::Bad
+        } else {
+            Next::Partial
         };
-        len |= usize::from(b & 0x7f) << (7 * (at - 1));
-        at += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        if at > 4 {
-            return Next::Bad;
-        }
-    }
+    };
     let total = at + len;
     if total > MAX_PACKET {
         return Next::Bad;
     }
-    let Some(packet) = buf.get(..total) else {
+    let Some(body) = buf.get(at..total) else {
         return Next::Partial;
     };
-    if first >> 4 != 3 {
-        return Next::Packet(total, None);
-    }
-    // PUBLISH: the topic first, a two-byte length and its bytes.
-    let topic = match packet.get(at..at + 2) {
-        Some(&[hi, lo]) => packet.get(at + 2..at + 2 + usize::from(u16::from_be_bytes([hi, lo]))),
-        _ => None,
-    };
-    match topic {
-        Some(t) => Next::Packet(total, Some(t.to_vec())),
+    match asks(first >> 4, body, v5) {
+        Some(a) => Next::Packet(total, a),
         None => Next::Bad,
     }
 }
@@ -202,7 +256,13 @@ async fn carry(
         let _ = tokio::io::copy(&mut from_broker, &mut to_device).await;
         let _ = to_device.shutdown().await;
     });
-    let own = device.map(|d| format!("{prefix}/v1/{d}/up").into_bytes());
+    let own = device.map(|d| {
+        (
+            format!("{prefix}/v1/{d}/up").into_bytes(),
+            format!("{prefix}/v1/{d}/down").into_bytes(),
+        )
+    });
+    let mut v5 = true;
     let mut packets: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 16 * 1024];
     let result = loop {
@@ -215,14 +275,21 @@ async fn carry(
         // Whole packets only go on, each checked first.
         let mut whole = 0;
         let verdict = loop {
-            match next_packet(packets.get(whole..).unwrap_or_default()) {
+            match next_packet(packets.get(whole..).unwrap_or_default(), v5) {
                 Next::Partial => break Ok(()),
                 Next::Bad => break Err("not MQTT, or a packet too large"),
-                Next::Packet(len, topic) => {
-                    if let (Some(own), Some(topic)) = (&own, topic) {
-                        if topic != *own {
+                Next::Packet(len, asks) => {
+                    match (&own, asks) {
+                        (_, Asks::Connect(level)) => v5 = level == 5,
+                        (Some((up, _)), Asks::Publish(topic)) if topic != *up => {
                             break Err("a PUBLISH to a topic not its own");
                         }
+                        (Some((_, down)), Asks::Subscribe(filters))
+                            if filters.iter().any(|f| f != down) =>
+                        {
+                            break Err("a SUBSCRIBE to a topic not its own");
+                        }
+                        _ => {}
                     }
                     whole += len;
                 }
@@ -244,4 +311,43 @@ async fn carry(
     let _ = to_broker.shutdown().await;
     down.abort();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packets_are_read_whole_and_named() {
+        // SUBSCRIBE, MQTT 5: id 1, no properties, one filter "a/b", QoS 1.
+        let sub = [
+            0x82, 0x09, 0x00, 0x01, 0x00, 0x00, 0x03, b'a', b'/', b'b', 0x01,
+        ];
+        assert_eq!(
+            next_packet(&sub, true),
+            Next::Packet(11, Asks::Subscribe(vec![b"a/b".to_vec()]))
+        );
+        assert_eq!(next_packet(&sub[..6], true), Next::Partial);
+        // PUBLISH QoS 0 to "t" with payload "x".
+        let publish = [0x30, 0x04, 0x00, 0x01, b't', b'x'];
+        assert_eq!(
+            next_packet(&publish, true),
+            Next::Packet(6, Asks::Publish(b"t".to_vec()))
+        );
+        // CONNECT of MQTT 3.1.1.
+        let connect = [0x10, 0x07, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04];
+        assert_eq!(
+            next_packet(&connect, true),
+            Next::Packet(9, Asks::Connect(4))
+        );
+        assert_eq!(
+            next_packet(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01], true),
+            Next::Bad
+        );
+        assert_eq!(
+            next_packet(&[0x82, 0x02, 0x00, 0x01], true),
+            Next::Bad,
+            "no filter"
+        );
+    }
 }

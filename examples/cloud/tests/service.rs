@@ -798,6 +798,35 @@ async fn devices_reach_the_broker_over_tls_as_their_certificates_say() {
     }
     assert_eq!(readings(258).await, 0, "frames under another's certificate");
     assert!(link.counters().drops >= 1, "{:?}", link.counters());
+    // Device 257 subscribing to device 258's downlink: cut off too.
+    let mut options = rumqttc::v5::MqttOptions::new("eavesdropper", "127.0.0.1", service.mqtt.1);
+    options.set_transport(tls(pki.device_config()));
+    let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 8);
+    client
+        .subscribe(
+            "telemark/v1/258/down",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        )
+        .await
+        .unwrap();
+    let cut = tokio::time::timeout(RealDuration::from_secs(10), async {
+        let mut connected = false;
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(
+                    _,
+                ))) => connected = true,
+                Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::SubAck(_))) => {
+                    return Err("subscribed to another device's downlink");
+                }
+                Ok(_) => {}
+                Err(_) if connected => return Ok(()),
+                Err(_) => return Err("no connection at all"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(cut, Ok(Ok(())));
     // No certificate: no connection.
     let mut stranger = link_as(258, tls(pki.stranger_config()));
     assert!(stranger.power(true).await.is_err());
