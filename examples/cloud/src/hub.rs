@@ -819,7 +819,9 @@ impl Hub {
                     continue;
                 }
             }
-            let known = named.filter(|&d| self.server.keyring().device(d).is_some());
+            // Only a known device has a bucket, and only when there is a limit.
+            let known = named
+                .filter(|&d| self.throttle.limits() && self.server.keyring().device(d).is_some());
             if let Some(device) = known {
                 if let Err(retry_after_ms) = self.throttle.take(device, a.received_unix_ms) {
                     self.figures.throttled += 1;

@@ -29,8 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-/// Longest a device may take over its handshake.
-const HANDSHAKE: Duration = Duration::from_secs(10);
+use crate::tls::HANDSHAKE;
 
 /// Largest MQTT packet the gate carries (the broker's own limit is 64 KiB).
 const MAX_PACKET: usize = 64 * 1024 + 16;

@@ -63,6 +63,11 @@ impl Throttle {
         }
     }
 
+    /// True if it limits anything.
+    pub fn limits(&self) -> bool {
+        self.rate.is_some()
+    }
+
     /// Takes a token for a frame of `device` at `now_ms`; when there is
     /// none, how many ms until there is.
     pub fn take(&mut self, device: u64, now_ms: u64) -> Result<(), u64> {
