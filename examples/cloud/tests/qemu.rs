@@ -40,6 +40,7 @@ use telemark_core::wire::frame::Command as Downlink;
 use telemark_core::wire::seal::Key;
 use telemark_qemu_app::{DEMO_KEYS, KEY_ID};
 use telemark_server::Counters;
+use telemark_transport_testkit::cloud::Cloud;
 
 /// How a board reaches the service.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -100,18 +101,29 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn build(board: &Board) -> PathBuf {
+/// Builds the board's firmware with its demo identity, or with the one
+/// `provisioned` gives (what `telemark-cloud device add` printed, as
+/// `TELEMARK_DEVICE`), in a target folder of its own so that the two never
+/// overwrite each other.
+fn build(board: &Board, provisioned: Option<&str>) -> PathBuf {
     let dir = examples().join(board.dir);
-    let target_dir = dir.join("target");
+    let target_dir = match provisioned {
+        None => dir.join("target"),
+        Some(_) => dir.join("target").join("provisioned"),
+    };
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let mut cargo = Command::new(cargo);
+    cargo
         .args(["build", "--release", "--locked"])
         .current_dir(&dir)
         .env("CARGO_TARGET_DIR", &target_dir)
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .status()
-        .expect("run cargo");
+        .env_remove("CARGO_BUILD_TARGET");
+    match provisioned {
+        Some(identity) => cargo.env("TELEMARK_DEVICE", identity),
+        None => cargo.env_remove("TELEMARK_DEVICE"),
+    };
+    let status = cargo.status().expect("run cargo");
     assert!(status.success(), "building {} failed", board.dir);
     target_dir
         .join(board.target)
@@ -369,7 +381,7 @@ fn hub(path: &Path, board: &Board) -> Hub {
 
 fn run(board: &Board) {
     require_qemu();
-    let elf = build(board);
+    let elf = build(board, None);
     let port = free_port();
     let qemu = Qemu::boot(board, &elf, port);
     let db_path =
@@ -594,7 +606,7 @@ impl Drop for Mosquitto {
 /// the cut is the broker stopped and started again.
 fn run_mqtt(board: &Board) {
     require_qemu();
-    let elf = build(board);
+    let elf = build(board, None);
     let port = free_port();
     let mut broker = Mosquitto::start(port);
     let db_path =
@@ -708,4 +720,78 @@ fn netduinoplus2_end_to_end() {
 #[test]
 fn microbit_end_to_end() {
     run(&MICROBIT);
+}
+
+/// The path a user takes to a device of their own: `telemark-cloud device
+/// add` beside the running service, the firmware built with what it
+/// printed (`TELEMARK_DEVICE`), booted on the service's line. The service
+/// holds no demo key, only the one it made, so a stored reading shows the
+/// firmware runs as the device the service created and seals with its key.
+#[test]
+fn microbit_built_from_device_add() {
+    const TOKEN: &str = "qemu-provisioning-admin";
+    require_qemu();
+    let binary = Path::new(env!("CARGO_BIN_EXE_telemark-cloud"));
+    let port = free_port();
+    let line = format!("127.0.0.1:{port}");
+    let cloud = Cloud::start_with(
+        binary,
+        "qemu-provisioned",
+        TOKEN,
+        &["--line-connect", &line],
+    );
+    let added = Command::new(binary)
+        .args(["device", "add", "--name", "boiler-1", "--data"])
+        .arg(cloud.data())
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "device add: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let printed = String::from_utf8(added.stdout).unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(&printed).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        DEMO_KEYS.iter().all(|(demo, _)| *demo != id),
+        "the service gave a demo id"
+    );
+
+    let elf = build(&MICROBIT, Some(&printed));
+    let qemu = Qemu::boot(&MICROBIT, &elf, port);
+    let url = format!("http://{}/v1/devices/{id}", cloud.address("http"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // reqwest's rustls comes without a provider here; the API is plain
+    // HTTP, but the client wants one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::new();
+    let device = || -> serde_json::Value {
+        runtime.block_on(async {
+            let response = client.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{url}: {}",
+                response.status()
+            );
+            response.json().await.unwrap()
+        })
+    };
+    wait_for(
+        "readings of the device `device add` created",
+        &qemu,
+        Duration::from_secs(90),
+        || device()["readings"].as_u64().unwrap_or(0) >= 10,
+    );
+    assert_eq!(device()["device"]["state"], "online");
+    assert!(
+        qemu.log().contains(&format!("device {id},")),
+        "the firmware does not say it is device {id}:\n{}",
+        qemu.log()
+    );
+    cloud.terminate();
 }

@@ -5,7 +5,7 @@
 //! - a gas meter's reed switch on P0.11 (button 1 on the DK, to try it by
 //!   hand), counted on its falling edge through GPIOTE;
 //! - the flash store in the last 64 KiB of flash (NVMC);
-//! - the uplink to the gateway on UARTE0 (P0.06 TX, P0.08 RX: the DK's
+//! - the uplink to telemark-cloud on UARTE0 (P0.06 TX, P0.08 RX: the DK's
 //!   USB serial port), 115200 baud;
 //! - the watchdog, fed by the main loop;
 //! - a panic or HardFault recorded in no-init RAM and reported after the
@@ -61,7 +61,7 @@ bind_interrupts!(struct Irqs {
 /// This device's id on the wire.
 const DEVICE: u64 = 0x5284_0001;
 /// This device's key, given at build time as 64 hex digits in
-/// `TELEMARK_DEVICE_KEY` (the gateway gets the same with `--key`). Without
+/// `TELEMARK_DEVICE_KEY` (telemark-cloud gets the same with `--key`). Without
 /// it the build uses a demo key that anyone reading this can use: fine on
 /// a bench, never in the field.
 const KEY: Key = match option_env!("TELEMARK_DEVICE_KEY") {

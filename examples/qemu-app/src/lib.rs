@@ -77,30 +77,55 @@ pub const KEY_ID: u8 = 1;
 
 /// The demo keys of the three QEMU boards, as a provisioning step would give
 /// them with their ids: (device, key). They are public, in this source, so
-/// the demo and its tests can name them to the gateway; a real device gets
-/// a key of its own that is written nowhere else.
+/// the demo and its tests can name them to the service (`--keys
+/// examples/qemu-app/demo-keys.txt`); a real device gets a key of its own
+/// that is written nowhere else.
 pub const DEMO_KEYS: [(u64, [u8; 32]); 3] = [
     (405, *b"telemark demo key: netduinoplus2"),
     (51, *b"telemark demo key: microbit (M0)"),
     (386, *b"telemark demo key: mps2-an386 M4"),
 ];
 
-/// The sealing of demo device `id` (unauthenticated if it has no demo key,
-/// which the gateway refuses unless told otherwise).
-pub fn demo_sealing(id: u64) -> Sealing {
+// `PROVISIONED`, which build.rs writes from `TELEMARK_DEVICE`.
+include!(concat!(env!("OUT_DIR"), "/provisioned.rs"));
+
+/// The id a board with demo id `demo` runs as: the one it was provisioned
+/// with at build time, else `demo`.
+///
+/// Build a board as a device the service created by giving its build what
+/// `telemark-cloud device add` printed:
+///
+/// ```text
+/// TELEMARK_DEVICE="$(telemark-cloud device add --name boiler-1)" cargo run --release
+/// ```
+pub const fn device_id(demo: u64) -> u64 {
+    match PROVISIONED {
+        Some((id, _, _)) => id,
+        None => demo,
+    }
+}
+
+/// The sealing of device `id`: the key it was provisioned with, else its
+/// demo key, else none (which the service refuses unless told otherwise).
+pub fn sealing(id: u64) -> Sealing {
+    if let Some((device, key_id, key)) = PROVISIONED {
+        if device == id {
+            return Sealing::key(key_id, Key::from_bytes(key));
+        }
+    }
     match DEMO_KEYS.iter().find(|(d, _)| *d == id) {
         Some((_, key)) => Sealing::key(KEY_ID, Key::from_bytes(*key)),
         None => Sealing::Unauthenticated,
     }
 }
 
-/// A boot of demo device `id`: its demo key, this boot's `epoch` and why
-/// it started.
-pub fn demo_boot(id: u64, epoch: Epoch, reset: ResetReason) -> Boot {
+/// A boot of device `id`: its [`sealing`], this boot's `epoch` and why it
+/// started.
+pub fn device_boot(id: u64, epoch: Epoch, reset: ResetReason) -> Boot {
     Boot {
         reset_reason: reset,
         epoch,
-        sealing: demo_sealing(id),
+        sealing: sealing(id),
     }
 }
 
@@ -221,7 +246,7 @@ mod tests {
     fn an_hour_of_the_boiler_samples_both_channels_and_raises_alerts() {
         let store: RamStore<1024, 4096> = RamStore::new(FullPolicy::EvictOldest);
         let mut engine: Device<_, 64> =
-            device(405, store, demo_boot(405, Epoch(1), ResetReason::PowerOn)).unwrap();
+            device(405, store, device_boot(405, Epoch(1), ResetReason::PowerOn)).unwrap();
         let mut boiler = Boiler::new(1);
         let mut now = Instant::ZERO;
         while now < Instant::from_millis(3_600_000) {

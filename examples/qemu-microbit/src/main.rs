@@ -1,7 +1,7 @@
 //! telemark on QEMU's microbit (nRF51822, Cortex-M0, 16 KiB of RAM).
 //!
 //! The engine samples a simulated boiler, keeps its records in a RAM store,
-//! and talks to the gateway over the UART. A crash is recorded in no-init
+//! and talks to telemark-cloud over the UART. A crash is recorded in no-init
 //! RAM and reported after the reset. `cargo run --release` in this folder
 //! boots it; see the README.
 #![no_std]
@@ -22,14 +22,16 @@ use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::Epoch;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{
-    demo_boot, device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
+    device, device_boot, device_id, device_time, real_ms_until, Boiler, Device, Status,
+    CRASH_DRILL_OUTPUT,
 };
 use telemark_serial::SerialTransport;
 
 use uart::Uart;
 
-/// This device's id on the wire.
-const DEVICE: u64 = 51;
+/// This device's id on the wire: its demo id, or the one its build was
+/// provisioned with (`TELEMARK_DEVICE`, see the README).
+const DEVICE: u64 = device_id(51);
 /// The nRF51's core clock.
 const CORE_HZ: u32 = 16_000_000;
 
@@ -112,7 +114,7 @@ fn boot(
     // new epoch names this boot's records apart from the last one's.
     let epoch = Epoch(rng::u64() | 1);
     log!("telemark on microbit: device {DEVICE}, reset {reset:?}, epoch {epoch}");
-    let engine = match device(DEVICE, store, demo_boot(DEVICE, epoch, reset)) {
+    let engine = match device(DEVICE, store, device_boot(DEVICE, epoch, reset)) {
         Ok(engine) => slot.insert(engine),
         Err(e) => panic!("engine: {e}"),
     };

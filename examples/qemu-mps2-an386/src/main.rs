@@ -34,13 +34,15 @@ use telemark_lan9118::{Lan9118, Registers, MPS2_BASE};
 use telemark_mqtt::embassy_net::Tcp;
 use telemark_mqtt::Config;
 use telemark_qemu_app::{
-    demo_boot, device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT, MTU,
+    device, device_boot, device_id, device_time, real_ms_until, Boiler, Device, Status,
+    CRASH_DRILL_OUTPUT, MTU,
 };
 
 use net::Irq;
 
-/// This device's id on the wire.
-const DEVICE: u64 = 386;
+/// This device's id on the wire: its demo id, or the one its build was
+/// provisioned with (`TELEMARK_DEVICE`, see the README).
+const DEVICE: u64 = device_id(386);
 /// The core clock of QEMU's MPS2 boards.
 const CORE_HZ: u32 = 25_000_000;
 
@@ -156,7 +158,7 @@ fn boot(
     log!(
         "telemark on mps2-an386: device {DEVICE}, reset {reset:?}, epoch {epoch}, broker {broker}"
     );
-    let engine = match device(DEVICE, store, demo_boot(DEVICE, epoch, reset)) {
+    let engine = match device(DEVICE, store, device_boot(DEVICE, epoch, reset)) {
         Ok(engine) => slot.init(engine),
         Err(e) => panic!("engine: {e}"),
     };

@@ -1,7 +1,7 @@
 //! telemark on QEMU's netduinoplus2 (STM32F405, Cortex-M4F).
 //!
 //! The engine samples a simulated boiler, keeps its records in the flash
-//! store, and talks to the gateway over USART1. A crash is recorded in
+//! store, and talks to telemark-cloud over USART1. A crash is recorded in
 //! no-init RAM and reported after the reset. `cargo run --release` in this
 //! folder boots it; see the README.
 #![no_std]
@@ -25,7 +25,8 @@ use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::Epoch;
 use telemark_cortex_m::{crash, stack, uptime};
 use telemark_qemu_app::{
-    demo_boot, device, device_time, real_ms_until, Boiler, Device, Status, CRASH_DRILL_OUTPUT,
+    device, device_boot, device_id, device_time, real_ms_until, Boiler, Device, Status,
+    CRASH_DRILL_OUTPUT,
 };
 use telemark_serial::SerialTransport;
 
@@ -33,8 +34,9 @@ use telemark_serial::SerialTransport;
 use retained::RetainedFlash;
 use usart::Usart1;
 
-/// This device's id on the wire.
-const DEVICE: u64 = 405;
+/// This device's id on the wire: its demo id, or the one its build was
+/// provisioned with (`TELEMARK_DEVICE`, see the README).
+const DEVICE: u64 = device_id(405);
 /// The STM32F405's core clock in QEMU's model.
 const CORE_HZ: u32 = 168_000_000;
 
@@ -121,7 +123,7 @@ fn boot(
         store.len(),
         store.next_seq().0
     );
-    let engine = match device(DEVICE, store, demo_boot(DEVICE, epoch, reset)) {
+    let engine = match device(DEVICE, store, device_boot(DEVICE, epoch, reset)) {
         Ok(engine) => slot.insert(engine),
         Err(e) => panic!("engine: {e}"),
     };

@@ -3,7 +3,7 @@
 //! - a BME280 on I2C1 (PB6 SCL, PB7 SDA): temperature, pressure, humidity;
 //! - a gas meter's reed switch on PA0, counted on its falling edge (EXTI0);
 //! - the flash store in flash sectors 8-11;
-//! - the uplink: to the gateway on USART2 (PA2 TX, PA3 RX), 115200 baud, on
+//! - the uplink: to telemark-cloud on USART2 (PA2 TX, PA3 RX), 115200 baud, on
 //!   an STM32F405 (feature `uart`, the default); or MQTT 5 over Ethernet
 //!   on an STM32F407 with a LAN8720 PHY (feature `mqtt`, `src/mqtt.rs`);
 //! - the independent watchdog, fed by the main loop;
@@ -80,7 +80,7 @@ bind_interrupts!(struct Irqs {
 /// This device's id on the wire.
 const DEVICE: u64 = 0x0405_0001;
 /// This device's key, given at build time as 64 hex digits in
-/// `TELEMARK_DEVICE_KEY` (the gateway gets the same with `--key`). Without
+/// `TELEMARK_DEVICE_KEY` (telemark-cloud gets the same with `--key`). Without
 /// it the build uses a demo key that anyone reading this can use: fine on
 /// a bench, never in the field.
 const KEY: Key = match option_env!("TELEMARK_DEVICE_KEY") {

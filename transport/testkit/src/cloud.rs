@@ -58,6 +58,12 @@ impl Cloud {
             .to_string()
     }
 
+    /// Its data directory, which `telemark-cloud device add --data` takes
+    /// beside the running service.
+    pub fn data(&self) -> &Path {
+        &self.data
+    }
+
     /// Stops it with SIGTERM, which must end it with exit 0; its
     /// standard error.
     pub fn terminate(mut self) -> String {

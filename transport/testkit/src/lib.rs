@@ -29,7 +29,7 @@ use telemark_core::transport::{step_async, AsyncTransport};
 use telemark_core::wire::report::ResetReason;
 use telemark_core::wire::seal::Key;
 use telemark_core::wire::Epoch;
-use telemark_qemu_app::{demo_boot, device, Device, DEMO_KEYS};
+use telemark_qemu_app::{device, device_boot, Device, DEMO_KEYS};
 use telemark_server::{Keyring, MemoryStore};
 
 pub use telemark_qemu_app::{Boiler, MTU};
@@ -42,7 +42,7 @@ pub type Engine = Device<RamStore<256, 4096>, 32>;
 
 /// A fresh engine for [`DEVICE`], as after a power-on.
 pub fn engine() -> Engine {
-    let boot = demo_boot(DEVICE, Epoch(0x5eed_0001), ResetReason::PowerOn);
+    let boot = device_boot(DEVICE, Epoch(0x5eed_0001), ResetReason::PowerOn);
     match device(DEVICE, RamStore::new(FullPolicy::EvictOldest), boot) {
         Ok(engine) => engine,
         Err(e) => panic!("the demo device's config is valid: {e:?}"),
