@@ -191,6 +191,14 @@ enum Change<T> {
 }
 
 impl<T> Change<T> {
+    /// The value it sets, if it sets one.
+    fn set(self) -> Option<T> {
+        match self {
+            Change::Set(v) => Some(v),
+            Change::Keep | Change::Remove => None,
+        }
+    }
+
     fn apply(self, current: Option<T>) -> Option<T> {
         match self {
             Change::Keep => current,
@@ -247,6 +255,33 @@ fn rule<T>(
         return Err(ConfigError::Malformed);
     }
     read(d).map(Change::Set)
+}
+
+impl ChannelUpdate {
+    /// A spec holding only what this update sets, the rest at values no
+    /// check refuses: its [`ChannelSpec::validate`] refuses exactly what
+    /// the update gets wrong on its own. Decimals make it a scaled channel,
+    /// as only a scaled channel takes them.
+    fn probe(&self) -> ChannelSpec {
+        let (min, max) = self.range.unwrap_or((0.0, 1.0));
+        ChannelSpec {
+            id: self.id,
+            unit: crate::channel::Unit::Count,
+            kind: match self.decimals {
+                Some(decimals) => ValueKind::Scaled { decimals },
+                None => ValueKind::Float,
+            },
+            range: Range::new(min, max),
+            period: secs(self.period_s.unwrap_or(1)),
+            rules: crate::channel::Rules {
+                high: self.high.set(),
+                low: self.low.set(),
+                rate: self.rate.set(),
+                stuck: self.stuck.set(),
+                fault: self.fault.set(),
+            },
+        }
+    }
 }
 
 fn channel_update(d: &mut Decoder<'_>) -> Result<ChannelUpdate, ConfigError> {
@@ -519,6 +554,63 @@ impl ConfigUpdate {
         self.settings.get(2).copied().flatten().map(secs)
     }
 
+    /// Checks every value the update sets on its own, whatever config the
+    /// device runs: what a server can check before it accepts an update.
+    ///
+    /// [`ConfigUpdate::apply`] runs it first, so an update it refuses the
+    /// device refuses too, with the same [`ConfigError`]. It leaves to
+    /// `apply` what depends on the config in force: the version, a channel
+    /// the device lacks, decimals on a channel that is not scaled, and
+    /// settings that clash with the ones the update keeps.
+    ///
+    /// ```
+    /// use telemark_core::config::{ConfigError, ConfigUpdate};
+    /// // {0: 5, 5: 60, 6: 30}: a longest backoff below the first timeout.
+    /// let update = ConfigUpdate::parse(&[0xa3, 0x00, 0x05, 0x05, 0x18, 0x3c, 0x06, 0x18, 0x1e]).unwrap();
+    /// assert_eq!(update.check(), Err(ConfigError::Inconsistent));
+    /// // {0: 5, 10: 2}: no store policy 2.
+    /// let update = ConfigUpdate::parse(&[0xa2, 0x00, 0x05, 0x0a, 0x02]).unwrap();
+    /// assert_eq!(update.check(), Err(ConfigError::OutOfRange(10)));
+    /// ```
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let s = |k: usize| self.settings.get(k).copied().flatten();
+        // Each setting fits its field, in the order `apply` sets them.
+        for (key, max) in [
+            (3u8, u32::from(u16::MAX)),
+            (4, u32::from(u8::MAX)),
+            (7, u32::from(u16::MAX)),
+            (8, u32::from(u16::MAX)),
+            (10, 1),
+            (11, u32::from(u8::MAX)),
+            (13, 1),
+        ] {
+            if s(usize::from(key)).is_some_and(|v| v > max) {
+                return Err(ConfigError::OutOfRange(key));
+            }
+        }
+        // Settings the uplink, the stager or the heartbeat refuse whatever
+        // the others are.
+        let zero = |k: usize| s(k) == Some(0);
+        let below = |k: usize, min: u16| s(k).is_some_and(|v| v < u32::from(min));
+        let backoff_short =
+            matches!((s(5), s(6)), (Some(timeout), Some(backoff)) if backoff < timeout);
+        let high_water = s(11).is_some_and(|v| v == 0 || v > 100);
+        if [1, 2, 4, 5, 7, 9].into_iter().any(zero)
+            || below(3, UplinkConfig::MIN_MTU)
+            || below(8, StagerConfig::MIN_BYTES)
+            || backoff_short
+            || high_water
+        {
+            return Err(ConfigError::Inconsistent);
+        }
+        for u in &self.channels {
+            u.probe()
+                .validate()
+                .map_err(|e| ConfigError::Channel(u.id, e))?;
+        }
+        Ok(())
+    }
+
     /// The config that results from applying this update to `current`, if
     /// every setting is valid; `current` is not touched.
     pub fn apply<const CH: usize>(
@@ -528,6 +620,16 @@ impl ConfigUpdate {
         if self.version <= current.version {
             return Err(ConfigError::StaleVersion);
         }
+        self.check()?;
+        self.merge(current)
+    }
+
+    /// Sets what the update sets on a copy of `current` and checks the
+    /// result as a whole.
+    fn merge<const CH: usize>(
+        &self,
+        current: &DeviceConfig<CH>,
+    ) -> Result<DeviceConfig<CH>, ConfigError> {
         let mut next = current.clone();
         next.version = self.version;
         let s = |k: usize| self.settings.get(k).copied().flatten();
@@ -607,5 +709,251 @@ impl ConfigUpdate {
             spec.validate().map_err(|e| ConfigError::Channel(u.id, e))?;
         }
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    //! [`ConfigUpdate::check`] against the device's own merge: it refuses
+    //! only updates no device could accept, and every setting out of its
+    //! field's range.
+    extern crate std;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::channel::{Rules, Unit};
+
+    fn uint(out: &mut Vec<u8>, v: u32) {
+        match v {
+            0..=23 => out.push(v as u8),
+            24..=0xff => out.extend([0x18, v as u8]),
+            0x100..=0xffff => {
+                out.push(0x19);
+                out.extend((v as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(0x1a);
+                out.extend(v.to_be_bytes());
+            }
+        }
+    }
+
+    fn float(out: &mut Vec<u8>, x: f32) {
+        out.push(0xfa);
+        out.extend(x.to_be_bytes());
+    }
+
+    /// A rule in CBOR: `null`, or an array of numbers and a severity.
+    #[derive(Clone, Debug)]
+    enum RuleCbor {
+        Remove,
+        Set(Vec<f32>),
+    }
+
+    #[derive(Clone, Debug)]
+    struct ChannelCbor {
+        id: u16,
+        period: Option<u32>,
+        decimals: Option<u8>,
+        range: Option<(f32, f32)>,
+        /// Keys 4 to 8.
+        rules: [Option<RuleCbor>; 5],
+    }
+
+    fn encode(version: u32, settings: &[(u8, u32)], channels: &[ChannelCbor]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.push(0xa0 | (1 + settings.len() + usize::from(!channels.is_empty())) as u8);
+        out.extend([0x00]);
+        uint(&mut out, version);
+        for &(k, v) in settings {
+            out.push(k);
+            uint(&mut out, v);
+        }
+        if !channels.is_empty() {
+            out.extend([0x0c, 0x80 | channels.len() as u8]);
+        }
+        for c in channels {
+            let keys = 1
+                + usize::from(c.period.is_some())
+                + usize::from(c.decimals.is_some())
+                + usize::from(c.range.is_some())
+                + c.rules.iter().flatten().count();
+            out.extend([0xa0 | keys as u8, 0x00]);
+            uint(&mut out, u32::from(c.id));
+            if let Some(p) = c.period {
+                out.push(0x01);
+                uint(&mut out, p);
+            }
+            if let Some(d) = c.decimals {
+                out.push(0x02);
+                uint(&mut out, u32::from(d));
+            }
+            if let Some((min, max)) = c.range {
+                out.extend([0x03, 0x82]);
+                float(&mut out, min);
+                float(&mut out, max);
+            }
+            for (key, rule) in (4u8..).zip(&c.rules) {
+                match rule {
+                    None => {}
+                    Some(RuleCbor::Remove) => out.extend([key, 0xf6]),
+                    Some(RuleCbor::Set(numbers)) => {
+                        out.extend([key, 0x80 | (numbers.len() + 1) as u8]);
+                        for (i, x) in numbers.iter().enumerate() {
+                            // Run rules count in a u16.
+                            if key >= 7 && i == 0 {
+                                uint(&mut out, *x as u32);
+                            } else {
+                                float(&mut out, *x);
+                            }
+                        }
+                        out.push(0x01);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn number() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            Just(0.0),
+            Just(-1.0),
+            Just(f32::NAN),
+            Just(f32::INFINITY),
+            Just(3.0e9),
+            -100.0f32..100.0,
+        ]
+    }
+
+    fn rule(numbers: usize, key: u8) -> impl Strategy<Value = Option<RuleCbor>> {
+        let counts = key >= 7;
+        prop_oneof![
+            Just(None),
+            Just(Some(RuleCbor::Remove)),
+            proptest::collection::vec(number(), numbers).prop_map(move |mut v| {
+                if counts {
+                    v[0] = v[0].abs().min(5.0).floor();
+                }
+                Some(RuleCbor::Set(v))
+            }),
+        ]
+    }
+
+    fn channel() -> impl Strategy<Value = ChannelCbor> {
+        (
+            prop_oneof![Just(1u16), Just(2), Just(7)],
+            proptest::option::of(prop_oneof![Just(0u32), 1..600u32]),
+            proptest::option::of(0u8..12),
+            proptest::option::of((number(), number())),
+            (rule(2, 4), rule(2, 5), rule(1, 6), rule(1, 7), rule(1, 8)),
+        )
+            .prop_map(
+                |(id, period, decimals, range, (h, l, r, s, f))| ChannelCbor {
+                    id,
+                    period,
+                    decimals,
+                    range,
+                    rules: [h, l, r, s, f],
+                },
+            )
+    }
+
+    fn setting() -> impl Strategy<Value = (u8, u32)> {
+        (
+            prop_oneof![1u8..=11, Just(13)],
+            prop_oneof![
+                Just(0u32),
+                1..4u32,
+                Just(31),
+                Just(32),
+                Just(63),
+                Just(64),
+                Just(100),
+                Just(101),
+                Just(255),
+                Just(256),
+                1..100_000u32,
+                Just(65_536),
+                Just(u32::MAX),
+            ],
+        )
+    }
+
+    /// Two configs a device may run: a scaled and a float channel, short
+    /// and long timings.
+    fn currents() -> [DeviceConfig<4>; 2] {
+        let scaled = ChannelSpec::new(
+            ChannelId(1),
+            Unit::Celsius,
+            ValueKind::Scaled { decimals: 1 },
+            Range::new(-20.0, 60.0),
+            Duration::from_mins(5),
+            Rules::NONE.high(40.0, 1.0, Severity::Critical),
+        );
+        let float = ChannelSpec::new(
+            ChannelId(2),
+            Unit::Count,
+            ValueKind::Float,
+            Range::new(0.0, 1.0e6),
+            Duration::from_secs(10),
+            Rules::NONE.low(1.0, 0.5, Severity::Warning),
+        );
+        let config = |interval: u64, mtu: u16| DeviceConfig {
+            version: 3,
+            engine: EngineConfig {
+                uplink: UplinkConfig::new(9, mtu, Duration::from_secs(interval)),
+                stager: StagerConfig::new(64, 120, Duration::from_secs(interval)),
+                heartbeat: Duration::from_secs(interval * 6),
+            },
+            store_policy: FullPolicy::EvictOldest,
+            channels: [scaled, float].into_iter().collect(),
+        };
+        [config(60, 256), config(3_600, 1_024)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+        #[test]
+        fn check_refuses_only_what_no_device_accepts(
+            settings in proptest::collection::vec(setting(), 0..3),
+            channels in proptest::collection::vec(channel(), 0..3),
+        ) {
+            let cbor = encode(4, &settings, &channels);
+            let update = ConfigUpdate::parse(&cbor).unwrap();
+            for current in currents() {
+                let merged = update.merge(&current);
+                match update.check() {
+                    // The settings come first, in the same order.
+                    Err(e @ (ConfigError::OutOfRange(_) | ConfigError::Inconsistent)) => {
+                        prop_assert_eq!(merged, Err(e), "{:?} {:?}", settings, channels)
+                    }
+                    Err(e) => prop_assert!(
+                        merged.is_err(),
+                        "check refused ({e}) what the device merges: {settings:?} {channels:?}"
+                    ),
+                    Ok(()) => {
+                        match merged {
+                            Err(ConfigError::OutOfRange(k)) => {
+                                prop_assert_eq!(k, 2, "check let a setting out of range through")
+                            }
+                            // The one clash with settings kept: a timeout
+                            // and a backoff of which the update sets one.
+                            Err(ConfigError::Inconsistent) => {
+                                let sets = |k: u8| settings.iter().any(|s| s.0 == k);
+                                prop_assert!(sets(5) != sets(6), "check let {:?} through", settings)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if let Err(e) = update.check() {
+                    prop_assert_eq!(update.apply(&current), Err(e));
+                }
+            }
+        }
     }
 }

@@ -28,7 +28,7 @@
 //! | `GET /v1/tokens` | every token, without its secret (unscoped admin) |
 //! | `POST /v1/tokens` | `{"name", "role": "read" \| "operate" \| "admin", "group"}`: a new token; its secret is in the answer, once (unscoped admin) |
 //! | `DELETE /v1/tokens/{id}` | revokes it (unscoped admin) |
-//! | `PUT /v1/devices/{id}/config` | `{"cbor": "HEX"}`: a config update, checked by the core's parser |
+//! | `PUT /v1/devices/{id}/config` | `{"cbor": "HEX"}`: a config update, checked by the core's validator (a refusal carries the device's `config` code and detail) |
 
 use std::sync::Arc;
 
@@ -163,6 +163,9 @@ pub struct Problem {
     status: StatusCode,
     detail: String,
     retry_after_s: Option<u32>,
+    /// A refused config's code and detail, the numbers the device's own
+    /// config report would carry.
+    config: Option<(u8, u16)>,
 }
 
 impl Problem {
@@ -171,6 +174,7 @@ impl Problem {
             status,
             detail: detail.to_string(),
             retry_after_s: None,
+            config: None,
         }
     }
 
@@ -198,7 +202,11 @@ impl From<HubError> for Problem {
             HubError::Store(e) => e.into(),
             HubError::UnknownDevice(_) => Problem::new(StatusCode::NOT_FOUND, &e.to_string()),
             HubError::Revoked(_) => Problem::new(StatusCode::CONFLICT, &e.to_string()),
-            HubError::Config(_) | HubError::Invalid(_) | HubError::Rotate(_) => {
+            HubError::Config(c) => Problem {
+                config: Some((c.code(), c.detail())),
+                ..Problem::new(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
+            },
+            HubError::Invalid(_) | HubError::Rotate(_) => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string())
             }
         }
@@ -207,12 +215,15 @@ impl From<HubError> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "type": "about:blank",
             "title": self.status.canonical_reason().unwrap_or("Error"),
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let (Some((code, detail)), Some(fields)) = (self.config, body.as_object_mut()) {
+            fields.insert("config".into(), json!({"code": code, "detail": detail}));
+        }
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],

@@ -642,9 +642,17 @@ impl Hub {
     /// Sets the config `device` should run: a CBOR update, sent with every
     /// response until the device reports it applied or refused. Returns
     /// its version.
+    ///
+    /// It is checked first by the core's own validator
+    /// ([`ConfigUpdate::parse`], then [`ConfigUpdate::check`]): an update
+    /// it refuses the device would refuse with the same [`ConfigError`].
+    /// What depends on the config the device runs is the device's to
+    /// refuse, and comes back in its config report.
     pub fn queue_config(&mut self, device: u64, cbor: &[u8]) -> Result<u32, HubError> {
         self.live(device)?;
-        let update = ConfigUpdate::parse(cbor).map_err(HubError::Config)?;
+        let update = ConfigUpdate::parse(cbor)
+            .and_then(|u| u.check().map(|()| u))
+            .map_err(HubError::Config)?;
         let version = update.version();
         if let Some(current) = self.store.desired_config(device)? {
             if version <= current.version {

@@ -151,6 +151,7 @@ fn schemas() -> Value {
     let mut all = json!({
         "Problem": object(&["type", "title", "status", "detail"], json!({
             "type": string, "title": string, "status": int, "detail": string,
+            "config": object(&["code", "detail"], json!({ "code": int, "detail": int })),
         })),
         "Health": object(&["status"], json!({ "status": string })),
         "Device": object(&["id", "name", "created_ms", "state"], json!({

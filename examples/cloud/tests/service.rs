@@ -981,6 +981,22 @@ async fn bad_requests_get_a_clear_problem() {
     )(config(json!({"cbor": "a10063"})).await.unwrap())
     .await;
     assert!(v["detail"].as_str().unwrap().contains("refuse"), "{v}");
+    // {0: 5, 10: 2}: well formed, but there is no store policy 2. The
+    // device's own validator refuses it, with the code and key its config
+    // report would carry.
+    let v = expect(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a setting the device refuses",
+    )(config(json!({"cbor": "a200050a02"})).await.unwrap())
+    .await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("config key 10 out of range"),
+        "{v}"
+    );
+    assert_eq!(v["config"], json!({"code": 5, "detail": 10}), "{v}");
     expect(StatusCode::BAD_REQUEST, "a frame that is none")(
         c.post(service.url(telemark_http::exchange::PATH))
             .body("junk")
