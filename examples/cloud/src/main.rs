@@ -187,9 +187,15 @@ fn serve(s: Settings) -> Result<(), String> {
     broker.prefix = s.mqtt_prefix.clone();
     let mut mqtt_addr = embedded.as_ref().map(|b| b.addr().to_string());
 
-    // Serial lines, each on a thread of its own.
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Some(telemark_cloud::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    // Serial lines, each on a thread of its own; with a certificate those
+    // it listens for take TLS only.
     let running = Arc::new(AtomicBool::new(true));
     let mut lines = Vec::new();
+    let line_tls = tls.as_deref().map(telemark_cloud::tls::line_config);
     for addr in &s.line {
         let listener = TcpListener::bind(addr).map_err(|e| format!("--line {addr}: {e}"))?;
         lines.push(
@@ -198,8 +204,8 @@ fn serve(s: Settings) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
                 .to_string(),
         );
-        let hub = hub.clone();
-        std::thread::spawn(move || listen(&hub, &listener));
+        let (hub, line_tls) = (hub.clone(), line_tls.clone());
+        std::thread::spawn(move || listen(&hub, &listener, line_tls));
     }
     for addr in s.line_connect.clone() {
         let (hub, running) = (hub.clone(), Arc::clone(&running));
@@ -225,10 +231,6 @@ fn serve(s: Settings) -> Result<(), String> {
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     let api = Api::new(hub.clone(), &token);
-    let tls = match (&s.tls_cert, &s.tls_key) {
-        (Some(cert), Some(key)) => Some(telemark_cloud::tls::server_config(cert, key)?),
-        _ => None,
-    };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(s.http)
@@ -369,8 +371,9 @@ async fn stopped() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Serves every device that connects to `listener`, each on its own thread.
-fn listen(hub: &HubHandle, listener: &TcpListener) {
+/// Serves every device that connects to `listener`, each on its own
+/// thread; over TLS only when given a `tls` config.
+fn listen(hub: &HubHandle, listener: &TcpListener, tls: Option<Arc<rustls::ServerConfig>>) {
     loop {
         let (mut stream, peer) = match listener.accept() {
             Ok(c) => c,
@@ -381,9 +384,14 @@ fn listen(hub: &HubHandle, listener: &TcpListener) {
             }
         };
         eprintln!("line: device connected from {peer}");
-        let hub = hub.clone();
+        let (hub, tls) = (hub.clone(), tls.clone());
         std::thread::spawn(move || {
-            if let Err(e) = line::serve(&hub, &mut stream, unix_ms) {
+            let served = match tls {
+                None => line::serve(&hub, &mut stream, unix_ms),
+                Some(config) => telemark_cloud::tls::line_stream(config, stream)
+                    .and_then(|mut tls| line::serve(&hub, &mut tls, unix_ms)),
+            };
+            if let Err(e) = served {
                 eprintln!("line {peer}: {e}");
             }
             eprintln!("line {peer}: closed");

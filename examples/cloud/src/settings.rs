@@ -21,7 +21,7 @@
 //! mqtt_notifications = false              # --mqtt-notifications: also on {prefix}/v1/{device}/notifications
 //! device_rate = 10.0                      # --device-rate F: frames a second a device may send (0: any)
 //! device_burst = 100                      # --device-burst N: ... and at once
-//! tls_cert = "/etc/telemark/cert.pem"     # --tls-cert FILE: HTTPS, with
+//! tls_cert = "/etc/telemark/cert.pem"     # --tls-cert FILE: HTTPS and TLS lines, with
 //! tls_key = "/etc/telemark/key.pem"       # --tls-key FILE
 //! mqtt_tls_cert = "/etc/telemark/mqtt.pem" # --mqtt-tls-cert FILE: devices over TLS, with
 //! mqtt_tls_key = "/etc/telemark/mqtt.key" # --mqtt-tls-key FILE, and
@@ -101,7 +101,8 @@ pub struct Settings {
     /// How fast each device may send ([`crate::throttle`]); 0 frames a
     /// second for no limit.
     pub device_rate: Rate,
-    /// The HTTP listener's certificate chain, PEM ([`crate::tls`]).
+    /// The certificate chain of the HTTP listener and of the lines it
+    /// listens for, PEM ([`crate::tls`]).
     pub tls_cert: Option<PathBuf>,
     /// ... and its private key, PEM.
     pub tls_key: Option<PathBuf>,

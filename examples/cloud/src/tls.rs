@@ -1,9 +1,11 @@
-//! TLS for the HTTP listener, through rustls: `--tls-cert FILE` (the
-//! certificate chain, PEM) and `--tls-key FILE` (its private key, PEM)
-//! serve the API and the HTTP ingest over HTTPS only.
+//! TLS for the HTTP listener and the serial lines it listens for, through
+//! rustls: `--tls-cert FILE` (the certificate chain, PEM) and `--tls-key
+//! FILE` (its private key, PEM) serve the API and the HTTP ingest over
+//! HTTPS only, and each `--line` over TLS only (a serial bridge such as
+//! ser2net with TLS, or `socat` with `openssl`).
 //!
-//! Handshakes run on tasks of their own, bounded in time, so a client that
-//! stalls its handshake holds up no other.
+//! Handshakes run on tasks or threads of their own, bounded in time, so a
+//! client that stalls its handshake holds up no other.
 
 use std::io;
 use std::net::SocketAddr;
@@ -58,6 +60,38 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .map_err(|e| format!("--tls-cert and --tls-key: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The HTTP listener's TLS config for a serial line: the same certificate,
+/// no ALPN (the line carries COBS frames, not HTTP).
+pub fn line_config(http: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
+    let mut config = http.clone();
+    config.alpn_protocols.clear();
+    Arc::new(config)
+}
+
+/// A serial line's TCP `stream` once its TLS handshake is done, within
+/// [`HANDSHAKE`]; reads then wait as long as the line stays quiet.
+pub fn line_stream(
+    config: Arc<rustls::ServerConfig>,
+    mut stream: std::net::TcpStream,
+) -> io::Result<rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>> {
+    let mut tls = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+    stream.set_read_timeout(Some(HANDSHAKE))?;
+    stream.set_write_timeout(Some(HANDSHAKE))?;
+    let deadline = std::time::Instant::now() + HANDSHAKE;
+    while tls.is_handshaking() {
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "TLS handshake too slow",
+            ));
+        }
+        tls.complete_io(&mut stream)?;
+    }
+    stream.set_read_timeout(None)?;
+    stream.set_write_timeout(None)?;
+    Ok(rustls::StreamOwned::new(tls, stream))
 }
 
 /// A TCP listener whose connections are handed on once their TLS

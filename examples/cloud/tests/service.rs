@@ -654,30 +654,59 @@ async fn the_openapi_document_is_served_and_names_routed_operations() {
     service.terminate();
 }
 
-/// Given a certificate, the API and the HTTP ingest are served over
-/// HTTPS only: a device posts through telemark-http's TLS link.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_and_the_ingest_serve_https_with_a_certificate() {
-    let pki = telemark_transport_testkit::pki::Pki::new("127.0.0.1", 1);
-    let dir = std::env::temp_dir().join(format!("telemark-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert, &pki.server_pem).unwrap();
-    std::fs::write(&key, &pki.server_key_pem).unwrap();
-    let service = Service::start_with(
-        "tls",
-        &[
+/// A service given a certificate (and `flags`), with its PKI, an HTTPS
+/// client that trusts it, the API's base URL and the folder of its PEM
+/// files.
+struct Secure {
+    pki: telemark_transport_testkit::pki::Pki,
+    service: Service,
+    https: reqwest::Client,
+    base: String,
+    dir: std::path::PathBuf,
+}
+
+impl Secure {
+    fn start(test: &str, flags: &[&str]) -> Secure {
+        let pki = telemark_transport_testkit::pki::Pki::new("127.0.0.1", 1);
+        let dir = std::env::temp_dir().join(format!("telemark-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &pki.server_pem).unwrap();
+        std::fs::write(&key, &pki.server_key_pem).unwrap();
+        let mut all = vec![
             "--tls-cert",
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
-        ],
-    );
-    let base = format!("https://{}", service.cloud.address("http"));
-    let https = reqwest::Client::builder()
-        .tls_backend_preconfigured(pki.stranger_config())
-        .build()
-        .unwrap();
+        ];
+        all.extend_from_slice(flags);
+        let service = Service::start_with(test, &all);
+        let base = format!("https://{}", service.cloud.address("http"));
+        let https = reqwest::Client::builder()
+            .tls_backend_preconfigured(pki.stranger_config())
+            .build()
+            .unwrap();
+        Secure {
+            pki,
+            service,
+            https,
+            base,
+            dir,
+        }
+    }
+
+    fn stop(self) {
+        self.service.terminate();
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
+/// Given a certificate, the API and the HTTP ingest are served over
+/// HTTPS only: a device posts through telemark-http's TLS link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_the_ingest_serve_https_with_a_certificate() {
+    let secure = Secure::start("tls", &[]);
+    let (pki, service, https, base) = (&secure.pki, &secure.service, &secure.https, &secure.base);
     let made = https
         .post(format!("{base}/v1/devices"))
         .bearer_auth(TOKEN)
@@ -717,8 +746,98 @@ async fn the_api_and_the_ingest_serve_https_with_a_certificate() {
         plain.map_or(true, |r| !r.status().is_success()),
         "plain HTTP is not served"
     );
-    service.terminate();
-    let _ = std::fs::remove_dir_all(dir);
+    secure.stop();
+}
+
+/// Given a certificate, a serial line it listens for takes TLS only (a
+/// bridge such as ser2net carries the UART over it): a frame sent over TLS
+/// is answered after its commit and stored; the same line spoken in plain
+/// TCP gets no answer, and nothing of it is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_line_takes_tls_with_a_certificate() {
+    use std::io::{Read, Write};
+    let secure = Secure::start("line-tls", &["--line", "127.0.0.1:0"]);
+    let (pki, https, base) = (&secure.pki, &secure.https, &secure.base);
+    let line = secure.service.cloud.lines().pop().expect("a line bound");
+    let made = https
+        .post(format!("{base}/v1/devices"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "name": "on-a-bridge" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let (id, mut engine) = engine_of(&made.json::<Value>().await.unwrap());
+    let readings = || {
+        let (https, url) = (https.clone(), format!("{base}/v1/devices/{id}"));
+        async move {
+            let d: Value = https
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            d["readings"].as_u64().unwrap()
+        }
+    };
+
+    let client = std::sync::Arc::new(pki.stranger_config());
+    let (line_addr, tls_client) = (line.clone(), client.clone());
+    let (engine_back, answered) = tokio::task::spawn_blocking(move || {
+        let now = Instant::from_millis(1_000);
+        let frame = next_frame(&mut engine, now);
+        let mut framed = vec![0u8; frame.len() * 2 + 8];
+        let n = telemark_serial::encode(&frame, &mut framed).unwrap();
+        let name = "127.0.0.1".try_into().unwrap();
+        let tls = rustls::ClientConnection::new(tls_client, name).unwrap();
+        let tcp = std::net::TcpStream::connect(&line_addr).unwrap();
+        tcp.set_read_timeout(Some(RealDuration::from_secs(10)))
+            .unwrap();
+        let mut stream = rustls::StreamOwned::new(tls, tcp);
+        stream.write_all(&framed[..n]).unwrap();
+        let mut rx: telemark_serial::Deframer<1024> = telemark_serial::Deframer::new();
+        let mut byte = [0u8; 1];
+        let mut answer = loop {
+            assert_eq!(stream.read(&mut byte).unwrap(), 1, "the line closed");
+            if let Some(Ok(f)) = rx.push(byte[0]) {
+                break f.to_vec();
+            }
+        };
+        let answered = engine.on_frame(now, &mut answer).is_ok();
+        (engine, answered)
+    })
+    .await
+    .unwrap();
+    assert!(answered, "the service's answer over TLS opens");
+    let stored = readings().await;
+    assert!(stored > 0, "nothing stored from the TLS line");
+
+    // Plain TCP: the handshake fails at the first bytes, and the line is
+    // closed with nothing stored.
+    let mut engine = engine_back;
+    tokio::task::spawn_blocking(move || {
+        let frame = next_frame(&mut engine, Instant::from_millis(2_000));
+        let mut framed = vec![0u8; frame.len() * 2 + 8];
+        let n = telemark_serial::encode(&frame, &mut framed).unwrap();
+        let mut tcp = std::net::TcpStream::connect(&line).unwrap();
+        tcp.set_read_timeout(Some(RealDuration::from_secs(10)))
+            .unwrap();
+        tcp.write_all(&framed[..n]).unwrap();
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest);
+        let mut rx: telemark_serial::Deframer<1024> = telemark_serial::Deframer::new();
+        assert!(
+            !rest.iter().any(|&b| matches!(rx.push(b), Some(Ok(_)))),
+            "a plain line got an answer"
+        );
+    })
+    .await
+    .unwrap();
+    assert_eq!(readings().await, stored, "a plain frame was stored");
+    secure.stop();
 }
 
 /// Devices reach the embedded broker over TLS with client certificates:

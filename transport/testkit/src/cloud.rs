@@ -58,6 +58,19 @@ impl Cloud {
             .to_string()
     }
 
+    /// The serial lines it listens for (`--line`), as bound.
+    pub fn lines(&self) -> Vec<String> {
+        self.bound["line"]
+            .as_array()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .filter_map(|l| l.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Its data directory, which `telemark-cloud device add --data` takes
     /// beside the running service.
     pub fn data(&self) -> &Path {
