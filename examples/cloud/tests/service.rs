@@ -695,6 +695,20 @@ impl Secure {
         }
     }
 
+    /// A device created over HTTPS, and its engine.
+    async fn provision(&self, name: &str) -> (u64, Engine) {
+        let made = self
+            .https
+            .post(format!("{}/v1/devices", self.base))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), StatusCode::CREATED);
+        engine_of(&made.json::<Value>().await.unwrap())
+    }
+
     fn stop(self) {
         self.service.terminate();
         let _ = std::fs::remove_dir_all(self.dir);
@@ -707,15 +721,7 @@ impl Secure {
 async fn the_api_and_the_ingest_serve_https_with_a_certificate() {
     let secure = Secure::start("tls", &[]);
     let (pki, service, https, base) = (&secure.pki, &secure.service, &secure.https, &secure.base);
-    let made = https
-        .post(format!("{base}/v1/devices"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "name": "secure" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(made.status(), StatusCode::CREATED);
-    let (id, mut engine) = engine_of(&made.json::<Value>().await.unwrap());
+    let (id, mut engine) = secure.provision("secure").await;
     let mut config = telemark_http::host::HostConfig::new(vec![format!("{base}/v1/up")]);
     config.tls = Some(pki.stranger_config());
     let mut link = telemark_http::host::HostLink::new(config).unwrap();
@@ -759,15 +765,7 @@ async fn a_serial_line_takes_tls_with_a_certificate() {
     let secure = Secure::start("line-tls", &["--line", "127.0.0.1:0"]);
     let (pki, https, base) = (&secure.pki, &secure.https, &secure.base);
     let line = secure.service.cloud.lines().pop().expect("a line bound");
-    let made = https
-        .post(format!("{base}/v1/devices"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "name": "on-a-bridge" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(made.status(), StatusCode::CREATED);
-    let (id, mut engine) = engine_of(&made.json::<Value>().await.unwrap());
+    let (id, mut engine) = secure.provision("on-a-bridge").await;
     let readings = || {
         let (https, url) = (https.clone(), format!("{base}/v1/devices/{id}"));
         async move {
