@@ -592,17 +592,19 @@ async fn device(
     Allowed(caller, _): Allowed<ToRead>,
     DeviceId(id): DeviceId,
 ) -> Result<Response, Problem> {
-    let (d, count, config) = api
+    let (d, count, config, reported) = api
         .run(move |hub| {
             let d = visible(hub, caller, id)?;
             let count = hub.store().reading_count(id)?;
-            Ok((d, count, hub.store().desired_config(id)?))
+            let config = hub.store().desired_config(id)?;
+            Ok((d, count, config, hub.store().reported_config(id)?))
         })
         .await?;
     Ok(Json(json!({
         "device": DeviceView::from(d),
         "readings": count,
         "config": config.as_ref().map(config_view),
+        "reported_config": reported,
     }))
     .into_response())
 }
@@ -860,17 +862,23 @@ async fn config(
     Allowed(caller, _): Allowed<ToRead>,
     DeviceId(id): DeviceId,
 ) -> Result<Response, Problem> {
-    let config = api
+    let (config, reported) = api
         .run(move |hub| {
             visible(hub, caller, id)?;
-            Ok(hub.store().desired_config(id)?)
+            Ok((
+                hub.store().desired_config(id)?,
+                hub.store().reported_config(id)?,
+            ))
         })
         .await?;
     // A device no config was set for runs the one its firmware has.
-    let view = config.as_ref().map_or_else(
+    let mut view = config.as_ref().map_or_else(
         || json!({"version": null, "cbor": null, "state": "none", "code": null, "detail": null}),
         config_view,
     );
+    if let Some(fields) = view.as_object_mut() {
+        fields.insert("reported".into(), json!(reported));
+    }
     Ok(Json(view).into_response())
 }
 

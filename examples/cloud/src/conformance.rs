@@ -310,6 +310,39 @@ pub fn commands_and_config_are_listed(store: Box<dyn CloudStore>) {
         desired.map(|c| (c.version, c.cbor)),
         Some((4, update.to_vec()))
     );
+    // What the device reports is kept apart: its latest report wins.
+    assert_eq!(ok(hub.store().reported_config(id)), None);
+    let status = |version, code, detail| Report::ConfigStatus {
+        version,
+        code,
+        detail,
+    };
+    for (counter, (report, at)) in [
+        (status(0, 0, 0), RECEIVED),
+        (status(0, 5, 10), RECEIVED + 1_000),
+        (status(4, 0, 0), RECEIVED + 2_000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let frame = report_frame(
+            &p,
+            counter as u32 + 1,
+            counter as u32,
+            report,
+            Severity::Info,
+        );
+        assert!(hub.receive(&frame, at).is_some());
+    }
+    assert_eq!(
+        ok(hub.store().reported_config(id)),
+        Some(crate::ReportedConfig {
+            version: 4,
+            code: 0,
+            detail: 0,
+            received_ms: RECEIVED as i64 + 2_000,
+        })
+    );
 }
 
 /// Alerts are kept with their kind, severity, value and Unix time, and

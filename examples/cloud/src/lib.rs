@@ -62,7 +62,7 @@ pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{
     AlertRow, CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow,
-    ReadingQuery, Span, StoreError, StoredReading,
+    ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
 };
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -172,10 +172,15 @@ fn schemas() -> Value {
             "version": nullable("integer"), "cbor": nullable("string"),
             "state": { "type": "string", "enum": ["none", "pending", "applied", "refused"] },
             "code": nullable("integer"), "detail": nullable("integer"),
+            "reported": { "allOf": [schema("ReportedConfig")], "nullable": true },
+        })),
+        "ReportedConfig": object(&["version", "code", "detail", "received_ms"], json!({
+            "version": int, "code": int, "detail": int, "received_ms": int,
         })),
         "DeviceDetail": object(&["device", "readings"], json!({
             "device": schema("Device"), "readings": int,
             "config": { "allOf": [schema("Config")], "nullable": true },
+            "reported_config": { "allOf": [schema("ReportedConfig")], "nullable": true },
         })),
         "NewConfig": closed(&["cbor"], json!({
             "cbor": { "type": "string", "pattern": "^([0-9a-fA-F]{2})+$" },

@@ -25,8 +25,8 @@ use crate::rules::Rule;
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
-    DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, Span, StoreError,
-    StoredReading,
+    DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, ReportedConfig, Span,
+    StoreError, StoredReading,
 };
 
 /// The schema at version 2; [`V3`] to [`V9`] bring it to
@@ -1018,6 +1018,25 @@ impl CloudStore for PgStore {
                 })
             })
             .collect()
+    }
+
+    fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "SELECT version, code, detail, received_ms FROM config_status WHERE device = $1 \
+                 ORDER BY received_ms DESC, seq DESC LIMIT 1",
+                &[&i(device)],
+            )
+        })?;
+        row.map(|r| {
+            Ok(ReportedConfig {
+                version: small(r.get::<_, i64>(0), "reported config version")?,
+                code: small(i64::from(r.get::<_, i32>(1)), "reported config code")?,
+                detail: small(i64::from(r.get::<_, i32>(2)), "reported config detail")?,
+                received_ms: r.get(3),
+            })
+        })
+        .transpose()
     }
 
     fn add_group(&mut self, name: &str, parent: Option<i64>) -> Result<Group, StoreError> {

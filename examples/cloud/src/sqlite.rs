@@ -29,8 +29,8 @@ use crate::access::{Group, Role, Token};
 use crate::rules::Rule;
 use crate::store::{
     command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
-    DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, Span, StoreError,
-    StoredReading,
+    DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, ReportedConfig, Span,
+    StoreError, StoredReading,
 };
 
 /// The schema version this build writes.
@@ -927,6 +927,26 @@ impl CloudStore for SqliteStore {
             })
             .map_err(db_error)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db_error)
+    }
+
+    fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError> {
+        self.db
+            .prepare_cached(
+                "SELECT version, code, detail, received_ms FROM config_status WHERE device = ?1 \
+                 ORDER BY received_ms DESC, seq DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![i(device)], |r| {
+                    Ok(ReportedConfig {
+                        version: r.get(0)?,
+                        code: r.get(1)?,
+                        detail: r.get(2)?,
+                        received_ms: r.get(3)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(db_error)
     }
 
     fn add_group(&mut self, name: &str, parent: Option<i64>) -> Result<Group, StoreError> {

@@ -131,6 +131,20 @@ pub struct AlertRow {
     pub value: Option<f64>,
 }
 
+/// What a device last said of its config: its latest config report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReportedConfig {
+    /// The version in force on the device.
+    pub version: u32,
+    /// 0 if the update it answers was applied, else why it was refused
+    /// ([`telemark_core::config::ConfigError::code`]).
+    pub code: u8,
+    /// The key or channel a refusal is about.
+    pub detail: u16,
+    /// When the report arrived, Unix ms.
+    pub received_ms: i64,
+}
+
 /// Something that happened to a device, as stored.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct EventRow {
@@ -340,6 +354,9 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
 
     /// The alerts of `device`, latest first, at most `limit`.
     fn alerts(&mut self, device: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// `device`'s latest config report, if it sent one.
+    fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError>;
 
     /// Makes a group, below `parent` if given (which must exist).
     fn add_group(&mut self, name: &str, parent: Option<i64>) -> Result<Group, StoreError>;

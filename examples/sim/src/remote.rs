@@ -234,7 +234,9 @@ impl Service {
         Ok(Account {
             readings,
             alerts,
-            config_applied: d["config"]["state"] == "applied",
+            // Applied, and the version the device says it runs.
+            config_applied: d["config"]["state"] == "applied"
+                && d["reported_config"]["version"] == d["config"]["version"],
             config_state: d["config"]["state"]
                 .as_str()
                 .unwrap_or("not set")
