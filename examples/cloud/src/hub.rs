@@ -436,7 +436,7 @@ impl Hub {
             let around: Vec<(i64, f64)> = match self.store.readings(&query) {
                 Ok(stored) => stored.iter().map(|r| (r.unix_ms, r.value)).collect(),
                 Err(e) => {
-                    eprintln!("rule {}: readings not read: {e}", rule.name);
+                    tracing::warn!(rule = %rule.name, error = %e, "rule: readings not read");
                     continue;
                 }
             };
@@ -444,7 +444,7 @@ impl Hub {
                 match self.store.rule_run(rule.id, start, end, now_ms) {
                     Ok(true) => self.fire(&rule, start, end, now_ms),
                     Ok(false) => {}
-                    Err(e) => eprintln!("rule {}: run not kept: {e}", rule.name),
+                    Err(e) => tracing::warn!(rule = %rule.name, error = %e, "rule: run not kept"),
                 }
             }
         }
@@ -468,7 +468,7 @@ impl Hub {
             Err(e) => format!("{detail}, not queued: {e}"),
         };
         if let Err(e) = self.store.add_event(rule.device, "rule", now_ms, &detail) {
-            eprintln!("{detail}; event not kept: {e}");
+            tracing::warn!(device = rule.device, %detail, error = %e, "rule event not kept");
         }
         self.notify(
             now_ms,
@@ -497,7 +497,7 @@ impl Hub {
             return;
         }
         if let Err(e) = self.store.add_notification(unix_ms, &body.to_string()) {
-            eprintln!("notification not kept: {e}: {body}");
+            tracing::warn!(%body, error = %e, "notification not kept");
         }
     }
 
@@ -778,7 +778,7 @@ impl Hub {
         match self.ingest(device, frame, now_unix_ms) {
             Ok(response) => Some(response),
             Err(NotAcknowledged::Unstored(e)) => {
-                eprintln!("frame not stored, not acknowledged (the device sends it again): {e}");
+                tracing::warn!(error = %e, "frame not stored, not acknowledged (the device sends it again)");
                 None
             }
             Err(_) => None,
@@ -895,7 +895,7 @@ impl Hub {
                 self.notify(now, notify::of_event(device, "recovered", now, &detail));
             }
             Ok(None) => {}
-            Err(e) => eprintln!("device {device} heard again, not marked recovered: {e}"),
+            Err(e) => tracing::warn!(device, error = %e, "heard again, not marked recovered"),
         }
     }
 
@@ -907,7 +907,7 @@ impl Hub {
         }
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         if let Err(e) = self.store.commands_sent(device, commands, now) {
-            eprintln!("commands {commands:?} of device {device} sent, not noted: {e}");
+            tracing::warn!(device, ?commands, error = %e, "commands sent, not noted");
         }
     }
 
@@ -1006,11 +1006,11 @@ impl Hub {
         self.housekept_ms = now;
         self.throttle.prune(now);
         if let Err(e) = self.expire_commands(now) {
-            eprintln!("expiring commands: {e}");
+            tracing::warn!(error = %e, "commands not expired");
         }
         // A group may set intervals of its own where the service's are 0.
         if let Err(e) = self.check_silence(now) {
-            eprintln!("looking for silent devices: {e}");
+            tracing::warn!(error = %e, "silent devices not looked for");
         }
     }
 

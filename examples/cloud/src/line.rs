@@ -38,9 +38,7 @@ pub fn serve<L: Read + Write>(
             let reply = match hub.receive_blocking(arrival) {
                 Ok(reply) => reply,
                 Err(NotAcknowledged::Unstored(e)) => {
-                    eprintln!(
-                        "frame not stored, not acknowledged (the device sends it again): {e}"
-                    );
+                    tracing::warn!(error = %e, "frame not stored, not acknowledged (the device sends it again)");
                     continue;
                 }
                 Err(_) => continue,

@@ -10,7 +10,7 @@
 //!                [--device-rate FRAMES_PER_S] [--device-burst FRAMES]
 //!                [--tls-cert FILE --tls-key FILE]
 //!                [--mqtt-tls-cert FILE --mqtt-tls-key FILE [--mqtt-client-ca FILE]]
-//!                [--reading-rows] [--verbose]
+//!                [--reading-rows] [--verbose] [--log-format text|json]
 //! telemark-cloud device add --name NAME [--data DIR | --database URL]
 //! telemark-cloud device list [--data DIR | --database URL]
 //! telemark-cloud device revoke ID [--data DIR | --database URL]
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use telemark_cloud::notify;
-use telemark_cloud::settings::{device_id, keys_file, Settings};
+use telemark_cloud::settings::{device_id, keys_file, LogFormat, Settings};
 use telemark_cloud::{
     api::Api, coap, line, mqtt, unix_ms, Broker, CloudStore, Hub, HubHandle, PgStore, SqliteStore,
     Stored,
@@ -107,7 +107,7 @@ fn admin_token(s: &Settings) -> Result<String, String> {
     getrandom::fill(&mut bytes).map_err(|e| format!("no random source: {e}"))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     write_secret(&path, &token).map_err(|e| format!("{}: {e}", path.display()))?;
-    eprintln!("admin token written to {}", path.display());
+    tracing::info!(path = %path.display(), "admin token written");
     Ok(token)
 }
 
@@ -121,7 +121,24 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(text.as_bytes())
 }
 
+/// Logs on standard error, as `format` says, filtered by `RUST_LOG`
+/// (`info` when it is unset or unreadable).
+fn log_to_stderr(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A subscriber already set (a second call) keeps its place.
+    let _ = match format {
+        LogFormat::Text => logs.try_init(),
+        LogFormat::Json => logs.json().try_init(),
+    };
+}
+
 fn serve(s: Settings) -> Result<(), String> {
+    log_to_stderr(s.log_format);
     let store = open_store(&s)?;
     let mut hub = Hub::new(store).map_err(|e| e.to_string())?;
     hub.detect_silence(s.silence).map_err(|e| e.to_string())?;
@@ -139,7 +156,7 @@ fn serve(s: Settings) -> Result<(), String> {
             .map_err(|e| format!("key {id} of device {device}: {e}"))?;
     }
     for &device in &s.unauthenticated {
-        eprintln!("device {device}: unauthenticated frames accepted (a bench only)");
+        tracing::warn!(device, "unauthenticated frames accepted (a bench only)");
         hub.allow_unauthenticated(device);
     }
     // After the keys: a rule may name a device a keys file brings.
@@ -220,7 +237,7 @@ fn serve(s: Settings) -> Result<(), String> {
         let hub = hub.clone();
         std::thread::spawn(move || {
             if let Err(e) = line::serve(&hub, &mut tty, unix_ms) {
-                eprintln!("{}: {e}", path.display());
+                tracing::error!(serial = %path.display(), error = %e, "serial line stopped");
             }
         });
     }
@@ -289,7 +306,7 @@ fn serve(s: Settings) -> Result<(), String> {
             tokio::spawn(async move {
                 let (host, port) = (broker.host.clone(), broker.port);
                 if let Err(e) = mqtt::serve(hub, broker, unix_ms, stopping).await {
-                    eprintln!("mqtt {host}:{port}: {e}");
+                    tracing::error!(broker = %format!("{host}:{port}"), error = %e, "MQTT ingest stopped");
                 }
             })
         };
@@ -302,9 +319,12 @@ fn serve(s: Settings) -> Result<(), String> {
             "line": lines,
         });
         println!("{bound}");
-        eprintln!(
-            "telemark-cloud: API on http://{http}, devices through the broker at {}:{}",
-            broker.host, broker.port
+        tracing::info!(
+            api = %http,
+            tls = tls.is_some(),
+            broker = %format!("{}:{}", broker.host, broker.port),
+            coap = %coap_addr,
+            "serving"
         );
         let served = match &tls {
             Some(config) => {
@@ -339,14 +359,14 @@ fn serve(s: Settings) -> Result<(), String> {
             hub.counters()
         })
         .ok_or("the hub stopped before the service")?;
-    eprintln!(
-        "stopped: {} frames ({} refused), {} records ({} duplicates, {} conflicts), {} readings stored",
-        c.frames,
-        c.refused.total(),
-        c.records,
-        c.duplicates,
-        c.conflicts,
-        c.readings
+    tracing::info!(
+        frames = c.frames,
+        refused = c.refused.total(),
+        records = c.records,
+        duplicates = c.duplicates,
+        conflicts = c.conflicts,
+        readings = c.readings,
+        "stopped"
     );
     if let Some(b) = embedded {
         b.stop();
@@ -378,12 +398,12 @@ fn listen(hub: &HubHandle, listener: &TcpListener, tls: Option<Arc<rustls::Serve
         let (mut stream, peer) = match listener.accept() {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("line: {e}");
+                tracing::warn!(error = %e, "line: accept failed");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        eprintln!("line: device connected from {peer}");
+        tracing::info!(%peer, "line: device connected");
         let (hub, tls) = (hub.clone(), tls.clone());
         std::thread::spawn(move || {
             let served = match tls {
@@ -392,9 +412,9 @@ fn listen(hub: &HubHandle, listener: &TcpListener, tls: Option<Arc<rustls::Serve
                     .and_then(|mut tls| line::serve(&hub, &mut tls, unix_ms)),
             };
             if let Err(e) = served {
-                eprintln!("line {peer}: {e}");
+                tracing::warn!(%peer, error = %e, "line: ended");
             }
-            eprintln!("line {peer}: closed");
+            tracing::info!(%peer, "line: closed");
         });
     }
 }
@@ -406,15 +426,15 @@ fn dial(hub: &HubHandle, addr: &str, running: &AtomicBool) {
     while running.load(Ordering::Relaxed) {
         match TcpStream::connect(addr) {
             Ok(mut stream) => {
-                eprintln!("line: connected to {addr}");
+                tracing::info!(%addr, "line: connected");
                 away = false;
                 if let Err(e) = line::serve(hub, &mut stream, unix_ms) {
-                    eprintln!("line {addr}: {e}");
+                    tracing::warn!(%addr, error = %e, "line: ended");
                 }
-                eprintln!("line {addr}: closed; connecting again");
+                tracing::info!(%addr, "line: closed; connecting again");
             }
             Err(e) if !away => {
-                eprintln!("line {addr}: {e}; trying again");
+                tracing::warn!(%addr, error = %e, "line: not reached; trying again");
                 away = true;
             }
             Err(_) => {}
@@ -521,7 +541,7 @@ const USAGE: &str =
                [--device-rate FRAMES_PER_S] [--device-burst FRAMES]
                [--tls-cert FILE --tls-key FILE]
                [--mqtt-tls-cert FILE --mqtt-tls-key FILE [--mqtt-client-ca FILE]]
-               [--reading-rows] [--verbose]
+               [--reading-rows] [--verbose] [--log-format text|json]
 telemark-cloud device add --name NAME [--data DIR | --database URL]
 telemark-cloud device list [--data DIR | --database URL]
 telemark-cloud device revoke ID [--data DIR | --database URL]

@@ -128,7 +128,7 @@ pub async fn serve(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 if away {
-                    eprintln!("broker {}:{}: connected again", broker.host, broker.port);
+                    tracing::info!(host = %broker.host, port = broker.port, "broker connected again");
                     away = false;
                 }
                 // A new session knows no subscription.
@@ -161,9 +161,9 @@ pub async fn serve(
                                 .publish(topics.down(), QoS::AtLeastOnce, false, response)
                                 .await;
                         }
-                        Err(NotAcknowledged::Unstored(e)) => eprintln!(
-                            "frame not stored, not acknowledged (the device sends it again): {e}"
-                        ),
+                        Err(NotAcknowledged::Unstored(e)) => {
+                            tracing::warn!(error = %e, "frame not stored, not acknowledged (the device sends it again)")
+                        }
                         _ => {}
                     }
                 });
@@ -174,9 +174,11 @@ pub async fn serve(
             }
             Err(e) => {
                 if !away {
-                    eprintln!(
-                        "broker {}:{}: {e}; dialling again",
-                        broker.host, broker.port
+                    tracing::warn!(
+                        host = %broker.host,
+                        port = broker.port,
+                        error = %e,
+                        "broker not reached; dialling again"
                     );
                     away = true;
                 }

@@ -209,7 +209,7 @@ pub async fn serve(
         let (stream, _) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                eprintln!("mqtt tls: accept: {e}");
+                tracing::warn!(error = %e, "mqtt tls: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -218,7 +218,7 @@ pub async fn serve(
         tokio::spawn(async move {
             if let Err(e) = carry(stream, broker, acceptor, &prefix).await {
                 // A device that breaks the rules is told nothing more.
-                eprintln!("mqtt tls: {e}");
+                tracing::info!(error = %e, "mqtt tls: connection closed");
             }
         });
     }

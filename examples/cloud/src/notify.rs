@@ -243,7 +243,7 @@ pub async fn deliver(
         let batch = match next {
             Ok(batch) => batch,
             Err(e) => {
-                eprintln!("{name}: {e}");
+                tracing::warn!(sink = %name, error = %e, "notifications not read");
                 Vec::new()
             }
         };
@@ -267,7 +267,7 @@ pub async fn deliver(
                 };
                 let delivered = row.delivered;
                 if let Err(e) = on_hub(&hub, move |h| h.store().log_delivery(&row)).await {
-                    eprintln!("{name}: delivery not logged: {e}");
+                    tracing::warn!(sink = %name, error = %e, "delivery not logged");
                 }
                 if delivered {
                     wait = backoff.first;

@@ -17,6 +17,7 @@
 //! silent_intervals = 3                    # --silent-intervals N: offline after N report intervals (0: never)
 //! report_interval = 3600                  # --report-interval S: for devices whose config sets none
 //! command_ttl = 86400                     # --command-ttl S: a command unanswered expires (0: never)
+//! log_format = "json"                     # --log-format text|json: logs on standard error (RUST_LOG filters)
 //!
 //! mqtt_notifications = false              # --mqtt-notifications: also on {prefix}/v1/{device}/notifications
 //! device_rate = 10.0                      # --device-rate F: frames a second a device may send (0: any)
@@ -87,6 +88,8 @@ pub struct Settings {
     pub reading_rows: bool,
     /// Print each stored record on standard output.
     pub verbose: bool,
+    /// How logs are written on standard error.
+    pub log_format: LogFormat,
     /// When a device is offline ([`crate::silence`]).
     pub silence: Rule,
     /// How long a command is sent unanswered, ms; `None`: until answered.
@@ -133,6 +136,7 @@ impl Default for Settings {
             admin_token: None,
             reading_rows: false,
             verbose: false,
+            log_format: LogFormat::Text,
             silence: Rule::default(),
             command_ttl_ms: Some(crate::DEFAULT_COMMAND_TTL_MS),
             webhooks: Vec::new(),
@@ -183,6 +187,26 @@ struct File {
     mqtt_tls_cert: Option<PathBuf>,
     mqtt_tls_key: Option<PathBuf>,
     mqtt_client_ca: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+}
+
+/// How logs are written: text for a terminal or journald, a JSON object a
+/// line for a log collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-12-07T06:00:00Z  INFO telemark_cloud: stopped frames=3 …`
+    Text,
+    /// `{"timestamp":…,"level":"INFO","fields":{"message":"stopped","frames":3,…},…}`
+    Json,
+}
+
+fn log_format(v: &str) -> Result<LogFormat, String> {
+    match v {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(format!("--log-format {v}: text or json")),
+    }
 }
 
 /// A webhook of the file.
@@ -328,6 +352,7 @@ impl Settings {
                 "--unauthenticated" => s.unauthenticated.push(device_id(&value()?)?),
                 "--admin-token" => s.admin_token = Some(value()?),
                 "--verbose" => s.verbose = true,
+                "--log-format" => s.log_format = log_format(&value()?)?,
                 "--reading-rows" => s.reading_rows = true,
                 "--silent-intervals" => {
                     let v = value()?;
@@ -476,6 +501,9 @@ impl Settings {
         if f.mqtt_client_ca.is_some() {
             self.mqtt_client_ca = f.mqtt_client_ca;
         }
+        if let Some(v) = f.log_format {
+            self.log_format = v;
+        }
         if let Some(v) = f.device_rate {
             self.device_rate.per_s = v;
         }
@@ -501,7 +529,8 @@ mod tests {
         let file = dir.join("cloud.toml");
         std::fs::write(
             &file,
-            "http = \"0.0.0.0:9000\"\nmqtt = \"0.0.0.0:1884\"\nline = [\"127.0.0.1:4444\"]\n",
+            "http = \"0.0.0.0:9000\"\nmqtt = \"0.0.0.0:1884\"\nline = [\"127.0.0.1:4444\"]\n\
+             log_format = \"json\"\n",
         )
         .unwrap();
         let args = ["--http", "127.0.0.1:0", "--config", file.to_str().unwrap()];
@@ -509,6 +538,7 @@ mod tests {
         assert_eq!(s.http, "127.0.0.1:0".parse().unwrap());
         assert_eq!(s.mqtt, "0.0.0.0:1884".parse().unwrap());
         assert_eq!(s.line, ["127.0.0.1:4444".parse().unwrap()]);
+        assert_eq!(s.log_format, LogFormat::Json);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -520,6 +550,7 @@ mod tests {
         assert!(e(&["--database", "mysql://x"]).contains("postgres://"));
         assert!(e(&["--key", "1:2"]).contains("DEVICE:ID:HEX"));
         assert!(e(&["--frobnicate"]).contains("--frobnicate"));
+        assert!(e(&["--log-format", "xml"]).contains("text or json"));
         assert!(e(&["--report-interval", "0"]).contains("report interval 0"));
         assert!(e(&["--command-ttl", "x"]).contains("command ttl x"));
         assert!(e(&["--device-rate", "-1"]).contains("--device-rate -1"));

@@ -114,7 +114,7 @@ impl TlsListener {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of descriptors, say: a moment, then again.
-                        eprintln!("https: accept: {e}");
+                        tracing::warn!(error = %e, "https: accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }

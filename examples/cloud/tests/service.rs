@@ -126,7 +126,7 @@ fn engine_for(id: u64, key_id: u8, key: &str) -> Engine {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker() {
-    let service = Service::start("mqtt");
+    let service = Service::start_with("mqtt", &["--log-format", "json"]);
     let health = get(&service.url("/healthz")).await;
     assert_eq!(health["status"], "ok");
     let (id, mut engine) = provision(&service, "boiler-1").await;
@@ -204,8 +204,18 @@ async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker()
     assert!(metrics.contains("telemark_commit_seconds_count"));
 
     link.power(false).await.unwrap();
+    // Its logs are a JSON object a line; the last says what it stored.
     let err = service.terminate();
-    assert!(err.contains(&format!("{sampled} readings stored")), "{err}");
+    let logs: Vec<Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let stopped = logs
+        .iter()
+        .rfind(|l| l["fields"]["message"] == "stopped")
+        .unwrap_or_else(|| panic!("no stop in {err}"));
+    assert_eq!(stopped["level"], "INFO", "{stopped}");
+    assert_eq!(stopped["fields"]["readings"], json!(sampled), "{stopped}");
 }
 
 /// Runs `engine` over `link` for a device hour: every reading it took is
