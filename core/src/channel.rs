@@ -54,7 +54,7 @@ const fn pow10(decimals: u8) -> f32 {
     scale
 }
 
-/// The physical unit of a channel. Carried in channel metadata so that the
+/// The physical unit of a channel. Carried in the channel report so that the
 /// cloud side can label values; it never changes how values are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -99,7 +99,68 @@ pub enum Unit {
     Count,
 }
 
+/// Every unit, in the order of its code on the wire ([`Unit::code`];
+/// a test holds the two together).
+const UNITS: [Unit; 18] = [
+    Unit::None,
+    Unit::Celsius,
+    Unit::Percent,
+    Unit::Pascal,
+    Unit::Hectopascal,
+    Unit::CubicMetre,
+    Unit::Litre,
+    Unit::LitrePerMinute,
+    Unit::CubicMetrePerHour,
+    Unit::Volt,
+    Unit::Millivolt,
+    Unit::Milliampere,
+    Unit::MetrePerSecond,
+    Unit::Degree,
+    Unit::WattPerSquareMetre,
+    Unit::StandardGravity,
+    Unit::DegreePerSecond,
+    Unit::Count,
+];
+
 impl Unit {
+    /// The unit's code in a channel report
+    /// ([`crate::wire::report::Report::Channel`]): its place in the list
+    /// above, from 0 for `None` to 17 for `Count`. A new unit takes the
+    /// next code.
+    ///
+    /// ```
+    /// use telemark_core::channel::Unit;
+    /// assert_eq!(Unit::from_code(Unit::CubicMetre.code()), Some(Unit::CubicMetre));
+    /// assert_eq!(Unit::from_code(200), None);
+    /// ```
+    pub const fn code(self) -> u8 {
+        match self {
+            Unit::None => 0,
+            Unit::Celsius => 1,
+            Unit::Percent => 2,
+            Unit::Pascal => 3,
+            Unit::Hectopascal => 4,
+            Unit::CubicMetre => 5,
+            Unit::Litre => 6,
+            Unit::LitrePerMinute => 7,
+            Unit::CubicMetrePerHour => 8,
+            Unit::Volt => 9,
+            Unit::Millivolt => 10,
+            Unit::Milliampere => 11,
+            Unit::MetrePerSecond => 12,
+            Unit::Degree => 13,
+            Unit::WattPerSquareMetre => 14,
+            Unit::StandardGravity => 15,
+            Unit::DegreePerSecond => 16,
+            Unit::Count => 17,
+        }
+    }
+
+    /// The unit of `code`, if there is one.
+    pub fn from_code(code: u8) -> Option<Unit> {
+        UNITS.get(usize::from(code)).copied()
+    }
+
     /// The unit's symbol.
     pub const fn symbol(self) -> &'static str {
         match self {
@@ -537,3 +598,17 @@ impl fmt::Display for RuleError {
 
 #[cfg(feature = "std")]
 impl std::error::Error for RuleError {}
+
+#[cfg(test)]
+mod unit_codes {
+    use super::*;
+
+    #[test]
+    fn each_unit_sits_at_its_code() {
+        for (i, unit) in UNITS.iter().enumerate() {
+            assert_eq!(usize::from(unit.code()), i, "{unit:?}");
+            assert_eq!(Unit::from_code(unit.code()), Some(*unit));
+        }
+        assert_eq!(Unit::from_code(UNITS.len() as u8), None);
+    }
+}

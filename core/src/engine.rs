@@ -49,7 +49,7 @@
 
 use core::fmt;
 
-use crate::channel::ChannelSpec;
+use crate::channel::{ChannelSpec, ValueKind};
 use crate::codec::{BlockCodec, CompactCodec};
 use crate::config::{ConfigError, ConfigUpdate, DeviceConfig, EngineConfig};
 use crate::model::{Alert, ChannelId, Quality, Reading};
@@ -335,8 +335,27 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
             recent: heapless::Deque::new(),
         };
         engine.restore_config();
+        engine.report_channels(|_| true);
         engine.restore_commands();
         Ok(engine)
+    }
+
+    /// Reports what each channel `which` picks measures, and how its
+    /// values read ([`Report::Channel`]).
+    fn report_channels(&mut self, which: impl Fn(&ChannelSpec) -> bool) {
+        for i in 0..self.channels.len() {
+            let Some(spec) = self.channels.get(i).map(|c| c.spec) else {
+                break;
+            };
+            if which(&spec) {
+                let report = Report::Channel {
+                    channel: spec.id,
+                    unit: spec.unit,
+                    kind: spec.kind,
+                };
+                let _ = self.push_report(report, crate::model::Severity::Info);
+            }
+        }
     }
 
     /// Resumes with the commands the store saved before the reboot, so one
@@ -466,7 +485,18 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         // parser's.
         let result = result.map(|next| {
             let version = next.version;
+            let before: heapless::Vec<ValueKind, CH> =
+                self.channels.iter().map(|c| c.spec.kind).collect();
             self.set_config(now, next);
+            // A channel whose resolution changed is reported again.
+            let changed: heapless::Vec<ChannelId, CH> = self
+                .channels
+                .iter()
+                .zip(&before)
+                .filter(|(c, kind)| c.spec.kind != **kind)
+                .map(|(c, _)| c.spec.id)
+                .collect();
+            self.report_channels(|spec| changed.contains(&spec.id));
             version
         });
         let (code, detail) = match &result {

@@ -1,5 +1,5 @@
 //! Reports (alerts, heartbeats, config statuses, command results, key
-//! statuses, crashes) from any bytes: a report or a typed error, never a
+//! statuses, channels, crashes) from any bytes: a report or a typed error, never a
 //! panic; a report that decodes encodes to bytes that decode to it again.
 #![no_main]
 

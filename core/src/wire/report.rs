@@ -13,6 +13,7 @@
 //! | `0x13` | command result | id, status (u8: 0 done, 1 refused), value |
 //! | `0x14` | crash | kind (u8: 0 panic, 1 hard fault), pc, lr, fault status, uptime at the crash (ms), reset reason (u8), text length (u8), text (UTF-8) |
 //! | `0x15` | key status | key id (u8), status (u8, [`KeyStatus`]) |
+//! | `0x16` | channel | channel, unit (u8, [`Unit::code`]), kind (u8: 0 scaled, 1 float, 2 bool, 3 counter), decimals (u8, 0 unless scaled) |
 //!
 //! ```
 //! use telemark_core::wire::report::{Heartbeat, Report, ResetReason};
@@ -27,6 +28,7 @@
 
 use super::seal::{FrameError, FrameWriteError};
 use crate::bytes::{ByteReader, ByteWriter};
+use crate::channel::{Unit, ValueKind};
 use crate::model::{Alert, AlertKind, ChannelId, Severity, Value};
 use crate::time::Instant;
 
@@ -44,6 +46,8 @@ pub const TAG_COMMAND: u8 = 0x13;
 pub const TAG_CRASH: u8 = 0x14;
 /// First byte of a key status record.
 pub const TAG_KEY: u8 = 0x15;
+/// First byte of a channel record.
+pub const TAG_CHANNEL: u8 = 0x16;
 
 /// The largest report's payload: a crash report with its whole text and
 /// every number at its widest (a heartbeat takes at most 52 bytes, an alert
@@ -275,6 +279,18 @@ pub enum Report {
         /// What the device did with it.
         status: KeyStatus,
     },
+    /// What a channel measures and how its values read: sent for every
+    /// channel when the engine starts, and again for a channel whose
+    /// resolution a config changes, so that a server can label and scale
+    /// the values of its blocks.
+    Channel {
+        /// Which channel.
+        channel: ChannelId,
+        /// Its unit.
+        unit: Unit,
+        /// How its values are represented.
+        kind: ValueKind,
+    },
     /// A crash before the last reset.
     Crash {
         /// What was captured.
@@ -365,6 +381,23 @@ impl Report {
                 w.u8(*id)?;
                 w.u8(*status as u8)?;
             }
+            Report::Channel {
+                channel,
+                unit,
+                kind,
+            } => {
+                w.u8(TAG_CHANNEL)?;
+                w.varint(u64::from(channel.0))?;
+                w.u8(unit.code())?;
+                let (code, decimals) = match kind {
+                    ValueKind::Scaled { decimals } => (0, *decimals),
+                    ValueKind::Float => (1, 0),
+                    ValueKind::Bool => (2, 0),
+                    ValueKind::Counter => (3, 0),
+                };
+                w.u8(code)?;
+                w.u8(decimals)?;
+            }
             Report::Crash {
                 crash,
                 reset_reason,
@@ -446,6 +479,25 @@ impl Report {
                 id: r.u8()?,
                 status: KeyStatus::from_u8(r.u8()?).ok_or(FrameError::Malformed)?,
             },
+            TAG_CHANNEL => {
+                let channel =
+                    ChannelId(u16::try_from(r.varint()?).map_err(|_| FrameError::Malformed)?);
+                let unit = Unit::from_code(r.u8()?).ok_or(FrameError::Malformed)?;
+                let kind = match (r.u8()?, r.u8()?) {
+                    (0, decimals) if decimals <= crate::channel::MAX_DECIMALS => {
+                        ValueKind::Scaled { decimals }
+                    }
+                    (1, 0) => ValueKind::Float,
+                    (2, 0) => ValueKind::Bool,
+                    (3, 0) => ValueKind::Counter,
+                    _ => return Err(FrameError::Malformed),
+                };
+                Report::Channel {
+                    channel,
+                    unit,
+                    kind,
+                }
+            }
             TAG_CRASH => {
                 let kind = match r.u8()? {
                     0 => CrashKind::Panic,
@@ -479,5 +531,32 @@ impl Report {
             return Err(FrameError::Malformed);
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_report_round_trips_and_refuses_what_no_channel_is() {
+        let gas = Report::Channel {
+            channel: ChannelId(300),
+            unit: Unit::CubicMetre,
+            kind: ValueKind::Scaled { decimals: 3 },
+        };
+        let mut buf = [0u8; 16];
+        let n = gas.encode(&mut buf).unwrap();
+        assert_eq!(&buf[..n], [TAG_CHANNEL, 0xac, 0x02, 5, 0, 3]);
+        assert_eq!(Report::decode(&buf[..n]), Ok(gas));
+        for bad in [
+            [TAG_CHANNEL, 1, 18, 0, 0], // no unit 18
+            [TAG_CHANNEL, 1, 1, 1, 2],  // decimals on a float
+            [TAG_CHANNEL, 1, 1, 0, 10], // more than 9 decimals
+            [TAG_CHANNEL, 1, 1, 4, 0],  // no kind 4
+        ] {
+            assert_eq!(Report::decode(&bad), Err(FrameError::Malformed), "{bad:?}");
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! | `POST /v1/devices/{id}/rotate` | a new key, sent to the device (sealed with its current one) until it uses it; a device with a flash store keeps it |
 //! | `GET /v1/devices/{id}/readings` | `?channel=&from=&to=` (Unix ms; the last day by default), `&points=N` to downsample |
 //! | `GET /v1/devices/{id}/alerts` | `?limit=N` (100 by default, at most 10,000): the latest alerts |
+//! | `GET /v1/devices/{id}/channels` | what each channel measures, as the device reported it: unit, kind, decimals, and the `scale` of a scaled channel's readings |
 //! | `GET /v1/devices/{id}/commands` | the commands queued, with their results |
 //! | `POST /v1/devices/{id}/commands` | `{"command": "ping" \| "flush" \| "reboot" \| "set_output", "output", "value"}` |
 //! | `GET /v1/devices/{id}/config` | the config it should run, and where delivery stands |
@@ -49,7 +50,7 @@ use crate::access::{self, Caller, Role};
 use crate::downsample::downsample;
 use crate::hub::{Arrival, Hub, HubError, HubHandle, NotAcknowledged, COMMIT_BOUNDS};
 use crate::store::Device;
-use crate::store::{CloudStore, ReadingQuery, StoreError};
+use crate::store::{ChannelRow, CloudStore, ReadingQuery, StoreError};
 use crate::unix_ms;
 
 /// The largest request body: a frame or a JSON document.
@@ -102,6 +103,7 @@ impl Api {
             .route("/v1/rules/{id}", axum::routing::delete(remove_rule))
             .route("/v1/devices/{id}/readings", get(readings))
             .route("/v1/devices/{id}/alerts", get(alerts))
+            .route("/v1/devices/{id}/channels", get(channels))
             .route("/v1/devices/{id}/events", get(events))
             .route("/v1/devices/{id}/commands", get(commands).post(command))
             .route("/v1/devices/{id}/config", get(config).put(set_config))
@@ -725,6 +727,35 @@ async fn alerts(
         store.alerts(id, limit)
     })
     .await
+}
+
+/// A channel as the API shows it: a scaled channel's readings are in
+/// steps of `scale` units.
+pub fn channel_view(c: &ChannelRow) -> serde_json::Value {
+    let (kind, decimals) = c.kind_columns();
+    json!({
+        "channel": c.channel,
+        "unit": format!("{:?}", c.unit),
+        "symbol": c.unit.symbol(),
+        "kind": kind,
+        "decimals": decimals,
+        "scale": 10f64.powi(-i32::from(decimals)),
+    })
+}
+
+async fn channels(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+    DeviceId(id): DeviceId,
+) -> Result<Response, Problem> {
+    let channels = api
+        .run(move |hub| {
+            visible(hub, caller, id)?;
+            Ok(hub.store().channels(id)?)
+        })
+        .await?;
+    let list: Vec<_> = channels.iter().map(channel_view).collect();
+    Ok(Json(json!({ "channels": list })).into_response())
 }
 
 async fn events(

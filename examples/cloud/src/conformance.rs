@@ -43,6 +43,55 @@ pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
     commands_are_sent_answered_or_expire(fresh());
     notifications_are_kept_and_delivered_in_order(fresh());
     rules_fire_on_runs_in_their_unix_time(fresh());
+    channels_are_kept_as_reported(fresh());
+}
+
+/// A device's channels are kept as it reports them, the latest report of
+/// each channel winning, apart from every other device's.
+pub fn channels_are_kept_as_reported(store: Box<dyn CloudStore>) {
+    use telemark_core::channel::{Unit, ValueKind};
+    let mut hub = hub(store);
+    let p = add(&mut hub, "meter");
+    let other = add(&mut hub, "other");
+    let report = |channel, unit, kind| Report::Channel {
+        channel: ChannelId(channel),
+        unit,
+        kind,
+    };
+    let gas = report(2, Unit::CubicMetre, ValueKind::Scaled { decimals: 3 });
+    let frames = [
+        report_frame(
+            &p,
+            1,
+            0,
+            report(1, Unit::Celsius, ValueKind::Scaled { decimals: 2 }),
+            Severity::Info,
+        ),
+        report_frame(&p, 2, 1, gas, Severity::Info),
+        report_frame(
+            &p,
+            3,
+            2,
+            report(1, Unit::Celsius, ValueKind::Scaled { decimals: 1 }),
+            Severity::Info,
+        ),
+    ];
+    for frame in &frames {
+        assert!(hub.receive(frame, RECEIVED).is_some());
+    }
+    let row = |channel, unit, kind| crate::ChannelRow {
+        channel,
+        unit,
+        kind,
+    };
+    assert_eq!(
+        ok(hub.store().channels(p.device.id)),
+        [
+            row(1, Unit::Celsius, ValueKind::Scaled { decimals: 1 }),
+            row(2, Unit::CubicMetre, ValueKind::Scaled { decimals: 3 }),
+        ]
+    );
+    assert!(ok(hub.store().channels(other.device.id)).is_empty());
 }
 
 fn hub(store: Box<dyn CloudStore>) -> Hub {

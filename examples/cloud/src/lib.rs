@@ -61,8 +61,8 @@ pub use mqtt::{Broker, MqttError};
 pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{
-    AlertRow, CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow,
-    ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
+    AlertRow, ChannelRow, CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow,
+    NotificationRow, ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
 };
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -206,6 +206,12 @@ fn schemas() -> Value {
             "unix_ms": nullable("integer"), "value": nullable("number"),
         })),
         "Alerts": list("alerts", "Alert"),
+        "Channel": object(&["channel", "unit", "symbol", "kind", "decimals", "scale"], json!({
+            "channel": int, "unit": string, "symbol": string,
+            "kind": { "type": "string", "enum": ["scaled", "float", "bool", "counter"] },
+            "decimals": int, "scale": { "type": "number" },
+        })),
+        "Channels": list("channels", "Channel"),
         "Event": object(&["kind", "unix_ms", "detail"], json!({
             "kind": string, "unix_ms": int, "detail": string,
         })),
@@ -358,6 +364,10 @@ pub fn document() -> Value {
             None, (200, answer("the readings", "Readings")), &[400, 404]) },
         "/v1/devices/{id}/alerts": { "get": op("The latest alerts", Some("read"),
             json!([device(), limit()]), None, (200, answer("the alerts", "Alerts")), &[400, 404]) },
+        "/v1/devices/{id}/channels": { "get": op(
+            "What each channel measures, as the device reported it: unit, kind, and the scale \
+             of a scaled channel's readings", Some("read"), json!([device()]), None,
+            (200, answer("the channels", "Channels")), &[400, 404]) },
         "/v1/devices/{id}/events": { "get": op("The latest events: offline, recovered, rule",
             Some("read"), json!([device(), limit()]), None,
             (200, answer("the events", "Events")), &[400, 404]) },

@@ -24,9 +24,9 @@ use crate::access::{Group, Role, Token};
 use crate::rules::Rule;
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
-    command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
-    DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, ReportedConfig, Span,
-    StoreError, StoredReading,
+    command_columns, command_of, decode_into, key_of, number, AlertRow, ChannelRow, CloudStore,
+    CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery,
+    ReportedConfig, Span, StoreError, StoredReading,
 };
 
 /// The schema at version 2; [`V3`] to [`V9`] bring it to
@@ -149,6 +149,15 @@ CREATE TABLE rule_firings (
     id BIGSERIAL PRIMARY KEY, rule BIGINT NOT NULL, start_ms BIGINT NOT NULL,
     end_ms BIGINT NOT NULL, fired_ms BIGINT NOT NULL);
 CREATE INDEX rule_firings_by_rule ON rule_firings (rule, start_ms);
+";
+
+/// From version 9 to 10: what each channel of a device measures, as it
+/// reports it.
+const V10: &str = "
+CREATE TABLE channels (
+    device BIGINT NOT NULL, channel INTEGER NOT NULL, unit INTEGER NOT NULL,
+    kind TEXT NOT NULL, decimals INTEGER NOT NULL, received_ms BIGINT NOT NULL,
+    PRIMARY KEY (device, channel));
 ";
 
 /// From version 8 to 9: the silent-device rule's intervals a group sets.
@@ -449,6 +458,27 @@ fn insert(tx: &mut Session<'_>, batch: &Batch, r: &NewRecord) -> Result<(), post
                 &format!("{status:?}"),
             ],
         )?,
+        Report::Channel {
+            channel,
+            unit,
+            kind,
+        } => {
+            let (kind, decimals) = ChannelRow::of_report(*channel, *unit, *kind).kind_columns();
+            tx.execute(
+                "INSERT INTO channels VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (device, channel) DO UPDATE SET unit = excluded.unit, \
+                 kind = excluded.kind, decimals = excluded.decimals, \
+                 received_ms = excluded.received_ms",
+                &[
+                    &d,
+                    &i32::from(channel.0),
+                    &i32::from(unit.code()),
+                    &kind,
+                    &i32::from(decimals),
+                    &received,
+                ],
+            )?
+        }
         Report::Crash {
             crash,
             reset_reason,
@@ -1020,6 +1050,30 @@ impl CloudStore for PgStore {
             .collect()
     }
 
+    fn channels(&mut self, device: u64) -> Result<Vec<ChannelRow>, StoreError> {
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT channel, unit, kind, decimals FROM channels WHERE device = $1 \
+                 ORDER BY channel",
+                &[&i(device)],
+            )
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let channel = small(i64::from(r.get::<_, i32>(0)), "channel")?;
+            let unit = small(i64::from(r.get::<_, i32>(1)), "channel unit")?;
+            let decimals = small(i64::from(r.get::<_, i32>(3)), "channel decimals")?;
+            // A unit of a newer build is left out, not made up.
+            out.extend(ChannelRow::of_columns(
+                channel,
+                unit,
+                &r.get::<_, String>(2),
+                decimals,
+            ));
+        }
+        Ok(out)
+    }
+
     fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError> {
         let row = self.with(|c| {
             c.query_opt(
@@ -1584,6 +1638,7 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         (7, V7),
         (8, V8),
         (9, V9),
+        (10, V10),
     ] {
         if version < to {
             tx.batch_execute(sql).map_err(db_error)?;

@@ -28,13 +28,13 @@ use telemark_server::{
 use crate::access::{Group, Role, Token};
 use crate::rules::Rule;
 use crate::store::{
-    command_columns, command_of, decode_into, key_of, number, AlertRow, CloudStore, CommandRow,
-    DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery, ReportedConfig, Span,
-    StoreError, StoredReading,
+    command_columns, command_of, decode_into, key_of, number, AlertRow, ChannelRow, CloudStore,
+    CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery,
+    ReportedConfig, Span, StoreError, StoredReading,
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -187,6 +187,14 @@ CREATE INDEX rule_firings_by_rule ON rule_firings (rule, start_ms);
 const V9: &str = "
 CREATE TABLE group_silence (
     group_id INTEGER PRIMARY KEY REFERENCES groups (id), intervals INTEGER NOT NULL);
+";
+
+/// Version 10: what each channel of a device measures, as it reports it.
+const V10: &str = "
+CREATE TABLE channels (
+    device INTEGER NOT NULL, channel INTEGER NOT NULL, unit INTEGER NOT NULL,
+    kind TEXT NOT NULL, decimals INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, channel));
 ";
 
 /// SQLite errors, by what the caller can do about them.
@@ -359,6 +367,28 @@ impl SqliteStore {
                 Report::KeyStatus { id, status } => {
                     tx.prepare_cached("INSERT INTO key_status VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
                         .execute(params![d, e, s, received, id, format!("{status:?}")])?;
+                }
+                Report::Channel {
+                    channel,
+                    unit,
+                    kind,
+                } => {
+                    let (kind, decimals) =
+                        ChannelRow::of_report(*channel, *unit, *kind).kind_columns();
+                    tx.prepare_cached(
+                        "INSERT INTO channels VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                         ON CONFLICT (device, channel) DO UPDATE SET unit = excluded.unit, \
+                         kind = excluded.kind, decimals = excluded.decimals, \
+                         received_ms = excluded.received_ms",
+                    )?
+                    .execute(params![
+                        d,
+                        channel.0,
+                        unit.code(),
+                        kind,
+                        decimals,
+                        received
+                    ])?;
                 }
                 Report::Crash {
                     crash,
@@ -929,6 +959,33 @@ impl CloudStore for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(db_error)
     }
 
+    fn channels(&mut self, device: u64) -> Result<Vec<ChannelRow>, StoreError> {
+        let mut stmt = self
+            .db
+            .prepare_cached(
+                "SELECT channel, unit, kind, decimals FROM channels WHERE device = ?1 \
+                 ORDER BY channel",
+            )
+            .map_err(db_error)?;
+        let rows = stmt
+            .query_map(params![i(device)], |r| {
+                Ok((
+                    r.get::<_, u16>(0)?,
+                    r.get::<_, u8>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u8>(3)?,
+                ))
+            })
+            .map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (channel, unit, kind, decimals) = row.map_err(db_error)?;
+            // A unit of a newer build is left out, not made up.
+            out.extend(ChannelRow::of_columns(channel, unit, &kind, decimals));
+        }
+        Ok(out)
+    }
+
     fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError> {
         self.db
             .prepare_cached(
@@ -1486,6 +1543,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
         (7, V7),
         (8, V8),
         (9, V9),
+        (10, V10),
     ] {
         if version >= to {
             continue;

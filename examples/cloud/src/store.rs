@@ -11,8 +11,9 @@
 
 use std::fmt;
 
+use telemark_core::channel::{Unit, ValueKind};
 use telemark_core::codec::CompactCodec;
-use telemark_core::model::{Reading, Value};
+use telemark_core::model::{ChannelId, Reading, Value};
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::seal::Key;
 use telemark_server::{Contents, DesiredConfig, NewRecord, Store};
@@ -129,6 +130,56 @@ pub struct AlertRow {
     pub unix_ms: Option<i64>,
     /// The reading that raised it, if any.
     pub value: Option<f64>,
+}
+
+/// What one of a device's channels measures, as the device reported it
+/// ([`telemark_core::wire::report::Report::Channel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelRow {
+    /// The channel.
+    pub channel: u16,
+    /// Its unit.
+    pub unit: Unit,
+    /// How its values read.
+    pub kind: ValueKind,
+}
+
+impl ChannelRow {
+    /// The row of a channel report's fields.
+    pub fn of_report(channel: ChannelId, unit: Unit, kind: ValueKind) -> ChannelRow {
+        ChannelRow {
+            channel: channel.0,
+            unit,
+            kind,
+        }
+    }
+
+    /// The kind's name and decimals, as the store keeps them.
+    pub fn kind_columns(&self) -> (&'static str, u8) {
+        match self.kind {
+            ValueKind::Scaled { decimals } => ("scaled", decimals),
+            ValueKind::Float => ("float", 0),
+            ValueKind::Bool => ("bool", 0),
+            ValueKind::Counter => ("counter", 0),
+        }
+    }
+
+    /// A row from the store's columns; `None` if they name no unit or
+    /// kind this build knows.
+    pub fn of_columns(channel: u16, unit: u8, kind: &str, decimals: u8) -> Option<ChannelRow> {
+        let kind = match kind {
+            "scaled" => ValueKind::Scaled { decimals },
+            "float" => ValueKind::Float,
+            "bool" => ValueKind::Bool,
+            "counter" => ValueKind::Counter,
+            _ => return None,
+        };
+        Some(ChannelRow {
+            channel,
+            unit: Unit::from_code(unit)?,
+            kind,
+        })
+    }
 }
 
 /// What a device last said of its config: its latest config report.
@@ -354,6 +405,9 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
 
     /// The alerts of `device`, latest first, at most `limit`.
     fn alerts(&mut self, device: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// `device`'s channels as it last reported them, by channel.
+    fn channels(&mut self, device: u64) -> Result<Vec<ChannelRow>, StoreError>;
 
     /// `device`'s latest config report, if it sent one.
     fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError>;

@@ -202,6 +202,16 @@ async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker()
         "{metrics}"
     );
     assert!(metrics.contains("telemark_commit_seconds_count"));
+    // The engine said what its channels measure when it started.
+    let channels = get(&service.url(&format!("/v1/devices/{id}/channels"))).await;
+    assert_eq!(
+        channels["channels"],
+        json!([
+            {"channel": 1, "unit": "Celsius", "symbol": "°C", "kind": "scaled", "decimals": 2, "scale": 0.01},
+            {"channel": 2, "unit": "Count", "symbol": "", "kind": "counter", "decimals": 0, "scale": 1.0},
+        ]),
+        "{channels}"
+    );
 
     link.power(false).await.unwrap();
     // Its logs are a JSON object a line; the last says what it stored.
