@@ -504,12 +504,7 @@ struct DeviceView {
 
 impl From<crate::Device> for DeviceView {
     fn from(d: crate::Device) -> Self {
-        let state = match (d.revoked_ms, d.offline_ms, d.last_seen_ms) {
-            (Some(_), _, _) => "revoked",
-            (None, Some(_), _) => "offline",
-            (None, None, Some(_)) => "online",
-            (None, None, None) => "unseen",
-        };
+        let state = d.state();
         DeviceView {
             id: d.id,
             name: d.name,

@@ -295,7 +295,7 @@ type Watcher = Box<dyn FnMut(u64, Epoch, Seq, &Stored) + Send>;
 pub struct Hub {
     server: Server,
     store: Box<dyn CloudStore>,
-    watch: Option<Watcher>,
+    watch: Vec<Watcher>,
     figures: Figures,
     unauthenticated: Vec<u64>,
     keys_loaded_ms: u64,
@@ -333,7 +333,7 @@ impl Hub {
             rules,
             throttle: Throttle::new(None),
             store,
-            watch: None,
+            watch: Vec::new(),
             figures: Figures::default(),
             unauthenticated: Vec::new(),
             keys_loaded_ms: 0,
@@ -515,8 +515,9 @@ impl Hub {
     /// Calls `f` with each record once it is stored (after the commit):
     /// the device, the record's epoch and sequence number, and what it
     /// held. Records received again are not shown again.
+    /// Each call adds a watcher.
     pub fn watch(&mut self, f: impl FnMut(u64, Epoch, Seq, &Stored) + Send + 'static) {
-        self.watch = Some(Box::new(f));
+        self.watch.push(Box::new(f));
     }
 
     /// What the hub stored and refused so far (committed work only).
@@ -924,16 +925,18 @@ impl Hub {
                 self.judge(device, readings, at);
             }
         }
-        let Some(watch) = &mut self.watch else {
+        if self.watch.is_empty() {
             return;
-        };
+        }
         for r in &received.batch.records {
             let stored = match &r.contents {
                 Contents::Readings(v) => Stored::Readings(v.iter().map(|t| t.reading).collect()),
                 Contents::Report { report, .. } => Stored::Report(*report),
                 Contents::Unknown => Stored::Undecodable,
             };
-            watch(received.batch.device, r.epoch, r.seq, &stored);
+            for watch in &mut self.watch {
+                watch(received.batch.device, r.epoch, r.seq, &stored);
+            }
         }
     }
 

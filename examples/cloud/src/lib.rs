@@ -38,6 +38,7 @@ pub mod api;
 pub mod coap;
 pub mod conformance;
 pub mod downsample;
+pub mod home_assistant;
 mod hub;
 pub mod line;
 pub mod mqtt;

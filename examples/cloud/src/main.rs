@@ -167,6 +167,15 @@ fn serve(s: Settings) -> Result<(), String> {
     if s.verbose {
         hub.watch(|device, _, seq, stored| println!("{}", describe(device, seq, stored)));
     }
+    // What is stored goes on to Home Assistant; if its publisher falls
+    // behind, the next block brings the state again.
+    let home_assistant = s.home_assistant.clone().map(|ha| {
+        let (seen, stored) = tokio::sync::mpsc::channel(4096);
+        hub.watch(move |device, _, _, s| {
+            let _ = seen.try_send((device, s.clone()));
+        });
+        (ha, stored)
+    });
     let token = admin_token(&s)?;
     let (hub, _hub_thread) = hub.spawn().map_err(|e| format!("the hub's thread: {e}"))?;
 
@@ -301,6 +310,19 @@ fn serve(s: Settings) -> Result<(), String> {
                 ))
             })
             .collect();
+        let home_assistant = home_assistant.map(|(ha, stored)| {
+            let mut on = broker.clone();
+            if let Some((host, port)) = ha.broker {
+                (on.host, on.port) = (host, port);
+            }
+            tokio::spawn(telemark_cloud::home_assistant::serve(
+                hub.clone(),
+                on,
+                ha.prefix,
+                stored,
+                stopping.clone(),
+            ))
+        });
         let devices = {
             let (hub, broker) = (hub.clone(), broker.clone());
             tokio::spawn(async move {
@@ -346,6 +368,9 @@ fn serve(s: Settings) -> Result<(), String> {
         let _ = coap.await;
         for hook in hooks {
             let _ = hook.await;
+        }
+        if let Some(publisher) = home_assistant {
+            let _ = publisher.await;
         }
         served
     })?;

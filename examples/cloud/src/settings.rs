@@ -20,6 +20,9 @@
 //! log_format = "json"                     # --log-format text|json: logs on standard error (RUST_LOG filters)
 //!
 //! mqtt_notifications = false              # --mqtt-notifications: also on {prefix}/v1/{device}/notifications
+//! home_assistant = true                   # --home-assistant: MQTT discovery (crate::home_assistant)
+//! home_assistant_broker = "mqtt://ha.lan:1883"  # --home-assistant-broker URL: ... on another broker
+//! home_assistant_prefix = "homeassistant" # --home-assistant-prefix P: its discovery prefix
 //! device_rate = 10.0                      # --device-rate F: frames a second a device may send (0: any)
 //! device_burst = 100                      # --device-burst N: ... and at once
 //! tls_cert = "/etc/telemark/cert.pem"     # --tls-cert FILE: HTTPS and TLS lines, with
@@ -101,6 +104,9 @@ pub struct Settings {
     /// Also publish notifications on the broker
     /// (`{prefix}/v1/{device}/notifications`).
     pub mqtt_notifications: bool,
+    /// Home Assistant discovery ([`crate::home_assistant`]): on the
+    /// devices' broker, or on this one, with this discovery prefix.
+    pub home_assistant: Option<HomeAssistant>,
     /// How fast each device may send ([`crate::throttle`]); 0 frames a
     /// second for no limit.
     pub device_rate: Rate,
@@ -142,6 +148,7 @@ impl Default for Settings {
             webhooks: Vec::new(),
             rules: Vec::new(),
             mqtt_notifications: false,
+            home_assistant: None,
             device_rate: Rate::default(),
             tls_cert: None,
             tls_key: None,
@@ -180,6 +187,9 @@ struct File {
     #[serde(default)]
     rule: Vec<RuleSpec>,
     mqtt_notifications: Option<bool>,
+    home_assistant: Option<bool>,
+    home_assistant_broker: Option<String>,
+    home_assistant_prefix: Option<String>,
     device_rate: Option<f64>,
     device_burst: Option<u32>,
     tls_cert: Option<PathBuf>,
@@ -188,6 +198,24 @@ struct File {
     mqtt_tls_key: Option<PathBuf>,
     mqtt_client_ca: Option<PathBuf>,
     log_format: Option<LogFormat>,
+}
+
+/// Where Home Assistant discovery goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HomeAssistant {
+    /// Another broker than the devices': (host, port).
+    pub broker: Option<(String, u16)>,
+    /// The discovery prefix (`homeassistant`).
+    pub prefix: String,
+}
+
+impl HomeAssistant {
+    fn on(s: &mut Option<HomeAssistant>) -> &mut HomeAssistant {
+        s.get_or_insert_with(|| HomeAssistant {
+            broker: None,
+            prefix: "homeassistant".into(),
+        })
+    }
 }
 
 /// How logs are written: text for a terminal or journald, a JSON object a
@@ -366,6 +394,13 @@ impl Settings {
                 "--command-ttl" => s.command_ttl_ms = ttl_ms(&value()?)?,
                 "--webhook" => hooks.push(value()?),
                 "--mqtt-notifications" => s.mqtt_notifications = true,
+                "--home-assistant" => drop(HomeAssistant::on(&mut s.home_assistant)),
+                "--home-assistant-broker" => {
+                    HomeAssistant::on(&mut s.home_assistant).broker = Some(broker_url(&value()?)?)
+                }
+                "--home-assistant-prefix" => {
+                    HomeAssistant::on(&mut s.home_assistant).prefix = value()?
+                }
                 "--tls-cert" => s.tls_cert = Some(PathBuf::from(value()?)),
                 "--tls-key" => s.tls_key = Some(PathBuf::from(value()?)),
                 "--mqtt-tls-cert" => s.mqtt_tls_cert = Some(PathBuf::from(value()?)),
@@ -479,6 +514,17 @@ impl Settings {
         }
         if let Some(v) = f.mqtt_notifications {
             self.mqtt_notifications = v;
+        }
+        match f.home_assistant {
+            Some(false) => self.home_assistant = None,
+            Some(true) => drop(HomeAssistant::on(&mut self.home_assistant)),
+            None => {}
+        }
+        if let Some(url) = f.home_assistant_broker {
+            HomeAssistant::on(&mut self.home_assistant).broker = Some(broker_url(&url)?);
+        }
+        if let Some(p) = f.home_assistant_prefix {
+            HomeAssistant::on(&mut self.home_assistant).prefix = p;
         }
         if f.device_rate.is_some_and(|r| !r.is_finite() || r < 0.0) {
             return Err("device_rate: frames a second, 0 for no limit".into());

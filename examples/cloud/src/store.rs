@@ -80,6 +80,19 @@ pub struct Device {
     pub offline_ms: Option<i64>,
 }
 
+impl Device {
+    /// `unseen` (never heard), `online`, `offline` (silent too long) or
+    /// `revoked`.
+    pub fn state(&self) -> &'static str {
+        match (self.revoked_ms, self.offline_ms, self.last_seen_ms) {
+            (Some(_), _, _) => "revoked",
+            (None, Some(_), _) => "offline",
+            (None, None, Some(_)) => "online",
+            (None, None, None) => "unseen",
+        }
+    }
+}
+
 /// One key of a device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceKey {

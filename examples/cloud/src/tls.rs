@@ -71,7 +71,7 @@ pub fn line_config(http: &rustls::ServerConfig) -> Arc<rustls::ServerConfig> {
 }
 
 /// A serial line's TCP `stream` once its TLS handshake is done, within
-/// [`HANDSHAKE`]; reads then wait as long as the line stays quiet.
+/// 10 s; reads then wait as long as the line stays quiet.
 pub fn line_stream(
     config: Arc<rustls::ServerConfig>,
     mut stream: std::net::TcpStream,

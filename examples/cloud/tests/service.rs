@@ -103,6 +103,27 @@ async fn provision(service: &Service, name: &str) -> (u64, Engine) {
     engine_of(&v)
 }
 
+/// Runs `engine` over the MQTT `link` until device time `until`, a
+/// boiler of `seed` feeding it; the boiler, with what it was told.
+async fn run_mqtt(
+    engine: &mut Engine,
+    link: &mut telemark_mqtt::host::HostLink,
+    seed: u64,
+    until: Instant,
+) -> Boiler {
+    let mut boiler = Boiler::new(seed);
+    run_device(
+        engine,
+        link,
+        &mut boiler,
+        until,
+        |_| {},
+        async |l| l.wait_input().await,
+    )
+    .await;
+    boiler
+}
+
 /// The engine of the device an answer to `POST /v1/devices` made.
 fn engine_of(v: &Value) -> (u64, Engine) {
     let id = v["device"]["id"].as_u64().unwrap();
@@ -145,14 +166,11 @@ async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker()
     let mut config = telemark_mqtt::host::HostConfig::new(id, vec![service.mqtt.clone()]);
     config.mtu = MTU;
     let mut link = telemark_mqtt::host::HostLink::new(config).unwrap();
-    let mut boiler = Boiler::new(7);
-    run_device(
+    let boiler = run_mqtt(
         &mut engine,
         &mut link,
-        &mut boiler,
+        7,
         Instant::from_millis(2 * 3_600_000),
-        |_| {},
-        async |l| l.wait_input().await,
     )
     .await;
     let sampled = u64::from(engine.counters().sampled);
@@ -909,16 +927,7 @@ async fn devices_reach_the_broker_over_tls_as_their_certificates_say() {
     // Device 257 with its own certificate.
     let mut engine = engine_for(257, 1, &own);
     let mut link = link_as(257, tls(pki.device_config()));
-    let mut boiler = Boiler::new(4);
-    run_device(
-        &mut engine,
-        &mut link,
-        &mut boiler,
-        Instant::from_millis(3_600_000),
-        |_| {},
-        async |l| l.wait_input().await,
-    )
-    .await;
+    run_mqtt(&mut engine, &mut link, 4, Instant::from_millis(3_600_000)).await;
     link.power(false).await.unwrap();
     assert_eq!(readings(257).await, u64::from(engine.counters().sampled));
     assert!(engine.counters().sampled >= 60);
@@ -1524,4 +1533,168 @@ async fn a_scoped_token_sees_and_commands_its_group_and_no_other() {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no such role");
+}
+
+/// A client that acts as Home Assistant: every message on `filters`,
+/// with its retain flag, as it arrives.
+struct Watcher {
+    client: rumqttc::v5::AsyncClient,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, bool)>>>,
+}
+
+impl Watcher {
+    async fn start(broker: &(String, u16), name: &str, filters: &[&str]) -> Watcher {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::{Event, MqttOptions};
+        let options = MqttOptions::new(name, broker.0.clone(), broker.1);
+        let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 64);
+        for f in filters {
+            client
+                .subscribe(*f, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = events.poll().await {
+                if let Event::Incoming(Packet::Publish(p)) = event {
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                    into.lock().unwrap().push((topic, payload, p.retain));
+                }
+            }
+        });
+        Watcher { client, seen }
+    }
+
+    /// The payloads seen on `topic`, with their retain flags.
+    fn on(&self, topic: &str) -> Vec<(String, bool)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _, _)| t == topic)
+            .map(|(_, p, r)| (p.clone(), *r))
+            .collect()
+    }
+
+    /// Waits up to 10 s for `done` to hold of what was seen.
+    async fn wait(&self, what: &str, done: impl Fn(&Watcher) -> bool) {
+        for _ in 0..100 {
+            if done(self) {
+                return;
+            }
+            tokio::time::sleep(RealDuration::from_millis(100)).await;
+        }
+        panic!("{what}: seen {:#?}", self.seen.lock().unwrap());
+    }
+}
+
+/// With `--home-assistant` a device's channels are announced for Home
+/// Assistant's MQTT discovery, retained, with the classes and units of
+/// what the device reported; its states and availability follow; Home
+/// Assistant's birth message brings everything again; a revoked device's
+/// entities are removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_discovers_the_devices_channels() {
+    let service = Service::start_with("home-assistant", &["--home-assistant"]);
+    let (id, mut engine) = provision(&service, "boiler-ha").await;
+    let mut config = telemark_mqtt::host::HostConfig::new(id, vec![service.mqtt.clone()]);
+    config.mtu = MTU;
+    let mut link = telemark_mqtt::host::HostLink::new(config).unwrap();
+    run_mqtt(&mut engine, &mut link, 11, Instant::from_millis(3_600_000)).await;
+
+    // Home Assistant starts after the device: it finds everything retained.
+    let sensor = format!("homeassistant/sensor/telemark_{id}_1/config");
+    let counter = format!("homeassistant/sensor/telemark_{id}_2/config");
+    let alert = format!("homeassistant/binary_sensor/telemark_{id}_1_alert/config");
+    let state = format!("telemark/v1/{id}/ha/state");
+    let availability = format!("telemark/v1/{id}/ha/availability");
+    let ha = Watcher::start(
+        &service.mqtt,
+        "home-assistant",
+        &["homeassistant/#", "telemark/v1/+/ha/#"],
+    )
+    .await;
+    let topics = [&sensor, &counter, &alert, &state, &availability];
+    ha.wait("every retained topic", |ha| {
+        topics
+            .iter()
+            .all(|t| ha.on(t).iter().any(|(_, retained)| *retained))
+    })
+    .await;
+    let config = |topic: &str| -> Value { serde_json::from_str(&ha.on(topic)[0].0).unwrap() };
+    let c = config(&sensor);
+    assert_eq!(c["unique_id"], format!("telemark_{id}_1"), "{c}");
+    assert_eq!(
+        (
+            &c["device_class"],
+            &c["state_class"],
+            &c["unit_of_measurement"]
+        ),
+        (&json!("temperature"), &json!("measurement"), &json!("°C")),
+        "{c}"
+    );
+    assert_eq!(c["state_topic"], state);
+    assert_eq!(c["value_template"], "{{ value_json.ch1 }}");
+    assert_eq!(c["availability_topic"], availability);
+    assert_eq!(
+        c["device"]["identifiers"],
+        json!([format!("telemark_{id}")])
+    );
+    assert_eq!(c["device"]["name"], "boiler-ha");
+    assert!(c["device"]["model"].is_string() && c["device"]["sw_version"].is_string());
+    assert_eq!(c["origin"]["name"], "telemark-cloud");
+    let g = config(&counter);
+    assert_eq!(g["state_class"], "total_increasing", "{g}");
+    assert!(
+        g.get("device_class").is_none(),
+        "a pulse count has no class: {g}"
+    );
+    let a = config(&alert);
+    assert_eq!(
+        (&a["device_class"], &a["value_template"]),
+        (&json!("problem"), &json!("{{ value_json.ch1_alert }}")),
+        "{a}"
+    );
+    assert_eq!(ha.on(&availability)[0].0, "online");
+    // The state is the latest reading of each channel, in its unit.
+    let s: Value = serde_json::from_str(&ha.on(&state)[0].0).unwrap();
+    let flow = s["ch1"].as_f64().unwrap();
+    assert!((10.0..=90.0).contains(&flow), "flow {flow} °C: {s}");
+    assert!(s["ch2"].as_f64().unwrap() >= 1.0, "{s}");
+    assert!(s["ch1_alert"] == "ON" || s["ch1_alert"] == "OFF", "{s}");
+
+    // Home Assistant restarts: its birth message brings the configs again.
+    let before = ha.on(&sensor).len();
+    ha.client
+        .publish(
+            "homeassistant/status",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "online",
+        )
+        .await
+        .unwrap();
+    ha.wait("discovery published again on the birth message", |ha| {
+        ha.on(&sensor).len() > before && ha.on(&availability).len() > 1
+    })
+    .await;
+
+    // A revoked device's entities go: its configs are published empty.
+    let (status, _) = call(
+        reqwest::Method::POST,
+        &service.url(&format!("/v1/devices/{id}/revoke")),
+        None,
+    )
+    .await;
+    assert!(status.is_success(), "{status}");
+    ha.wait("empty configs for a revoked device", |ha| {
+        [&sensor, &counter, &alert]
+            .iter()
+            .all(|t| ha.on(t).last().is_some_and(|(p, _)| p.is_empty()))
+    })
+    .await;
+    service.terminate();
 }

@@ -9,6 +9,8 @@ use rmqtt::context::ServerContext;
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 
+mod retained;
+
 /// How the broker listens and what it keeps.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -108,6 +110,7 @@ impl Broker {
         };
         runtime.spawn(async move {
             let scx = ServerContext::new().build().await;
+            *scx.extends.retain_mut().await = Box::new(retained::Retained::new());
             let server = MqttServer::new(scx).listener(listener).build();
             if let Err(e) = server.run().await {
                 eprintln!("telemark-mqtt-broker: {e}");
