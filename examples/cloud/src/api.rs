@@ -19,6 +19,8 @@
 //! | `POST /v1/devices/{id}/rotate` | a new key, sent to the device (sealed with its current one) until it uses it; a device with a flash store keeps it |
 //! | `GET /v1/devices/{id}/readings` | `?channel=&from=&to=` (Unix ms; the last day by default), `&points=N` to downsample |
 //! | `GET /v1/devices/{id}/alerts` | `?limit=N` (100 by default, at most 10,000): the latest alerts |
+//! | `GET /v1/devices/{id}/outputs` | the device's outputs, as named: `{"outputs": [{"output": 1, "name": "burner"}]}` |
+//! | `PUT /v1/devices/{id}/outputs` (operate) | names them, in place of the names they had |
 //! | `GET /v1/devices/{id}/channels` | what each channel measures, as the device reported it: unit, kind, decimals, and the `scale` of a scaled channel's readings |
 //! | `GET /v1/devices/{id}/commands` | the commands queued, with their results |
 //! | `POST /v1/devices/{id}/commands` | `{"command": "ping" \| "flush" \| "reboot" \| "set_output", "output", "value"}` |
@@ -50,7 +52,7 @@ use crate::access::{self, Caller, Role};
 use crate::downsample::downsample;
 use crate::hub::{Arrival, Hub, HubError, HubHandle, NotAcknowledged, COMMIT_BOUNDS};
 use crate::store::Device;
-use crate::store::{ChannelRow, CloudStore, ReadingQuery, StoreError};
+use crate::store::{ChannelRow, CloudStore, OutputRow, ReadingQuery, StoreError};
 use crate::unix_ms;
 
 /// The largest request body: a frame or a JSON document.
@@ -104,6 +106,7 @@ impl Api {
             .route("/v1/devices/{id}/readings", get(readings))
             .route("/v1/devices/{id}/alerts", get(alerts))
             .route("/v1/devices/{id}/channels", get(channels))
+            .route("/v1/devices/{id}/outputs", get(outputs).put(set_outputs))
             .route("/v1/devices/{id}/events", get(events))
             .route("/v1/devices/{id}/commands", get(commands).post(command))
             .route("/v1/devices/{id}/config", get(config).put(set_config))
@@ -938,6 +941,57 @@ async fn set_config(
         })
         .await?;
     Ok(Json(json!({"version": version, "state": "pending"})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOutputs {
+    outputs: Vec<OutputRow>,
+}
+
+async fn outputs(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+    DeviceId(id): DeviceId,
+) -> Result<Response, Problem> {
+    let outputs = api
+        .run(move |hub| {
+            visible(hub, caller, id)?;
+            Ok(hub.store().outputs(id)?)
+        })
+        .await?;
+    Ok(Json(json!({ "outputs": outputs })).into_response())
+}
+
+async fn set_outputs(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToOperate>,
+    DeviceId(id): DeviceId,
+    Body(new): Body<NewOutputs>,
+) -> Result<Response, Problem> {
+    if new.outputs.len() > 256 {
+        return Err(Problem::bad("at most 256 outputs"));
+    }
+    // By output; one named twice keeps its last name.
+    let mut named = std::collections::BTreeMap::new();
+    for o in new.outputs {
+        let name = crate::name_of(&o.name).ok_or_else(|| {
+            Problem::bad(format!("output {}: a name of 1 to 64 characters", o.output))
+        })?;
+        named.insert(o.output, name.to_string());
+    }
+    let outputs: Vec<OutputRow> = named
+        .into_iter()
+        .map(|(output, name)| OutputRow { output, name })
+        .collect();
+    let kept = api
+        .run(move |hub| {
+            visible(hub, caller, id)?;
+            hub.store().set_outputs(id, &outputs)?;
+            Ok(outputs)
+        })
+        .await?;
+    Ok(Json(json!({ "outputs": kept })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -47,7 +47,8 @@ pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
 }
 
 /// A device's channels are kept as it reports them, the latest report of
-/// each channel winning, apart from every other device's.
+/// each channel winning, apart from every other device's; its outputs as
+/// last named.
 pub fn channels_are_kept_as_reported(store: Box<dyn CloudStore>) {
     use telemark_core::channel::{Unit, ValueKind};
     let mut hub = hub(store);
@@ -92,6 +93,18 @@ pub fn channels_are_kept_as_reported(store: Box<dyn CloudStore>) {
         ]
     );
     assert!(ok(hub.store().channels(other.device.id)).is_empty());
+    // Outputs are named by the operator, a new list in place of the old.
+    let output = |output, name: &str| crate::OutputRow {
+        output,
+        name: name.into(),
+    };
+    assert!(ok(hub.store().outputs(p.device.id)).is_empty());
+    let both = [output(1, "burner"), output(2, "pump")];
+    ok(hub.store().set_outputs(p.device.id, &both));
+    assert_eq!(ok(hub.store().outputs(p.device.id)), both);
+    ok(hub.store().set_outputs(p.device.id, &both[1..]));
+    assert_eq!(ok(hub.store().outputs(p.device.id)), both[1..]);
+    assert!(ok(hub.store().outputs(other.device.id)).is_empty());
 }
 
 fn hub(store: Box<dyn CloudStore>) -> Hub {

@@ -16,7 +16,12 @@
 //!   latest value of each channel in its unit (`ch1`, `ch1_alert`, …),
 //!   published on every stored block;
 //! - its availability on `P/v1/ID/ha/availability`: `online` or `offline`,
-//!   from the silent-device rule.
+//!   from the silent-device rule;
+//! - a `switch` per output the operator named (`PUT
+//!   /v1/devices/{id}/outputs`), `telemark_ID_outN`: Home Assistant's `ON`
+//!   or `OFF` on `P/v1/ID/ha/output/N/set` becomes a `set_output` command,
+//!   and the switch's state on `P/v1/ID/ha/output/N/state` follows the
+//!   device's result, not the request (a refusal sets it back).
 //!
 //! When Home Assistant says `online` on `homeassistant/status` (its birth
 //! message, after every restart) everything is published again. A revoked
@@ -36,7 +41,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::hub::{HubHandle, Stored};
 use crate::mqtt::Broker;
-use crate::store::{ChannelRow, Device};
+use crate::store::{ChannelRow, Device, OutputRow};
+use telemark_core::wire::frame::Command;
 
 /// How often device states are read for availability and new channels.
 const POLL: Duration = Duration::from_secs(2);
@@ -123,6 +129,24 @@ impl Topics {
     }
 }
 
+/// The `device` block of a device's entities: one device in Home
+/// Assistant for all of them. The wire carries no firmware version, so
+/// `sw_version` names the protocol.
+fn device_block(device: &Device) -> Json {
+    json!({
+        "identifiers": [format!("telemark_{}", device.id)],
+        "name": device.name,
+        "manufacturer": "telemark",
+        "model": "telemark device",
+        "sw_version": "telemark protocol 2",
+    })
+}
+
+/// Who published the config.
+fn origin() -> Json {
+    json!({ "name": "telemark-cloud", "sw_version": env!("CARGO_PKG_VERSION") })
+}
+
 /// The discovery configs of `device`'s `channel`: (topic, payload) of its
 /// sensor and of its alert's binary sensor.
 pub fn discovery(
@@ -133,17 +157,7 @@ pub fn discovery(
 ) -> [(String, Json); 2] {
     let topics = Topics::of(prefix, device.id);
     let (id, ch) = (device.id, channel.channel);
-    let block = json!({
-        "identifiers": [format!("telemark_{id}")],
-        "name": device.name,
-        "manufacturer": "telemark",
-        "model": "telemark device",
-        "sw_version": "telemark protocol 2",
-    });
-    let origin = json!({
-        "name": "telemark-cloud",
-        "sw_version": env!("CARGO_PKG_VERSION"),
-    });
+    let (block, origin) = (device_block(device), origin());
     let (class, state_class, unit) = classes(channel.unit, channel.kind);
     let mut sensor = json!({
         "name": label(channel.unit, ch),
@@ -193,6 +207,44 @@ pub fn discovery(
     ]
 }
 
+/// The topic an output's state goes on, and the one its commands come on.
+fn output_topics(prefix: &str, device: u64, output: u8) -> (String, String) {
+    let base = format!("{prefix}/v1/{device}/ha/output/{output}");
+    (format!("{base}/state"), format!("{base}/set"))
+}
+
+/// The discovery config of `device`'s `output`: (topic, payload).
+pub fn switch(
+    discovery_prefix: &str,
+    prefix: &str,
+    device: &Device,
+    output: &OutputRow,
+) -> (String, Json) {
+    let (id, n) = (device.id, output.output);
+    let (state, set) = output_topics(prefix, id, n);
+    let config = json!({
+        "name": output.name,
+        "unique_id": format!("telemark_{id}_out{n}"),
+        "object_id": format!("telemark_{id}_out{n}"),
+        "command_topic": set,
+        "state_topic": state,
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "state_on": "ON",
+        "state_off": "OFF",
+        "optimistic": false,
+        "availability_topic": Topics::of(prefix, id).availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device_block(device),
+        "origin": origin(),
+    });
+    (
+        format!("{discovery_prefix}/switch/telemark_{id}_out{n}/config"),
+        config,
+    )
+}
+
 /// What the publisher knows of a device.
 #[derive(Default)]
 struct Known {
@@ -201,6 +253,10 @@ struct Known {
     /// Latest value of each channel, in its unit; alerts raised.
     values: BTreeMap<u16, f64>,
     alerts: BTreeMap<u16, bool>,
+    /// Its named outputs, and what the device last said each is set to.
+    outputs: Vec<OutputRow>,
+    switched: BTreeMap<u8, bool>,
+    announced_outputs: Vec<OutputRow>,
     /// What was published: the channels announced, the availability.
     announced: Vec<u16>,
     available: Option<&'static str>,
@@ -215,12 +271,17 @@ impl Known {
         }
         for ch in self.channels.keys() {
             let raised = self.alerts.get(ch).copied().unwrap_or(false);
-            state.insert(
-                format!("ch{ch}_alert"),
-                json!(if raised { "ON" } else { "OFF" }),
-            );
+            state.insert(format!("ch{ch}_alert"), json!(on_off(raised)));
         }
         Json::Object(state)
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "ON"
+    } else {
+        "OFF"
     }
 }
 
@@ -263,6 +324,10 @@ impl Publisher {
                     self.publish(topic, String::new()).await;
                 }
             }
+            for output in &known.announced_outputs {
+                let (topic, _) = switch(&self.discovery_prefix, &self.prefix, &device, output);
+                self.publish(topic, String::new()).await;
+            }
             if let Some(k) = self.devices.get_mut(&id) {
                 k.removed = true;
             }
@@ -280,6 +345,31 @@ impl Publisher {
                 self.publish(topic, config.to_string()).await;
             }
         }
+        if again || known.outputs != known.announced_outputs {
+            let (outputs, before) = (known.outputs.clone(), known.announced_outputs.clone());
+            let switched = known.switched.clone();
+            for gone in before
+                .iter()
+                .filter(|o| !outputs.iter().any(|n| n.output == o.output))
+            {
+                let (topic, _) = switch(&self.discovery_prefix, &self.prefix, &device, gone);
+                self.publish(topic, String::new()).await;
+            }
+            for output in &outputs {
+                let (topic, config) = switch(&self.discovery_prefix, &self.prefix, &device, output);
+                self.publish(topic, config.to_string()).await;
+                if let Some(on) = switched.get(&output.output) {
+                    let (state, _) = output_topics(&self.prefix, id, output.output);
+                    self.publish(state, on_off(*on).into()).await;
+                }
+            }
+            if let Some(k) = self.devices.get_mut(&id) {
+                k.announced_outputs = outputs;
+            }
+        }
+        let Some(known) = self.devices.get(&id) else {
+            return;
+        };
         let available = if device.state() == "online" {
             "online"
         } else {
@@ -308,6 +398,19 @@ impl Publisher {
             self.refresh(hub, false).await;
         }
         let known = self.devices.entry(id).or_default();
+        // Heard: available, without waiting for the next look.
+        let heard = known
+            .device
+            .as_ref()
+            .is_some_and(|d| d.revoked_ms.is_none());
+        if heard && known.available != Some("online") {
+            known.available = Some("online");
+            let topic = Topics::of(&self.prefix, id).availability;
+            self.publish(topic, "online".into()).await;
+        }
+        let Some(known) = self.devices.get_mut(&id) else {
+            return;
+        };
         match stored {
             Stored::Readings(readings) => {
                 for r in readings {
@@ -326,6 +429,13 @@ impl Publisher {
                     .insert(channel.0, ChannelRow::of_report(channel, unit, kind));
                 known.announced.retain(|&c| c != channel.0);
                 return self.announce(id, false).await;
+            }
+            Stored::Report(Report::CommandResult {
+                id: command,
+                status,
+                ..
+            }) => {
+                return self.answered(hub, id, command, status == 0).await;
             }
             Stored::Report(Report::Alert(a)) => {
                 let raised = match a.kind {
@@ -356,6 +466,84 @@ impl Publisher {
         }
     }
 
+    /// `command` of device `id` was answered, done or refused: the switch
+    /// it set shows what the device did.
+    async fn answered(&mut self, hub: &HubHandle, id: u64, command: u32, done: bool) {
+        let asked = hub
+            .call(move |hub| hub.store().commands(id))
+            .await
+            .and_then(Result::ok)
+            .and_then(|list| list.into_iter().find(|c| c.id == command));
+        let Some(Command::SetOutput { output, value }) = asked.map(|c| c.command) else {
+            return;
+        };
+        let Some(known) = self.devices.get_mut(&id) else {
+            return;
+        };
+        if !known.outputs.iter().any(|o| o.output == output) {
+            return;
+        }
+        if done {
+            known.switched.insert(output, value != 0);
+        }
+        // Refused, the switch goes back to what the device last did.
+        let on = known.switched.get(&output).copied().unwrap_or(false);
+        let (state, _) = output_topics(&self.prefix, id, output);
+        self.publish(state, on_off(on).into()).await;
+    }
+
+    /// Home Assistant set a switch: `topic` is `P/v1/ID/ha/output/N/set`.
+    async fn set(&mut self, hub: &HubHandle, topic: &str, payload: &[u8]) {
+        let prefix = format!("{}/v1/", self.prefix);
+        let Some(rest) = topic.strip_prefix(&prefix) else {
+            return;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let [device, "ha", "output", output, "set"] = parts.as_slice() else {
+            return;
+        };
+        let (Ok(id), Ok(output)) = (device.parse::<u64>(), output.parse::<u8>()) else {
+            return;
+        };
+        let value = match payload {
+            b"ON" => 1,
+            b"OFF" => 0,
+            other => {
+                let payload = String::from_utf8_lossy(other);
+                tracing::warn!(device = id, output, %payload, "home assistant: a switch set neither ON nor OFF");
+                return;
+            }
+        };
+        let named = self.devices.get(&id).is_some_and(|k| {
+            k.outputs.iter().any(|o| o.output == output)
+                && k.device.as_ref().is_some_and(|d| d.revoked_ms.is_none())
+        });
+        if !named {
+            tracing::warn!(
+                device = id,
+                output,
+                "home assistant: a switch of no named output"
+            );
+            return;
+        }
+        let command = Command::SetOutput { output, value };
+        match hub.call(move |hub| hub.queue_command(id, command)).await {
+            Some(Ok(queued)) => {
+                tracing::info!(
+                    device = id,
+                    output,
+                    value,
+                    command = queued,
+                    "home assistant: command queued"
+                )
+            }
+            Some(Err(e)) => {
+                tracing::warn!(device = id, output, error = %e, "home assistant: command not queued")
+            }
+            None => {}
+        }
+    }
+
     /// Reads every device, its state and its channels, from the hub.
     async fn refresh(&mut self, hub: &HubHandle, again: bool) {
         let read = hub
@@ -364,7 +552,8 @@ impl Publisher {
                 let mut out = Vec::with_capacity(devices.len());
                 for d in devices {
                     let channels = hub.store().channels(d.id)?;
-                    out.push((d, channels));
+                    let outputs = hub.store().outputs(d.id)?;
+                    out.push((d, channels, outputs));
                 }
                 Ok::<_, crate::StoreError>(out)
             })
@@ -377,10 +566,11 @@ impl Publisher {
             }
             None => return,
         };
-        for (device, channels) in devices {
+        for (device, channels, outputs) in devices {
             let id = device.id;
             let known = self.devices.entry(id).or_default();
             known.device = Some(device);
+            known.outputs = outputs;
             for c in channels {
                 known.channels.entry(c.channel).or_insert(c);
             }
@@ -402,6 +592,7 @@ pub async fn serve(
     let options = broker.options_as(&format!("{}-home-assistant", broker.client_id));
     let (client, mut events) = AsyncClient::new(options, 1024);
     let status = format!("{discovery_prefix}/status");
+    let sets = format!("{}/v1/+/ha/output/+/set", broker.prefix);
     let mut publisher = Publisher {
         client: client.clone(),
         discovery_prefix,
@@ -426,15 +617,22 @@ pub async fn serve(
                         tracing::info!("home assistant: broker connected again");
                         away = false;
                     }
-                    if let Err(e) = client.subscribe(status.as_str(), QoS::AtLeastOnce).await {
-                        tracing::warn!(error = %e, "home assistant: status not subscribed");
+                    for filter in [status.clone(), sets.clone()] {
+                        if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                            tracing::warn!(error = %e, "home assistant: not subscribed");
+                        }
                     }
                     publisher.refresh(&hub, true).await;
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if p.topic.as_ref() == status.as_bytes() && p.payload.as_ref() == b"online" {
-                        tracing::info!("home assistant online: publishing everything again");
-                        publisher.refresh(&hub, true).await;
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    if topic == status {
+                        if p.payload.as_ref() == b"online" {
+                            tracing::info!("home assistant online: publishing everything again");
+                            publisher.refresh(&hub, true).await;
+                        }
+                    } else {
+                        publisher.set(&hub, &topic, &p.payload).await;
                     }
                 }
                 Ok(_) => {}

@@ -63,7 +63,7 @@ pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{
     AlertRow, ChannelRow, CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow,
-    NotificationRow, ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
+    NotificationRow, OutputRow, ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
 };
 
 use std::time::{SystemTime, UNIX_EPOCH};

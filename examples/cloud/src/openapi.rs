@@ -244,6 +244,15 @@ fn schemas() -> Value {
         "Groups": list("groups", "Group"),
         "Silence": closed(&[], json!({ "intervals": { "type": "integer", "minimum": 0, "maximum": 1000, "nullable": true } })),
         "GroupSilence": object(&["group"], json!({ "group": int, "intervals": nullable("integer") })),
+        "Output": closed(&["output", "name"], json!({
+            "output": { "type": "integer", "minimum": 0, "maximum": 255 }, "name": name(),
+        })),
+        "Outputs": object(&["outputs"], json!({
+            "outputs": { "type": "array", "items": schema("Output") },
+        })),
+        "NewOutputs": closed(&["outputs"], json!({
+            "outputs": { "type": "array", "items": schema("Output"), "maxItems": 256 },
+        })),
         "NewGroup": closed(&["name"], json!({ "name": name(), "parent": nullable("integer") })),
         "Token": object(&["id", "name", "role", "created_ms"], json!({
             "id": int, "name": string,
@@ -350,6 +359,13 @@ pub fn document() -> Value {
         "/v1/devices/{id}/rotate": { "post": op("A new key, sent to the device until it uses it",
             Some("admin"), json!([device()]), None, (201, answer("the new key", "Key")),
             &[400, 404, 409, 422]) },
+        "/v1/devices/{id}/outputs": {
+            "get": op("The device's outputs, as named", Some("read"), json!([device()]), None,
+                (200, answer("the outputs", "Outputs")), &[400, 404]),
+            "put": op("Names its outputs, in place of the names they had", Some("operate"),
+                json!([device()]), Some("NewOutputs"), (200, answer("the outputs", "Outputs")),
+                &[400, 404]),
+        },
         "/v1/devices/{id}/group": { "put": op("Moves it to a group, or out of any",
             Some("admin"), json!([device()]), Some("Membership"), no_content("moved"),
             &[404, 409]) },

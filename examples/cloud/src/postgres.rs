@@ -24,9 +24,9 @@ use crate::access::{Group, Role, Token};
 use crate::rules::Rule;
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
-    command_columns, command_of, decode_into, key_of, number, AlertRow, ChannelRow, CloudStore,
-    CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery,
-    ReportedConfig, Span, StoreError, StoredReading,
+    command_columns, command_of, decode_into, key_of, number, outputs_of, AlertRow, ChannelRow,
+    CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, OutputRow,
+    ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
 };
 
 /// The schema at version 2; [`V3`] to [`V9`] bring it to
@@ -149,6 +149,12 @@ CREATE TABLE rule_firings (
     id BIGSERIAL PRIMARY KEY, rule BIGINT NOT NULL, start_ms BIGINT NOT NULL,
     end_ms BIGINT NOT NULL, fired_ms BIGINT NOT NULL);
 CREATE INDEX rule_firings_by_rule ON rule_firings (rule, start_ms);
+";
+
+/// From version 10 to 11: the outputs of a device, as the operator names
+/// them (a JSON array of `{"output", "name"}`).
+const V11: &str = "
+CREATE TABLE outputs (device BIGINT PRIMARY KEY, list TEXT NOT NULL);
 ";
 
 /// From version 9 to 10: what each channel of a device measures, as it
@@ -1050,6 +1056,23 @@ impl CloudStore for PgStore {
             .collect()
     }
 
+    fn set_outputs(&mut self, device: u64, outputs: &[OutputRow]) -> Result<(), StoreError> {
+        let list = serde_json::to_string(outputs).map_err(|e| StoreError::Failed(e.to_string()))?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO outputs VALUES ($1, $2) ON CONFLICT (device) DO UPDATE SET list = $2",
+                &[&i(device), &list],
+            )
+        })
+        .map(drop)
+    }
+
+    fn outputs(&mut self, device: u64) -> Result<Vec<OutputRow>, StoreError> {
+        let row = self
+            .with(|c| c.query_opt("SELECT list FROM outputs WHERE device = $1", &[&i(device)]))?;
+        outputs_of(row.map(|r| r.get(0)))
+    }
+
     fn channels(&mut self, device: u64) -> Result<Vec<ChannelRow>, StoreError> {
         let rows = self.with(|c| {
             c.query(
@@ -1639,6 +1662,7 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         (8, V8),
         (9, V9),
         (10, V10),
+        (11, V11),
     ] {
         if version < to {
             tx.batch_execute(sql).map_err(db_error)?;

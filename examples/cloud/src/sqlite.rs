@@ -28,13 +28,13 @@ use telemark_server::{
 use crate::access::{Group, Role, Token};
 use crate::rules::Rule;
 use crate::store::{
-    command_columns, command_of, decode_into, key_of, number, AlertRow, ChannelRow, CloudStore,
-    CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, ReadingQuery,
-    ReportedConfig, Span, StoreError, StoredReading,
+    command_columns, command_of, decode_into, key_of, number, outputs_of, AlertRow, ChannelRow,
+    CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, OutputRow,
+    ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
 };
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// Version 1: the schema of `telemark-gateway`.
 const V1: &str = "
@@ -195,6 +195,12 @@ CREATE TABLE channels (
     device INTEGER NOT NULL, channel INTEGER NOT NULL, unit INTEGER NOT NULL,
     kind TEXT NOT NULL, decimals INTEGER NOT NULL, received_ms INTEGER NOT NULL,
     PRIMARY KEY (device, channel));
+";
+
+/// Version 11: the outputs of a device, as the operator names them (a
+/// JSON array of `{"output", "name"}`).
+const V11: &str = "
+CREATE TABLE outputs (device INTEGER PRIMARY KEY, list TEXT NOT NULL);
 ";
 
 /// SQLite errors, by what the caller can do about them.
@@ -959,6 +965,30 @@ impl CloudStore for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(db_error)
     }
 
+    fn set_outputs(&mut self, device: u64, outputs: &[OutputRow]) -> Result<(), StoreError> {
+        let list = serde_json::to_string(outputs).map_err(|e| StoreError::Failed(e.to_string()))?;
+        self.db
+            .execute(
+                "INSERT INTO outputs VALUES (?1, ?2) ON CONFLICT (device) DO UPDATE SET list = ?2",
+                params![i(device), list],
+            )
+            .map(drop)
+            .map_err(db_error)
+    }
+
+    fn outputs(&mut self, device: u64) -> Result<Vec<OutputRow>, StoreError> {
+        let list: Option<String> = self
+            .db
+            .query_row(
+                "SELECT list FROM outputs WHERE device = ?1",
+                params![i(device)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_error)?;
+        outputs_of(list)
+    }
+
     fn channels(&mut self, device: u64) -> Result<Vec<ChannelRow>, StoreError> {
         let mut stmt = self
             .db
@@ -1544,6 +1574,7 @@ fn migrate(db: &mut Connection) -> Result<(), StoreError> {
         (8, V8),
         (9, V9),
         (10, V10),
+        (11, V11),
     ] {
         if version >= to {
             continue;

@@ -195,6 +195,26 @@ impl ChannelRow {
     }
 }
 
+/// One of a device's outputs, as the operator names it: what a command's
+/// `set_output` sets, and what the dashboard and Home Assistant show.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRow {
+    /// The output's number, as `set_output` takes it.
+    pub output: u8,
+    /// Its name (`burner`, `pump`).
+    pub name: String,
+}
+
+/// The outputs a stored list names; none if no list was stored.
+pub fn outputs_of(list: Option<String>) -> Result<Vec<OutputRow>, StoreError> {
+    match list {
+        None => Ok(Vec::new()),
+        Some(list) => serde_json::from_str(&list)
+            .map_err(|e| StoreError::Failed(format!("a device's outputs: {e}"))),
+    }
+}
+
 /// What a device last said of its config: its latest config report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ReportedConfig {
@@ -418,6 +438,12 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
 
     /// The alerts of `device`, latest first, at most `limit`.
     fn alerts(&mut self, device: u64, limit: u32) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// Names `device`'s outputs, in place of those it had.
+    fn set_outputs(&mut self, device: u64, outputs: &[OutputRow]) -> Result<(), StoreError>;
+
+    /// `device`'s outputs, as last named.
+    fn outputs(&mut self, device: u64) -> Result<Vec<OutputRow>, StoreError>;
 
     /// `device`'s channels as it last reported them, by channel.
     fn channels(&mut self, device: u64) -> Result<Vec<ChannelRow>, StoreError>;

@@ -1600,10 +1600,72 @@ impl Watcher {
 async fn home_assistant_discovers_the_devices_channels() {
     let service = Service::start_with("home-assistant", &["--home-assistant"]);
     let (id, mut engine) = provision(&service, "boiler-ha").await;
+    let (status, v) = call(
+        reqwest::Method::PUT,
+        &service.url(&format!("/v1/devices/{id}/outputs")),
+        Some(json!({"outputs": [{"output": 1, "name": "burner"}]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // A switch for the named output: Home Assistant turns it on before
+    // the device is heard, and the command waits for it.
+    let switch = format!("homeassistant/switch/telemark_{id}_out1/config");
+    let switched = format!("telemark/v1/{id}/ha/output/1/state");
+    let live = Watcher::start(
+        &service.mqtt,
+        "home-assistant-live",
+        &["homeassistant/#", "telemark/v1/+/ha/#"],
+    )
+    .await;
+    live.wait("the switch's config", |ha| !ha.on(&switch).is_empty())
+        .await;
+    let s: Value = serde_json::from_str(&live.on(&switch)[0].0).unwrap();
+    assert_eq!(
+        (&s["name"], &s["command_topic"], &s["state_topic"]),
+        (
+            &json!("burner"),
+            &json!(format!("telemark/v1/{id}/ha/output/1/set")),
+            &json!(switched)
+        ),
+        "{s}"
+    );
+    live.client
+        .publish(
+            format!("telemark/v1/{id}/ha/output/1/set"),
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            "ON",
+        )
+        .await
+        .unwrap();
+    let commands = service.url(&format!("/v1/devices/{id}/commands"));
+    for _ in 0..100 {
+        if get(&commands).await["commands"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(RealDuration::from_millis(100)).await;
+    }
+    assert!(
+        live.on(&switched).is_empty(),
+        "the switch followed the request, not the device"
+    );
+
     let mut config = telemark_mqtt::host::HostConfig::new(id, vec![service.mqtt.clone()]);
     config.mtu = MTU;
     let mut link = telemark_mqtt::host::HostLink::new(config).unwrap();
-    run_mqtt(&mut engine, &mut link, 11, Instant::from_millis(3_600_000)).await;
+    let boiler = run_mqtt(&mut engine, &mut link, 11, Instant::from_millis(3_600_000)).await;
+    assert_eq!(
+        boiler.last_output,
+        Some((1, 1)),
+        "the switch reached the device"
+    );
+    live.wait("the switch on, as the device said", |ha| {
+        ha.on(&switched).last().is_some_and(|(p, _)| p == "ON")
+    })
+    .await;
 
     // Home Assistant starts after the device: it finds everything retained.
     let sensor = format!("homeassistant/sensor/telemark_{id}_1/config");
@@ -1617,7 +1679,15 @@ async fn home_assistant_discovers_the_devices_channels() {
         &["homeassistant/#", "telemark/v1/+/ha/#"],
     )
     .await;
-    let topics = [&sensor, &counter, &alert, &state, &availability];
+    let topics = [
+        &sensor,
+        &counter,
+        &alert,
+        &state,
+        &availability,
+        &switch,
+        &switched,
+    ];
     ha.wait("every retained topic", |ha| {
         topics
             .iter()
@@ -1691,7 +1761,7 @@ async fn home_assistant_discovers_the_devices_channels() {
     .await;
     assert!(status.is_success(), "{status}");
     ha.wait("empty configs for a revoked device", |ha| {
-        [&sensor, &counter, &alert]
+        [&sensor, &counter, &alert, &switch]
             .iter()
             .all(|t| ha.on(t).last().is_some_and(|(p, _)| p.is_empty()))
     })
