@@ -611,6 +611,36 @@ impl ConfigUpdate {
         Ok(())
     }
 
+    /// Checks the update's channels against the device's own, as `kind_of`
+    /// gives them (`None`: the device has no such channel), with the
+    /// errors [`ConfigUpdate::apply`] gives: a channel the device lacks,
+    /// decimals on a channel that is not scaled. A server that knows the
+    /// device's channels (from its channel reports) runs it after
+    /// [`ConfigUpdate::check`].
+    ///
+    /// ```
+    /// use telemark_core::channel::ValueKind;
+    /// use telemark_core::config::{ConfigError, ConfigUpdate};
+    /// use telemark_core::model::ChannelId;
+    /// // {0: 5, 12: [{0: 2, 2: 1}]}: one decimal on channel 2.
+    /// let update = ConfigUpdate::parse(&[0xa2, 0x00, 0x05, 0x0c, 0x81, 0xa2, 0x00, 0x02, 0x02, 0x01]).unwrap();
+    /// let counter = |c: ChannelId| (c == ChannelId(2)).then_some(ValueKind::Counter);
+    /// assert_eq!(update.check_channels(counter), Err(ConfigError::OutOfRange(2)));
+    /// assert_eq!(update.check_channels(|_| None), Err(ConfigError::UnknownChannel(ChannelId(2))));
+    /// ```
+    pub fn check_channels(
+        &self,
+        kind_of: impl Fn(ChannelId) -> Option<ValueKind>,
+    ) -> Result<(), ConfigError> {
+        for u in &self.channels {
+            let kind = kind_of(u.id).ok_or(ConfigError::UnknownChannel(u.id))?;
+            if u.decimals.is_some() && !matches!(kind, ValueKind::Scaled { .. }) {
+                return Err(ConfigError::OutOfRange(2));
+            }
+        }
+        Ok(())
+    }
+
     /// The config that results from applying this update to `current`, if
     /// every setting is valid; `current` is not touched.
     pub fn apply<const CH: usize>(
@@ -952,6 +982,16 @@ mod tests {
                 }
                 if let Err(e) = update.check() {
                     prop_assert_eq!(update.apply(&current), Err(e));
+                }
+                // Against the device's channels, as a server knows them.
+                let kind_of = |c: ChannelId| {
+                    current.channels.iter().find(|s| s.id == c).map(|s| s.kind)
+                };
+                if let Err(e) = update.check_channels(kind_of) {
+                    prop_assert!(
+                        update.merge(&current).is_err(),
+                        "check_channels refused ({e}) what the device merges"
+                    );
                 }
             }
         }

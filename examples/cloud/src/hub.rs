@@ -24,7 +24,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use telemark_core::config::{ConfigError, ConfigUpdate};
-use telemark_core::model::Reading;
+use telemark_core::model::{ChannelId, Reading};
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::Report;
 use telemark_core::wire::seal::{Header, Key};
@@ -647,6 +647,8 @@ impl Hub {
     /// It is checked first by the core's own validator
     /// ([`ConfigUpdate::parse`], then [`ConfigUpdate::check`]): an update
     /// it refuses the device would refuse with the same [`ConfigError`].
+    /// Once the device has reported its channels, the update's channels
+    /// are checked against them too ([`ConfigUpdate::check_channels`]).
     /// What depends on the config the device runs is the device's to
     /// refuse, and comes back in its config report.
     pub fn queue_config(&mut self, device: u64, cbor: &[u8]) -> Result<u32, HubError> {
@@ -654,6 +656,17 @@ impl Hub {
         let update = ConfigUpdate::parse(cbor)
             .and_then(|u| u.check().map(|()| u))
             .map_err(HubError::Config)?;
+        // Against its channels, once it has reported them.
+        let channels = self.store.channels(device)?;
+        if !channels.is_empty() {
+            let kind_of = |c: ChannelId| {
+                channels
+                    .iter()
+                    .find(|row| row.channel == c.0)
+                    .map(|row| row.kind)
+            };
+            update.check_channels(kind_of).map_err(HubError::Config)?;
+        }
         let version = update.version();
         if let Some(current) = self.store.desired_config(device)? {
             if version <= current.version {

@@ -230,6 +230,32 @@ async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker()
         ]),
         "{channels}"
     );
+    // A config for a channel it lacks, or decimals on its counter, is
+    // refused at the API, as the device would refuse it.
+    for (cbor, reason, config) in [
+        // {0: 12, 12: [{0: 7, 1: 60}]}
+        (
+            "a2000c0c81a2000701183c",
+            "no channel ch7",
+            json!({"code": 4, "detail": 7}),
+        ),
+        // {0: 12, 12: [{0: 2, 2: 1}]}
+        (
+            "a2000c0c81a200020201",
+            "config key 2 out of range",
+            json!({"code": 5, "detail": 2}),
+        ),
+    ] {
+        let (status, v) = call(
+            reqwest::Method::PUT,
+            &service.url(&format!("/v1/devices/{id}/config")),
+            Some(json!({ "cbor": cbor })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(reason), "{v}");
+        assert_eq!(v["config"], config, "{v}");
+    }
 
     link.power(false).await.unwrap();
     // Its logs are a JSON object a line; the last says what it stored.
