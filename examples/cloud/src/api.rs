@@ -19,6 +19,7 @@
 //! | `POST /v1/devices/{id}/rotate` | a new key, sent to the device (sealed with its current one) until it uses it; a device with a flash store keeps it |
 //! | `GET /v1/devices/{id}/readings` | `?channel=&from=&to=` (Unix ms; the last day by default), `&points=N` to downsample |
 //! | `GET /v1/devices/{id}/alerts` | `?limit=N` (100 by default, at most 10,000): the latest alerts |
+//! | `GET /v1/devices/{id}/health` | its latest heartbeat: uptime, readings sampled and sent, bytes on air, retries, evictions, sensor faults, store depth, reset reason, wake-ups |
 //! | `GET /v1/devices/{id}/outputs` | the device's outputs, as named: `{"outputs": [{"output": 1, "name": "burner"}]}` |
 //! | `PUT /v1/devices/{id}/outputs` (operate) | names them, in place of the names they had |
 //! | `GET /v1/devices/{id}/channels` | what each channel measures, as the device reported it: unit, kind, decimals, and the `scale` of a scaled channel's readings |
@@ -106,6 +107,7 @@ impl Api {
             .route("/v1/devices/{id}/readings", get(readings))
             .route("/v1/devices/{id}/alerts", get(alerts))
             .route("/v1/devices/{id}/channels", get(channels))
+            .route("/v1/devices/{id}/health", get(health))
             .route("/v1/devices/{id}/outputs", get(outputs).put(set_outputs))
             .route("/v1/devices/{id}/events", get(events))
             .route("/v1/devices/{id}/commands", get(commands).post(command))
@@ -739,6 +741,20 @@ pub fn channel_view(c: &ChannelRow) -> serde_json::Value {
         "decimals": decimals,
         "scale": 10f64.powi(-i32::from(decimals)),
     })
+}
+
+async fn health(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+    DeviceId(id): DeviceId,
+) -> Result<Response, Problem> {
+    let health = api
+        .run(move |hub| {
+            visible(hub, caller, id)?;
+            Ok(hub.store().health(id)?)
+        })
+        .await?;
+    Ok(Json(json!({ "health": health })).into_response())
 }
 
 async fn channels(

@@ -44,6 +44,41 @@ pub fn run(mut fresh: impl FnMut() -> Box<dyn CloudStore>) {
     notifications_are_kept_and_delivered_in_order(fresh());
     rules_fire_on_runs_in_their_unix_time(fresh());
     channels_are_kept_as_reported(fresh());
+    health_is_the_latest_heartbeat(fresh());
+}
+
+/// A device's health is its latest heartbeat, in the Unix time it was
+/// sent.
+pub fn health_is_the_latest_heartbeat(store: Box<dyn CloudStore>) {
+    use telemark_core::wire::report::{Heartbeat, ResetReason};
+    let mut hub = hub(store);
+    let p = add(&mut hub, "beating");
+    assert_eq!(ok(hub.store().health(p.device.id)), None);
+    let beat = |uptime_s, queue_depth| Heartbeat {
+        uptime_s,
+        sampled: 120,
+        sent_readings: 100,
+        bytes_on_air: 2_000,
+        retries: 3,
+        evicted: 0,
+        decimated: 0,
+        sensor_faults: 1,
+        queue_depth,
+        reset_reason: ResetReason::PowerOn,
+        wakeups: 9,
+    };
+    for (counter, b) in [(1u32, beat(60, 7)), (2, beat(90, 2))] {
+        let frame = report_frame(
+            &p,
+            counter,
+            counter - 1,
+            Report::Heartbeat(b),
+            Severity::Info,
+        );
+        assert!(hub.receive(&frame, RECEIVED).is_some());
+    }
+    let health = ok(hub.store().health(p.device.id));
+    assert_eq!(health.map(|h| h.heartbeat), Some(beat(90, 2)));
 }
 
 /// A device's channels are kept as it reports them, the latest report of

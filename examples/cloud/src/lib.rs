@@ -63,7 +63,8 @@ pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, SCHEMA_VERSION};
 pub use store::{
     AlertRow, ChannelRow, CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow,
-    NotificationRow, OutputRow, ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
+    HealthRow, NotificationRow, OutputRow, ReadingQuery, ReportedConfig, Span, StoreError,
+    StoredReading,
 };
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -212,6 +212,15 @@ fn schemas() -> Value {
             "decimals": int, "scale": { "type": "number" },
         })),
         "Channels": list("channels", "Channel"),
+        "HealthRow": object(&["uptime_s", "sampled", "sent_readings", "bytes_on_air", "retries",
+            "evicted", "decimated", "sensor_faults", "queue_depth", "reset_reason", "wakeups"], json!({
+            "unix_ms": nullable("integer"), "uptime_s": int, "sampled": int, "sent_readings": int,
+            "bytes_on_air": int, "retries": int, "evicted": int, "decimated": int,
+            "sensor_faults": int, "queue_depth": int, "reset_reason": string, "wakeups": int,
+        })),
+        "DeviceHealth": object(&["health"], json!({
+            "health": { "allOf": [schema("HealthRow")], "nullable": true },
+        })),
         "Event": object(&["kind", "unix_ms", "detail"], json!({
             "kind": string, "unix_ms": int, "detail": string,
         })),
@@ -380,6 +389,9 @@ pub fn document() -> Value {
             None, (200, answer("the readings", "Readings")), &[400, 404]) },
         "/v1/devices/{id}/alerts": { "get": op("The latest alerts", Some("read"),
             json!([device(), limit()]), None, (200, answer("the alerts", "Alerts")), &[400, 404]) },
+        "/v1/devices/{id}/health": { "get": op(
+            "Its latest heartbeat: its store depth and health counters", Some("read"),
+            json!([device()]), None, (200, answer("the health", "DeviceHealth")), &[400, 404]) },
         "/v1/devices/{id}/channels": { "get": op(
             "What each channel measures, as the device reported it: unit, kind, and the scale \
              of a scaled channel's readings", Some("read"), json!([device()]), None,

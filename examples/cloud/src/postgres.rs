@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row, Statement};
 use telemark_core::wire::frame::Command;
-use telemark_core::wire::report::{KeyStatus, Report};
+use telemark_core::wire::report::{Heartbeat, KeyStatus, Report};
 use telemark_core::wire::seal::Key;
 use telemark_core::wire::{Epoch, Lane};
 use telemark_server::{
@@ -24,9 +24,10 @@ use crate::access::{Group, Role, Token};
 use crate::rules::Rule;
 use crate::sqlite::SCHEMA_VERSION;
 use crate::store::{
-    command_columns, command_of, decode_into, key_of, number, outputs_of, AlertRow, ChannelRow,
-    CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, OutputRow,
-    ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
+    command_columns, command_of, decode_into, key_of, number, outputs_of, reset_reason_of,
+    AlertRow, ChannelRow, CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow,
+    HealthRow, NotificationRow, OutputRow, ReadingQuery, ReportedConfig, Span, StoreError,
+    StoredReading,
 };
 
 /// The schema at version 2; [`V3`] to [`V9`] bring it to
@@ -1095,6 +1096,36 @@ impl CloudStore for PgStore {
             ));
         }
         Ok(out)
+    }
+
+    fn health(&mut self, device: u64) -> Result<Option<HealthRow>, StoreError> {
+        let row = self.with(|c| {
+            c.query_opt(
+                "SELECT unix_ms, uptime_s, sampled, sent_readings, bytes_on_air, retries, evicted, decimated, sensor_faults, queue_depth, reset_reason, wakeups FROM heartbeats WHERE device = $1 \
+                 ORDER BY unix_ms DESC NULLS LAST, epoch DESC, seq DESC LIMIT 1",
+                &[&i(device)],
+            )
+        })?;
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let n = |k: usize| small::<u32>(r.get::<_, i64>(k), "heartbeat");
+        Ok(Some(HealthRow {
+            unix_ms: r.get(0),
+            heartbeat: Heartbeat {
+                uptime_s: n(1)?,
+                sampled: n(2)?,
+                sent_readings: n(3)?,
+                bytes_on_air: n(4)?,
+                retries: n(5)?,
+                evicted: n(6)?,
+                decimated: n(7)?,
+                sensor_faults: n(8)?,
+                queue_depth: n(9)?,
+                reset_reason: reset_reason_of(r.get(10)),
+                wakeups: n(11)?,
+            },
+        }))
     }
 
     fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use telemark_core::wire::frame::Command;
-use telemark_core::wire::report::{KeyStatus, Report};
+use telemark_core::wire::report::{Heartbeat, KeyStatus, Report};
 use telemark_core::wire::seal::Key;
 use telemark_core::wire::{Epoch, Lane};
 use telemark_server::{
@@ -28,9 +28,10 @@ use telemark_server::{
 use crate::access::{Group, Role, Token};
 use crate::rules::Rule;
 use crate::store::{
-    command_columns, command_of, decode_into, key_of, number, outputs_of, AlertRow, ChannelRow,
-    CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow, NotificationRow, OutputRow,
-    ReadingQuery, ReportedConfig, Span, StoreError, StoredReading,
+    command_columns, command_of, decode_into, key_of, number, outputs_of, reset_reason_of,
+    AlertRow, ChannelRow, CloudStore, CommandRow, DeliveryRow, Device, DeviceKey, EventRow,
+    HealthRow, NotificationRow, OutputRow, ReadingQuery, ReportedConfig, Span, StoreError,
+    StoredReading,
 };
 
 /// The schema version this build writes.
@@ -1014,6 +1015,36 @@ impl CloudStore for SqliteStore {
             out.extend(ChannelRow::of_columns(channel, unit, &kind, decimals));
         }
         Ok(out)
+    }
+
+    fn health(&mut self, device: u64) -> Result<Option<HealthRow>, StoreError> {
+        self.db
+            .prepare_cached(
+                "SELECT unix_ms, uptime_s, sampled, sent_readings, bytes_on_air, retries, evicted, decimated, sensor_faults, queue_depth, reset_reason, wakeups FROM heartbeats WHERE device = ?1 \
+                 ORDER BY unix_ms IS NULL, unix_ms DESC, rowid DESC LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![i(device)], |r| {
+                    Ok(HealthRow {
+                        unix_ms: r.get(0)?,
+                        heartbeat: Heartbeat {
+                            uptime_s: r.get(1)?,
+                            sampled: r.get(2)?,
+                            sent_readings: r.get(3)?,
+                            bytes_on_air: r.get(4)?,
+                            retries: r.get(5)?,
+                            evicted: r.get(6)?,
+                            decimated: r.get(7)?,
+                            sensor_faults: r.get(8)?,
+                            queue_depth: r.get(9)?,
+                            reset_reason: reset_reason_of(r.get(10)?),
+                            wakeups: r.get(11)?,
+                        },
+                    })
+                })
+                .optional()
+            })
+            .map_err(db_error)
     }
 
     fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError> {

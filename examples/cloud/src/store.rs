@@ -15,6 +15,7 @@ use telemark_core::channel::{Unit, ValueKind};
 use telemark_core::codec::CompactCodec;
 use telemark_core::model::{ChannelId, Reading, Value};
 use telemark_core::wire::frame::Command;
+use telemark_core::wire::report::{Heartbeat, ResetReason};
 use telemark_core::wire::seal::Key;
 use telemark_server::{Contents, DesiredConfig, NewRecord, Store};
 
@@ -213,6 +214,23 @@ pub fn outputs_of(list: Option<String>) -> Result<Vec<OutputRow>, StoreError> {
         Some(list) => serde_json::from_str(&list)
             .map_err(|e| StoreError::Failed(format!("a device's outputs: {e}"))),
     }
+}
+
+/// A device's health: its latest heartbeat, and the Unix time it was sent
+/// (none if the boot had no anchor yet).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HealthRow {
+    /// When it was sent, Unix ms.
+    pub unix_ms: Option<i64>,
+    /// Its counters; `queue_depth` is the store depth.
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
+}
+
+/// A reset reason as the stores keep it (its name); one this build does
+/// not know reads as `Unknown`.
+pub fn reset_reason_of(name: String) -> ResetReason {
+    serde_json::from_value(serde_json::Value::String(name)).unwrap_or_default()
 }
 
 /// What a device last said of its config: its latest config report.
@@ -447,6 +465,9 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
 
     /// `device`'s channels as it last reported them, by channel.
     fn channels(&mut self, device: u64) -> Result<Vec<ChannelRow>, StoreError>;
+
+    /// `device`'s latest heartbeat, if it sent one.
+    fn health(&mut self, device: u64) -> Result<Option<HealthRow>, StoreError>;
 
     /// `device`'s latest config report, if it sent one.
     fn reported_config(&mut self, device: u64) -> Result<Option<ReportedConfig>, StoreError>;

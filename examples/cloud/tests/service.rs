@@ -230,6 +230,14 @@ async fn a_device_provisioned_through_the_api_reports_over_the_embedded_broker()
         ]),
         "{channels}"
     );
+    // Its health: the latest heartbeat, with its store depth.
+    let health = get(&service.url(&format!("/v1/devices/{id}/health"))).await;
+    assert_eq!(health["health"]["reset_reason"], "PowerOn", "{health}");
+    assert!(health["health"]["queue_depth"].is_u64(), "{health}");
+    assert!(
+        health["health"]["sampled"].as_u64().unwrap() > 0,
+        "{health}"
+    );
     // A config for a channel it lacks, or decimals on its counter, is
     // refused at the API, as the device would refuse it.
     for (cbor, reason, config) in [
