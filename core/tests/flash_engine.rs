@@ -100,22 +100,31 @@ fn records_config_and_numbering_survive_a_reboot() {
         engine.config().engine.uplink.report_interval,
         Duration::from_mins(15)
     );
-    // Every record kept, and the boot's report of the config in force.
-    assert_eq!(engine.store().len(), before + 1);
-    let newest = (0..engine.store().len())
+    // Every record kept, and the boot's reports: the config in force, then
+    // what its channel measures.
+    assert_eq!(engine.store().len(), before + 2);
+    let mut records: Vec<_> = (0..engine.store().len())
         .map(|n| {
             let r = engine.store_mut().peek(n).unwrap().unwrap();
             (r.seq, Report::decode(r.payload))
         })
-        .max_by_key(|(seq, _)| *seq)
-        .unwrap();
+        .collect();
+    records.sort_by_key(|(seq, _)| *seq);
+    let newest: Vec<_> = records.into_iter().rev().take(2).map(|(_, r)| r).collect();
     assert_eq!(
-        newest.1,
-        Ok(Report::ConfigStatus {
-            version: 2,
-            code: 0,
-            detail: 0
-        })
+        newest,
+        [
+            Ok(Report::Channel {
+                channel: LEVEL.id,
+                unit: LEVEL.unit,
+                kind: LEVEL.kind
+            }),
+            Ok(Report::ConfigStatus {
+                version: 2,
+                code: 0,
+                detail: 0
+            }),
+        ]
     );
     assert!(engine.store().next_seq() > next);
 

@@ -19,6 +19,8 @@
 //! | `POST /v1/devices/{id}/rotate` | a new key, sent to the device (sealed with its current one) until it uses it; a device with a flash store keeps it |
 //! | `GET /v1/devices/{id}/readings` | `?channel=&from=&to=` (Unix ms; the last day by default), `&points=N` to downsample |
 //! | `GET /v1/devices/{id}/alerts` | `?limit=N` (100 by default, at most 10,000): the latest alerts |
+//! | `GET /v1/stream` | `?device=ID`: server-sent events of each record stored from now on ([`crate::stream`]) |
+//! | `GET /v1/whoami` | the token's role and scope |
 //! | `GET /v1/devices/{id}/health` | its latest heartbeat: uptime, readings sampled and sent, bytes on air, retries, evictions, sensor faults, store depth, reset reason, wake-ups |
 //! | `GET /v1/devices/{id}/outputs` | the device's outputs, as named: `{"outputs": [{"output": 1, "name": "burner"}]}` |
 //! | `PUT /v1/devices/{id}/outputs` (operate) | names them, in place of the names they had |
@@ -68,6 +70,10 @@ pub const MAX_POINTS: usize = 10_000;
 pub struct Api {
     hub: HubHandle,
     admin_token: Arc<str>,
+    events: Option<tokio::sync::broadcast::Sender<crate::stream::Event>>,
+    /// Turns true when the service stops: streams end, so that the
+    /// server's graceful shutdown does not wait on them.
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Api {
@@ -76,7 +82,22 @@ impl Api {
         Api {
             hub,
             admin_token: admin_token.into(),
+            events: None,
+            closing: None,
         }
+    }
+
+    /// Serves `GET /v1/stream` from `events` ([`crate::stream::channel`],
+    /// its watcher on the hub), each stream ending when `closing` turns
+    /// true.
+    pub fn with_stream(
+        mut self,
+        events: tokio::sync::broadcast::Sender<crate::stream::Event>,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Api {
+        self.events = Some(events);
+        self.closing = Some(closing);
+        self
     }
 
     /// The routes.
@@ -107,6 +128,8 @@ impl Api {
             .route("/v1/devices/{id}/readings", get(readings))
             .route("/v1/devices/{id}/alerts", get(alerts))
             .route("/v1/devices/{id}/channels", get(channels))
+            .route("/v1/stream", get(stream))
+            .route("/v1/whoami", get(whoami))
             .route("/v1/devices/{id}/health", get(health))
             .route("/v1/devices/{id}/outputs", get(outputs).put(set_outputs))
             .route("/v1/devices/{id}/events", get(events))
@@ -741,6 +764,90 @@ pub fn channel_view(c: &ChannelRow) -> serde_json::Value {
         "decimals": decimals,
         "scale": 10f64.powi(-i32::from(decimals)),
     })
+}
+
+/// What the token may do, so that a page shows only what it may use.
+async fn whoami(Allowed(caller, _): Allowed<ToRead>) -> Response {
+    Json(json!({"role": caller.role.as_str(), "scope": caller.scope})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    device: Option<u64>,
+}
+
+/// Server-sent events of every record stored from now on, of the devices
+/// the caller sees (or of `?device=ID` alone): [`crate::stream`].
+async fn stream(
+    State(api): State<Api>,
+    Allowed(caller, _): Allowed<ToRead>,
+    Params(q): Params<StreamQuery>,
+) -> Result<Response, Problem> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let (Some(events), Some(closing)) = (api.events.clone(), api.closing.clone()) else {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no stream on this service",
+        ));
+    };
+    if let Some(id) = q.device {
+        api.run(move |hub| Ok(visible(hub, caller, id).map(drop)?))
+            .await?;
+    }
+    let only = q.device;
+    // Whether the caller sees a device, asked once per device.
+    let seen: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
+    let state = (events.subscribe(), api.hub.clone(), seen, closing);
+    let stream = futures_util::stream::unfold(
+        state,
+        move |(mut rx, hub, mut seen, mut closing)| async move {
+            loop {
+                if *closing.borrow() {
+                    return None;
+                }
+                let received = tokio::select! {
+                    received = rx.recv() => received,
+                    _ = closing.changed() => return None,
+                };
+                let event = match received {
+                    Ok(event) => event,
+                    Err(RecvError::Lagged(n)) => {
+                        let lagged = Event::default().event("lagged").data(n.to_string());
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(lagged),
+                            (rx, hub, seen, closing),
+                        ));
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                let device = event.0;
+                if only.is_some_and(|id| id != device) {
+                    continue;
+                }
+                let sees = match (caller.scope, seen.get(&device)) {
+                    (None, _) => true,
+                    (Some(_), Some(&sees)) => sees,
+                    (Some(_), None) => {
+                        let sees = hub
+                            .call(move |hub| visible(hub, caller, device).is_ok())
+                            .await
+                            .unwrap_or(false);
+                        seen.insert(device, sees);
+                        sees
+                    }
+                };
+                if sees {
+                    let data = Event::default().data(event.1.as_str());
+                    return Some((Ok(data), (rx, hub, seen, closing)));
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 async fn health(

@@ -413,7 +413,7 @@ impl Publisher {
         };
         match stored {
             Stored::Readings(readings) => {
-                for r in readings {
+                for r in readings.iter().map(|t| t.reading) {
                     if let Some(c) = known.channels.get(&r.channel.0) {
                         known.values.insert(r.channel.0, in_unit(r.value, c.kind));
                     }

@@ -24,12 +24,14 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use telemark_core::config::{ConfigError, ConfigUpdate};
-use telemark_core::model::{ChannelId, Reading};
+use telemark_core::model::ChannelId;
 use telemark_core::wire::frame::Command;
 use telemark_core::wire::report::Report;
 use telemark_core::wire::seal::{Header, Key};
 use telemark_core::wire::{Epoch, Seq};
-use telemark_server::{Contents, Counters, Keyring, Received, Refusal, RotateError, Server};
+use telemark_server::{
+    Contents, Counters, Keyring, Received, Refusal, RotateError, Server, TimedReading,
+};
 
 use crate::notify;
 use crate::rules::{Rule, RuleSpec};
@@ -79,8 +81,9 @@ impl From<StoreError> for HubError {
 /// What a stored record held, as shown to a [`Hub::watch`]er.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stored {
-    /// A block of readings.
-    Readings(Vec<Reading>),
+    /// A block of readings, each with its Unix time where its boot is
+    /// anchored.
+    Readings(Vec<TimedReading>),
     /// An alert, a heartbeat, a config status, a command result, a crash.
     Report(Report),
     /// An alert-lane payload of no known report; it is kept raw.
@@ -943,7 +946,7 @@ impl Hub {
         }
         for r in &received.batch.records {
             let stored = match &r.contents {
-                Contents::Readings(v) => Stored::Readings(v.iter().map(|t| t.reading).collect()),
+                Contents::Readings(v) => Stored::Readings(v.clone()),
                 Contents::Report { report, .. } => Stored::Report(*report),
                 Contents::Unknown => Stored::Undecodable,
             };

@@ -51,6 +51,7 @@ pub mod settings;
 pub mod silence;
 mod sqlite;
 mod store;
+pub mod stream;
 pub mod throttle;
 pub mod tls;
 

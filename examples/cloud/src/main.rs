@@ -42,7 +42,8 @@ use telemark_core::wire::report::Report;
 /// One line for a stored record.
 fn describe(device: u64, seq: Seq, stored: &Stored) -> String {
     match stored {
-        Stored::Readings(readings) => {
+        Stored::Readings(timed) => {
+            let readings: Vec<_> = timed.iter().map(|t| t.reading).collect();
             let mut line = format!("device {device} {seq}: {} readings", readings.len());
             if let (Some(first), Some(last)) = (readings.first(), readings.last()) {
                 line += &format!(" from {} to {}:", first.time, last.time);
@@ -167,6 +168,9 @@ fn serve(s: Settings) -> Result<(), String> {
     if s.verbose {
         hub.watch(|device, _, seq, stored| println!("{}", describe(device, seq, stored)));
     }
+    // What is stored goes to the API's stream, as it is stored.
+    let (events, streamer) = telemark_cloud::stream::channel();
+    hub.watch(streamer);
     // What is stored goes on to Home Assistant; if its publisher falls
     // behind, the next block brings the state again.
     let home_assistant = s.home_assistant.clone().map(|ha| {
@@ -256,7 +260,13 @@ fn serve(s: Settings) -> Result<(), String> {
         .thread_name("telemark-cloud")
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
-    let api = Api::new(hub.clone(), &token);
+    // Streams end when the service stops, before the server waits on them.
+    let (close, closing) = tokio::sync::watch::channel(false);
+    let api = Api::new(hub.clone(), &token).with_stream(events, closing);
+    let shutdown = move || async move {
+        stopped().await;
+        let _ = close.send(true);
+    };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(s.http)
@@ -353,12 +363,12 @@ fn serve(s: Settings) -> Result<(), String> {
                 let listener = telemark_cloud::tls::TlsListener::new(listener, config.clone())
                     .map_err(|e| format!("--http {}: {e}", s.http))?;
                 axum::serve(listener, api.router())
-                    .with_graceful_shutdown(stopped())
+                    .with_graceful_shutdown(shutdown())
                     .await
             }
             None => {
                 axum::serve(listener, api.router())
-                    .with_graceful_shutdown(stopped())
+                    .with_graceful_shutdown(shutdown())
                     .await
             }
         }

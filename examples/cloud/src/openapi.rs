@@ -218,6 +218,10 @@ fn schemas() -> Value {
             "bytes_on_air": int, "retries": int, "evicted": int, "decimated": int,
             "sensor_faults": int, "queue_depth": int, "reset_reason": string, "wakeups": int,
         })),
+        "Whoami": object(&["role"], json!({
+            "role": { "type": "string", "enum": ["read", "operate", "admin"] },
+            "scope": nullable("integer"),
+        })),
         "DeviceHealth": object(&["health"], json!({
             "health": { "allOf": [schema("HealthRow")], "nullable": true },
         })),
@@ -389,6 +393,8 @@ pub fn document() -> Value {
             None, (200, answer("the readings", "Readings")), &[400, 404]) },
         "/v1/devices/{id}/alerts": { "get": op("The latest alerts", Some("read"),
             json!([device(), limit()]), None, (200, answer("the alerts", "Alerts")), &[400, 404]) },
+        "/v1/whoami": { "get": op("What the token may do: its role and the group it is scoped to",
+            Some("read"), none(), None, (200, answer("the token's role", "Whoami")), &[]) },
         "/v1/devices/{id}/health": { "get": op(
             "Its latest heartbeat: its store depth and health counters", Some("read"),
             json!([device()]), None, (200, answer("the health", "DeviceHealth")), &[400, 404]) },

@@ -1802,3 +1802,72 @@ async fn home_assistant_discovers_the_devices_channels() {
     .await;
     service.terminate();
 }
+
+/// `GET /v1/stream` carries every record as it is stored: each reading the
+/// device took comes through once, with its Unix time, and the reports as
+/// what to read again. A device the caller cannot see is not found, and a
+/// stream still open does not hold up the service's stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_carries_every_record_as_it_is_stored() {
+    let service = Service::start("stream");
+    let who = get(&service.url("/v1/whoami")).await;
+    assert_eq!(who, json!({"role": "admin", "scope": null}));
+    let (id, mut engine) = provision(&service, "streamed").await;
+    let (status, _) = call(
+        reqwest::Method::GET,
+        &service.url("/v1/stream?device=424242"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let mut stream = client()
+        .get(service.url(&format!("/v1/stream?device={id}")))
+        .bearer_auth(TOKEN)
+        .timeout(RealDuration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut config = telemark_mqtt::host::HostConfig::new(id, vec![service.mqtt.clone()]);
+    config.mtu = MTU;
+    let mut link = telemark_mqtt::host::HostLink::new(config).unwrap();
+    run_mqtt(&mut engine, &mut link, 5, Instant::from_millis(3_600_000)).await;
+    let sampled = u64::from(engine.counters().sampled);
+
+    let (mut text, mut readings, mut reports) = (String::new(), 0u64, Vec::new());
+    while readings < sampled {
+        let chunk = tokio::time::timeout(RealDuration::from_secs(10), stream.chunk())
+            .await
+            .expect("the stream went quiet before every reading came")
+            .unwrap()
+            .expect("the stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let event: String = text.drain(..end + 2).collect();
+            let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(data).unwrap();
+            assert_eq!(v["device"], id, "{v}");
+            match v["type"].as_str() {
+                Some("readings") => {
+                    for r in v["readings"].as_array().unwrap() {
+                        assert!(r["unix_ms"].as_i64().is_some(), "{r}");
+                        readings += 1;
+                    }
+                }
+                Some("report") => reports.push(v["report"].as_str().unwrap().to_string()),
+                other => panic!("an event of type {other:?}: {v}"),
+            }
+        }
+    }
+    assert_eq!(readings, sampled, "each reading once");
+    assert!(reports.iter().any(|r| r == "channel"), "{reports:?}");
+    assert!(reports.iter().any(|r| r == "config"), "{reports:?}");
+    // Still open: the service stops all the same, and cleanly.
+    service.terminate();
+    drop(stream);
+}

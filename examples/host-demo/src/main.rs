@@ -151,7 +151,8 @@ fn clock(t: Instant) -> String {
 
 fn describe(device: u64, stored: &Stored) -> Option<String> {
     match stored {
-        Stored::Readings(readings) => {
+        Stored::Readings(timed) => {
+            let readings: Vec<_> = timed.iter().map(|t| t.reading).collect();
             let last = readings.last()?;
             let flow = readings.iter().rev().find(|r| r.channel.0 == 1);
             let celsius = match flow.map(|r| r.value) {
