@@ -1569,22 +1569,24 @@ async fn a_scoped_token_sees_and_commands_its_group_and_no_other() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "no such role");
 }
 
-/// A client that acts as Home Assistant: every message on `filters`,
-/// with its retain flag, as it arrives.
+/// A client that acts as Home Assistant: every message on its discovery
+/// prefix and the devices' Home Assistant topics, with its retain flag,
+/// as it arrives.
 struct Watcher {
     client: rumqttc::v5::AsyncClient,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, bool)>>>,
 }
 
 impl Watcher {
-    async fn start(broker: &(String, u16), name: &str, filters: &[&str]) -> Watcher {
+    async fn start(broker: &(String, u16), name: &str) -> Watcher {
+        let filters = ["homeassistant/#", "telemark/v1/+/ha/#"];
         use rumqttc::v5::mqttbytes::v5::Packet;
         use rumqttc::v5::{Event, MqttOptions};
         let options = MqttOptions::new(name, broker.0.clone(), broker.1);
         let (client, mut events) = rumqttc::v5::AsyncClient::new(options, 64);
         for f in filters {
             client
-                .subscribe(*f, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .subscribe(f, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
                 .await
                 .unwrap();
         }
@@ -1645,12 +1647,7 @@ async fn home_assistant_discovers_the_devices_channels() {
     // the device is heard, and the command waits for it.
     let switch = format!("homeassistant/switch/telemark_{id}_out1/config");
     let switched = format!("telemark/v1/{id}/ha/output/1/state");
-    let live = Watcher::start(
-        &service.mqtt,
-        "home-assistant-live",
-        &["homeassistant/#", "telemark/v1/+/ha/#"],
-    )
-    .await;
+    let live = Watcher::start(&service.mqtt, "home-assistant-live").await;
     live.wait("the switch's config", |ha| !ha.on(&switch).is_empty())
         .await;
     let s: Value = serde_json::from_str(&live.on(&switch)[0].0).unwrap();
@@ -1707,12 +1704,7 @@ async fn home_assistant_discovers_the_devices_channels() {
     let alert = format!("homeassistant/binary_sensor/telemark_{id}_1_alert/config");
     let state = format!("telemark/v1/{id}/ha/state");
     let availability = format!("telemark/v1/{id}/ha/availability");
-    let ha = Watcher::start(
-        &service.mqtt,
-        "home-assistant",
-        &["homeassistant/#", "telemark/v1/+/ha/#"],
-    )
-    .await;
+    let ha = Watcher::start(&service.mqtt, "home-assistant").await;
     let topics = [
         &sensor,
         &counter,
