@@ -135,6 +135,7 @@ impl Api {
             .route("/v1/devices/{id}/events", get(events))
             .route("/v1/devices/{id}/commands", get(commands).post(command))
             .route("/v1/devices/{id}/config", get(config).put(set_config))
+            .merge(crate::dashboard::router())
             .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "no such resource") })
             .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)

@@ -37,6 +37,7 @@ pub mod access;
 pub mod api;
 pub mod coap;
 pub mod conformance;
+pub mod dashboard;
 pub mod downsample;
 pub mod home_assistant;
 mod hub;
