@@ -4,7 +4,7 @@
 #   ./scripts/check.sh
 #
 # Installs what it needs (rustup targets and components; qemu-system-arm,
-# mosquitto and nats-server through apt-get where they are missing, and a
+# mosquitto, nats-server, chromium and npm through apt-get where they are missing, and a
 # NATS server on 127.0.0.1:4222 and PostgreSQL on 5432 where none runs), then runs, in order: rustfmt, clippy
 # (warnings denied), the whole test suite (with the QEMU firmware end to end
 # and the flash store's power-cut sweep), the no_std builds for Cortex-M0 and
@@ -108,6 +108,14 @@ cargo test -p telemark-core --features std,small --test wire_vectors --locked 2>
 
 step "schemathesis: generated requests to every operation of telemark-cloud's /openapi.json"
 bash scripts/api-check.sh target/debug/telemark-cloud 20
+
+step "the dashboard in headless Chromium, against telemark-cloud fed by the simulator (screenshots in target/dashboard)"
+# Debian's Chromium, driven by playwright-core from npm (tests/browser's lock file).
+need chromium chromium
+need npm npm
+(cd examples/cloud/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+cargo test -p telemark-cloud --test dashboard --locked -- --ignored 2>&1 | tee -a "$log"
+ls target/dashboard/*.png
 
 step "no_std builds"
 cargo build -p telemark-core --no-default-features --target thumbv6m-none-eabi --locked

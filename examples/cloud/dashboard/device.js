@@ -118,8 +118,10 @@ export function device(id, caller, signal) {
   }
   function all() {
     return Promise.all([
-      guarded(loadDevice, facts).then(() => guarded(loadChannels, chartList)),
-      guarded(loadFeed, feed),
+      // The feed writes alert values in their channel's unit.
+      guarded(loadDevice, facts)
+        .then(() => guarded(loadChannels, chartList))
+        .then(() => guarded(loadFeed, feed)),
       guarded(config.load, configBox),
       guarded(commands.load, commandBox),
     ]);
@@ -179,17 +181,24 @@ function chartsOf(id, list, span, signal, channelsNow, lastSeenNow) {
   });
   signal.addEventListener('abort', () => resize.disconnect());
 
+  // Each load supersedes the ones before it, which may still be reading.
+  let generation = 0;
+
   async function load() {
+    const mine = ++generation;
     const channels = channelsNow();
     const to = Math.max(Date.now(), (lastSeenNow() || 0) + 1);
     const from = to - Number(span.value);
-    for (const s of shown.values()) s.plot.destroy();
-    shown.clear();
     if (!channels.length) {
+      for (const s of shown.values()) s.plot.destroy();
+      shown.clear();
       list.replaceChildren(el('p', { class: 'muted' }, 'The device has not reported its channels yet.'));
       return;
     }
     const figures = await Promise.all(channels.map((c) => chart(c, from, to)));
+    if (mine !== generation) return;
+    for (const s of shown.values()) s.plot.destroy();
+    shown.clear();
     list.replaceChildren(...figures.map((f) => f.figure));
     for (const f of figures) {
       f.plot = new uPlot(options(f.spec, f.box.clientWidth), f.data, f.box);
@@ -353,7 +362,7 @@ function configOf(id, box, operates, signal, channelsNow) {
             c.state === 'refused' ? ` by the device: ${refusal(c.code, c.detail)} (code ${c.code})` : '',
           )
         : el('p', { class: 'muted' }, 'none set: the device runs its firmware defaults'),
-      settings ? el('pre', {}, JSON.stringify(settings, null, 1)) : null,
+      ...(settings ? [el('pre', {}, JSON.stringify(settings, null, 1))] : []),
     );
     reported.replaceChildren(
       el('h3', {}, 'Reported'),

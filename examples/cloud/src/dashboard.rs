@@ -56,8 +56,16 @@ pub const ASSETS: &[Asset] = &[
     asset!("/dashboard/fleet.js", "fleet.js", JS),
     asset!("/dashboard/device.js", "device.js", JS),
     asset!("/dashboard/style.css", "style.css", CSS),
-    asset!("/dashboard/uPlot.iife.min.js", "vendor/uplot/uPlot.iife.min.js", JS),
-    asset!("/dashboard/uPlot.min.css", "vendor/uplot/uPlot.min.css", CSS),
+    asset!(
+        "/dashboard/uPlot.iife.min.js",
+        "vendor/uplot/uPlot.iife.min.js",
+        JS
+    ),
+    asset!(
+        "/dashboard/uPlot.min.css",
+        "vendor/uplot/uPlot.min.css",
+        CSS
+    ),
 ];
 
 /// The SHA-256 of the vendored uPlot files, as `dashboard/vendor/uplot/SHA256SUMS`
@@ -78,10 +86,22 @@ fn serve(asset: &'static Asset) -> Response {
     (
         StatusCode::OK,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type)),
-            (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY)),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
-            (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(POLICY),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
             // Built into the binary: a new binary may bring new files.
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         ],
@@ -133,7 +153,11 @@ mod tests {
         }
         let index = std::str::from_utf8(asset("/").unwrap().bytes).unwrap();
         for a in ASSETS.iter().filter(|a| a.path.ends_with(".css")) {
-            assert!(index.contains(a.path), "index.html does not load {}", a.path);
+            assert!(
+                index.contains(a.path),
+                "index.html does not load {}",
+                a.path
+            );
         }
         assert!(index.contains("/dashboard/app.js"));
     }
