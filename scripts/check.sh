@@ -114,7 +114,8 @@ step "the dashboard in headless Chromium, against telemark-cloud fed by the simu
 need chromium chromium
 need npm npm
 (cd examples/cloud/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-cargo test -p telemark-cloud --test dashboard --locked -- --ignored 2>&1 | tee -a "$log"
+# In the workspace's build: the test binary `cargo test --workspace` built, not a second one.
+cargo test --workspace --test dashboard --locked -- --ignored 2>&1 | tee -a "$log"
 ls target/dashboard/*.png
 
 step "no_std builds"
