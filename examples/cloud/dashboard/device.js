@@ -3,9 +3,8 @@
 // with an editor; and its commands, each followed to its result.
 
 import { ApiError, follow, get, send } from './api.js';
-import { deviceId, el, failure, when } from './app.js';
 import { read, refusal, write } from './config.js';
-import { healthLine } from './fleet.js';
+import { deviceId, el, failure, healthLine, openAlerts, when } from './view.js';
 
 /** The spans a chart can show, and how many readings it draws before it asks for buckets. */
 const SPANS = [
@@ -16,22 +15,6 @@ const SPANS = [
 ];
 const MOST_READINGS = 5000;
 const BUCKETS = 1500;
-/** Alerts that no later alert clears stay open this long. */
-const MOMENTARY_MS = 3600e3;
-
-const CLEARS = { HighCleared: 'High', LowCleared: 'Low', SensorRecovered: 'SensorFault' };
-const MOMENTARY = new Set(['RateOfChange', 'Stuck']);
-
-/** The alerts still open among `alerts`: raised and not cleared since. */
-export function openAlerts(alerts, now = Date.now()) {
-  const open = new Map();
-  for (const a of [...alerts].sort((x, y) => x.unix_ms - y.unix_ms)) {
-    const cleared = CLEARS[a.kind];
-    if (cleared) open.delete(`${a.channel}:${cleared}`);
-    else if (!MOMENTARY.has(a.kind) || now - a.unix_ms < MOMENTARY_MS) open.set(`${a.channel}:${a.kind}`, a);
-  }
-  return [...open.values()];
-}
 
 function unitOf(c) {
   return c.symbol || c.unit.toLowerCase();

@@ -4,8 +4,7 @@
 // row is read again when the stream says its device stored something.
 
 import { each, follow, get } from './api.js';
-import { deviceId, el, failure, when } from './app.js';
-import { openAlerts } from './device.js';
+import { deviceId, el, failure, healthLine, openAlerts, when } from './view.js';
 
 /** How often the list is read again, for devices that fell silent. */
 const REFRESH_MS = 30000;
@@ -144,18 +143,4 @@ function cells(d, detail, health, alerts) {
       open.length ? open.map((a) => el('span', { class: `alert ${a.severity.toLowerCase()}` }, `ch${a.channel} ${a.kind}`)) : el('span', { class: 'muted' }, 'none'),
     ),
   ];
-}
-
-/** A heartbeat's counters in a line. */
-export function healthLine(h) {
-  const up = h.uptime_s < 3600 ? `${Math.round(h.uptime_s / 60)} min` : h.uptime_s < 172800 ? `${Math.round(h.uptime_s / 3600)} h` : `${Math.round(h.uptime_s / 86400)} d`;
-  const parts = [
-    `up ${up} (${h.reset_reason})`,
-    `${h.sent_readings}/${h.sampled} sent`,
-    `${h.retries} retries`,
-  ];
-  if (h.evicted) parts.push(`${h.evicted} evicted`);
-  if (h.decimated) parts.push(`${h.decimated} decimated`);
-  if (h.sensor_faults) parts.push(`${h.sensor_faults} sensor faults`);
-  return el('span', { title: `heartbeat ${h.unix_ms ? new Date(h.unix_ms).toLocaleString() : ''}` }, parts.join(' · '));
 }

@@ -55,6 +55,7 @@ pub const ASSETS: &[Asset] = &[
     asset!("/dashboard/config.js", "config.js", JS),
     asset!("/dashboard/fleet.js", "fleet.js", JS),
     asset!("/dashboard/device.js", "device.js", JS),
+    asset!("/dashboard/view.js", "view.js", JS),
     asset!("/dashboard/style.css", "style.css", CSS),
     asset!(
         "/dashboard/uPlot.iife.min.js",
