@@ -15,6 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A clean clone builds everything once: incremental compilation's records
+# would only cost time there.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+
 step() { printf '\n== %s (at %d s)\n' "$*" "$SECONDS"; }
 
 step "toolchain: rustup components and targets, QEMU, mosquitto"
@@ -60,16 +64,12 @@ qemu-system-arm --version | head -1
 step "cargo fmt --check"
 cargo fmt --all --check
 
-step "cargo clippy (host, all targets)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-
-step "cargo clippy (the async drivers of telemark-core and telemark-sensors)"
-cargo clippy -p telemark-core --features std,async --all-targets --locked -- -D warnings
-cargo clippy -p telemark-sensors --features async --all-targets --locked -- -D warnings
-cargo clippy -p telemark-serial --features async --all-targets --locked -- -D warnings
-cargo clippy -p telemark-mqtt --features host --all-targets --locked -- -D warnings
-cargo clippy -p telemark-http --features host --all-targets --locked -- -D warnings
-cargo clippy -p telemark-coap --features host --all-targets --locked -- -D warnings
+# The workspace's own members already turn on telemark-core's `async` and
+# the links' `host` sides (the cloud, the simulator and the air bench use
+# them); the async drivers of the sensors and the serial link are turned on
+# here, so that one clippy run checks every feature of the host crates.
+step "cargo clippy (host, all targets, the async drivers and the links' host sides)"
+cargo clippy --workspace --all-targets --features telemark-sensors/async,telemark-serial/async --locked -- -D warnings
 
 step "cargo clippy (telemark-core, no_std + defmt, thumbv7em-none-eabihf)"
 cargo clippy -p telemark-core --no-default-features --features defmt,async,flash --target thumbv7em-none-eabihf --locked -- -D warnings
@@ -81,28 +81,30 @@ cargo clippy -p telemark-http --features defmt --target thumbv7em-none-eabihf --
 cargo clippy -p telemark-coap --features defmt --target thumbv7em-none-eabihf --locked -- -D warnings
 
 step "cargo fmt and clippy (the firmware: each example is a workspace of its own)"
+# One target folder for all of them: the dependencies they share (build
+# scripts, proc macros, cortex-m, embassy, telemark's crates) are checked once.
+firmware_clippy="$PWD/target/firmware-clippy"
 for fw in qemu-netduinoplus2 qemu-microbit qemu-mps2-an386 stm32f4-embassy nrf52840-embassy; do
-    (cd "examples/$fw" && cargo fmt --check && cargo clippy --release --locked -- -D warnings)
+    (cd "examples/$fw" && cargo fmt --check && CARGO_TARGET_DIR="$firmware_clippy" cargo clippy --release --locked -- -D warnings)
 done
 # The STM32 example's other variant: MQTT over Ethernet on an STM32F407.
-(cd examples/stm32f4-embassy && CARGO_TARGET_DIR=target/mqtt cargo clippy --release --locked --no-default-features --features mqtt -- -D warnings)
+(cd examples/stm32f4-embassy && CARGO_TARGET_DIR="$firmware_clippy" cargo clippy --release --locked --no-default-features --features mqtt -- -D warnings)
 # The bench of the two no_std MQTT clients, with each and with neither.
 (cd benches/mqtt-clients && cargo fmt --check)
 for client in "" minimq rust-mqtt; do
-    (cd benches/mqtt-clients && CARGO_TARGET_DIR=target/clippy cargo clippy --release --locked ${client:+--features "$client"} -- -D warnings)
+    (cd benches/mqtt-clients && CARGO_TARGET_DIR="$firmware_clippy" cargo clippy --release --locked ${client:+--features "$client"} -- -D warnings)
 done
 
 step "cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# The links' host-side tests (MQTT against brokers with TLS, HTTP against
+# axum and curl, CoAP against libcoap) run here too: the workspace turns on
+# their `host` features.
 cargo test --workspace --locked 2>&1 | tee "$log"
-cargo test -p telemark-sensors --features async --test async_drivers --locked 2>&1 | tee -a "$log"
-# The MQTT link's host side (rumqttc, TLS with client certificates).
-cargo test -p telemark-mqtt --features host --test broker --locked 2>&1 | tee -a "$log"
-# The HTTP link, both sides, against axum and curl.
-cargo test -p telemark-http --features host --locked 2>&1 | tee -a "$log"
-# The CoAP link against its own server end and libcoap.
-cargo test -p telemark-coap --features host --locked 2>&1 | tee -a "$log"
+# The async drivers of the sensors and of the serial link.
+cargo test -p telemark-sensors -p telemark-serial --features telemark-sensors/async,telemark-serial/async \
+    --test async_drivers --test wait_input --locked 2>&1 | tee -a "$log"
 # The `small` encoder writes the wire format's vectors to the same bytes.
 cargo test -p telemark-core --features std,small --test wire_vectors --locked 2>&1 | tee -a "$log"
 
@@ -128,11 +130,13 @@ cargo build -p telemark-mqtt --target thumbv6m-none-eabi --locked
 cargo build -p telemark-http --target thumbv7em-none-eabihf --locked
 cargo build -p telemark-coap --target thumbv6m-none-eabi --locked
 cargo build -p telemark-core --no-default-features --features flash,small --target thumbv6m-none-eabi --locked
-cargo build -p telemark-core --no-default-features --features flash,async,defmt --target thumbv7em-none-eabihf --locked
 cargo build -p telemark-qemu-app --target thumbv6m-none-eabi --locked
 
 step "bytes on air: one device-day through serial, MQTT, HTTP, CoAP and NATS against real peers"
-cargo run --locked -p telemark-bench-air --bin air-report
+# The workspace's binaries with the test build's features: `cargo run -p`
+# would resolve features for the one package and build its dependencies again.
+cargo build --workspace --bins --tests --examples --locked
+target/debug/air-report
 
 step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
@@ -150,7 +154,8 @@ step "telemark-sim on a LoRa-sized link: every frame in pieces of at most 51 byt
 cargo run --release --locked -p telemark-sim --no-default-features -- --devices 100 --days 30 --loss 0.3 --partition-hours 12 --store flash --power-cuts-per-day 4 --seed 1 --mtu 51 --json
 
 step "flash store wear: a year of a block every 5 minutes on 64 KiB of STM32F4 and nRF52840 flash"
-cargo run --release --locked -p telemark-core --features std,flash --example flash_wear
+# The store is built at opt-level 2 in the dev profile: quick to build and to run.
+cargo run --locked -p telemark-core --features std,flash --example flash_wear
 
 # The MQTT clients' side-by-side (three more release builds) is left to
 # `python3 scripts/footprint.py`, for time; clippy above checks them.
