@@ -138,7 +138,7 @@ step "bytes on air: one device-day through serial, MQTT, HTTP, CoAP and NATS aga
 cargo build --workspace --bins --tests --examples --locked
 target/debug/air-report
 
-step "codec-report: every batch of the recordings round-trips (sizes and speeds for the record)"
+step "codec-report: every batch of the recordings round-trips, from the full encoder and the device profile's (sizes and speeds for the record)"
 cargo run --release --locked -p telemark-benches --bin codec-report -- --batch 256
 
 # The in-process runs need no transport: without the `service` feature
@@ -159,7 +159,7 @@ cargo run --locked -p telemark-core --features std,flash --example flash_wear
 
 # The MQTT clients' side-by-side (three more release builds) is left to
 # `python3 scripts/footprint.py`, for time; clippy above checks them.
-step "firmware footprint: flash and static RAM, telemark's part and the AEAD's (builds the embassy examples)"
+step "firmware footprint: flash and static RAM, telemark's part and the AEAD's, in the full and the device profile; fails past scripts/footprint-budget.toml (builds the embassy examples)"
 python3 scripts/footprint.py --no-clients
 
 # 4 s a target keeps the whole check under 30 minutes on two cores;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Flash and static RAM of each firmware, and telemark's part of them.
 
-    scripts/footprint.py [--markdown] [--no-clients]
+    scripts/footprint.py [--json] [--no-clients] [--no-budget]
 
 Builds the firmware examples in release (opt-level "s", fat LTO), reads
 their sections with llvm-size and their symbols with llvm-nm (rustup
@@ -9,16 +9,30 @@ component llvm-tools), and attributes each symbol to the crate it comes
 from. Code that LTO inlined into a firmware's own functions counts as the
 firmware's, so the telemark figures are a floor, not a ceiling.
 
-Then it builds benches/mqtt-clients three times (one MQTT 5 session
-through minimq, through rust-mqtt, and neither), boots each in QEMU's
-mps2-an386 for the bytes its session's state holds, and prints the two
-clients side by side: flash above the baseline, state, and the ratio
+Prints a table, or with `--json` one JSON object per image, one a line:
+`image` and `profile` (full, small or device), `target`, `flash_bytes` and
+`static_ram_bytes` of the whole image, `telemark_flash_bytes` (telemark-core
+with the crates it uses: engine, codec, RAM store, wire layer; the AEAD
+apart), `telemark_ram_bytes` (the engine's and the store's state besides the
+user's buffers, for the RAM-store images; null elsewhere), and the flash of
+each other part (`aead_flash_bytes`, `flash_store_flash_bytes`, ...).
+
+Then checks every image in scripts/footprint-budget.toml against its budget
+and exits 1 where telemark's part has grown past it (`--no-budget` skips
+that). Raising a budget is a change of its own.
+
+Then, without `--json`, it builds benches/mqtt-clients three times (one MQTT
+5 session through minimq, through rust-mqtt, and neither), boots each in
+QEMU's mps2-an386 for the bytes its session's state holds, and prints the
+two clients side by side: flash above the baseline, state, and the ratio
 (`--no-clients` leaves that out: CI does, for time).
 """
+import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,17 +46,51 @@ def tool(name):
         sys.exit(f"{name} not found: rustup component add llvm-tools")
     return str(path)
 
-# Firmware: (name, folder, target, binary, extra cargo args, target dir)
+class Image:
+    """One firmware build: `image` names it in the JSON and the budget;
+    `buffers` (staged readings, MTU, bytes of the store's lanes) are the
+    user's buffers inside its engine and store, where the engine's state
+    besides them is measured (RAM-store images)."""
+
+    def __init__(self, image, label, folder, target, args, target_dir, profile, buffers=None):
+        self.image, self.label, self.folder, self.target = image, label, folder, target
+        self.args, self.target_dir, self.profile, self.buffers = args, target_dir, profile, buffers
+        self.binary = "telemark-" + folder.rsplit("/", 1)[-1]
+
+    def elf(self):
+        return str(ROOT / self.folder / self.target_dir / self.target / "release" / self.binary)
+
+RAM_STORE_M4 = (64, 256, 1024 + 8192)
+RAM_STORE_M0 = (16, 256, 256 + 1536)
 FIRMWARE = [
-    ("qemu-netduinoplus2 (Cortex-M4F, flash store)", "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", "telemark-qemu-netduinoplus2", [], "target"),
-    ("qemu-netduinoplus2 --features ram-store (Cortex-M4F, RAM store)", "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", "telemark-qemu-netduinoplus2", ["--features", "ram-store"], "target/ram-store"),
-    ("qemu-netduinoplus2 --features ram-store,small (Cortex-M4F, RAM store, small)", "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", "telemark-qemu-netduinoplus2", ["--features", "ram-store,small"], "target/ram-store-small"),
-    ("qemu-microbit (Cortex-M0, RAM store, small)", "examples/qemu-microbit", "thumbv6m-none-eabi", "telemark-qemu-microbit", [], "target"),
-    ("qemu-mps2-an386 (Cortex-M4, RAM store, MQTT over Ethernet)", "examples/qemu-mps2-an386", "thumbv7em-none-eabihf", "telemark-qemu-mps2-an386", [], "target"),
-    ("stm32f4-embassy (STM32F405, flash store)", "examples/stm32f4-embassy", "thumbv7em-none-eabihf", "telemark-stm32f4-embassy", [], "target"),
-    ("stm32f4-embassy --features mqtt (STM32F407, flash store, MQTT over Ethernet)", "examples/stm32f4-embassy", "thumbv7em-none-eabihf", "telemark-stm32f4-embassy", ["--no-default-features", "--features", "mqtt"], "target/mqtt"),
-    ("nrf52840-embassy (nRF52840, flash store)", "examples/nrf52840-embassy", "thumbv7em-none-eabihf", "telemark-nrf52840-embassy", [], "target"),
+    Image("qemu-netduinoplus2", "qemu-netduinoplus2 (Cortex-M4F, flash store)", "examples/qemu-netduinoplus2",
+          "thumbv7em-none-eabihf", [], "target", "full"),
+    Image("qemu-netduinoplus2/ram-store", "qemu-netduinoplus2 --features ram-store (Cortex-M4F, RAM store)",
+          "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", ["--features", "ram-store"], "target/ram-store",
+          "full", RAM_STORE_M4),
+    Image("qemu-netduinoplus2/ram-store,small",
+          "qemu-netduinoplus2 --features ram-store,small (Cortex-M4F, RAM store, small)",
+          "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", ["--features", "ram-store,small"],
+          "target/ram-store-small", "small", RAM_STORE_M4),
+    Image("qemu-netduinoplus2/device", "qemu-netduinoplus2 --features ram-store,device (Cortex-M4F, RAM store, "
+          "device profile)", "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", ["--features", "ram-store,device"],
+          "target/device", "device", RAM_STORE_M4),
+    Image("qemu-microbit/full", "qemu-microbit --features full (Cortex-M0, RAM store, small)",
+          "examples/qemu-microbit", "thumbv6m-none-eabi", ["--features", "full"], "target/full", "small",
+          RAM_STORE_M0),
+    Image("qemu-microbit", "qemu-microbit (Cortex-M0, RAM store, device profile)", "examples/qemu-microbit",
+          "thumbv6m-none-eabi", [], "target", "device", RAM_STORE_M0),
+    Image("qemu-mps2-an386", "qemu-mps2-an386 (Cortex-M4, RAM store, MQTT over Ethernet)", "examples/qemu-mps2-an386",
+          "thumbv7em-none-eabihf", [], "target", "full", RAM_STORE_M4),
+    Image("stm32f4-embassy", "stm32f4-embassy (STM32F405, flash store)", "examples/stm32f4-embassy",
+          "thumbv7em-none-eabihf", [], "target", "full"),
+    Image("stm32f4-embassy/mqtt", "stm32f4-embassy --features mqtt (STM32F407, flash store, MQTT over Ethernet)",
+          "examples/stm32f4-embassy", "thumbv7em-none-eabihf", ["--no-default-features", "--features", "mqtt"],
+          "target/mqtt", "full"),
+    Image("nrf52840-embassy", "nrf52840-embassy (nRF52840, flash store)", "examples/nrf52840-embassy",
+          "thumbv7em-none-eabihf", [], "target", "full"),
 ]
+BUDGET = ROOT / "scripts" / "footprint-budget.toml"
 
 CLASSES = [
     ("mqtt", re.compile(r"telemark_mqtt|minimq")),
@@ -93,65 +141,117 @@ def attribute(elf):
 
 def engine_state(statics, stage, mtu, store_buffers):
     """Engine and store state besides the user's buffers (store lanes,
-    staged readings, frame buffers)."""
-    engine = next((s for n, s in statics.items() if n.endswith("ENGINE") or "::ENGINE::" in n), 0)
-    store = next((s for n, s in statics.items() if "::STORE::" in n or n.endswith("STORE")), 0)
+    staged readings, frame buffers), or None where the image has no static
+    named ENGINE and one named STORE."""
+    engine = next((s for n, s in statics.items() if n.endswith("ENGINE") or "::ENGINE::" in n), None)
+    store = next((s for n, s in statics.items() if "::STORE::" in n or n.endswith("STORE")), None)
+    if engine is None or store is None:
+        return None
     return engine + store - store_buffers - stage * READING - 2 * mtu
 
 def kib(n):
     return f"{n / 1024:.1f}"
 
+def measure(image):
+    """The JSON object of one built image."""
+    flash, ram = sections(image.elf())
+    code, statics = attribute(image.elf())
+    state = engine_state(statics, *image.buffers) if image.buffers else None
+    fields = {
+        "image": image.image,
+        "profile": image.profile,
+        "target": image.target,
+        "flash_bytes": flash,
+        "static_ram_bytes": ram,
+        "telemark_flash_bytes": code["core"],
+        "telemark_ram_bytes": state,
+    }
+    for cls, _ in CLASSES:
+        if cls != "core":
+            fields[cls.replace(" ", "_") + "_flash_bytes"] = code[cls]
+    return fields, statics
+
+def over_budget(rows):
+    """Each image whose telemark part is past its budget in
+    scripts/footprint-budget.toml, as a sentence; and each budgeted image
+    this run did not build."""
+    budgets = tomllib.loads(BUDGET.read_text())["image"]
+    measured = {r["image"]: r for r, _ in rows}
+    failures = []
+    for budget in budgets:
+        row = measured.get(budget["image"])
+        if row is None:
+            failures.append(f"{budget['image']}: has a budget but was not built")
+            continue
+        if row["profile"] != budget["profile"]:
+            failures.append(f"{budget['image']}: built as profile {row['profile']}, budgeted as {budget['profile']}")
+        for field in ("telemark_flash_bytes", "telemark_ram_bytes"):
+            if field in budget and (row[field] is None or row[field] > budget[field]):
+                failures.append(f"{budget['image']} ({row['profile']}): {field} {row[field]} is past its budget of "
+                                f"{budget[field]}")
+    return failures
+
 def main():
-    markdown = "--markdown" in sys.argv
+    as_json = "--json" in sys.argv
     rows = []
-    for name, folder, target, binary, args, target_dir in FIRMWARE:
-        build(folder, args, target_dir)
-        elf = str(ROOT / folder / target_dir / target / "release" / binary)
-        flash, ram = sections(elf)
-        code, statics = attribute(elf)
-        rows.append((name, flash, ram, code, statics))
-    header = ("| firmware | flash | static RAM | telemark core | AEAD | flash store | serial | MQTT | IP stack | "
-              "sensors | board support |")
-    print(header)
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, flash, ram, code, _ in rows:
-        print(f"| {name} | {kib(flash)} KiB | {kib(ram)} KiB | {kib(code['core'])} KiB | {kib(code['aead'])} KiB | "
-              f"{kib(code['flash store'])} KiB | {kib(code['serial'])} KiB | {kib(code['mqtt'])} KiB | "
-              f"{kib(code['ip stack'])} KiB | {kib(code['sensors'])} KiB | {kib(code['board support'])} KiB |")
-    # The goal: engine, codec and RAM store on thumbv7em at opt-level "s".
-    _, _, _, code, statics = rows[1]
-    state = engine_state(statics, stage=64, mtu=256, store_buffers=1024 + 8192)
+    for image in FIRMWARE:
+        build(image.folder, image.args, image.target_dir)
+        rows.append(measure(image))
+    if as_json:
+        for row, _ in rows:
+            print(json.dumps(row))
+    else:
+        table(rows)
+    failures = [] if "--no-budget" in sys.argv else over_budget(rows)
+    for failure in failures:
+        print(f"footprint budget: {failure}", file=sys.stderr)
+    if failures:
+        sys.exit("footprint: past the budget in scripts/footprint-budget.toml (raising one is a change of its own, "
+                 "with the reason in its commit)")
+    if not as_json and "--no-clients" not in sys.argv:
+        clients()
+
+def table(rows):
+    by = {row["image"]: (row, statics) for row, statics in rows}
+    print("| firmware | profile | flash | static RAM | telemark core | AEAD | flash store | serial | MQTT | IP stack | "
+          "sensors | board support |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    labels = {image.image: image.label for image in FIRMWARE}
+    for row, _ in rows:
+        print(f"| {labels[row['image']]} | {row['profile']} | {kib(row['flash_bytes'])} KiB | "
+              f"{kib(row['static_ram_bytes'])} KiB | {kib(row['telemark_flash_bytes'])} KiB | "
+              f"{kib(row['aead_flash_bytes'])} KiB | {kib(row['flash_store_flash_bytes'])} KiB | "
+              f"{kib(row['serial_flash_bytes'])} KiB | {kib(row['mqtt_flash_bytes'])} KiB | "
+              f"{kib(row['ip_stack_flash_bytes'])} KiB | {kib(row['sensors_flash_bytes'])} KiB | "
+              f"{kib(row['board_support_flash_bytes'])} KiB |")
     print()
-    print(f"telemark core on Cortex-M4F (engine, codec, RAM store, config, reports): "
-          f"{code['core']} bytes of flash ({kib(code['core'])} KiB; goal 16 KiB), "
-          f"{state} bytes of RAM besides the user's buffers (goal 2 KiB)")
-    _, _, _, flash_code, _ = rows[0]
-    print(f"flash store on Cortex-M4F (FlashStore and sequential-storage): {flash_code['flash store']} bytes of flash "
-          f"({kib(flash_code['flash store'])} KiB)")
-    _, _, _, scode, sstatics = rows[2]
-    sstate = engine_state(sstatics, stage=64, mtu=256, store_buffers=1024 + 8192)
-    print(f"the same with telemark-core's `small` feature: {scode['core']} bytes of flash ({kib(scode['core'])} KiB), "
-          f"{sstate} bytes of RAM besides the user's buffers")
-    _, _, _, mcode, mstatics = rows[3]
-    mstate = engine_state(mstatics, stage=16, mtu=256, store_buffers=256 + 1536)
-    print(f"telemark core on Cortex-M0 (microbit, `small`): {mcode['core']} bytes of flash ({kib(mcode['core'])} KiB), "
-          f"{mstate} bytes of RAM besides the user's buffers")
-    print(f"ChaCha20-Poly1305 (chacha20, poly1305, aead): {code['aead']} bytes of flash on Cortex-M4F, "
-          f"{mcode['aead']} bytes on Cortex-M0")
-    for index, uart_index in ((4, 1), (6, 5)):
-        name, flash, ram, ncode, nstatics = rows[index]
-        mqtt_ram = sum(s for n, s in nstatics.items()
+    # The goal: engine, codec, RAM store and wire layer at opt-level "s".
+    for image, goal in (("qemu-netduinoplus2/ram-store", None), ("qemu-netduinoplus2/ram-store,small", None),
+                        ("qemu-netduinoplus2/device", 16), ("qemu-microbit/full", None), ("qemu-microbit", 20)):
+        row, _ = by[image]
+        print(f"telemark core, {labels[image]}: {row['telemark_flash_bytes']} bytes of flash "
+              f"({kib(row['telemark_flash_bytes'])} KiB{f'; goal {goal} KiB' if goal else ''}), "
+              f"{row['telemark_ram_bytes']} bytes of RAM besides the user's buffers (goal 2 KiB)")
+    flash_row, _ = by["qemu-netduinoplus2"]
+    print(f"flash store on Cortex-M4F (FlashStore and sequential-storage): {flash_row['flash_store_flash_bytes']} "
+          f"bytes of flash ({kib(flash_row['flash_store_flash_bytes'])} KiB)")
+    m4, _ = by["qemu-netduinoplus2/ram-store"]
+    m0, _ = by["qemu-microbit/full"]
+    print(f"ChaCha20-Poly1305 (chacha20, poly1305, aead): {m4['aead_flash_bytes']} bytes of flash on Cortex-M4F, "
+          f"{m0['aead_flash_bytes']} bytes on Cortex-M0")
+    for image, uart in (("qemu-mps2-an386", "qemu-netduinoplus2/ram-store"), ("stm32f4-embassy/mqtt", "stm32f4-embassy")):
+        row, statics = by[image]
+        mqtt_ram = sum(s for n, s in statics.items()
                        if any(k in n for k in ("MQTT_BUFFERS", "TCP_BUFFERS", "::STATE::", "::NET::", "PACKETS",
                                                "run_mqtt", "run_network")))
-        _, uart_flash, uart_ram, _, _ = rows[uart_index]
-        print(f"MQTT device stack, {name}: telemark-mqtt and minimq {ncode['mqtt']} bytes of flash "
-              f"({kib(ncode['mqtt'])} KiB), the IP stack (embassy-net, smoltcp, the MAC driver) {ncode['ip stack']} "
-              f"bytes ({kib(ncode['ip stack'])} KiB), both a floor; {mqtt_ram} bytes of static RAM for the MQTT and "
-              f"TCP buffers, the socket set, the packet queues and the two network tasks; the whole firmware "
-              f"{kib(flash - uart_flash)} KiB of flash and {kib(ram - uart_ram)} KiB of static RAM above its UART "
-              f"counterpart ({rows[uart_index][0]})")
-    if "--no-clients" not in sys.argv:
-        clients()
+        base, _ = by[uart]
+        print(f"MQTT device stack, {labels[image]}: telemark-mqtt and minimq {row['mqtt_flash_bytes']} bytes of flash "
+              f"({kib(row['mqtt_flash_bytes'])} KiB), the IP stack (embassy-net, smoltcp, the MAC driver) "
+              f"{row['ip_stack_flash_bytes']} bytes ({kib(row['ip_stack_flash_bytes'])} KiB), both a floor; "
+              f"{mqtt_ram} bytes of static RAM for the MQTT and TCP buffers, the socket set, the packet queues and "
+              f"the two network tasks; the whole firmware {kib(row['flash_bytes'] - base['flash_bytes'])} KiB of "
+              f"flash and {kib(row['static_ram_bytes'] - base['static_ram_bytes'])} KiB of static RAM above its "
+              f"UART counterpart ({labels[uart]})")
 
 # MQTT clients: (name, cargo args); the first is the baseline.
 CLIENTS = [

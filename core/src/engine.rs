@@ -50,9 +50,10 @@
 use core::fmt;
 
 use crate::channel::{ChannelSpec, ValueKind};
-use crate::codec::{BlockCodec, CompactCodec};
+use crate::codec::BlockCodec;
 use crate::config::{ConfigError, ConfigUpdate, DeviceConfig, EngineConfig};
 use crate::model::{Alert, ChannelId, Quality, Reading};
+use crate::profile::{Full, Profile};
 use crate::rules::RuleState;
 use crate::sensor::SensorErrorKind;
 use crate::stager::{SealedBlock, Stager};
@@ -226,10 +227,17 @@ struct Channel {
 }
 
 /// The device engine over store `S`, with room for `CH` channels, `STAGE`
-/// staged readings and frames of up to `MTU` bytes.
-pub struct Engine<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize> {
+/// staged readings and frames of up to `MTU` bytes, in profile `P`
+/// ([`Full`] unless chosen otherwise; see [`crate::profile`]).
+pub struct Engine<
+    S: RecordStore,
+    const CH: usize,
+    const STAGE: usize,
+    const MTU: usize,
+    P: Profile = Full,
+> {
     channels: heapless::Vec<Channel, CH>,
-    stager: Stager<STAGE, CompactCodec>,
+    stager: Stager<STAGE, P::Codec>,
     store: S,
     uplink: Uplink,
     heartbeat: Duration,
@@ -286,8 +294,8 @@ fn check<const MTU: usize>(config: &EngineConfig, sealing: &Sealing) -> Result<(
     Ok(())
 }
 
-impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
-    Engine<S, CH, STAGE, MTU>
+impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: Profile>
+    Engine<S, CH, STAGE, MTU, P>
 {
     /// An engine for `channels`, storing into `store`, for this `boot`.
     pub fn new(
@@ -319,7 +327,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         }
         let mut engine = Engine {
             channels: list,
-            stager: Stager::new(CompactCodec, config.stager),
+            stager: Stager::new(P::Codec::default(), config.stager),
             store,
             uplink: Uplink::new(config.uplink, sealing, boot.epoch),
             heartbeat: config.heartbeat,
@@ -760,7 +768,9 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
         let bytes = self.block.get(..sealed.len).unwrap_or_default();
         // A refusal is counted by the store's routine lane.
         let _ = self.store.push(RecordMeta::routine(sealed.readings), bytes);
-        self.degrade();
+        if P::DECIMATE {
+            self.degrade();
+        }
     }
 
     /// Offline degradation: while the routine lane is at its high-water
@@ -802,14 +812,17 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize>
                         }
                         Ok(())
                     });
-                    if CompactCodec.decode(record.payload, &mut sink).is_err() {
+                    if P::Codec::default()
+                        .decode(record.payload, &mut sink)
+                        .is_err()
+                    {
                         return;
                     }
                     (record.seq, record.payload.len())
                 }
                 _ => return,
             };
-            let Ok(len) = CompactCodec.encode(&kept, &mut self.block) else {
+            let Ok(len) = P::Codec::default().encode(&kept, &mut self.block) else {
                 return;
             };
             let payload = self.block.get(..len).unwrap_or_default();

@@ -18,6 +18,7 @@ pub mod codec;
 pub mod config;
 pub mod engine;
 pub mod model;
+pub mod profile;
 pub mod rules;
 pub mod sensor;
 pub mod stager;

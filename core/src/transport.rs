@@ -64,6 +64,7 @@ use core::fmt;
 
 use crate::engine::{Action, Engine};
 use crate::model::{ChannelId, Reading, ReadingSink};
+use crate::profile::Profile;
 use crate::sensor::SensorErrorKind;
 use crate::store::RecordStore;
 use crate::time::{Duration, Instant};
@@ -226,14 +227,15 @@ pub trait Board {
 /// Polls the engine, carrying out what the board can (samples, outputs,
 /// reboots), until it asks something of the link; a frame to send is
 /// copied into `frame`.
-fn next_io<S, B, const CH: usize, const ST: usize, const MTU: usize>(
-    engine: &mut Engine<S, CH, ST, MTU>,
+fn next_io<S, B, P, const CH: usize, const ST: usize, const MTU: usize>(
+    engine: &mut Engine<S, CH, ST, MTU, P>,
     board: &mut B,
     now: Instant,
     frame: &mut [u8; MTU],
 ) -> Io
 where
     S: RecordStore,
+    P: Profile,
     B: Board,
 {
     loop {
@@ -267,14 +269,15 @@ where
 /// Kept out of line so a firmware's main loop does not carry its buffers
 /// (a downlink frame and an uplink frame) in its own stack frame.
 #[inline(never)]
-pub fn step<S, T, B, const CH: usize, const ST: usize, const MTU: usize>(
-    engine: &mut Engine<S, CH, ST, MTU>,
+pub fn step<S, T, B, P, const CH: usize, const ST: usize, const MTU: usize>(
+    engine: &mut Engine<S, CH, ST, MTU, P>,
     transport: &mut T,
     now: Instant,
     board: &mut B,
 ) -> Instant
 where
     S: RecordStore,
+    P: Profile,
     T: Transport,
     B: Board,
 {
@@ -313,14 +316,15 @@ where
 
 /// [`step`] over an [`AsyncTransport`]: for embassy tasks and tokio.
 #[cfg(feature = "async")]
-pub async fn step_async<S, T, B, const CH: usize, const ST: usize, const MTU: usize>(
-    engine: &mut Engine<S, CH, ST, MTU>,
+pub async fn step_async<S, T, B, P, const CH: usize, const ST: usize, const MTU: usize>(
+    engine: &mut Engine<S, CH, ST, MTU, P>,
     transport: &mut T,
     now: Instant,
     board: &mut B,
 ) -> Instant
 where
     S: RecordStore,
+    P: Profile,
     T: AsyncTransport,
     B: Board,
 {

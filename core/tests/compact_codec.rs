@@ -1,10 +1,11 @@
 //! The compact codec against the plain reference: exact round trips for
-//! every shape of batch, and clean errors for any bytes.
+//! every shape of batch, from the full encoder and from the device
+//! profile's, and clean errors for any bytes.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use proptest::prelude::*;
 use telemark_core::codec::{
-    raw_len, BlockCodec, CompactCodec, DecodeError, EncodeError, MAX_CHANNELS,
+    raw_len, BlockCodec, CompactCodec, DecodeError, DeviceCodec, EncodeError, MAX_CHANNELS,
 };
 use telemark_core::model::{ChannelId, Quality, Reading, Value};
 use telemark_core::time::Instant;
@@ -24,9 +25,11 @@ fn key(r: &[Reading]) -> Vec<(u16, u64, u8, u8, u32)> {
         .collect()
 }
 
-fn round_trip(readings: &[Reading]) -> usize {
+/// Encodes `readings` with `codec` and checks that the server's decoder
+/// gives them back exactly; returns the block's length.
+fn round_trip_with(mut codec: impl BlockCodec, readings: &[Reading]) -> usize {
     let mut buf = vec![0u8; raw_len(readings.len())];
-    let n = CompactCodec.encode(readings, &mut buf).unwrap();
+    let n = codec.encode(readings, &mut buf).unwrap();
     assert!(n <= raw_len(readings.len()));
     let mut back = Vec::new();
     assert_eq!(
@@ -35,6 +38,12 @@ fn round_trip(readings: &[Reading]) -> usize {
     );
     assert_eq!(key(&back), key(readings));
     n
+}
+
+/// Round trips through the full encoder and the device profile's; the
+/// larger block's length.
+fn round_trip(readings: &[Reading]) -> usize {
+    round_trip_with(CompactCodec, readings).max(round_trip_with(DeviceCodec, readings))
 }
 
 /// One channel's value of the channel's own kind.

@@ -1,5 +1,7 @@
 //! Offline degradation: with no link, the oldest blocks lose half their
-//! readings before any block is evicted, and every reading is accounted for.
+//! readings before any block is evicted, and every reading is accounted for;
+//! in the device profile, which does not decimate, blocks are evicted and
+//! every reading is accounted for too.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
@@ -8,6 +10,7 @@ use telemark_core::config::EngineConfig;
 use telemark_core::engine::Boot;
 use telemark_core::engine::{Action, Engine};
 use telemark_core::model::{ChannelId, Quality, Reading, Value};
+use telemark_core::profile::{self, Profile};
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;
 use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
@@ -26,10 +29,10 @@ const LEVEL: ChannelSpec = ChannelSpec::new(
     Rules::NONE,
 );
 
-type Device = Engine<RamStore<256, 2048>, 2, 64, 256>;
+type Device<P = profile::Full> = Engine<RamStore<256, 2048>, 2, 64, 256, P>;
 
 /// A level sensor a minute apart, blocks of an hour, no authentication.
-fn device() -> Device {
+fn device<P: Profile>() -> Device<P> {
     let config = EngineConfig {
         uplink: UplinkConfig::new(1, 256, Duration::from_mins(60)),
         stager: StagerConfig::new(60, 190, Duration::from_mins(60)),
@@ -48,11 +51,13 @@ fn device() -> Device {
     .unwrap()
 }
 
-#[test]
-fn blocks_are_decimated_before_anything_is_evicted() {
-    let mut engine = device();
+/// Three days a minute apart with no network at all, `after_minute` called
+/// after each minute; the readings sampled.
+fn offline_for_three_days<P: Profile>(
+    engine: &mut Device<P>,
+    mut after_minute: impl FnMut(&Device<P>),
+) -> u32 {
     let mut produced = 0u32;
-    let mut first_eviction_at_decimated = None;
     for minute in 0..3 * 24 * 60u64 {
         let now = Instant::from_millis(minute * 60_000);
         loop {
@@ -63,23 +68,20 @@ fn blocks_are_decimated_before_anything_is_evicted() {
                     engine.on_reading(now, Reading::new(ch, now, Value::Scaled(v)));
                     produced += 1;
                 }
-                // No network at all.
                 Action::RadioOn => engine.on_link_down(now),
                 Action::Sleep(_) => break,
                 _ => {}
             }
         }
-        let c = engine.store().counters().routine;
-        if c.evicted_readings > 0 && first_eviction_at_decimated.is_none() {
-            first_eviction_at_decimated = Some(c.decimated_readings);
-        }
+        after_minute(engine);
     }
+    produced
+}
+
+/// Every reading sampled is staged, stored, acknowledged, evicted or
+/// decimated away, and counted as such.
+fn every_reading_is_counted<P: Profile>(engine: &Device<P>, produced: u32) {
     let c = engine.store().counters().routine;
-    assert!(c.decimated_readings > 0, "nothing decimated");
-    assert!(
-        first_eviction_at_decimated.unwrap_or(1) > 0,
-        "evicted before decimating"
-    );
     let pending: u32 = engine
         .store()
         .iter()
@@ -91,6 +93,25 @@ fn blocks_are_decimated_before_anything_is_evicted() {
         c.acked_readings + c.evicted_readings + c.decimated_readings + pending
     );
     assert_eq!(produced, c.pushed_readings + engine.staged() as u32);
+}
+
+#[test]
+fn blocks_are_decimated_before_anything_is_evicted() {
+    let mut engine: Device = device();
+    let mut first_eviction_at_decimated = None;
+    let produced = offline_for_three_days(&mut engine, |engine| {
+        let c = engine.store().counters().routine;
+        if c.evicted_readings > 0 && first_eviction_at_decimated.is_none() {
+            first_eviction_at_decimated = Some(c.decimated_readings);
+        }
+    });
+    let c = engine.store().counters().routine;
+    assert!(c.decimated_readings > 0, "nothing decimated");
+    assert!(
+        first_eviction_at_decimated.unwrap_or(1) > 0,
+        "evicted before decimating"
+    );
+    every_reading_is_counted(&engine, produced);
     // Decimated blocks are flagged, and their readings are marked.
     let decimated: Vec<_> = engine.store().iter().filter(|r| r.meta.decimated).collect();
     assert!(!decimated.is_empty());
@@ -169,5 +190,27 @@ fn decimation_never_rewrites_a_record_in_flight() {
             payload,
             "record {seq} rewritten in flight"
         );
+    }
+}
+
+#[test]
+fn the_device_profile_evicts_without_decimating_and_counts_every_reading() {
+    let mut engine: Device<profile::Device> = device();
+    let produced = offline_for_three_days(&mut engine, |_| {});
+    let c = engine.store().counters().routine;
+    assert_eq!(c.decimated_readings, 0);
+    assert!(c.evicted_readings > 0, "three days fit 2 KiB");
+    every_reading_is_counted(&engine, produced);
+    assert_eq!(engine.heartbeat(Instant::ZERO).evicted, c.evicted_readings);
+    // What is left decodes on the server, each reading as it was sampled.
+    for record in engine
+        .store()
+        .iter()
+        .filter(|r| r.meta.lane == Lane::Routine)
+    {
+        let mut readings = Vec::new();
+        CompactCodec.decode(record.payload, &mut readings).unwrap();
+        assert_eq!(readings.len(), usize::from(record.meta.readings));
+        assert!(readings.iter().all(|r| r.quality == Quality::GOOD));
     }
 }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use telemark_benches::{load_csv, postcard_bytes, Baseline, Recording};
-use telemark_core::codec::{raw_len, BlockCodec, CompactCodec};
+use telemark_core::codec::{raw_len, BlockCodec, CompactCodec, DeviceCodec};
 use telemark_core::model::Reading;
 
 const USAGE: &str = "usage: codec-report [--batch N]... [--json] [FILE.csv...]";
@@ -77,6 +77,8 @@ struct Row {
     batch: usize,
     roundtrip_ok: bool,
     telemark: usize,
+    /// Bytes of the device profile's encoder ([`DeviceCodec`]).
+    device: usize,
     baselines: Vec<(Baseline, usize)>,
     /// Readings per second: telemark encode, decode; lz4_flex compress,
     /// decompress; postcard serialisation plus lz4_flex compress.
@@ -130,6 +132,17 @@ fn measure(file: &str, rec: &Recording, batch: usize) -> Row {
         decoded.clear();
         CompactCodec.decode(e, &mut decoded).is_ok() && same(b, &decoded)
     });
+    // The device profile's encoder, on the same batches, decoded by the
+    // server's decoder.
+    let mut device = 0;
+    let mut device_ok = true;
+    for b in &batches {
+        let n = DeviceCodec.encode(b, &mut buf).unwrap_or(usize::MAX);
+        let block = buf.get(..n).unwrap_or_default();
+        device += block.len();
+        decoded.clear();
+        device_ok &= CompactCodec.decode(block, &mut decoded).is_ok() && same(b, &decoded);
+    }
 
     let baselines = Baseline::ALL
         .iter()
@@ -186,19 +199,27 @@ fn measure(file: &str, rec: &Recording, batch: usize) -> Row {
         file: file.to_string(),
         readings: n,
         batch,
-        roundtrip_ok,
+        roundtrip_ok: roundtrip_ok && device_ok,
         telemark,
+        device,
         baselines,
         speed: [enc, dec, lz4_enc, lz4_dec, pipeline],
     }
 }
 
 fn json(row: &Row) -> String {
-    let mut codecs = vec![format!(
-        "\"telemark\": {{\"bytes\": {}, \"bytes_per_reading\": {:.4}}}",
-        row.telemark,
-        per_reading(row.telemark, row.readings)
-    )];
+    let mut codecs = vec![
+        format!(
+            "\"telemark\": {{\"bytes\": {}, \"bytes_per_reading\": {:.4}}}",
+            row.telemark,
+            per_reading(row.telemark, row.readings)
+        ),
+        format!(
+            "\"telemark_device\": {{\"bytes\": {}, \"bytes_per_reading\": {:.4}}}",
+            row.device,
+            per_reading(row.device, row.readings)
+        ),
+    ];
     for (base, bytes) in &row.baselines {
         codecs.push(format!(
             "\"{}\": {{\"bytes\": {bytes}, \"bytes_per_reading\": {:.4}}}",
@@ -230,17 +251,28 @@ fn bytes_of(row: &Row, base: Baseline) -> usize {
 fn print_table(rows: &[Row]) {
     println!("bytes per reading (lower is better)");
     println!(
-        "{:<32} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}  round trip",
-        "file", "batch", "telemark", "lz4_flex", "gorilla", "zstd19", "tm/zstd", "tm/lz4"
+        "{:<32} {:>6} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8}  round trip",
+        "file",
+        "batch",
+        "telemark",
+        "device",
+        "dev/tm",
+        "lz4_flex",
+        "gorilla",
+        "zstd19",
+        "tm/zstd",
+        "tm/lz4"
     );
     for r in rows {
         let bpr = |b| per_reading(b, r.readings);
         let tm = bpr(r.telemark);
         println!(
-            "{:<32} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>8.3} {:>8.3}  {}",
+            "{:<32} {:>6} {:>9.3} {:>9.3} {:>7.3} {:>9.3} {:>9.3} {:>9.3} {:>8.3} {:>8.3}  {}",
             r.file,
             r.batch,
             tm,
+            bpr(r.device),
+            r.device as f64 / r.telemark as f64,
             bpr(bytes_of(r, Baseline::Lz4Flex)),
             bpr(bytes_of(r, Baseline::Gorilla)),
             bpr(bytes_of(r, Baseline::Zstd19)),
@@ -287,6 +319,10 @@ fn print_table(rows: &[Row]) {
         let geo = |v: &[f64]| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp();
         let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
         let (zstd, lz4) = (ratio(Baseline::Zstd19), ratio(Baseline::Lz4Flex));
+        let device: Vec<f64> = at
+            .iter()
+            .map(|r| r.device as f64 / r.telemark as f64)
+            .collect();
         let slowest = |k: usize| {
             at.iter()
                 .map(|r| r.speed[0] / r.speed[k])
@@ -294,13 +330,16 @@ fn print_table(rows: &[Row]) {
         };
         println!(
             "batch {batch}: telemark/zstd19 geomean {:.3} (max {:.3}); telemark/lz4_flex geomean {:.3} (max {:.3}); \
-             encode vs lz4_flex compress, slowest file {:.2}x; vs postcard+lz4_flex {:.2}x",
+             encode vs lz4_flex compress, slowest file {:.2}x; vs postcard+lz4_flex {:.2}x; \
+             device profile/telemark geomean {:.3} (max {:.3})",
             geo(&zstd),
             max(&zstd),
             geo(&lz4),
             max(&lz4),
             slowest(2),
-            slowest(4)
+            slowest(4),
+            geo(&device),
+            max(&device)
         );
     }
 }

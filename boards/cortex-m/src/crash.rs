@@ -64,6 +64,28 @@ impl Write for Text {
     }
 }
 
+impl Text {
+    /// `file:line`, with the file's name only and the line in decimal,
+    /// written without `core::fmt`.
+    fn location(&mut self, file: &str, line: u32) {
+        let _ = self.write_str(file.rsplit('/').next().unwrap_or_default());
+        let _ = self.write_char(':');
+        let mut digits = [0u8; 10];
+        let (mut rest, mut n) = (line, 0);
+        while let Some(d) = digits.get_mut(n) {
+            *d = b'0' + (rest % 10) as u8;
+            n += 1;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        for d in digits.iter().take(n).rev() {
+            let _ = self.write_char(char::from(*d));
+        }
+    }
+}
+
 fn save(kind: CrashKind, pc: u32, lr: u32, status: u32, text: &Text) {
     let mut words = [0u32; WORDS];
     let head = [
@@ -101,10 +123,24 @@ pub fn record_panic(info: &PanicInfo<'_>) {
         len: 0,
     };
     if let Some(at) = info.location() {
-        let file = at.file().rsplit('/').next().unwrap_or_default();
-        let _ = write!(text, "{}:{} ", file, at.line());
+        text.location(at.file(), at.line());
+        let _ = text.write_char(' ');
     }
     let _ = write!(text, "{}", info.message());
+    save(CrashKind::Panic, 0, 0, 0, &text);
+}
+
+/// Records a panic by its location alone (`file:line`), without its
+/// message: a handler that calls this instead of [`record_panic`] links no
+/// formatting code, so firmware built for the least flash keeps none.
+pub fn record_panic_location(info: &PanicInfo<'_>) {
+    let mut text = Text {
+        bytes: [0; CRASH_TEXT],
+        len: 0,
+    };
+    if let Some(at) = info.location() {
+        text.location(at.file(), at.line());
+    }
     save(CrashKind::Panic, 0, 0, 0, &text);
 }
 
@@ -197,5 +233,23 @@ mod tests {
         assert_eq!(crash.uptime_ms, 86_400_123);
         assert_eq!(crash.text(), "main.rs:42 attempt to add with o");
         assert_eq!(take(), None);
+    }
+
+    #[test]
+    fn a_location_is_written_as_its_display_would_be() {
+        for (file, line) in [
+            ("src/main.rs", 42),
+            ("lib.rs", 0),
+            ("a/b/engine.rs", u32::MAX),
+        ] {
+            let mut text = Text {
+                bytes: [0; CRASH_TEXT],
+                len: 0,
+            };
+            text.location(file, line);
+            let name = file.rsplit('/').next().unwrap_or_default();
+            let written = core::str::from_utf8(&text.bytes[..text.len]).unwrap();
+            assert_eq!(written, format!("{name}:{line}"));
+        }
     }
 }

@@ -337,8 +337,14 @@ fn find_time_ref(
     same.then_some((r, offset))
 }
 
-/// Writes `readings` in column mode, mode byte included.
-pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsuitable> {
+/// Writes `readings` in column mode, mode byte included. With `SEARCH`,
+/// each column is written in the cheapest of the codings the format has;
+/// without it, in one coding fixed per column type (see
+/// [`DeviceCodec`](super::DeviceCodec)).
+pub(crate) fn encode<const SEARCH: bool>(
+    readings: &[Reading],
+    out: &mut [u8],
+) -> Result<usize, Unsuitable> {
     let (table, increasing) = build_table(readings)?;
     let by = ByChannel::new(readings, &table, increasing);
     let explicit = !by.canonical;
@@ -366,7 +372,12 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
                     *slot = t;
                 }
                 let prefix = gathered_times.get(..count.min(GATHER)).unwrap_or_default();
-                let len = write_times(&by, c, count, prefix, base, w.rest())?;
+                let len = if SEARCH {
+                    write_times(&by, c, count, prefix, base, w.rest())?
+                } else {
+                    let plan = timestamps::plan_fixed(|| by.times(c), prefix);
+                    timestamps::write(&plan, base, by.times(c), w.rest())?
+                };
                 w.advance(len);
                 TimeColumn::Own(len)
             }
@@ -390,17 +401,18 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
                 .get(..usize::from(chan.count).min(GATHER))
                 .unwrap_or_default();
             let factor = gathered.then(|| factor.factor());
-            write_ints(
-                col,
-                || of_channel().map(|r| r.value.bits() as i32),
-                factor,
-                w.rest(),
-            )?
+            let ints = || of_channel().map(|r| r.value.bits() as i32);
+            if SEARCH {
+                write_ints(col, ints, factor, w.rest())?
+            } else {
+                let factor = factor.unwrap_or_else(|| values::common_factor(ints()));
+                values::write_int(&values::IntPlan::fixed(ints(), factor), ints(), w.rest())?
+            }
         };
         w.advance(value);
         let mut quality = 0;
         if chan.quality {
-            quality = write_quality(of_channel().map(|r| r.quality), w.rest())?;
+            quality = write_quality::<SEARCH>(of_channel().map(|r| r.quality), w.rest())?;
             w.advance(quality);
         }
         if let Some(slot) = written.get_mut(c) {
@@ -452,13 +464,19 @@ pub(crate) fn encode(readings: &[Reading], out: &mut [u8]) -> Result<usize, Unsu
     Ok(w.position())
 }
 
-fn write_quality(
+/// Writes a quality column: in its cheapest group size with `SEARCH`, in
+/// groups of 8 without.
+fn write_quality<const SEARCH: bool>(
     q: impl Iterator<Item = Quality> + Clone,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
-    let mut cost = PackCost::default();
-    q.clone().for_each(|q| cost.push(u64::from(q.bits())));
-    let (group, _) = cost.best();
+    let group = if SEARCH {
+        let mut cost = PackCost::default();
+        q.clone().for_each(|q| cost.push(u64::from(q.bits())));
+        cost.best().0
+    } else {
+        0
+    };
     let mut head = ByteWriter::new(out);
     head.u8(group)?;
     let mut bits = BitWriter::new(head.rest());

@@ -131,6 +131,84 @@ fn encode_lz4(readings: &[Reading], out: &mut [u8]) -> Option<usize> {
     (total < raw + 1).then_some(total)
 }
 
+/// [`CompactCodec`]'s format, written with one coding per column instead of
+/// the cheapest: values predicted from the previous value, timestamps by
+/// delta-of-delta, both bit-packed in groups of 8. Its blocks decode with
+/// either codec, byte for byte the same readings.
+///
+/// It is the encoder of the device profile
+/// ([`profile::Device`](crate::profile::Device)): it leaves out the search
+/// over three predictors, three group sizes and a fitted clock, most of
+/// [`CompactCodec`]'s flash, for a few percent more bytes a reading (see
+/// `docs/footprint.md` for the figures on the recordings).
+///
+/// ```
+/// use telemark_core::codec::{BlockCodec, CompactCodec, DeviceCodec};
+/// use telemark_core::model::{ChannelId, Reading, Value};
+/// use telemark_core::time::Instant;
+///
+/// // A temperature drifting up by a tenth of a degree now and then,
+/// // sampled every second for four minutes.
+/// let readings: heapless::Vec<Reading, 240> = (0..240u64)
+///     .map(|s| {
+///         let t = Instant::from_millis(1_700_000_000_000 + s * 1000);
+///         Reading::new(ChannelId(1), t, Value::Scaled(2150 + (s * s / 900) as i32))
+///     })
+///     .collect();
+/// let mut block = [0u8; 1024];
+/// let n = DeviceCodec.encode(&readings, &mut block).unwrap();
+/// let full = CompactCodec.encode(&readings, &mut [0u8; 1024]).unwrap();
+/// assert!(n < readings.len() / 2, "{n} bytes for {} readings", readings.len());
+/// assert!(n <= full + full / 10, "{n} bytes, the full encoder {full}");
+///
+/// let mut back: heapless::Vec<Reading, 240> = heapless::Vec::new();
+/// CompactCodec.decode(&block[..n], &mut back).unwrap();
+/// assert_eq!(back, readings);
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeviceCodec;
+
+/// Encodes a block in column mode, searched or fixed, falling back to lz4
+/// (with the `lz4` feature) or raw where columns do not pay.
+fn encode_block<const SEARCH: bool>(
+    readings: &[Reading],
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    if readings.len() > usize::from(u16::MAX) {
+        return Err(EncodeError::TooManyReadings);
+    }
+    let raw = raw_len(readings.len());
+    match columns::encode::<SEARCH>(readings, out) {
+        Ok(n) if n <= raw => return Ok(n),
+        Err(Unsuitable::Encode(EncodeError::BufferTooSmall)) if out.len() < raw => {
+            return Err(EncodeError::BufferTooSmall)
+        }
+        _ => {}
+    }
+    #[cfg(feature = "lz4")]
+    if let Some(n) = encode_lz4(readings, out) {
+        return Ok(n);
+    }
+    let mut w = ByteWriter::new(out);
+    w.u8(MODE_RAW)?;
+    write_raw_body(readings, &mut w)?;
+    Ok(w.position())
+}
+
+// Out of line, so that a caller that decodes and then encodes (offline
+// degradation) holds the decoder's state and the encoder's scratch one
+// after the other on the stack, never both.
+#[inline(never)]
+fn decode_block(block: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, DecodeError> {
+    let mut r = ByteReader::new(block);
+    match r.u8()? {
+        MODE_RAW => decode_raw_body(r.rest(), sink),
+        MODE_COLUMNS => super::columns::decode(r.rest(), sink),
+        MODE_LZ4 => decode_lz4(r.rest(), sink, usize::from(u16::MAX)),
+        _ => Err(DecodeError::Malformed),
+    }
+}
+
 impl BlockCodec for CompactCodec {
     type Estimate = Estimate;
 
@@ -139,39 +217,27 @@ impl BlockCodec for CompactCodec {
     }
 
     fn encode(&mut self, readings: &[Reading], out: &mut [u8]) -> Result<usize, EncodeError> {
-        if readings.len() > usize::from(u16::MAX) {
-            return Err(EncodeError::TooManyReadings);
-        }
-        let raw = raw_len(readings.len());
-        match columns::encode(readings, out) {
-            Ok(n) if n <= raw => return Ok(n),
-            Err(Unsuitable::Encode(EncodeError::BufferTooSmall)) if out.len() < raw => {
-                return Err(EncodeError::BufferTooSmall)
-            }
-            _ => {}
-        }
-        #[cfg(feature = "lz4")]
-        if let Some(n) = encode_lz4(readings, out) {
-            return Ok(n);
-        }
-        let mut w = ByteWriter::new(out);
-        w.u8(MODE_RAW)?;
-        write_raw_body(readings, &mut w)?;
-        Ok(w.position())
+        encode_block::<true>(readings, out)
     }
 
-    // Out of line, so that a caller that decodes and then encodes (offline
-    // degradation) holds the decoder's state and the encoder's scratch one
-    // after the other on the stack, never both.
-    #[inline(never)]
     fn decode(&self, block: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, DecodeError> {
-        let mut r = ByteReader::new(block);
-        match r.u8()? {
-            MODE_RAW => decode_raw_body(r.rest(), sink),
-            MODE_COLUMNS => super::columns::decode(r.rest(), sink),
-            MODE_LZ4 => decode_lz4(r.rest(), sink, usize::from(u16::MAX)),
-            _ => Err(DecodeError::Malformed),
-        }
+        decode_block(block, sink)
+    }
+}
+
+impl BlockCodec for DeviceCodec {
+    type Estimate = Estimate;
+
+    fn estimate(&self, estimate: &mut Estimate, reading: &Reading) -> usize {
+        estimate.add(reading)
+    }
+
+    fn encode(&mut self, readings: &[Reading], out: &mut [u8]) -> Result<usize, EncodeError> {
+        encode_block::<false>(readings, out)
+    }
+
+    fn decode(&self, block: &[u8], sink: &mut dyn ReadingSink) -> Result<usize, DecodeError> {
+        decode_block(block, sink)
     }
 }
 

@@ -21,7 +21,7 @@ mod values;
 #[cfg(feature = "serde")]
 mod plain;
 
-pub use compact::{raw_len, CompactCodec, Estimate, MAX_CHANNELS, RAW_READING_BYTES};
+pub use compact::{raw_len, CompactCodec, DeviceCodec, Estimate, MAX_CHANNELS, RAW_READING_BYTES};
 
 #[cfg(feature = "serde")]
 pub use plain::PlainCodec;

@@ -226,6 +226,46 @@ fn fit_clock(times: &[u64], centre: u64) -> (u64, u64, bool) {
     (interval as u64, phase as u64, l <= u)
 }
 
+/// The plan of a column written without pricing: delta-of-delta where the
+/// times are evenly spaced or no clock fits them exactly, else the clock
+/// fitted on the first times (`prefix`, all of them when the column is
+/// short) where it fits every time exactly (any clock rounded to
+/// milliseconds, such as 360 Hz); groups of 8 either way.
+pub(crate) fn plan_fixed<I: Iterator<Item = u64>>(
+    times: impl Fn() -> I,
+    prefix: &[u64],
+) -> TimePlan {
+    let dod = TimePlan {
+        mode: Mode::DeltaOfDelta,
+        group: 0,
+        bits: 0,
+    };
+    let Some(&t0) = prefix.first() else {
+        return dod;
+    };
+    let (n, last) = times().fold((0u64, t0), |(n, _), t| (n + 1, t));
+    // Spans of 2^31 ms and more are left to delta-of-delta, as fit_clock
+    // leaves them to its estimate.
+    let span = last.wrapping_sub(t0);
+    if n < 3 || last <= t0 || span >= 1 << 31 || is_regular(prefix) {
+        return dod;
+    }
+    let (interval, phase, exact) = fit_clock(prefix, (span << FRAC) / (n - 1));
+    let fits = exact
+        && times()
+            .enumerate()
+            .all(|(i, t)| linear(t0, i as u64, interval, phase) == t);
+    if fits {
+        TimePlan {
+            mode: Mode::Linear { interval, phase },
+            group: 0,
+            bits: 0,
+        }
+    } else {
+        dod
+    }
+}
+
 /// Writes a timestamp column as planned; returns its length in bytes.
 pub(crate) fn write(
     plan: &TimePlan,

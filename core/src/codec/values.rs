@@ -58,6 +58,20 @@ pub(crate) struct IntPlan {
     pub(crate) bits: u64,
 }
 
+impl IntPlan {
+    /// The plan of a column written without a search: the previous value
+    /// as the predictor, in groups of 8 (what the stager's estimate prices).
+    pub(crate) fn fixed(mut values: impl Iterator<Item = i32>, factor: u32) -> Self {
+        IntPlan {
+            predictor: 1,
+            group: 0,
+            factor,
+            first: values.next().unwrap_or(0),
+            bits: 0,
+        }
+    }
+}
+
 /// Exact division by a constant without a divide instruction: shift out
 /// the factor's power of two, then multiply by the inverse of its odd part
 /// modulo 2^32. Exact for multiples of the factor, which is all it is used on.

@@ -18,6 +18,7 @@ use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
 use telemark_core::config::EngineConfig;
 use telemark_core::engine::{Boot, Engine, EngineError};
 use telemark_core::model::{ChannelId, ReadingSink, Severity};
+use telemark_core::profile::{Full, Profile};
 use telemark_core::rules::Rules;
 use telemark_core::sensor::{Sensor, SensorErrorKind};
 use telemark_core::stager::StagerConfig;
@@ -56,8 +57,10 @@ pub const GAS: ChannelSpec = ChannelSpec::new(
     Rules::NONE,
 );
 
-/// The engine the examples run: 2 channels, `STAGE` staged readings.
-pub type Device<S, const STAGE: usize> = Engine<S, 2, STAGE, MTU>;
+/// The engine the examples run: 2 channels, `STAGE` staged readings, in
+/// profile `P` (the full engine unless the firmware picks the device
+/// profile).
+pub type Device<S, const STAGE: usize, P = Full> = Engine<S, 2, STAGE, MTU, P>;
 
 /// Reports every 5 device minutes (5 s of real time), blocks of at most
 /// `stage` readings sealed at most 5 minutes old, a heartbeat every hour.
@@ -130,11 +133,11 @@ pub fn device_boot(id: u64, epoch: Epoch, reset: ResetReason) -> Boot {
 }
 
 /// Builds the engine of device `id` over `store`, for this `boot`.
-pub fn device<S: RecordStore, const STAGE: usize>(
+pub fn device<S: RecordStore, const STAGE: usize, P: Profile>(
     id: u64,
     store: S,
     boot: Boot,
-) -> Result<Device<S, STAGE>, EngineError> {
+) -> Result<Device<S, STAGE, P>, EngineError> {
     Engine::new(&[FLOW, GAS], store, config(id, STAGE), boot)
 }
 
@@ -198,9 +201,12 @@ pub fn real_ms_until(uptime_ms: u64, wake: Instant) -> u64 {
 }
 
 /// One status line for the semihosting console.
-pub struct Status<'a, S: RecordStore, const STAGE: usize>(pub &'a Device<S, STAGE>, pub Instant);
+pub struct Status<'a, S: RecordStore, const STAGE: usize, P: Profile>(
+    pub &'a Device<S, STAGE, P>,
+    pub Instant,
+);
 
-impl<S: RecordStore, const STAGE: usize> fmt::Display for Status<'_, S, STAGE> {
+impl<S: RecordStore, const STAGE: usize, P: Profile> fmt::Display for Status<'_, S, STAGE, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (engine, now) = (self.0, self.1);
         let store = engine.store().counters();

@@ -47,7 +47,12 @@ macro_rules! log {
 /// boiler's rate while the link is down.
 type Store = RamStore<256, 1536>;
 /// Blocks of at most 16 readings keep the stager small in 16 KiB of RAM.
-type Engine = Device<&'static mut Store, 16>;
+/// The device profile, or with `--features full` the full engine.
+#[cfg(not(feature = "full"))]
+type Profile = telemark_core::profile::Device;
+#[cfg(feature = "full")]
+type Profile = telemark_core::profile::Full;
+type Engine = Device<&'static mut Store, 16, Profile>;
 type Serial = SerialTransport<Uart, 320>;
 
 #[entry]
@@ -139,9 +144,19 @@ unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     SCB::sys_reset()
 }
 
+#[cfg(feature = "full")]
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     crash::record_panic(info);
     log!("panic: {info}; resetting");
+    SCB::sys_reset()
+}
+
+/// The device profile's handler: the location is recorded and reported
+/// after the reset, the message is not formatted.
+#[cfg(not(feature = "full"))]
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    crash::record_panic_location(info);
     SCB::sys_reset()
 }

@@ -54,7 +54,12 @@ type Store = FlashStore<Blocking<RetainedFlash>, 512>;
 /// With `--features ram-store`: the RAM store, for the footprint report.
 #[cfg(feature = "ram-store")]
 type Store = telemark_core::store::RamStore<1024, 8192>;
-type Engine = Device<&'static mut Store, 64>;
+/// The full engine, or with `--features device` the device profile.
+#[cfg(not(feature = "device"))]
+type Profile = telemark_core::profile::Full;
+#[cfg(feature = "device")]
+type Profile = telemark_core::profile::Device;
+type Engine = Device<&'static mut Store, 64, Profile>;
 type Serial = SerialTransport<Usart1, 512>;
 
 #[entry]
@@ -148,10 +153,20 @@ unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
     SCB::sys_reset()
 }
 
+#[cfg(not(feature = "device"))]
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     crash::record_panic(info);
     log!("panic: {info}; resetting");
+    SCB::sys_reset()
+}
+
+/// The device profile's handler: the location is recorded and reported
+/// after the reset, the message is not formatted.
+#[cfg(feature = "device")]
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    crash::record_panic_location(info);
     SCB::sys_reset()
 }
 
