@@ -776,7 +776,8 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: P
     /// Offline degradation: while the routine lane is at its high-water
     /// mark, halve the time resolution of the oldest blocks not yet
     /// decimated (every other reading of each channel goes), so that
-    /// eviction comes only after decimation has done what it can.
+    /// eviction comes only after decimation has done what it can. Only in a
+    /// profile that decimates ([`Profile::DECIMATE`]).
     ///
     /// Kept out of line: it holds a decoder and a batch of readings, which
     /// the common path of storing a block should not carry on its stack.
