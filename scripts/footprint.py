@@ -66,15 +66,15 @@ FIRMWARE = [
     Image("qemu-netduinoplus2", "qemu-netduinoplus2 (Cortex-M4F, flash store)", "examples/qemu-netduinoplus2",
           "thumbv7em-none-eabihf", [], "target", "full"),
     Image("qemu-netduinoplus2/ram-store", "qemu-netduinoplus2 --features ram-store (Cortex-M4F, RAM store)",
-          "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", ["--features", "ram-store"], "target/ram-store",
+          "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", ["--features", "ram-store"], "target/footprint",
           "full", RAM_STORE_M4),
     Image("qemu-netduinoplus2/ram-store,small",
           "qemu-netduinoplus2 --features ram-store,small (Cortex-M4F, RAM store, small)",
           "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", ["--features", "ram-store,small"],
-          "target/ram-store-small", "small", RAM_STORE_M4),
+          "target/footprint", "small", RAM_STORE_M4),
     Image("qemu-netduinoplus2/device", "qemu-netduinoplus2 --features ram-store,device (Cortex-M4F, RAM store, "
           "device profile)", "examples/qemu-netduinoplus2", "thumbv7em-none-eabihf", ["--features", "ram-store,device"],
-          "target/device", "device", RAM_STORE_M4),
+          "target/footprint", "device", RAM_STORE_M4),
     Image("qemu-microbit/full", "qemu-microbit --features full (Cortex-M0, RAM store, small)",
           "examples/qemu-microbit", "thumbv6m-none-eabi", ["--features", "full"], "target/full", "small",
           RAM_STORE_M0),
@@ -103,6 +103,9 @@ CLASSES = [
     ("board support", re.compile(r"telemark_cortex_m")),
 ]
 
+# The variants of one firmware share a target folder ("target/footprint"),
+# so that the dependencies they build alike are built once; each image is
+# measured right after its build, before the next one replaces it.
 def build(folder, args, target_dir):
     env = dict(os.environ, CARGO_TARGET_DIR=str(ROOT / folder / target_dir))
     env.pop("RUSTFLAGS", None)
