@@ -197,9 +197,10 @@ pub struct EngineCounters {
     /// Readings that could not be staged or stored (the store refused their
     /// block, or they were reported for an unknown channel).
     pub dropped_readings: u32,
-    /// Reports not stored because the alert lane had filled its share for
-    /// their severity (see [`alert_share_percent`]), so that room stays for
-    /// more urgent ones.
+    /// Reports not stored when they were made because the alert lane had
+    /// filled its share for their severity (see [`alert_share_percent`]),
+    /// so that room stays for more urgent ones. A channel's report (what it
+    /// measures) is stored later, once there is room; the others are not.
     pub reports_held_back: u32,
 }
 
@@ -219,11 +220,27 @@ pub const fn alert_share_percent(severity: crate::model::Severity) -> usize {
     }
 }
 
+/// A report the alert lane's share for its severity had no room for.
+struct HeldBack;
+
+/// What `spec` measures and how its values read, as the server learns it.
+fn channel_report(spec: &ChannelSpec) -> Report {
+    Report::Channel {
+        channel: spec.id,
+        unit: spec.unit,
+        kind: spec.kind,
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Channel {
     spec: ChannelSpec,
     rules: RuleState,
     next_due: Instant,
+    /// Its [`Report::Channel`] could not be stored when it was made (the
+    /// alert lane had filled its share for info reports): it is stored as
+    /// soon as there is room, so the server always learns what it measures.
+    unreported: bool,
 }
 
 /// The device engine over store `S`, with room for `CH` channels, `STAGE`
@@ -322,6 +339,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: P
                 spec: *spec,
                 rules: RuleState::new(),
                 next_due: Instant::ZERO,
+                unreported: false,
             })
             .map_err(|_| EngineError::TooManyChannels)?;
         }
@@ -350,18 +368,44 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: P
 
     /// Reports what each channel `which` picks measures, and how its
     /// values read ([`Report::Channel`]).
+    /// One held back is stored later, by [`Engine::report_unreported`].
     fn report_channels(&mut self, which: impl Fn(&ChannelSpec) -> bool) {
         for i in 0..self.channels.len() {
             let Some(spec) = self.channels.get(i).map(|c| c.spec) else {
                 break;
             };
             if which(&spec) {
-                let report = Report::Channel {
-                    channel: spec.id,
-                    unit: spec.unit,
-                    kind: spec.kind,
-                };
-                let _ = self.push_report(report, crate::model::Severity::Info);
+                let stored = self
+                    .push_report(channel_report(&spec), crate::model::Severity::Info)
+                    .is_some();
+                if let Some(c) = self.channels.get_mut(i) {
+                    c.unreported = !stored;
+                }
+            }
+        }
+    }
+
+    /// Stores the channel reports held back earlier, in channel order, as
+    /// far as the alert lane's share for info reports has room; they were
+    /// counted in [`EngineCounters::reports_held_back`] once, when made.
+    fn report_unreported(&mut self) {
+        for i in 0..self.channels.len() {
+            let Some(spec) = self
+                .channels
+                .get(i)
+                .filter(|c| c.unreported)
+                .map(|c| c.spec)
+            else {
+                continue;
+            };
+            match self.store_report(channel_report(&spec), crate::model::Severity::Info) {
+                Ok(_) => {
+                    if let Some(c) = self.channels.get_mut(i) {
+                        c.unreported = false;
+                    }
+                }
+                // Still no room: the later ones wait with it.
+                Err(HeldBack) => return,
             }
         }
     }
@@ -738,24 +782,45 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: P
         }
     }
 
+    /// Stores a report, or counts it in
+    /// [`EngineCounters::reports_held_back`] when its severity's share of the
+    /// alert lane has no room for it.
     fn push_report(&mut self, report: Report, severity: crate::model::Severity) -> Option<Seq> {
+        match self.store_report(report, severity) {
+            Ok(seq) => seq,
+            Err(HeldBack) => {
+                let c = &mut self.counters;
+                c.reports_held_back = c.reports_held_back.saturating_add(1);
+                None
+            }
+        }
+    }
+
+    /// Stores a report if its severity's share of the alert lane
+    /// ([`alert_share_percent`]) has room for it: its sequence number, or
+    /// `None` where the store refused it (counted by the store's alert lane).
+    fn store_report(
+        &mut self,
+        report: Report,
+        severity: crate::model::Severity,
+    ) -> Result<Option<Seq>, HeldBack> {
         let mut buf = [0u8; 64];
-        let n = report.encode(&mut buf).ok()?;
+        let Ok(n) = report.encode(&mut buf) else {
+            return Ok(None);
+        };
         let share = alert_share_percent(severity);
         let capacity = self.store.capacity(Lane::Alert);
         let used_after = self.store.used(Lane::Alert) + n + crate::store::RECORD_OVERHEAD;
         if share < 100 && used_after * 100 > capacity * share {
-            let c = &mut self.counters;
-            c.reports_held_back = c.reports_held_back.saturating_add(1);
-            return None;
+            return Err(HeldBack);
         }
-        // A refusal is counted by the store's alert lane.
-        self.store
+        Ok(self
+            .store
             .push(
                 RecordMeta::alert(severity, 1),
                 buf.get(..n).unwrap_or_default(),
             )
-            .ok()
+            .ok())
     }
 
     fn push_alert(&mut self, alert: Alert) {
@@ -968,6 +1033,7 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: P
             }
         }
         self.seal(now, false);
+        self.report_unreported();
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.heartbeat;
             self.counters.heartbeats = self.counters.heartbeats.saturating_add(1);

@@ -1,7 +1,8 @@
 //! Alerts first, always: on the micro:bit's store (`RamStore<256, 1536>`),
 //! a week with no link ends with the critical alert stored and sent before
 //! anything else. An unsent heartbeat is replaced by the next; reports of
-//! lower severity are held to their share of the alert lane, and counted.
+//! lower severity are held to their share of the alert lane, and counted;
+//! a channel's report held back at start-up is sent once there is room.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use telemark_core::channel::{ChannelSpec, Range, Unit, ValueKind};
@@ -10,12 +11,12 @@ use telemark_core::engine::{alert_share_percent, Action, Boot, Engine};
 use telemark_core::model::{AlertKind, ChannelId, Reading, Severity, Value};
 use telemark_core::rules::Rules;
 use telemark_core::stager::StagerConfig;
-use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore};
+use telemark_core::store::{FullPolicy, Lane, RamStore, RecordStore, SeqRange};
 use telemark_core::time::{Duration, Instant};
 use telemark_core::uplink::UplinkConfig;
-use telemark_core::wire::frame::RecordsFrame;
+use telemark_core::wire::frame::{RecordsFrame, ResponseWriter};
 use telemark_core::wire::report::{Report, ResetReason};
-use telemark_core::wire::seal::{open, Direction, Sealing};
+use telemark_core::wire::seal::{open, Direction, FrameKind, Header, Sealing};
 use telemark_core::wire::Epoch;
 
 type Store = RamStore<256, 1536>;
@@ -193,4 +194,80 @@ fn chattering_warnings_leave_room_for_the_critical_alert() {
             "overflow",
         ))
     );
+}
+
+/// On a store whose alert lane holds one info report within its share, the
+/// second channel's report is held back at start-up; it is sent once the
+/// first one's acknowledgement makes room, so the server learns what every
+/// channel measures.
+#[test]
+fn a_held_back_channel_report_is_sent_once_there_is_room() {
+    let config = EngineConfig {
+        uplink: UplinkConfig::new(4, 256, Duration::from_mins(60)),
+        stager: StagerConfig::new(64, 190, Duration::from_mins(60)),
+        heartbeat: Duration::from_mins(24 * 60),
+    };
+    let mut engine: Engine<RamStore<56, 1536>, 2, 64, 256> = Engine::new(
+        &[TANK, PUMP],
+        RamStore::new(FullPolicy::EvictOldest),
+        config,
+        Boot {
+            reset_reason: ResetReason::PowerOn,
+            epoch: Epoch(1),
+            sealing: Sealing::Unauthenticated,
+        },
+    )
+    .unwrap();
+    assert_eq!(engine.counters().reports_held_back, 1);
+    let mut reported = Vec::new();
+    let now = Instant::from_millis(1_000);
+    engine.flush_now(now);
+    for _ in 0..4 {
+        let mut sent = None;
+        loop {
+            match engine.poll(now) {
+                Action::Sample(ch) => {
+                    engine.on_reading(now, Reading::new(ch, now, Value::Scaled(100)))
+                }
+                Action::Send(frame) => {
+                    let mut bytes = frame.to_vec();
+                    let (header, body) =
+                        open(&mut bytes, &Sealing::Unauthenticated, Direction::Up).unwrap();
+                    let records = RecordsFrame::parse(&header, body).unwrap();
+                    let seqs: Vec<_> = records.records().map(|r| r.record.seq).collect();
+                    for r in records.records() {
+                        if let Ok(Report::Channel { channel, .. }) =
+                            Report::decode(r.record.payload)
+                        {
+                            reported.push(channel);
+                        }
+                    }
+                    sent = Some((header.counter, seqs));
+                    engine.on_sent(now);
+                }
+                Action::Sleep(_) => break,
+                _ => {}
+            }
+        }
+        let Some((counter, seqs)) = sent else { break };
+        let ranges: Vec<SeqRange> = seqs.iter().map(|&s| SeqRange::single(s)).collect();
+        let header = Header::new(
+            FrameKind::Response,
+            4,
+            Epoch(1),
+            counter,
+            &Sealing::Unauthenticated,
+        );
+        let mut ack = [0u8; 128];
+        let w = ResponseWriter::new(&mut ack, &header, None, &ranges, &Sealing::Unauthenticated)
+            .unwrap();
+        let n = w.finish(&Sealing::Unauthenticated).unwrap();
+        engine.on_frame(now, &mut ack[..n]).unwrap();
+        engine.flush_now(now);
+    }
+    assert_eq!(reported, [TANK.id, PUMP.id]);
+    // Counted once when made, not again while it waited: the other report
+    // held back is the boot heartbeat, made while the first channel report
+    // filled the share.
+    assert_eq!(engine.counters().reports_held_back, 2);
 }
