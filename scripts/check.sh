@@ -167,6 +167,7 @@ python3 scripts/footprint.py --no-clients
 # The fuzz workspace's lock file is checked without a second build.
 step "fuzz: every target for ${FUZZ_SECONDS:-4} s, with its execution count"
 cargo metadata --manifest-path fuzz/Cargo.toml --locked --format-version 1 >/dev/null
+(cd fuzz && cargo fmt --check)
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-4}"
 
 step "cargo doc (warnings denied)"

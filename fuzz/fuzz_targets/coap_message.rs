@@ -13,16 +13,35 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut buf = vec![0u8; data.len() + 16];
-    let mut w = Writer::new(&mut buf, message.ty, message.code, message.message_id, message.token)
-        .expect("a parsed token fits");
+    let mut w = Writer::new(
+        &mut buf,
+        message.ty,
+        message.code,
+        message.message_id,
+        message.token,
+    )
+    .expect("a parsed token fits");
     for (number, value) in message.options() {
-        w.option(number, value).expect("parsed options are in order");
+        w.option(number, value)
+            .expect("parsed options are in order");
     }
     let n = w.payload(message.payload).expect("the buffer holds it");
     let again = Message::parse(&buf[..n]).expect("what was written parses");
     assert_eq!(
-        (again.ty, again.code, again.message_id, again.token, again.payload),
-        (message.ty, message.code, message.message_id, message.token, message.payload)
+        (
+            again.ty,
+            again.code,
+            again.message_id,
+            again.token,
+            again.payload
+        ),
+        (
+            message.ty,
+            message.code,
+            message.message_id,
+            message.token,
+            message.payload
+        )
     );
     assert!(again.options().eq(message.options()));
 });

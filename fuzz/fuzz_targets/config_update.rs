@@ -45,15 +45,25 @@ fuzz_target!(|data: &[u8]| {
         store_policy: FullPolicy::Refuse,
         channels,
     };
-    let Ok(update) = ConfigUpdate::parse(data) else { return };
-    let Ok(next) = update.apply(&base) else { return };
+    let Ok(update) = ConfigUpdate::parse(data) else {
+        return;
+    };
+    let Ok(next) = update.apply(&base) else {
+        return;
+    };
     let mut buf = [0u8; 512];
-    let n = next.encode(&mut buf).expect("an accepted config fits 512 bytes");
+    let n = next
+        .encode(&mut buf)
+        .expect("an accepted config fits 512 bytes");
     let again = ConfigUpdate::parse(&buf[..n])
         .expect("a saved config parses")
         .apply(&base)
         .expect("a saved config applies");
     let mut buf2 = [0u8; 512];
     let n2 = again.encode(&mut buf2).expect("fits");
-    assert_eq!(&buf[..n], &buf2[..n2], "config changed through its own encoding");
+    assert_eq!(
+        &buf[..n],
+        &buf2[..n2],
+        "config changed through its own encoding"
+    );
 });

@@ -19,14 +19,27 @@ type Store = FlashStore<Blocking<Flash>, 256>;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Push { alert: bool, severity: u8, len: u8 },
-    Ack { first: u8, span: u8 },
+    Push {
+        alert: bool,
+        severity: u8,
+        len: u8,
+    },
+    Ack {
+        first: u8,
+        span: u8,
+    },
     /// Discard one record, as a superseded heartbeat is.
-    Discard { seq: u8 },
-    Policy { evict: bool },
+    Discard {
+        seq: u8,
+    },
+    Policy {
+        evict: bool,
+    },
     Decimate,
     /// Cut the power after this many more bytes of writes and erases.
-    Cut { after: u16 },
+    Cut {
+        after: u16,
+    },
     Reboot,
 }
 
@@ -61,7 +74,10 @@ fn check(store: &mut Store, model: &mut Model) {
     }
     let unsure = std::mem::take(&mut model.unsure);
     let evicting = std::mem::take(&mut model.evicting);
-    let may_be_gone: Vec<u32> = evicting.into_iter().take_while(|s| !found.contains_key(s)).collect();
+    let may_be_gone: Vec<u32> = evicting
+        .into_iter()
+        .take_while(|s| !found.contains_key(s))
+        .collect();
     let held = std::mem::take(&mut model.held);
     for (seq, (lane, payload)) in held {
         match found.get(&seq) {
@@ -88,7 +104,13 @@ fn check(store: &mut Store, model: &mut Model) {
             }
         }
     }
-    let top = found.keys().last().copied().into_iter().chain(model.handed_out).max();
+    let top = found
+        .keys()
+        .last()
+        .copied()
+        .into_iter()
+        .chain(model.handed_out)
+        .max();
     if let Some(top) = top {
         assert!(store.next_seq().0 > top, "seq {top} may be reused");
     }
@@ -100,13 +122,22 @@ fuzz_target!(|ops: Vec<Op>| {
     let mut model = Model::default();
     for op in ops.into_iter().take(64) {
         let ok = match op {
-            Op::Push { alert, severity, len } => {
+            Op::Push {
+                alert,
+                severity,
+                len,
+            } => {
                 let lane = if alert { Lane::Alert } else { Lane::Routine };
                 let severity = Severity::from_bits(severity % 3).unwrap_or(Severity::Info);
                 let seq = store.next_seq().0;
                 let payload: Vec<u8> = (0..len).map(|i| i ^ seq as u8).collect();
                 model.unsure.insert(seq, Some((lane, payload.clone())));
-                let meta = RecordMeta { lane, severity, readings: 1, decimated: false };
+                let meta = RecordMeta {
+                    lane,
+                    severity,
+                    readings: 1,
+                    decimated: false,
+                };
                 let before = store.counters().routine.evicted_records;
                 // Eviction takes the routine lane's oldest in queue order (a
                 // decimated copy travels after records younger than it).
@@ -125,7 +156,10 @@ fuzz_target!(|ops: Vec<Op>| {
                         model.handed_out = Some(seq);
                         let evicted = store.counters().routine.evicted_records - before;
                         for oldest in queue.iter().take(evicted as usize) {
-                            assert!(model.held.remove(oldest).is_some(), "evicted {oldest}, not held");
+                            assert!(
+                                model.held.remove(oldest).is_some(),
+                                "evicted {oldest}, not held"
+                            );
                         }
                         model.held.insert(seq, (lane, payload));
                         true
@@ -162,7 +196,11 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::Policy { evict } => {
-                model.policy = if evict { FullPolicy::EvictOldest } else { FullPolicy::Refuse };
+                model.policy = if evict {
+                    FullPolicy::EvictOldest
+                } else {
+                    FullPolicy::Refuse
+                };
                 store.set_routine_policy(model.policy);
                 true
             }

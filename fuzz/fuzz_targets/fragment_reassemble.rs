@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
             let mut again = Reassembler::<256>::new(mtu).expect("same MTU");
             let mut back = None;
             for p in Fragments::new(&frame, mtu, 3).expect("a frame that came in pieces") {
-                back = again.push(&p.to_vec()).expect("well-formed").map(<[u8]>::to_vec);
+                back = again
+                    .push(&p.to_vec())
+                    .expect("well-formed")
+                    .map(<[u8]>::to_vec);
             }
             assert_eq!(back, Some(frame));
         }

@@ -11,9 +11,13 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(n) = PlainCodec.decode(data, &mut readings) {
         assert_eq!(n, readings.len());
         let mut again = vec![0u8; data.len() + 16];
-        let len = PlainCodec.encode(&readings, &mut again).expect("decoded readings re-encode");
+        let len = PlainCodec
+            .encode(&readings, &mut again)
+            .expect("decoded readings re-encode");
         let mut back: Vec<Reading> = Vec::new();
-        PlainCodec.decode(&again[..len], &mut back).expect("re-encoded block decodes");
+        PlainCodec
+            .decode(&again[..len], &mut back)
+            .expect("re-encoded block decodes");
         assert_eq!(back.len(), readings.len());
     }
 });

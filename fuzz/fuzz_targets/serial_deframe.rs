@@ -14,7 +14,9 @@ fuzz_target!(|data: &[u8]| {
             let mut line = vec![0u8; frame.len() + overhead(frame.len())];
             let n = encode(&frame, &mut line).expect("sized for the frame");
             let mut again: Deframer<256> = Deframer::new();
-            let back = line[..n].iter().find_map(|&b| again.push(b).map(|r| r.map(<[u8]>::to_vec)));
+            let back = line[..n]
+                .iter()
+                .find_map(|&b| again.push(b).map(|r| r.map(<[u8]>::to_vec)));
             assert_eq!(back, Some(Ok(frame)));
         }
     }

@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     let mut keyring = Keyring::new();
     keyring.insert(7, 1, Key::from_bytes([1; 32]));
     keyring.allow_unauthenticated(7);
-    let limits = Limits { readings_per_frame: 4096, ..Limits::default() };
+    let limits = Limits {
+        readings_per_frame: 4096,
+        ..Limits::default()
+    };
     let mut server = Server::with_limits(keyring, limits);
     let mut store = MemoryStore::new();
     match server.receive(&mut store, data, 1_700_000_000_000) {
