@@ -368,7 +368,8 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: P
 
     /// Reports what each channel `which` picks measures, and how its
     /// values read ([`Report::Channel`]).
-    /// One held back is stored later, by [`Engine::report_unreported`].
+    /// One held back is stored after the next acknowledgement, by
+    /// [`Engine::report_unreported`].
     fn report_channels(&mut self, which: impl Fn(&ChannelSpec) -> bool) {
         for i in 0..self.channels.len() {
             let Some(spec) = self.channels.get(i).map(|c| c.spec) else {
@@ -986,6 +987,8 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: P
     #[inline(never)]
     pub fn on_frame(&mut self, now: Instant, bytes: &mut [u8]) -> Result<Downlink, FrameError> {
         let (ack, response) = self.uplink.on_frame(now, bytes, &mut self.store)?;
+        // Only an acknowledgement makes room in the alert lane.
+        self.report_unreported();
         let mut done = Downlink {
             ack,
             ..Downlink::default()
@@ -1033,7 +1036,6 @@ impl<S: RecordStore, const CH: usize, const STAGE: usize, const MTU: usize, P: P
             }
         }
         self.seal(now, false);
-        self.report_unreported();
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + self.heartbeat;
             self.counters.heartbeats = self.counters.heartbeats.saturating_add(1);

@@ -65,6 +65,11 @@ impl Write for Text {
 }
 
 impl Text {
+    const EMPTY: Text = Text {
+        bytes: [0; CRASH_TEXT],
+        len: 0,
+    };
+
     /// `file:line`, with the file's name only and the line in decimal,
     /// written without `core::fmt`.
     fn location(&mut self, file: &str, line: u32) {
@@ -118,12 +123,8 @@ fn save(kind: CrashKind, pc: u32, lr: u32, status: u32, text: &Text) {
 
 /// Records a panic: its location and message, cut to 32 bytes.
 pub fn record_panic(info: &PanicInfo<'_>) {
-    let mut text = Text {
-        bytes: [0; CRASH_TEXT],
-        len: 0,
-    };
-    if let Some(at) = info.location() {
-        text.location(at.file(), at.line());
+    let mut text = located(info);
+    if text.len > 0 {
         let _ = text.write_char(' ');
     }
     let _ = write!(text, "{}", info.message());
@@ -134,23 +135,22 @@ pub fn record_panic(info: &PanicInfo<'_>) {
 /// message: a handler that calls this instead of [`record_panic`] links no
 /// formatting code, so firmware built for the least flash keeps none.
 pub fn record_panic_location(info: &PanicInfo<'_>) {
-    let mut text = Text {
-        bytes: [0; CRASH_TEXT],
-        len: 0,
-    };
+    save(CrashKind::Panic, 0, 0, 0, &located(info));
+}
+
+/// A crash text holding the panic's location, if it has one.
+fn located(info: &PanicInfo<'_>) -> Text {
+    let mut text = Text::EMPTY;
     if let Some(at) = info.location() {
         text.location(at.file(), at.line());
     }
-    save(CrashKind::Panic, 0, 0, 0, &text);
+    text
 }
 
 /// Records a HardFault: the faulting pc and lr from the exception frame,
 /// and the configurable fault status register.
 pub fn record_fault(frame: &ExceptionFrame) {
-    let text = Text {
-        bytes: [0; CRASH_TEXT],
-        len: 0,
-    };
+    let text = Text::EMPTY;
     save(
         CrashKind::HardFault,
         frame.pc(),
@@ -217,10 +217,7 @@ mod tests {
     #[test]
     fn a_recorded_crash_is_taken_once() {
         set_uptime(86_400_123);
-        let mut text = Text {
-            bytes: [0; CRASH_TEXT],
-            len: 0,
-        };
+        let mut text = Text::EMPTY;
         let _ = write!(text, "main.rs:42 attempt to add with overflow, and more");
         assert_eq!(text.len, CRASH_TEXT);
         save(CrashKind::HardFault, 0x0800_0F00, 0x0800_0A01, 0x100, &text);
@@ -242,10 +239,7 @@ mod tests {
             ("lib.rs", 0),
             ("a/b/engine.rs", u32::MAX),
         ] {
-            let mut text = Text {
-                bytes: [0; CRASH_TEXT],
-                len: 0,
-            };
+            let mut text = Text::EMPTY;
             text.location(file, line);
             let name = file.rsplit('/').next().unwrap_or_default();
             let written = core::str::from_utf8(&text.bytes[..text.len]).unwrap();

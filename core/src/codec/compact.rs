@@ -133,8 +133,9 @@ fn encode_lz4(readings: &[Reading], out: &mut [u8]) -> Option<usize> {
 
 /// [`CompactCodec`]'s format, written with one coding per column instead of
 /// the cheapest: values predicted from the previous value, timestamps by
-/// delta-of-delta, both bit-packed in groups of 8. Its blocks decode with
-/// either codec, byte for byte the same readings.
+/// delta-of-delta or by a clock that fits them exactly, all bit-packed in
+/// groups of 8. Its blocks decode with either codec, byte for byte the same
+/// readings.
 ///
 /// It is the encoder of the device profile
 /// ([`profile::Device`](crate::profile::Device)): it leaves out the search
