@@ -420,6 +420,7 @@ impl Server {
             Err(r) => return Err(self.refuse(r)),
         };
         // Only a device of the keyring costs the store a read.
+        store.claim(header.device).map_err(ReceiveError::Store)?;
         let mut outbox = store.outbox(header.device).map_err(ReceiveError::Store)?;
         let sealing = match self.sealing_for(&header, &outbox) {
             Ok(sealing) => sealing,

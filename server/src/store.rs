@@ -241,6 +241,17 @@ pub trait Store {
         self.commit(batch).map(drop)
     }
 
+    /// Holds `device` for the open group: called before the group's
+    /// first read of the device's state. A store that servers on several
+    /// hosts share (a cluster over one database) locks the device here,
+    /// until the group commits or aborts, so that no two change its
+    /// replay window or its outbox at once. By default, nothing: one
+    /// server alone needs no lock.
+    fn claim(&mut self, device: u64) -> Result<(), Self::Error> {
+        let _ = device;
+        Ok(())
+    }
+
     /// Makes every batch staged since [`Store::begin_group`] durable, all
     /// or none.
     fn commit_group(&mut self) -> Result<(), Self::Error> {

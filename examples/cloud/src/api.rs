@@ -454,6 +454,38 @@ async fn metrics(State(api): State<Api>) -> Result<Response, Problem> {
         "Frames of a device over its rate, not taken (its device sends them again).",
         f.throttled,
     );
+    if let Some(k) = api.hub.cluster_figures() {
+        counter(
+            "telemark_cluster_published_total",
+            "Frames this instance's front-ends published to the cluster's stream.",
+            k.published,
+        );
+        counter(
+            "telemark_cluster_duplicates_total",
+            "Of those, frames the stream held already (the same bytes published again).",
+            k.duplicates,
+        );
+        counter(
+            "telemark_cluster_unpublished_total",
+            "Frames the stream did not confirm (not acknowledged; their devices send again).",
+            k.unpublished,
+        );
+        counter(
+            "telemark_cluster_answered_total",
+            "Frames a worker answered in time.",
+            k.answered,
+        );
+        counter(
+            "telemark_cluster_unanswered_total",
+            "Frames no worker answered in time (they wait in the stream).",
+            k.unanswered,
+        );
+        counter(
+            "telemark_cluster_late_answers_total",
+            "Answers that came after their frame stopped waiting.",
+            k.late,
+        );
+    }
     out += "# HELP telemark_refused_total Frames refused, by cause.\n# TYPE telemark_refused_total counter\n";
     let r = c.refused;
     for (cause, n) in [

@@ -18,7 +18,7 @@
 //! again.
 
 use std::fmt;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -33,6 +33,7 @@ use telemark_server::{
     Contents, Counters, Keyring, Received, Refusal, RotateError, Server, TimedReading,
 };
 
+use crate::cluster::FrontEnd;
 use crate::notify;
 use crate::rules::{Rule, RuleSpec};
 use crate::silence::{self, Watch};
@@ -177,6 +178,7 @@ impl Job {
 #[derive(Clone)]
 pub struct HubHandle {
     jobs: mpsc::SyncSender<Job>,
+    cluster: Option<Arc<FrontEnd>>,
 }
 
 /// The hub's thread is gone (it panicked, or the service is stopping).
@@ -185,9 +187,26 @@ fn gone() -> NotAcknowledged {
 }
 
 impl HubHandle {
+    /// Frames from now on go through `front`, to whichever instance's
+    /// hub takes them from the cluster's stream ([`crate::cluster`]);
+    /// everything else still runs on this hub.
+    #[must_use]
+    pub fn through(mut self, front: Arc<FrontEnd>) -> HubHandle {
+        self.cluster = Some(front);
+        self
+    }
+
+    /// The cluster front-end's figures, in cluster mode.
+    pub fn cluster_figures(&self) -> Option<crate::cluster::Figures> {
+        self.cluster.as_ref().map(|front| front.figures())
+    }
+
     /// Hands a frame to the hub and waits for its answer, from a thread
     /// that is not the async runtime's.
     pub fn receive_blocking(&self, arrival: Arrival) -> Answer {
+        if let Some(front) = &self.cluster {
+            return front.receive_blocking(arrival);
+        }
         let (reply, answer) = oneshot::channel();
         if self.jobs.send(Job::Frame(arrival, reply)).is_err() {
             return Err(gone());
@@ -197,6 +216,9 @@ impl HubHandle {
 
     /// Hands a frame to the hub and waits for its answer.
     pub async fn receive(&self, arrival: Arrival) -> Answer {
+        if let Some(front) = &self.cluster {
+            return front.receive(arrival).await;
+        }
         let (reply, answer) = oneshot::channel();
         if !self.send(Job::Frame(arrival, reply)).await {
             return Err(gone());
@@ -270,6 +292,9 @@ pub enum NotAcknowledged {
         /// When it may send again, ms from now.
         retry_after_ms: u64,
     },
+    /// Another instance of the cluster took it from the stream and
+    /// refused it ([`crate::cluster`]), for the reason it gives.
+    Declined(String),
 }
 
 impl fmt::Display for NotAcknowledged {
@@ -285,6 +310,7 @@ impl fmt::Display for NotAcknowledged {
                 f,
                 "not taken: the device sends faster than its rate; again in {retry_after_ms} ms"
             ),
+            NotAcknowledged::Declined(why) => f.write_str(why),
         }
     }
 }
@@ -309,6 +335,7 @@ pub struct Hub {
     rules: Vec<Rule>,
     throttle: Throttle,
     closed: bool,
+    shared: bool,
 }
 
 impl Hub {
@@ -341,6 +368,7 @@ impl Hub {
             unauthenticated: Vec::new(),
             keys_loaded_ms: 0,
             closed: false,
+            shared: false,
         })
     }
 
@@ -348,7 +376,37 @@ impl Hub {
     /// now on, on the hub's thread ([`Hub::spawn`]).
     pub fn detect_silence(&mut self, rule: silence::Rule) -> Result<(), StoreError> {
         self.silence = Watch::load(rule, self.store.as_mut())?;
+        if self.shared {
+            self.silence.share();
+        }
         Ok(())
+    }
+
+    /// Shares the store's database with other instances from now on (the
+    /// cluster mode, [`crate::cluster`]): rules are read again with the
+    /// keys, as another instance's API may change them; whether a device
+    /// is offline is read from the store; and only the instance that
+    /// leads ([`CloudStore::lead`]) looks for silent devices, expires
+    /// commands and delivers notifications.
+    pub fn share_store(&mut self) {
+        self.shared = true;
+        self.silence.share();
+    }
+
+    /// True if this instance does the work one instance does for all
+    /// (see [`Hub::share_store`]); always, alone. A store that cannot say
+    /// leads nothing until it can.
+    pub fn leads(&mut self) -> bool {
+        if !self.shared {
+            return true;
+        }
+        match self.store.lead() {
+            Ok(leads) => leads,
+            Err(e) => {
+                tracing::warn!(error = %e, "the lead not taken");
+                false
+            }
+        }
     }
 
     /// Marks offline every device silent too long at `now_ms`, and queues
@@ -964,7 +1022,13 @@ impl Hub {
         let thread = std::thread::Builder::new()
             .name("telemark-hub".into())
             .spawn(move || self.serve(&queue))?;
-        Ok((HubHandle { jobs }, thread))
+        Ok((
+            HubHandle {
+                jobs,
+                cluster: None,
+            },
+            thread,
+        ))
     }
 
     /// The hub's thread: jobs in arrival order, the frames that wait
@@ -1024,6 +1088,14 @@ impl Hub {
         }
         self.housekept_ms = now;
         self.throttle.prune(now);
+        if self.shared {
+            // Keys and rules another instance changed, even while no
+            // frame comes.
+            self.refresh_keys(now);
+            if !self.leads() {
+                return;
+            }
+        }
         if let Err(e) = self.expire_commands(now) {
             tracing::warn!(error = %e, "commands not expired");
         }
@@ -1057,6 +1129,12 @@ impl Hub {
         }
         for &device in &self.unauthenticated {
             keyring.allow_unauthenticated(device);
+        }
+        if self.shared {
+            match self.store.rules() {
+                Ok(rules) => self.rules = rules,
+                Err(e) => tracing::warn!(error = %e, "rules not read again"),
+            }
         }
         *self.server.keyring_mut() = keyring;
         self.keys_loaded_ms = now_unix_ms;

@@ -35,6 +35,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cluster;
 pub mod coap;
 pub mod conformance;
 pub mod dashboard;

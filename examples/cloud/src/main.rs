@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use telemark_cloud::cluster::{self, Cluster, FrontEnd};
 use telemark_cloud::notify;
 use telemark_cloud::settings::{device_id, keys_file, LogFormat, Settings};
 use telemark_cloud::{
@@ -181,7 +182,35 @@ fn serve(s: Settings) -> Result<(), String> {
         (ha, stored)
     });
     let token = admin_token(&s)?;
+    let nats = s.cluster();
+    if nats.is_some() {
+        hub.share_store();
+    }
     let (hub, _hub_thread) = hub.spawn().map_err(|e| format!("the hub's thread: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("telemark-cloud")
+        .build()
+        .map_err(|e| format!("runtime: {e}"))?;
+    // Cluster mode: frames go through the stream, from every listener.
+    let cluster = match &nats {
+        Some(nats) => {
+            let name = format!("telemark-cloud-{}", std::process::id());
+            let cluster = runtime
+                .block_on(Cluster::connect(nats, &name))
+                .map_err(|e| format!("--nats {}: {e}", nats.servers.join(",")))?;
+            tracing::info!(servers = %nats.servers.join(","), replicas = nats.replicas(), "cluster mode");
+            Some(cluster)
+        }
+        None => None,
+    };
+    let hub = match &cluster {
+        Some(c) => {
+            let _on = runtime.enter();
+            hub.through(FrontEnd::new(c.clone()))
+        }
+        None => hub,
+    };
 
     // Devices over TLS: the embedded broker then listens on loopback only,
     // behind the gate on --mqtt.
@@ -255,11 +284,6 @@ fn serve(s: Settings) -> Result<(), String> {
         });
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("telemark-cloud")
-        .build()
-        .map_err(|e| format!("runtime: {e}"))?;
     // Streams end when the service stops, before the server waits on them.
     let (close, closing) = tokio::sync::watch::channel(false);
     let api = Api::new(hub.clone(), &token).with_stream(events, closing);
@@ -278,6 +302,7 @@ fn serve(s: Settings) -> Result<(), String> {
             .map_err(|e| format!("--coap {}: {e}", s.coap))?;
         let coap_addr = udp.local_addr().map_err(|e| e.to_string())?;
         let coap = tokio::spawn(coap::serve(hub.clone(), udp, unix_ms, stopping.clone()));
+        let worker = cluster.map(|c| tokio::spawn(cluster::work(hub.clone(), c, stopping.clone())));
         if let (Some(config), Some(b)) = (&gate, &embedded) {
             let listener = tokio::net::TcpListener::bind(s.mqtt)
                 .await
@@ -349,6 +374,7 @@ fn serve(s: Settings) -> Result<(), String> {
             "coap": coap_addr.to_string(),
             "broker": format!("{}:{}", broker.host, broker.port),
             "line": lines,
+            "nats": nats.as_ref().map(|n| n.servers.clone()),
         });
         println!("{bound}");
         tracing::info!(
@@ -376,6 +402,9 @@ fn serve(s: Settings) -> Result<(), String> {
         let _ = stop.send(true);
         let _ = devices.await;
         let _ = coap.await;
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
         for hook in hooks {
             let _ = hook.await;
         }

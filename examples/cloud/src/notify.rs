@@ -235,6 +235,11 @@ pub async fn deliver(
         let next = {
             let name = name.clone();
             on_hub(&hub, move |h| {
+                // Instances that share a database: the one that leads
+                // delivers.
+                if !h.leads() {
+                    return Ok(Vec::new());
+                }
                 let cursor = h.store().sink_cursor(&name)?;
                 h.store().notifications_after(cursor, 64)
             })

@@ -298,7 +298,13 @@ pub struct PgStore {
     prepared: HashMap<&'static str, Statement>,
     group_open: bool,
     reading_rows: bool,
+    leading: bool,
 }
+
+/// The advisory lock whose holder leads the instances that share the
+/// database ([`CloudStore::lead`]): "telemark" in ASCII, above every
+/// device id (those stay below 2^53), so no device's lock is it.
+const LEAD_LOCK: i64 = 0x7465_6c65_6d61_726b;
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host/db`),
@@ -310,6 +316,7 @@ impl PgStore {
             prepared: HashMap::new(),
             group_open: false,
             reading_rows: false,
+            leading: false,
         };
         migrate(store.client()?)?;
         Ok(store)
@@ -321,8 +328,10 @@ impl PgStore {
             self.client = None;
         }
         if self.client.is_none() {
-            // Statements belong to the connection they were prepared on.
+            // Statements, and session locks, belong to the connection
+            // they were made on.
             self.prepared.clear();
+            self.leading = false;
         }
         match &mut self.client {
             Some(c) => Ok(c),
@@ -775,6 +784,21 @@ impl Store for PgStore {
         self.with(|c| write(c, batch, rows))
     }
 
+    /// Locks `device` until the group ends (a transaction-level advisory
+    /// lock), so that instances sharing the database take its frames one
+    /// group at a time. Groups that lock their devices in ascending order
+    /// never deadlock; others may, and PostgreSQL then aborts one of
+    /// them, whose frames are acknowledged to nobody and sent again.
+    fn claim(&mut self, device: u64) -> Result<(), StoreError> {
+        if !self.group_open {
+            // Outside a group each commit is a transaction of its own:
+            // its reads were not in it, and a lock would not cover them.
+            return Ok(());
+        }
+        self.with(|c| c.execute("SELECT pg_advisory_xact_lock($1)", &[&i(device)]))
+            .map(drop)
+    }
+
     fn commit_group(&mut self) -> Result<(), StoreError> {
         let done = self.with(|c| c.batch_execute("COMMIT"));
         if done.is_err() {
@@ -912,6 +936,26 @@ fn device_row(r: &postgres::Row) -> Device {
 }
 
 impl CloudStore for PgStore {
+    /// The session-level advisory lock [`LEAD_LOCK`], tried without
+    /// waiting; held until this connection ends. While it is held, each
+    /// call checks that the connection is still the one that took it.
+    fn lead(&mut self) -> Result<bool, StoreError> {
+        self.client()?;
+        if self.leading {
+            // The session is alive, so the lock is still ours.
+            self.with(|c| c.batch_execute("SELECT 1"))?;
+            if self.leading {
+                return Ok(true);
+            }
+        }
+        let got = self.with(|c| {
+            c.query_one("SELECT pg_try_advisory_lock($1)", &[&LEAD_LOCK])
+                .map(|r| r.get::<_, bool>(0))
+        })?;
+        self.leading = got;
+        Ok(got)
+    }
+
     fn add_device(&mut self, device: &Device, key: &DeviceKey) -> Result<(), StoreError> {
         self.with(|c| {
             c.transaction(|tx| {
@@ -1378,6 +1422,9 @@ impl CloudStore for PgStore {
     ) -> Result<bool, StoreError> {
         self.with(|c| {
             c.transaction(|tx| {
+                // The rule's row locked: instances judging blocks of its
+                // device at once keep its runs one at a time.
+                tx.execute("SELECT id FROM rules WHERE id = $1 FOR UPDATE", &[&rule])?;
                 let overlapping = tx.query_opt(
                     "SELECT id FROM rule_firings \
                      WHERE rule = $1 AND start_ms <= $3 AND end_ms >= $2 LIMIT 1 FOR UPDATE",

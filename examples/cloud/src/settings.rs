@@ -4,6 +4,8 @@
 //! ```toml
 //! data = "/var/lib/telemark"              # --data DIR: the SQLite file, the admin token
 //! database = "postgres://telemark@db/telemark"  # --database URL: PostgreSQL instead of SQLite
+//! nats = ["nats://n1:4222", "nats://n2:4222"]   # --nats URL,URL: cluster mode (crate::cluster), with PostgreSQL
+//! nats_replicas = 3                       # --nats-replicas N: copies of its stream (default: servers given, at most 3)
 //! http = "0.0.0.0:8080"                   # --http ADDR: the API
 //! mqtt = "0.0.0.0:1883"                   # --mqtt ADDR: the embedded broker
 //! coap = "0.0.0.0:5683"                   # --coap ADDR: CoAP over UDP
@@ -63,6 +65,10 @@ pub struct Settings {
     pub data: PathBuf,
     /// PostgreSQL's URL, if not SQLite.
     pub database: Option<String>,
+    /// NATS servers: cluster mode ([`crate::cluster`]) when there are any.
+    pub nats: Vec<String>,
+    /// Copies of the cluster's stream, if not the default.
+    pub nats_replicas: Option<usize>,
     /// The API's address.
     pub http: SocketAddr,
     /// The embedded broker's address.
@@ -128,6 +134,8 @@ impl Default for Settings {
         Settings {
             data: PathBuf::from("telemark-data"),
             database: None,
+            nats: Vec::new(),
+            nats_replicas: None,
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             mqtt: SocketAddr::from(([0, 0, 0, 0], 1883)),
             coap: SocketAddr::from(([0, 0, 0, 0], 5683)),
@@ -165,6 +173,9 @@ impl Default for Settings {
 struct File {
     data: Option<PathBuf>,
     database: Option<String>,
+    #[serde(default)]
+    nats: Vec<String>,
+    nats_replicas: Option<usize>,
     http: Option<SocketAddr>,
     mqtt: Option<SocketAddr>,
     coap: Option<SocketAddr>,
@@ -360,6 +371,16 @@ impl Settings {
                 "--config" => drop(value()?),
                 "--data" => s.data = PathBuf::from(value()?),
                 "--database" => s.database = Some(value()?),
+                "--nats" => s.nats.extend(value()?.split(',').map(str::to_string)),
+                "--nats-replicas" => {
+                    let v = value()?;
+                    let n = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=5).contains(n))
+                        .ok_or(format!("--nats-replicas {v}: 1 to 5 copies"))?;
+                    s.nats_replicas = Some(n);
+                }
                 "--http" => s.http = addr("--http", &value()?)?,
                 "--mqtt" => s.mqtt = addr("--mqtt", &value()?)?,
                 "--coap" => s.coap = addr("--coap", &value()?)?,
@@ -442,7 +463,35 @@ impl Settings {
                 return Err(format!("--database {db}: postgres://… expected"));
             }
         }
+        s.check_cluster()?;
         Ok(s)
+    }
+
+    /// The cluster's NATS, in cluster mode.
+    pub fn cluster(&self) -> Option<crate::cluster::Nats> {
+        (!self.nats.is_empty()).then(|| crate::cluster::Nats {
+            servers: self.nats.clone(),
+            replicas: self.nats_replicas,
+            prefix: self.mqtt_prefix.clone(),
+        })
+    }
+
+    /// Cluster flags that make sense together.
+    fn check_cluster(&self) -> Result<(), String> {
+        for url in &self.nats {
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+                return Err(format!("--nats {url}: nats://HOST:PORT expected"));
+            }
+        }
+        if !self.nats.is_empty() && self.database.is_none() {
+            return Err(
+                "--nats needs --database postgres://…: the instances share one database".into(),
+            );
+        }
+        if self.nats_replicas.is_some() && self.nats.is_empty() {
+            return Err("--nats-replicas needs --nats".into());
+        }
+        Ok(())
     }
 
     /// TLS flags that make sense together.
@@ -477,6 +526,10 @@ impl Settings {
         }
         if f.database.is_some() {
             self.database = f.database;
+        }
+        self.nats.extend(f.nats);
+        if f.nats_replicas.is_some() {
+            self.nats_replicas = f.nats_replicas;
         }
         if let Some(v) = f.http {
             self.http = v;
@@ -594,6 +647,10 @@ mod tests {
         assert!(e(&["--http", "localhost"]).contains("--http localhost"));
         assert!(e(&["--broker", "tcp://x:1"]).contains("mqtt://"));
         assert!(e(&["--database", "mysql://x"]).contains("postgres://"));
+        assert!(e(&["--nats", "nats://a:4222"]).contains("--database"));
+        assert!(e(&["--nats", "http://a", "--database", "postgres://x"]).contains("nats://"));
+        assert!(e(&["--nats-replicas", "3"]).contains("--nats"));
+        assert!(e(&["--nats", "nats://a:1", "--nats-replicas", "9"]).contains("1 to 5"));
         assert!(e(&["--key", "1:2"]).contains("DEVICE:ID:HEX"));
         assert!(e(&["--frobnicate"]).contains("--frobnicate"));
         assert!(e(&["--log-format", "xml"]).contains("text or json"));

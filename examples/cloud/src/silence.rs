@@ -93,6 +93,7 @@ fn intervals_of(groups: &[Group], own: &HashMap<i64, u32>, group: Option<i64>) -
 pub struct Watch {
     rule: Rule,
     offline: HashSet<u64>,
+    shared: bool,
     /// Interval by device, from its desired config; forgotten when that
     /// changes.
     intervals: HashMap<u64, u64>,
@@ -112,6 +113,7 @@ impl Watch {
             rule,
             offline,
             intervals: HashMap::new(),
+            shared: false,
         })
     }
 
@@ -138,7 +140,14 @@ impl Watch {
         let groups = store.groups()?;
         let own: HashMap<i64, u32> = store.group_silences()?.into_iter().collect();
         for d in store.devices()? {
-            if d.revoked_ms.is_some() || self.offline.contains(&d.id) {
+            // The store's mark, not this watch's: another instance may
+            // have heard the device since (a shared database).
+            if d.offline_ms.is_some() {
+                self.offline.insert(d.id);
+            } else {
+                self.offline.remove(&d.id);
+            }
+            if d.revoked_ms.is_some() || d.offline_ms.is_some() {
                 continue;
             }
             let Some(seen) = d.last_seen_ms else {
@@ -181,6 +190,14 @@ impl Watch {
         Ok(gone)
     }
 
+    /// Trusts the store, not this watch, for whether a device is offline:
+    /// for instances that share a database, where the one that marked a
+    /// device offline need not be the one that hears it again. Each frame
+    /// then costs a read of its device.
+    pub fn share(&mut self) {
+        self.shared = true;
+    }
+
     /// `device` was heard at `now_ms`: if it was offline, it has
     /// recovered, and what its event says is returned.
     pub fn heard(
@@ -189,11 +206,15 @@ impl Watch {
         device: u64,
         now_ms: u64,
     ) -> Result<Option<String>, StoreError> {
-        if !self.offline.contains(&device) {
+        if !self.shared && !self.offline.contains(&device) {
             return Ok(None);
         }
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let since = store.device(device)?.and_then(|d| d.offline_ms);
+        if self.shared && since.is_none() {
+            self.offline.remove(&device);
+            return Ok(None);
+        }
         let detail = match since {
             Some(t) => format!(
                 "heard again, {} s after it was marked offline",

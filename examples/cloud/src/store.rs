@@ -601,6 +601,16 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
     /// no longer sent. Returns how many.
     fn expire_commands(&mut self, now_ms: i64) -> Result<u64, StoreError>;
 
+    /// True while this store's instance leads the instances that share its
+    /// database: the one that looks for silent devices, expires commands
+    /// and delivers notifications. A store no other instance shares leads
+    /// always. A lead is held for the life of the store's connection; an
+    /// instance that dies, or loses its connection, frees it for the next
+    /// to ask (see `docs/scaling.md`).
+    fn lead(&mut self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
     /// The config `device` should run, and where its delivery stands.
     fn desired_config(&mut self, device: u64) -> Result<Option<DesiredConfig>, StoreError> {
         Ok(self.outbox(device)?.config)
@@ -629,6 +639,26 @@ impl Store for Box<dyn CloudStore> {
 
     fn outbox(&mut self, device: u64) -> Result<telemark_server::Outbox, StoreError> {
         (**self).outbox(device)
+    }
+
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        (**self).begin_group()
+    }
+
+    fn stage(&mut self, batch: &telemark_server::Batch) -> Result<(), StoreError> {
+        (**self).stage(batch)
+    }
+
+    fn claim(&mut self, device: u64) -> Result<(), StoreError> {
+        (**self).claim(device)
+    }
+
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        (**self).commit_group()
+    }
+
+    fn abort_group(&mut self) {
+        (**self).abort_group();
     }
 
     fn commit(

@@ -1,0 +1,567 @@
+//! Cluster mode: any number of identical instances over NATS JetStream
+//! and one PostgreSQL (`--nats nats://…,nats://… --database postgres://…`).
+//!
+//! An instance has two halves, and neither keeps state another needs:
+//!
+//! - **Front-ends.** Every listener (the embedded MQTT broker, HTTP,
+//!   CoAP, serial lines) hands its frames to a [`FrontEnd`], through the
+//!   same [`HubHandle::receive`] as alone. The front-end checks the frame's
+//!   header and the path it came by, publishes it on
+//!   `{prefix}.frames.{device}` to the stream [`STREAM`] (replicated on as
+//!   many NATS nodes as `--nats-replicas` says), with the digest of its
+//!   bytes as the message id, so that a frame published twice (a broker's
+//!   redelivery, a retry after a NATS node died) is kept once. Then it
+//!   waits for the answer on `{prefix}.down.{device}`, which it subscribes
+//!   to from the device's first frame: the instance that holds the
+//!   device's connection is the one that forwards its downlink.
+//! - **Workers.** One per instance, all on the durable consumer
+//!   [`WORKERS`]. A worker takes the frames that wait, in groups, and
+//!   hands them to its hub, which verifies them, stores their records in
+//!   PostgreSQL and commits. Only then is the message acknowledged to the
+//!   stream, and only then is the response (the acknowledgement, with the
+//!   config, commands and key waiting for the device) published on
+//!   `{prefix}.down.{device}`, with the message id it answers.
+//!
+//! Nothing is acknowledged to a device before its commit. A worker that
+//! dies before it acknowledges a message leaves it to the stream, which
+//! hands it to another worker after [`ACK_WAIT`]; if the first had
+//! committed, the frame is a replay and is refused, and the device, which
+//! never got its acknowledgement, sends the records again, which are then
+//! duplicates: stored once, acknowledged. Two workers never change one
+//! device's state at once: each group locks its devices in PostgreSQL, in
+//! ascending order ([`telemark_server::Store::claim`]).
+//!
+//! Work done once for all (silent devices, expired commands,
+//! notifications) is done by the instance that leads
+//! ([`crate::store::CloudStore::lead`]); rules are judged by the worker
+//! that stored the block, each rule's runs kept one at a time.
+//! `docs/scaling.md` tells how to deploy it and what it was measured at.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::{self, stream, AckKind};
+use async_nats::HeaderMap;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use telemark_core::wire::seal::Header;
+use telemark_server::Refusal;
+use tokio::sync::{oneshot, watch};
+
+use crate::hub::{Answer, Arrival, HubHandle, NotAcknowledged, MAX_GROUP};
+use crate::store::StoreError;
+
+/// The stream of verified frames, waiting for a worker.
+pub const STREAM: &str = "TELEMARK_FRAMES";
+
+/// The durable consumer every instance's worker pulls from.
+pub const WORKERS: &str = "telemark-workers";
+
+/// How long a message a worker took may go unacknowledged before the
+/// stream hands it to another: shorter than [`ANSWER_WAIT`], so that a
+/// frame a dead worker had taken is answered by another while its
+/// front-end still waits. A commit that takes longer is not lost: the
+/// second worker waits for the first's lock, then finds the frame stored.
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a front-end waits for a frame's answer. A frame not answered
+/// by then stays in the stream; its device, told nothing, sends its
+/// records again.
+pub const ANSWER_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the stream remembers a message id, to keep a frame published
+/// twice once.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// On a frame in the stream: the device its path named, if any.
+const PATH: &str = "Telemark-Path-Device";
+/// On a frame in the stream: when it arrived, Unix ms.
+const RECEIVED: &str = "Telemark-Received";
+/// On an answer: the message id of the frame it answers.
+const ANSWERS: &str = "Telemark-Answers";
+/// On an answer: why the frame was refused (the answer is then empty).
+const REFUSED: &str = "Telemark-Refused";
+
+/// Where the cluster's NATS is, and how its stream is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nats {
+    /// The servers, `nats://host:port` each; the client reconnects to any.
+    pub servers: Vec<String>,
+    /// Copies of the stream, one per NATS node (1 to 5). By default the
+    /// number of servers given, at most 3.
+    pub replicas: Option<usize>,
+    /// The subjects' prefix: `{prefix}.frames.*`, `{prefix}.down.*`.
+    pub prefix: String,
+}
+
+impl Nats {
+    /// The copies the stream is made with.
+    pub fn replicas(&self) -> usize {
+        self.replicas.unwrap_or(self.servers.len().clamp(1, 3))
+    }
+}
+
+/// Why the cluster could not start.
+#[derive(Debug)]
+pub enum ClusterError {
+    /// No NATS server of the list was reached.
+    Connect(String),
+    /// The stream or the consumer could not be made (too few JetStream
+    /// nodes for its replicas, a stream of that name made otherwise).
+    Stream(String),
+}
+
+impl std::fmt::Display for ClusterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClusterError::Connect(e) => write!(f, "NATS not reached: {e}"),
+            ClusterError::Stream(e) => write!(f, "the stream {STREAM}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClusterError {}
+
+/// The instance's connection to the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    prefix: String,
+}
+
+impl Cluster {
+    /// Connects to `nats` as `name` and makes the stream and the
+    /// consumer if they are not there yet. The client reconnects by
+    /// itself from then on.
+    pub async fn connect(nats: &Nats, name: &str) -> Result<Cluster, ClusterError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(Duration::from_secs(5))
+            .connect(nats.servers.as_slice())
+            .await
+            .map_err(|e| ClusterError::Connect(e.to_string()))?;
+        let jetstream = jetstream::new(client.clone());
+        let config = stream::Config {
+            name: STREAM.into(),
+            subjects: vec![format!("{}.frames.*", nats.prefix)],
+            // A message leaves the stream once a worker acknowledges it.
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: nats.replicas(),
+            duplicate_window: DUPLICATE_WINDOW,
+            ..stream::Config::default()
+        };
+        let frames = jetstream
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| ClusterError::Stream(e.to_string()))?;
+        frames
+            .get_or_create_consumer(
+                WORKERS,
+                pull::Config {
+                    durable_name: Some(WORKERS.into()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: 20_000,
+                    ..pull::Config::default()
+                },
+            )
+            .await
+            .map_err(|e| ClusterError::Stream(format!("its consumer {WORKERS}: {e}")))?;
+        Ok(Cluster {
+            client,
+            jetstream,
+            prefix: nats.prefix.clone(),
+        })
+    }
+
+    fn down(&self, device: u64) -> String {
+        format!("{}.down.{device}", self.prefix)
+    }
+
+    fn frames(&self, device: u64) -> String {
+        format!("{}.frames.{device}", self.prefix)
+    }
+}
+
+/// What came back for a frame.
+enum Reply {
+    Response(Vec<u8>),
+    Refused(String),
+}
+
+/// Front-end figures, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Frames published to the stream.
+    pub published: u64,
+    /// Of those, ones the stream held already (the same bytes).
+    pub duplicates: u64,
+    /// Frames not published: the stream did not confirm them.
+    pub unpublished: u64,
+    /// Frames answered in time.
+    pub answered: u64,
+    /// Frames not answered within [`ANSWER_WAIT`].
+    pub unanswered: u64,
+    /// Answers that came with no frame waiting for them.
+    pub late: u64,
+}
+
+/// The half of an instance that meets devices (see the module docs).
+pub struct FrontEnd {
+    cluster: Cluster,
+    waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    followed: Mutex<HashSet<u64>>,
+    figures: Mutex<Figures>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl FrontEnd {
+    /// The front-end over `cluster`, its tasks on the runtime it is made
+    /// on.
+    pub fn new(cluster: Cluster) -> Arc<FrontEnd> {
+        Arc::new(FrontEnd {
+            cluster,
+            waiting: Mutex::new(HashMap::new()),
+            followed: Mutex::new(HashSet::new()),
+            figures: Mutex::new(Figures::default()),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    /// Its figures so far.
+    pub fn figures(&self) -> Figures {
+        *self.figures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count(&self, f: impl FnOnce(&mut Figures)) {
+        f(&mut self.figures.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Publishes `arrival` to the stream and waits for its answer.
+    pub async fn receive(self: &Arc<Self>, arrival: Arrival) -> Answer {
+        let named = Header::parse(&arrival.frame).map(|(h, _)| h.device).ok();
+        let device = match (arrival.device, named) {
+            (_, None) => return Err(NotAcknowledged::Refused(Refusal::Malformed)),
+            (Some(expected), Some(named)) if expected != named => {
+                return Err(NotAcknowledged::WrongDevice {
+                    expected,
+                    named: Some(named),
+                })
+            }
+            (_, Some(device)) => device,
+        };
+        self.follow(device).await?;
+        let id = message_id(&arrival.frame);
+        let (answer, answered) = oneshot::channel();
+        self.waiting_for(|w| w.insert(id.clone(), answer));
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        headers.insert(RECEIVED, arrival.received_unix_ms.to_string().as_str());
+        if let Some(d) = arrival.device {
+            headers.insert(PATH, d.to_string().as_str());
+        }
+        let published = match self
+            .cluster
+            .jetstream
+            .publish_with_headers(self.cluster.frames(device), headers, arrival.frame.into())
+            .await
+        {
+            Ok(confirm) => confirm.await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match published {
+            Ok(ack) => self.count(|f| {
+                f.published += 1;
+                f.duplicates += u64::from(ack.duplicate);
+            }),
+            Err(e) => {
+                self.waiting_for(|w| w.remove(&id));
+                self.count(|f| f.unpublished += 1);
+                return Err(unavailable(format!(
+                    "the stream did not take the frame: {e}"
+                )));
+            }
+        }
+        match tokio::time::timeout(ANSWER_WAIT, answered).await {
+            Ok(Ok(Reply::Response(response))) => {
+                self.count(|f| f.answered += 1);
+                Ok(response)
+            }
+            Ok(Ok(Reply::Refused(why))) => {
+                self.count(|f| f.answered += 1);
+                Err(NotAcknowledged::Declined(why))
+            }
+            // The same bytes arrived again, and wait in its place.
+            Ok(Err(_)) => Err(unavailable(
+                "the same frame arrived again; its answer goes there".into(),
+            )),
+            Err(_) => {
+                self.waiting_for(|w| w.remove(&id));
+                self.count(|f| f.unanswered += 1);
+                Err(unavailable(format!(
+                    "no worker answered within {} s; the frame waits in the stream",
+                    ANSWER_WAIT.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// [`FrontEnd::receive`], from a thread that is not the runtime's.
+    pub fn receive_blocking(self: &Arc<Self>, arrival: Arrival) -> Answer {
+        self.runtime.block_on(self.receive(arrival))
+    }
+
+    fn waiting_for<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, oneshot::Sender<Reply>>) -> T,
+    ) -> T {
+        f(&mut self.waiting.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Subscribes to `device`'s answers, once: from its first frame here
+    /// on, this instance forwards them.
+    async fn follow(self: &Arc<Self>, device: u64) -> Result<(), NotAcknowledged> {
+        let new = self
+            .followed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(device);
+        if !new {
+            return Ok(());
+        }
+        let subscribed = self
+            .cluster
+            .client
+            .subscribe(self.cluster.down(device))
+            .await;
+        let mut answers = match subscribed {
+            Ok(answers) => answers,
+            Err(e) => {
+                self.followed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&device);
+                return Err(unavailable(format!("NATS: {e}")));
+            }
+        };
+        let front = Arc::clone(self);
+        tokio::spawn(async move {
+            while let Some(message) = answers.next().await {
+                front.answer(&message);
+            }
+        });
+        Ok(())
+    }
+
+    /// Hands an answer to the frame waiting for it.
+    fn answer(&self, message: &async_nats::Message) {
+        let headers = message.headers.as_ref();
+        let Some(id) = headers.and_then(|h| h.get(ANSWERS)) else {
+            return;
+        };
+        let reply = match headers.and_then(|h| h.get(REFUSED)) {
+            Some(why) => Reply::Refused(why.to_string()),
+            None => Reply::Response(message.payload.to_vec()),
+        };
+        match self.waiting_for(|w| w.remove(id.as_str())) {
+            Some(waiting) => drop(waiting.send(reply)),
+            None => self.count(|f| f.late += 1),
+        }
+    }
+}
+
+fn unavailable(why: String) -> NotAcknowledged {
+    NotAcknowledged::Unstored(StoreError::Unavailable(why))
+}
+
+/// A frame's message id: the first 128 bits of its SHA-256, in hex.
+fn message_id(frame: &[u8]) -> String {
+    Sha256::digest(frame)
+        .iter()
+        .take(16)
+        .fold(String::with_capacity(32), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Takes frames from the stream for `hub` until `stop` turns true (see
+/// the module docs), pulling again whenever the pull breaks.
+pub async fn work(hub: HubHandle, cluster: Cluster, mut stop: watch::Receiver<bool>) {
+    let mut away = false;
+    while !*stop.borrow() {
+        let pulled = async {
+            let frames = cluster
+                .jetstream
+                .get_stream(STREAM)
+                .await
+                .map_err(|e| e.to_string())?;
+            let consumer: jetstream::consumer::Consumer<pull::Config> = frames
+                .get_consumer(WORKERS)
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer
+                .stream()
+                .max_messages_per_batch(MAX_GROUP)
+                // A pull lasts 3 s: the stream stops handing messages to
+                // a dead worker's pull that soon (what it handed over
+                // comes back after ACK_WAIT).
+                .heartbeat(Duration::from_secs(1))
+                .expires(Duration::from_secs(3))
+                .messages()
+                .await
+                .map_err(|e| e.to_string())
+        };
+        let mut messages = match pulled.await {
+            Ok(messages) => messages,
+            Err(e) => {
+                if !away {
+                    tracing::warn!(error = %e, "worker: the stream not reached; trying again");
+                    away = true;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), stop.changed()).await;
+                continue;
+            }
+        };
+        if away {
+            tracing::info!("worker: pulling from the stream again");
+            away = false;
+        }
+        loop {
+            let first = tokio::select! {
+                next = messages.next() => next,
+                _ = stop.wait_for(|&s| s) => return,
+            };
+            let first = match first {
+                Some(Ok(m)) => m,
+                // A missed heartbeat, a leader that moved: the pull goes
+                // on, or ends and is made again.
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "worker: pull");
+                    continue;
+                }
+                None => break,
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match futures_util::FutureExt::now_or_never(messages.next()) {
+                    Some(Some(Ok(m))) => group.push(m),
+                    _ => break,
+                }
+            }
+            take(&hub, &cluster, group).await;
+        }
+    }
+}
+
+/// Stores one group of messages through `hub`, then acknowledges and
+/// answers each as its outcome says.
+async fn take(hub: &HubHandle, cluster: &Cluster, mut group: Vec<jetstream::Message>) {
+    // Devices in ascending order, so that groups lock them in one order;
+    // each device's frames keep theirs.
+    group.sort_by_key(|m| device_of(&m.payload));
+    let arrivals: Vec<Arrival> = group
+        .iter()
+        .map(|m| {
+            let header = |name: &str| {
+                m.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+            };
+            Arrival {
+                device: header(PATH),
+                frame: m.payload.to_vec(),
+                received_unix_ms: header(RECEIVED).unwrap_or_else(crate::unix_ms),
+            }
+        })
+        .collect();
+    let Some(answers) = hub.call(move |h| h.ingest_group(&arrivals)).await else {
+        // The hub is gone (the instance is stopping): the stream keeps
+        // them for another.
+        for m in &group {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+        }
+        return;
+    };
+    for (message, answer) in group.iter().zip(answers) {
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+            .map(|v| v.to_string());
+        let device = device_of(&message.payload);
+        let (reply, refused) = match answer {
+            Ok(response) => {
+                // Committed: the stream lets it go, then the device hears.
+                if let Err(e) = message.double_ack().await {
+                    tracing::warn!(device, error = %e, "worker: committed, not acknowledged to the stream (a replay to refuse)");
+                }
+                (response, None)
+            }
+            Err(NotAcknowledged::Unstored(e)) => {
+                tracing::warn!(device, error = %e, "worker: not stored; the stream hands it out again");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                continue;
+            }
+            Err(refused) => {
+                let _ = message.ack_with(AckKind::Term).await;
+                (Vec::new(), Some(refused.to_string()))
+            }
+        };
+        let Some(id) = id else { continue };
+        let mut headers = HeaderMap::new();
+        headers.insert(ANSWERS, id.as_str());
+        if let Some(why) = &refused {
+            headers.insert(REFUSED, why.as_str());
+        }
+        // An answer lost here is lost like one the broker loses: the
+        // device sends again.
+        if let Err(e) = cluster
+            .client
+            .publish_with_headers(cluster.down(device), headers, reply.into())
+            .await
+        {
+            tracing::warn!(device, error = %e, "worker: answer not published");
+        }
+    }
+}
+
+/// The device a frame names; 0 if it names none.
+fn device_of(frame: &[u8]) -> u64 {
+    Header::parse(frame).map_or(0, |(h, _)| h.device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_id_is_the_frames_digest() {
+        let id = message_id(b"abc");
+        // SHA-256("abc") begins ba7816bf 8f01cfea 414140de 5dae2223.
+        assert_eq!(id, "ba7816bf8f01cfea414140de5dae2223");
+        assert_ne!(message_id(b"abd"), id);
+    }
+
+    #[test]
+    fn replicas_follow_the_servers_given_up_to_three() {
+        let mut nats = Nats {
+            servers: vec!["nats://a:4222".into()],
+            replicas: None,
+            prefix: "telemark".into(),
+        };
+        assert_eq!(nats.replicas(), 1);
+        nats.servers = vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()];
+        assert_eq!(nats.replicas(), 3);
+        nats.replicas = Some(5);
+        assert_eq!(nats.replicas(), 5);
+    }
+}
