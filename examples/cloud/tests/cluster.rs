@@ -1,11 +1,14 @@
 //! Cluster mode on the real engines: three `nats-server` processes
-//! clustered with JetStream on loopback ports, the machine's PostgreSQL
-//! (a database of the test's own), two `telemark-cloud` instances over
-//! them, and devices running the real engine over MQTT, each with both
-//! instances' brokers as its endpoints. One fault a test, in the middle of
-//! the run; then every reading must be stored exactly once, and every
-//! device must have resumed. The recovery time is measured: from the fault
-//! to the first answer each device hears after it.
+//! clustered with JetStream on loopback ports, PostgreSQL (the machine's,
+//! with a database of the test's own; the restart test starts one of its
+//! own), two `telemark-cloud` instances over them, and six devices running
+//! the real engine over MQTT, each with both instances' brokers as its
+//! endpoints. Devices report the whole time, device time running 60 times
+//! faster than real time. One fault a test, in the middle of the run; then
+//! every reading must be stored exactly once, and every device must have
+//! been heard after the fault. The recovery time is measured: from each
+//! device's first frame after the fault to the first answer after that,
+//! the longest over the fleet.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::{Path, PathBuf};
@@ -188,12 +191,13 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 impl Database {
     fn fresh(test: &str) -> Database {
-        blocking(|| Database::make(test))
-    }
-
-    fn make(test: &str) -> Database {
         let server = std::env::var("TELEMARK_TEST_POSTGRES")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        blocking(|| Database::make(server, test))
+    }
+
+    /// A database of the test's own on the PostgreSQL at `server`.
+    fn make(server: String, test: &str) -> Database {
         let name = format!("telemark_cluster_{test}_{}", std::process::id());
         let mut admin = postgres::Client::connect(&format!("{server}/postgres"), NoTls)
             .expect("PostgreSQL on 127.0.0.1:5432 (scripts/check.sh starts it)");
@@ -230,6 +234,103 @@ impl Drop for Database {
                 ));
             }
         });
+    }
+}
+
+/// A PostgreSQL of the test's own, on a free port, in a folder it
+/// removes when dropped: one the test may restart.
+struct Postgres {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Postgres {
+    fn bin(tool: &str) -> PathBuf {
+        let versions = std::fs::read_dir("/usr/lib/postgresql").expect("PostgreSQL's binaries");
+        let mut found: Vec<PathBuf> = versions
+            .filter_map(|v| Some(v.ok()?.path().join("bin").join(tool)))
+            .filter(|p| p.exists())
+            .collect();
+        found.sort();
+        found.pop().expect("initdb and pg_ctl")
+    }
+
+    /// Runs a PostgreSQL tool as the `postgres` user where the test runs
+    /// as root (PostgreSQL refuses root), else as the test's user.
+    fn run(tool: &str, args: &[&str]) {
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let mut command = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(Postgres::bin(tool));
+            c
+        } else {
+            Command::new(Postgres::bin(tool))
+        };
+        let out = command.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start(test: &str) -> Postgres {
+        let dir = std::env::temp_dir().join(format!("telemark-pg-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Its owner must be the user it runs as.
+        let _ = Command::new("chown").arg("postgres").arg(&dir).status();
+        let data = dir.join("data");
+        let data = data.to_str().unwrap();
+        Postgres::run("initdb", &["-D", data, "-A", "trust", "-U", "postgres"]);
+        let pg = Postgres {
+            port: free_port(),
+            dir,
+        };
+        pg.ctl("start");
+        pg
+    }
+
+    fn ctl(&self, what: &str) {
+        let data = self.dir.join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
+        Postgres::run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                what,
+            ],
+        );
+    }
+
+    fn server(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+
+    /// Stops at once, as if it crashed (every connection cut, nothing
+    /// flushed but the log), and starts again.
+    fn restart(&self) {
+        blocking(|| self.ctl("restart"));
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| self.ctl("stop"));
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -575,6 +676,42 @@ async fn the_stream_leader_killed_mid_run_loses_nothing() {
     eprintln!(
         "stream leader n{leader} killed: {readings} readings stored once; \
          the devices resumed within {} ms of their first frame after it, \
+         the answer {} ms after the frame it answers",
+        recovery.as_millis(),
+        round_trip.as_millis()
+    );
+    drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_mid_run_loses_nothing() {
+    let nats = NatsCluster::start("restart");
+    nats.ready().await;
+    let pg = blocking(|| Postgres::start("restart"));
+    let db = blocking(|| Database::make(pg.server(), "restart"));
+    let a = Instance::start("cluster-restart-a", &nats, &db);
+    let b = Instance::start("cluster-restart-b", &nats, &db);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let fleet = fleet(6, &a, &b, &stopping).await;
+    under_way(&db, 6).await;
+
+    mid_run(&fleet);
+    let fault = RealInstant::now();
+    pg.restart();
+    tokio::time::sleep(AFTER_FAULT).await;
+    stop.send(true).unwrap();
+    let (recovery, round_trip) = every_reading_once(fleet, &b, &db, fault).await;
+    let mut failed = 0;
+    for i in [&a, &b] {
+        assert!(metric(i, "telemark_cluster_published_total").await > 0);
+        assert!(metric(i, "telemark_frames_total").await > 0);
+        failed += metric(i, "telemark_store_failures_total").await;
+    }
+    let readings =
+        db.count("SELECT COALESCE(SUM(declared), 0) FROM records WHERE lane = 'routine'");
+    eprintln!(
+        "PostgreSQL restarted: {readings} readings stored once ({failed} frames not committed, \
+         handed out again); the devices resumed within {} ms of their first frame after it, \
          the answer {} ms after the frame it answers",
         recovery.as_millis(),
         round_trip.as_millis()
