@@ -278,6 +278,44 @@ impl Session<'_> {
     }
 }
 
+/// Bounds on a connection that goes silent (a partition, a host that
+/// died), unless the URL sets its own: the client drops it within about
+/// 10 s, and so does the server, which then ends the session and frees
+/// its locks, the lead among them, for the other instances.
+const SILENT_S: u64 = 10;
+
+/// Connects to `url`, bounded as [`SILENT_S`] says.
+fn dial(url: &str) -> Result<Client, StoreError> {
+    use std::time::Duration;
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Failed(format!("the database URL: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(SILENT_S));
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(5))
+        .keepalives_interval(Duration::from_secs(2))
+        .keepalives_retries(3);
+    let mut client = config.connect(NoTls).map_err(db_error)?;
+    // The server's side: a session silent or idle in a transaction that
+    // long is ended; a lock another session holds is waited on no longer.
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = '{SILENT_S}s'; \
+             SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; \
+             SET tcp_keepalives_count = 3; SET tcp_user_timeout = {}; \
+             SET lock_timeout = '{SILENT_S}s'",
+            SILENT_S * 1000
+        ))
+        .map_err(db_error)?;
+    Ok(client)
+}
+
 /// u64 ids and epochs are kept bit for bit in BIGINT.
 fn i(v: u64) -> i64 {
     v as i64
@@ -335,7 +373,7 @@ impl PgStore {
         }
         match &mut self.client {
             Some(c) => Ok(c),
-            slot @ None => Ok(slot.insert(Client::connect(&self.url, NoTls).map_err(db_error)?)),
+            slot @ None => Ok(slot.insert(dial(&self.url)?)),
         }
     }
 

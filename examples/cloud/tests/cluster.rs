@@ -64,8 +64,10 @@ impl NatsCluster {
         for (i, (port, route)) in ports.iter().enumerate() {
             let name = format!("n{i}");
             let config = dir.join(format!("{name}.conf"));
+            // Every interface: an instance in a network namespace of the
+            // test's own reaches it over the namespace's link.
             let text = format!(
-                "server_name: {name}\nlisten: 127.0.0.1:{port}\n\
+                "server_name: {name}\nlisten: 0.0.0.0:{port}\n\
                  jetstream {{ store_dir: \"{}\" }}\n\
                  cluster {{ name: telemark, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
                 dir.join(&name).display(),
@@ -88,9 +90,14 @@ impl NatsCluster {
 
     /// `nats://…` of every node, comma-separated.
     fn urls(&self) -> String {
+        self.urls_at("127.0.0.1")
+    }
+
+    /// `nats://…` of every node at `host`, comma-separated.
+    fn urls_at(&self, host: &str) -> String {
         self.nodes
             .iter()
-            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .map(|n| format!("nats://{host}:{}", n.port))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -214,6 +221,11 @@ impl Database {
         format!("{}/{}", self.server, self.name)
     }
 
+    /// Its URL at `host`, the server's port kept.
+    fn url_at(&self, host: &str) -> String {
+        self.url().replace("127.0.0.1", host)
+    }
+
     /// One number a query gives.
     fn count(&self, sql: &str) -> i64 {
         blocking(|| {
@@ -242,6 +254,7 @@ impl Drop for Database {
 struct Postgres {
     dir: PathBuf,
     port: u16,
+    listen: String,
 }
 
 impl Postgres {
@@ -275,6 +288,12 @@ impl Postgres {
     }
 
     fn start(test: &str) -> Postgres {
+        Postgres::start_on(test, None)
+    }
+
+    /// [`Postgres::start`], listening on `also` too, and trusting the
+    /// /16 around it.
+    fn start_on(test: &str, also: Option<&str>) -> Postgres {
         let dir = std::env::temp_dir().join(format!("telemark-pg-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -283,9 +302,20 @@ impl Postgres {
         let data = dir.join("data");
         let data = data.to_str().unwrap();
         Postgres::run("initdb", &["-D", data, "-A", "trust", "-U", "postgres"]);
+        let mut listen = "127.0.0.1".to_string();
+        if let Some(addr) = also {
+            listen = format!("{listen},{addr}");
+            let net: Vec<&str> = addr.split('.').take(2).collect();
+            let hba = format!("host all all {}.0.0/16 trust\n", net.join("."));
+            let path = Path::new(data).join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            text.push_str(&hba);
+            std::fs::write(&path, text).unwrap();
+        }
         let pg = Postgres {
             port: free_port(),
             dir,
+            listen,
         };
         pg.ctl("start");
         pg
@@ -294,9 +324,10 @@ impl Postgres {
     fn ctl(&self, what: &str) {
         let data = self.dir.join("data");
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            "-p {} -k {} -c listen_addresses={}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.listen
         );
         let log = self.dir.join("log");
         Postgres::run(
@@ -334,6 +365,85 @@ impl Drop for Postgres {
     }
 }
 
+/// A network namespace of the test's own, joined to the host by a veth
+/// pair of private addresses; removed when dropped. Cutting its link is a
+/// partition: what is inside can reach nothing, and nothing reaches it,
+/// with no connection reset, as when a cable or a switch dies.
+struct Namespace {
+    name: String,
+    link: String,
+    /// The host's end of the link.
+    host: String,
+    /// The namespace's end.
+    inside: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {} (the partition test makes network namespaces: it runs as root)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Namespace {
+    fn make() -> Namespace {
+        let id = std::process::id();
+        let (name, link, peer) = (format!("tmk{id}"), format!("tmkh{id}"), format!("tmkn{id}"));
+        let net = format!("10.{}.{}", 200 + id % 50, (id / 50) % 250);
+        let (host, inside) = (format!("{net}.1"), format!("{net}.2"));
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name]);
+        let ns = Namespace {
+            name,
+            link,
+            host,
+            inside,
+        };
+        ip(&[
+            "link", "add", &ns.link, "type", "veth", "peer", "name", &peer,
+        ]);
+        ip(&["link", "set", &peer, "netns", &ns.name]);
+        ip(&["addr", "add", &format!("{}/30", ns.host), "dev", &ns.link]);
+        ip(&["link", "set", &ns.link, "up"]);
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        inside(&["addr", "add", &format!("{}/30", ns.inside), "dev", &peer]);
+        inside(&["link", "set", &peer, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The link goes dead.
+    fn cut(&self) {
+        ip(&["link", "set", &self.link, "down"]);
+    }
+
+    /// It comes back.
+    fn mend(&self) {
+        ip(&["link", "set", &self.link, "up"]);
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .output();
+    }
+}
+
 /// An instance of the service in cluster mode.
 struct Instance {
     cloud: Cloud,
@@ -342,6 +452,35 @@ struct Instance {
 }
 
 impl Instance {
+    /// An instance in network namespace `ns`, which reaches NATS and
+    /// PostgreSQL at the host's end of its link.
+    fn start_in(name: &str, ns: &Namespace, nats: &NatsCluster, db: &Database) -> Instance {
+        let binary = Path::new(env!("CARGO_BIN_EXE_telemark-cloud"));
+        let urls = nats.urls_at(&ns.host);
+        let url = db.url_at(&ns.host);
+        let flags = [
+            "--nats",
+            &urls,
+            "--database",
+            &url,
+            "--http",
+            "0.0.0.0:0",
+            "--mqtt",
+            "0.0.0.0:0",
+        ];
+        let wrapper = ["ip", "netns", "exec", &ns.name];
+        let cloud = Cloud::start_in(&wrapper, binary, name, TOKEN, &flags);
+        let port = |listener: &str| {
+            let bound: std::net::SocketAddr = cloud.address(listener).parse().unwrap();
+            bound.port()
+        };
+        Instance {
+            api: format!("http://{}:{}", ns.inside, port("http")),
+            mqtt: (ns.inside.clone(), port("mqtt")),
+            cloud,
+        }
+    }
+
     fn start(name: &str, nats: &NatsCluster, db: &Database) -> Instance {
         let binary = Path::new(env!("CARGO_BIN_EXE_telemark-cloud"));
         let (urls, url) = (nats.urls(), db.url());
@@ -517,6 +656,8 @@ async fn fleet(
         let mut config = HostConfig::new(id, endpoints);
         config.mtu = MTU;
         config.connect_timeout = RealDuration::from_secs(2);
+        // A broker gone silent (a partition) is noticed within seconds.
+        config.keepalive = RealDuration::from_secs(5);
         let heard = Arc::new(Mutex::new(Timeline::default()));
         let link = Heard {
             link: HostLink::new(config).unwrap(),
@@ -717,4 +858,41 @@ async fn a_postgresql_restart_mid_run_loses_nothing() {
         round_trip.as_millis()
     );
     drop(a);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_cut_off_by_a_partition_loses_nothing() {
+    let nats = NatsCluster::start("partition");
+    nats.ready().await;
+    let ns = Namespace::make();
+    let pg = blocking(|| Postgres::start_on("partition", Some(&ns.host)));
+    let db = blocking(|| Database::make(pg.server(), "partition"));
+    let a = Instance::start_in("cluster-partition-a", &ns, &nats, &db);
+    let b = Instance::start("cluster-partition-b", &nats, &db);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let fleet = fleet(6, &a, &b, &stopping).await;
+    under_way(&db, 6).await;
+
+    mid_run(&fleet);
+    let fault = RealInstant::now();
+    ns.cut();
+    tokio::time::sleep(AFTER_FAULT).await;
+    ns.mend();
+    // The partitioned instance comes back and takes frames again.
+    tokio::time::sleep(RealDuration::from_secs(5)).await;
+    stop.send(true).unwrap();
+    let (recovery, round_trip) = every_reading_once(fleet, &b, &db, fault).await;
+    for i in [&a, &b] {
+        assert!(metric(i, "telemark_cluster_published_total").await > 0);
+        assert!(metric(i, "telemark_frames_total").await > 0);
+    }
+    let readings =
+        db.count("SELECT COALESCE(SUM(declared), 0) FROM records WHERE lane = 'routine'");
+    eprintln!(
+        "instance partitioned for {} s: {readings} readings stored once; the devices resumed \
+         within {} ms of their first frame after it, the answer {} ms after the frame it answers",
+        AFTER_FAULT.as_secs(),
+        recovery.as_millis(),
+        round_trip.as_millis()
+    );
 }

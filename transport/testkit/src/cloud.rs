@@ -24,10 +24,30 @@ impl Cloud {
 
     /// [`Cloud::start`] with more flags.
     pub fn start_with(binary: &Path, test: &str, token: &str, flags: &[&str]) -> Cloud {
+        Cloud::start_in(&[], binary, test, token, flags)
+    }
+
+    /// [`Cloud::start_with`], run by the command `wrapper` names first
+    /// (`ip netns exec NS`, for a service in a network of its own).
+    pub fn start_in(
+        wrapper: &[&str],
+        binary: &Path,
+        test: &str,
+        token: &str,
+        flags: &[&str],
+    ) -> Cloud {
         let data =
             std::env::temp_dir().join(format!("telemark-cloud-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&data);
-        let mut child = Command::new(binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"])
             .args(["--coap", "127.0.0.1:0", "--admin-token", token])
             .arg("--data")
