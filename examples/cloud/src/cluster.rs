@@ -33,7 +33,7 @@
 //!
 //! Work done once for all (silent devices, expired commands,
 //! notifications) is done by the instance that leads
-//! ([`crate::store::CloudStore::lead`]); rules are judged by the worker
+//! ([`crate::CloudStore::lead`]); rules are judged by the worker
 //! that stored the block, each rule's runs kept one at a time.
 //! `docs/scaling.md` tells how to deploy it and what it was measured at.
 
@@ -443,6 +443,7 @@ pub async fn work(hub: HubHandle, cluster: Cluster, mut stop: watch::Receiver<bo
                 // on, or ends and is made again.
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "worker: pull");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
                 None => break,

@@ -974,7 +974,7 @@ fn device_row(r: &postgres::Row) -> Device {
 }
 
 impl CloudStore for PgStore {
-    /// The session-level advisory lock [`LEAD_LOCK`], tried without
+    /// The session-level advisory lock `LEAD_LOCK`, tried without
     /// waiting; held until this connection ends. While it is held, each
     /// call checks that the connection is still the one that took it.
     fn lead(&mut self) -> Result<bool, StoreError> {
