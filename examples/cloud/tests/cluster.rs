@@ -755,6 +755,39 @@ async fn every_reading_once(
     (longest, round_trip)
 }
 
+/// Six devices reporting to `a` and `b` until the sender says stop, their
+/// readings already in `db`.
+async fn running(
+    a: &Instance,
+    b: &Instance,
+    db: &Database,
+) -> (tokio::sync::watch::Sender<bool>, Vec<Reporter>) {
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let fleet = fleet(6, a, b, &stopping).await;
+    under_way(db, 6).await;
+    (stop, fleet)
+}
+
+/// Asserts that `instance`'s front-end published frames to the stream
+/// and its worker committed some.
+async fn took_part(instance: &Instance) {
+    assert!(metric(instance, "telemark_cluster_published_total").await > 0);
+    assert!(metric(instance, "telemark_frames_total").await > 0);
+}
+
+/// Prints what was stored and how soon the devices were heard after the
+/// fault `what`.
+fn recovered(what: &str, db: &Database, recovery: RealDuration, round_trip: RealDuration) {
+    let readings =
+        db.count("SELECT COALESCE(SUM(declared), 0) FROM records WHERE lane = 'routine'");
+    eprintln!(
+        "{what}: {readings} readings stored once; the devices resumed within {} ms of their \
+         first frame after it, the answer {} ms after the frame it answers",
+        recovery.as_millis(),
+        round_trip.as_millis()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_mid_run_loses_nothing_and_its_devices_move() {
     let nats = NatsCluster::start("instance");
@@ -762,9 +795,7 @@ async fn an_instance_killed_mid_run_loses_nothing_and_its_devices_move() {
     let db = Database::fresh("instance");
     let a = Instance::start("cluster-instance-a", &nats, &db);
     let b = Instance::start("cluster-instance-b", &nats, &db);
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let fleet = fleet(6, &a, &b, &stopping).await;
-    under_way(&db, 6).await;
+    let (stop, fleet) = running(&a, &b, &db).await;
 
     mid_run(&fleet);
     let fault = RealInstant::now();
@@ -774,16 +805,8 @@ async fn an_instance_killed_mid_run_loses_nothing_and_its_devices_move() {
     let (recovery, round_trip) = every_reading_once(fleet, &b, &db, fault).await;
     // The survivor's front-end took its devices' frames through the
     // stream, and its worker stored them.
-    assert!(metric(&b, "telemark_cluster_published_total").await > 0);
-    assert!(metric(&b, "telemark_frames_total").await > 0);
-    let readings =
-        db.count("SELECT COALESCE(SUM(declared), 0) FROM records WHERE lane = 'routine'");
-    eprintln!(
-        "instance killed: {readings} readings stored once; the devices resumed within {} ms \
-         of their first frame after it, the answer {} ms after the frame it answers",
-        recovery.as_millis(),
-        round_trip.as_millis()
-    );
+    took_part(&b).await;
+    recovered("instance killed", &db, recovery, round_trip);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -793,9 +816,7 @@ async fn the_stream_leader_killed_mid_run_loses_nothing() {
     let db = Database::fresh("leader");
     let a = Instance::start("cluster-leader-a", &nats, &db);
     let b = Instance::start("cluster-leader-b", &nats, &db);
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let fleet = fleet(6, &a, &b, &stopping).await;
-    under_way(&db, 6).await;
+    let (stop, fleet) = running(&a, &b, &db).await;
 
     let leader = nats.stream_leader().await;
     mid_run(&fleet);
@@ -805,22 +826,13 @@ async fn the_stream_leader_killed_mid_run_loses_nothing() {
     stop.send(true).unwrap();
     let (recovery, round_trip) = every_reading_once(fleet, &b, &db, fault).await;
     // Both instances published frames and both workers stored some.
-    for i in [&a, &b] {
-        assert!(metric(i, "telemark_cluster_published_total").await > 0);
-        assert!(metric(i, "telemark_frames_total").await > 0);
-    }
+    took_part(&a).await;
+    took_part(&b).await;
     // The node comes back and catches up; the stream is whole again.
     nats.restart(leader);
     nats.ready().await;
-    let readings =
-        db.count("SELECT COALESCE(SUM(declared), 0) FROM records WHERE lane = 'routine'");
-    eprintln!(
-        "stream leader n{leader} killed: {readings} readings stored once; \
-         the devices resumed within {} ms of their first frame after it, \
-         the answer {} ms after the frame it answers",
-        recovery.as_millis(),
-        round_trip.as_millis()
-    );
+    let what = format!("stream leader n{leader} killed");
+    recovered(&what, &db, recovery, round_trip);
     drop(a);
 }
 
@@ -832,9 +844,7 @@ async fn a_postgresql_restart_mid_run_loses_nothing() {
     let db = blocking(|| Database::make(pg.server(), "restart"));
     let a = Instance::start("cluster-restart-a", &nats, &db);
     let b = Instance::start("cluster-restart-b", &nats, &db);
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let fleet = fleet(6, &a, &b, &stopping).await;
-    under_way(&db, 6).await;
+    let (stop, fleet) = running(&a, &b, &db).await;
 
     mid_run(&fleet);
     let fault = RealInstant::now();
@@ -844,19 +854,11 @@ async fn a_postgresql_restart_mid_run_loses_nothing() {
     let (recovery, round_trip) = every_reading_once(fleet, &b, &db, fault).await;
     let mut failed = 0;
     for i in [&a, &b] {
-        assert!(metric(i, "telemark_cluster_published_total").await > 0);
-        assert!(metric(i, "telemark_frames_total").await > 0);
+        took_part(i).await;
         failed += metric(i, "telemark_store_failures_total").await;
     }
-    let readings =
-        db.count("SELECT COALESCE(SUM(declared), 0) FROM records WHERE lane = 'routine'");
-    eprintln!(
-        "PostgreSQL restarted: {readings} readings stored once ({failed} frames not committed, \
-         handed out again); the devices resumed within {} ms of their first frame after it, \
-         the answer {} ms after the frame it answers",
-        recovery.as_millis(),
-        round_trip.as_millis()
-    );
+    let what = format!("PostgreSQL restarted ({failed} frames not committed, handed out again)");
+    recovered(&what, &db, recovery, round_trip);
     drop(a);
 }
 
@@ -869,9 +871,7 @@ async fn an_instance_cut_off_by_a_partition_loses_nothing() {
     let db = blocking(|| Database::make(pg.server(), "partition"));
     let a = Instance::start_in("cluster-partition-a", &ns, &nats, &db);
     let b = Instance::start("cluster-partition-b", &nats, &db);
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let fleet = fleet(6, &a, &b, &stopping).await;
-    under_way(&db, 6).await;
+    let (stop, fleet) = running(&a, &b, &db).await;
 
     mid_run(&fleet);
     let fault = RealInstant::now();
@@ -882,17 +882,8 @@ async fn an_instance_cut_off_by_a_partition_loses_nothing() {
     tokio::time::sleep(RealDuration::from_secs(5)).await;
     stop.send(true).unwrap();
     let (recovery, round_trip) = every_reading_once(fleet, &b, &db, fault).await;
-    for i in [&a, &b] {
-        assert!(metric(i, "telemark_cluster_published_total").await > 0);
-        assert!(metric(i, "telemark_frames_total").await > 0);
-    }
-    let readings =
-        db.count("SELECT COALESCE(SUM(declared), 0) FROM records WHERE lane = 'routine'");
-    eprintln!(
-        "instance partitioned for {} s: {readings} readings stored once; the devices resumed \
-         within {} ms of their first frame after it, the answer {} ms after the frame it answers",
-        AFTER_FAULT.as_secs(),
-        recovery.as_millis(),
-        round_trip.as_millis()
-    );
+    took_part(&a).await;
+    took_part(&b).await;
+    let what = format!("instance partitioned for {} s", AFTER_FAULT.as_secs());
+    recovered(&what, &db, recovery, round_trip);
 }

@@ -388,7 +388,7 @@ async fn report(a: Args) -> Result<(), String> {
     let keys_file = dir.join("keys.txt");
     std::fs::write(&keys_file, keys).map_err(|e| e.to_string())?;
 
-    let mut flags = vec![
+    let flags = vec![
         "--nats".to_string(),
         servers.join(","),
         "--database".to_string(),
@@ -405,7 +405,6 @@ async fn report(a: Args) -> Result<(), String> {
             instance(&binary, &data, &own, &mut procs)
         })?);
     }
-    flags.clear();
     let ticks: f64 = Command::new("getconf")
         .arg("CLK_TCK")
         .output()
