@@ -33,17 +33,13 @@ use std::time::{Duration, Instant as Wall};
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use telemark_bench_cloud::frames;
 use telemark_cloud::downsample::downsample;
 use telemark_cloud::{
     mqtt, unix_ms, Arrival, Broker, CloudStore, Hub, PgStore, Provisioned, ReadingQuery,
     SqliteStore,
 };
-use telemark_core::codec::{BlockCodec, CompactCodec};
-use telemark_core::model::{ChannelId, Reading, Value};
-use telemark_core::time::Instant;
-use telemark_core::wire::frame::FrameWriter;
-use telemark_core::wire::seal::{FrameKind, Header, Sealing};
-use telemark_core::wire::{Epoch, Record, RecordMeta, Seq};
+use telemark_core::wire::seal::Sealing;
 use telemark_mqtt::Topics;
 
 /// What to run.
@@ -82,52 +78,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-/// A boiler's flow temperature at 1 Hz, °C with two decimals: a slow
-/// swing and a little noise.
-fn temperature(second: u64) -> Value {
-    let t = second as f64;
-    let swing = 62.0 + 14.0 * (t * std::f64::consts::TAU / 1200.0).sin();
-    // A fixed hash of the second for noise of ±0.04 °C.
-    let noise = ((second.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as f64 - 32.0) / 800.0;
-    Value::Scaled(((swing + noise) * 100.0).round() as i32)
-}
-
-/// Frame `index` of `p`: one block of `n` readings, second `index * n`
-/// on, sent as counter `index + 1` at the uptime of its last reading.
-fn frame(p: &Provisioned, index: u32, n: u32) -> Result<Vec<u8>, String> {
-    let first = u64::from(index) * u64::from(n);
-    let readings: Vec<Reading> = (first..first + u64::from(n))
-        .map(|s| Reading::new(ChannelId(1), Instant::from_millis(s * 1000), temperature(s)))
-        .collect();
-    let mut block = vec![0u8; 16 * 1024];
-    let len = CompactCodec
-        .encode(&readings, &mut block)
-        .map_err(|e| format!("block: {e:?}"))?;
-    block.truncate(len);
-    let sealing = Sealing::key(p.key_id, p.key.clone());
-    let header = Header::new(
-        FrameKind::Records,
-        p.device.id,
-        Epoch(1),
-        index + 1,
-        &sealing,
-    );
-    let mut buf = vec![0u8; len + 256];
-    let uptime = Instant::from_millis((first + u64::from(n)) * 1000);
-    let mut w = FrameWriter::new(&mut buf, &header, uptime, &sealing)
-        .map_err(|e| format!("frame: {e:?}"))?;
-    let record = Record {
-        seq: Seq(index),
-        meta: RecordMeta::routine(u16::try_from(n).map_err(|e| e.to_string())?),
-        payload: &block,
-    };
-    w.push(&record, None)
-        .map_err(|e| format!("record: {e:?}"))?;
-    let len = w.finish(&sealing).map_err(|e| format!("seal: {e:?}"))?;
-    buf.truncate(len);
-    Ok(buf)
 }
 
 /// Where a run keeps its data.
@@ -460,4 +410,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Frame `index` of device `p`: a block of `n` readings.
+fn frame(p: &Provisioned, index: u32, n: u32) -> Result<Vec<u8>, String> {
+    frames::frame(
+        p.device.id,
+        &Sealing::key(p.key_id, p.key.clone()),
+        index,
+        n,
+    )
 }

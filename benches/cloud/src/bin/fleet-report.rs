@@ -31,13 +31,13 @@
 //! The devices, NATS, PostgreSQL and the instances share this machine's
 //! cores; the latency includes the devices' own scheduling.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration as Wall, Instant as WallClock};
 
+use telemark_bench_cloud::services::{self, clock_ticks, usage};
 use telemark_core::engine::{Boot, Engine};
 use telemark_core::store::{FullPolicy, RamStore};
 use telemark_core::time::{Duration, Instant};
@@ -84,167 +84,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port: {e}"))
-}
-
-/// Processes this report started; killed when it ends.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for p in &mut self.0 {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-    }
-}
-
-/// Starts `nodes` NATS servers with JetStream, clustered when more than
-/// one, in `dir`; their client URLs.
-fn nats(dir: &Path, nodes: usize, procs: &mut Processes) -> Result<Vec<String>, String> {
-    let ports: Vec<(u16, u16)> = (0..nodes)
-        .map(|_| Ok((free_port()?, free_port()?)))
-        .collect::<Result<_, String>>()?;
-    let routes: Vec<String> = ports
-        .iter()
-        .map(|(_, r)| format!("nats-route://127.0.0.1:{r}"))
-        .collect();
-    for (i, (port, route)) in ports.iter().enumerate() {
-        let mut text = format!(
-            "server_name: n{i}\nlisten: 127.0.0.1:{port}\nmax_connections: 100000\n\
-             jetstream {{ store_dir: \"{}\" }}\n",
-            dir.join(format!("n{i}")).display()
-        );
-        if nodes > 1 {
-            text += &format!(
-                "cluster {{ name: telemark, listen: 127.0.0.1:{route}, routes: [{}] }}\n",
-                routes.join(", ")
-            );
-        }
-        let config = dir.join(format!("n{i}.conf"));
-        std::fs::write(&config, text).map_err(|e| e.to_string())?;
-        let child = Command::new("nats-server")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("nats-server: {e}"))?;
-        procs.0.push(child);
-    }
-    Ok(ports
-        .iter()
-        .map(|(p, _)| format!("nats://127.0.0.1:{p}"))
-        .collect())
-}
-
-/// A database of the report's own; its URL.
-fn database(server: &str) -> Result<String, String> {
-    let name = format!("telemark_fleet_{}", std::process::id());
-    let mut admin = postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls)
-        .map_err(|e| format!("{server}: {e}"))?;
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .and_then(|()| admin.batch_execute(&format!("CREATE DATABASE {name}")))
-        .map_err(|e| e.to_string())?;
-    Ok(format!("{server}/{name}"))
-}
-
-/// Drops the report's database.
-fn drop_database(server: &str, url: &str) {
-    let Some(name) = url.rsplit('/').next() else {
-        return;
-    };
-    if let Ok(mut admin) = postgres::Client::connect(&format!("{server}/postgres"), postgres::NoTls)
-    {
-        let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-    }
-}
-
-/// A running instance: its process id and its broker's port.
-struct Instance {
-    pid: u32,
-    mqtt: u16,
-}
-
-/// Starts the service beside this binary in cluster mode; waits for its
-/// line of bound addresses, tries again while the stream is being made.
-fn instance(
-    binary: &Path,
-    dir: &Path,
-    flags: &[String],
-    procs: &mut Processes,
-) -> Result<Instance, String> {
-    for _ in 0..30 {
-        let mut child = Command::new(binary)
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--mqtt",
-                "127.0.0.1:0",
-                "--coap",
-                "127.0.0.1:0",
-            ])
-            .args(["--admin-token", "fleet-report"])
-            .arg("--data")
-            .arg(dir)
-            .args(flags)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", binary.display()))?;
-        let mut first = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut first);
-        }
-        let bound: Option<u16> = first
-            .split("\"mqtt\":\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .and_then(|addr| addr.rsplit(':').next()?.parse().ok());
-        match bound {
-            Some(mqtt) => {
-                let pid = child.id();
-                procs.0.push(child);
-                return Ok(Instance { pid, mqtt });
-            }
-            None => {
-                // NATS not up yet: the service exits; again in a second.
-                let _ = child.kill();
-                let _ = child.wait();
-                std::thread::sleep(Wall::from_secs(1));
-            }
-        }
-    }
-    Err("the service never started (see its --nats and --database)".into())
-}
-
-/// RSS, bytes, and CPU time, seconds, of process `pid`.
-fn usage(pid: u32, ticks_per_s: f64) -> (u64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis; utime and stime are
-    // the 12th and 13th of those.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (rss_kib * 1024, (tick(11) + tick(12)) / ticks_per_s)
 }
 
 /// A link that times each frame to its answer.
@@ -365,9 +204,9 @@ async fn report(a: Args) -> Result<(), String> {
     let dir: PathBuf = std::env::temp_dir().join(format!("telemark-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut procs = Processes(Vec::new());
-    let servers = nats(&dir, a.nats_nodes, &mut procs)?;
-    let url = tokio::task::block_in_place(|| database(&a.postgres))?;
+    let (servers, mut procs) = services::nats(&dir, a.nats_nodes)?;
+    let name = format!("telemark_fleet_{}", std::process::id());
+    let url = tokio::task::block_in_place(|| services::database(&a.postgres, &name))?;
 
     // The devices' keys, imported by the first instance.
     let ids: Vec<u64> = (0..a.devices as u64).map(|i| 1_000_001 + i).collect();
@@ -402,15 +241,10 @@ async fn report(a: Args) -> Result<(), String> {
         }
         let data = dir.join(format!("instance-{i}"));
         instances.push(tokio::task::block_in_place(|| {
-            instance(&binary, &data, &own, &mut procs)
+            services::instance(&binary, &data, &own, &mut procs)
         })?);
     }
-    let ticks: f64 = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0);
+    let ticks = clock_ticks();
     let idle: Vec<u64> = instances.iter().map(|i| usage(i.pid, ticks).0).collect();
 
     let up = Arc::new(AtomicUsize::new(0));
@@ -493,7 +327,7 @@ async fn report(a: Args) -> Result<(), String> {
     }
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
-    tokio::task::block_in_place(|| drop_database(&a.postgres, &url));
+    tokio::task::block_in_place(|| services::drop_database(&a.postgres, &url));
     Ok(())
 }
 
@@ -505,21 +339,5 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fleet-report: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(report(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("fleet-report: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    services::run_report("fleet-report", report(args))
 }
