@@ -348,6 +348,17 @@ impl Server {
         if let Err(e) = store.begin_group() {
             return Err(self.group_failed(store, e, frames.len()));
         }
+        // The devices of the keyring the frames name, held at once, in
+        // ascending order: two groups that share devices never deadlock.
+        let mut devices: Vec<u64> = frames
+            .iter()
+            .filter_map(|&(frame, _)| self.header_of(frame).ok().map(|h| h.device))
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        if let Err(e) = store.claim_all(&devices) {
+            return Err(self.group_failed(store, e, frames.len()));
+        }
         let mut prepared = Vec::with_capacity(frames.len());
         for &(frame, received_unix_ms) in frames {
             match self.prepare(store, frame, received_unix_ms) {

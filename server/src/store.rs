@@ -252,6 +252,16 @@ pub trait Store {
         Ok(())
     }
 
+    /// Holds every device of `devices` (ascending, each once) for the
+    /// open group, as [`Store::claim`] of each in turn would: called once
+    /// a group has begun, with the devices its frames name, before any
+    /// read. A store that locks can take them all in one round trip, and
+    /// then answer each later [`Store::claim`] of them at once. By
+    /// default, [`Store::claim`] of each.
+    fn claim_all(&mut self, devices: &[u64]) -> Result<(), Self::Error> {
+        devices.iter().try_for_each(|&d| self.claim(d))
+    }
+
     /// Makes every batch staged since [`Store::begin_group`] durable, all
     /// or none.
     fn commit_group(&mut self) -> Result<(), Self::Error> {

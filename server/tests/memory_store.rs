@@ -8,7 +8,10 @@ use telemark_core::time::Instant;
 use telemark_core::wire::frame::FrameWriter;
 use telemark_core::wire::seal::{FrameKind, Header, Key, Sealing};
 use telemark_core::wire::{Epoch, Record, RecordMeta, Seq};
-use telemark_server::{conformance, Keyring, MemoryStore, ReceiveError, Refusal, Server};
+use telemark_server::{
+    conformance, Batch, Committed, EpochState, Keyring, MemoryStore, Outbox, ReceiveError,
+    RecordKey, Refusal, Server, Store, Unavailable,
+};
 
 #[test]
 fn the_memory_store_conforms() {
@@ -226,4 +229,115 @@ fn a_group_the_store_fails_acknowledges_none_of_its_frames() {
     assert_eq!(results[1].as_ref().err(), Some(&Refusal::BadTag));
     assert_eq!(store.records().len(), 2);
     assert_eq!(server.counters().frames, 2);
+}
+
+/// The memory store, with the claims and reads the server made of it, in
+/// order.
+struct Watched {
+    inner: MemoryStore,
+    log: Vec<String>,
+}
+
+impl Store for Watched {
+    type Error = Unavailable;
+
+    fn epoch_state(
+        &mut self,
+        device: u64,
+        epoch: Epoch,
+    ) -> Result<Option<EpochState>, Unavailable> {
+        self.log.push(format!("read {device}"));
+        self.inner.epoch_state(device, epoch)
+    }
+
+    fn stored_payload(&mut self, key: RecordKey) -> Result<Option<Vec<u8>>, Unavailable> {
+        self.inner.stored_payload(key)
+    }
+
+    fn outbox(&mut self, device: u64) -> Result<Outbox, Unavailable> {
+        self.log.push(format!("read {device}"));
+        self.inner.outbox(device)
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<Committed, Unavailable> {
+        self.inner.commit(batch)
+    }
+
+    fn begin_group(&mut self) -> Result<(), Unavailable> {
+        self.inner.begin_group()
+    }
+
+    fn stage(&mut self, batch: &Batch) -> Result<(), Unavailable> {
+        self.inner.stage(batch)
+    }
+
+    fn claim(&mut self, device: u64) -> Result<(), Unavailable> {
+        self.log.push(format!("claim {device}"));
+        Ok(())
+    }
+
+    fn claim_all(&mut self, devices: &[u64]) -> Result<(), Unavailable> {
+        self.log.push(format!("claim all {devices:?}"));
+        Ok(())
+    }
+
+    fn commit_group(&mut self) -> Result<(), Unavailable> {
+        self.inner.commit_group()
+    }
+
+    fn abort_group(&mut self) {
+        self.inner.abort_group();
+    }
+
+    fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), Unavailable> {
+        self.inner.set_config(device, version, cbor)
+    }
+
+    fn queue_command(
+        &mut self,
+        device: u64,
+        id: u32,
+        command: telemark_core::wire::frame::Command,
+    ) -> Result<(), Unavailable> {
+        self.inner.queue_command(device, id, command)
+    }
+
+    fn set_key(&mut self, device: u64, id: u8, key: &Key) -> Result<(), Unavailable> {
+        self.inner.set_key(device, id, key)
+    }
+}
+
+#[test]
+fn a_group_claims_the_devices_of_its_keyring_at_once_in_ascending_order_before_any_read() {
+    let mut keyring = Keyring::new();
+    keyring.insert(DEVICE, 1, key());
+    keyring.insert(7, 1, key());
+    let mut server = Server::new(keyring);
+    let mut store = Watched {
+        inner: MemoryStore::new(),
+        log: Vec::new(),
+    };
+    let s = Sealing::key(1, key());
+    let b = block(3);
+    let frames = [
+        frame(DEVICE, &s, 1, &[(1, 3, &b)]),
+        frame(99, &s, 1, &[(1, 3, &b)]),
+        frame(7, &s, 1, &[(1, 3, &b)]),
+        frame(DEVICE, &s, 2, &[(2, 3, &b)]),
+    ];
+    let group: Vec<(&[u8], u64)> = frames.iter().map(|f| (&f[..], 0)).collect();
+    let results = server.receive_group(&mut store, &group).unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok() && results[3].is_ok());
+    assert_eq!(results[1].as_ref().err(), Some(&Refusal::UnknownDevice(99)));
+    assert_eq!(
+        store.log[0],
+        format!("claim all [7, {DEVICE}]"),
+        "{:?}",
+        store.log
+    );
+    assert!(
+        !store.log.iter().any(|l| l.contains("99")),
+        "a device the keyring does not know costs the store nothing: {:?}",
+        store.log
+    );
 }

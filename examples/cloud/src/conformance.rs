@@ -663,6 +663,40 @@ pub fn silent_devices_go_offline_and_recover(store: Box<dyn CloudStore>) {
         hub.store().set_group_silence(0xDEAD, Some(1)).is_err(),
         "no such group"
     );
+
+    // Shared with other instances, the hub trusts the store's marks, not
+    // its watch's: `quiet` (offline) is heard by another instance first,
+    // then marked offline by another; only the second is this hub's to
+    // recover.
+    hub.share_store();
+    let later = (RECEIVED + 20_000_000) as i64;
+    assert!(ok(hub.store().mark_recovered(id, later, "heard again")));
+    assert!(hub
+        .receive(
+            &frame(&quiet, 3, 2, &readings(30, 4)),
+            RECEIVED + 20_001_000
+        )
+        .is_some());
+    assert!(ok(hub.store().mark_offline(id, later + 2_000, "not heard")));
+    assert!(hub
+        .receive(
+            &frame(&quiet, 4, 3, &readings(40, 4)),
+            RECEIVED + 20_003_000
+        )
+        .is_some());
+    let kinds: Vec<String> = ok(hub.store().events(id, 3))
+        .into_iter()
+        .map(|e| format!("{} {}", e.kind, e.unix_ms))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            format!("recovered {}", RECEIVED + 20_003_000),
+            format!("offline {}", later + 2_000),
+            format!("recovered {later}"),
+        ]
+    );
+    assert_eq!(ok(hub.store().device(id)).and_then(|d| d.offline_ms), None);
 }
 
 /// A command is queued, sent when a response first carries it, answered

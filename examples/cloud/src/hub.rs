@@ -932,6 +932,16 @@ impl Hub {
         if !frames.is_empty() {
             self.time_commit(started.elapsed().as_secs_f64());
         }
+        let mut heard: Vec<u64> = results
+            .as_slice()
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|r| r.batch.device))
+            .collect();
+        heard.sort_unstable();
+        heard.dedup();
+        if let Err(e) = self.silence.refresh(self.store.as_mut(), &heard) {
+            tracing::warn!(error = %e, "offline marks not read; devices heard stay as marked");
+        }
         let mut times = frames.iter().map(|&(_, t)| t);
         let mut takers = takers.into_iter();
         answers

@@ -192,10 +192,30 @@ impl Watch {
 
     /// Trusts the store, not this watch, for whether a device is offline:
     /// for instances that share a database, where the one that marked a
-    /// device offline need not be the one that hears it again. Each frame
-    /// then costs a read of its device.
+    /// device offline need not be the one that hears it again. Each group
+    /// of frames then costs one read of its devices' marks
+    /// ([`Watch::refresh`]).
     pub fn share(&mut self) {
         self.shared = true;
+    }
+
+    /// Of `devices`, a group's, takes from a shared store which are
+    /// offline and which are not, before [`Watch::heard`] of each. Alone
+    /// on its store the watch knows, and reads nothing.
+    pub fn refresh(
+        &mut self,
+        store: &mut dyn CloudStore,
+        devices: &[u64],
+    ) -> Result<(), StoreError> {
+        if !self.shared || devices.is_empty() {
+            return Ok(());
+        }
+        let offline = store.offline_among(devices)?;
+        for d in devices {
+            self.offline.remove(d);
+        }
+        self.offline.extend(offline);
+        Ok(())
     }
 
     /// `device` was heard at `now_ms`: if it was offline, it has
@@ -206,12 +226,13 @@ impl Watch {
         device: u64,
         now_ms: u64,
     ) -> Result<Option<String>, StoreError> {
-        if !self.shared && !self.offline.contains(&device) {
+        if !self.offline.contains(&device) {
             return Ok(None);
         }
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let since = store.device(device)?.and_then(|d| d.offline_ms);
-        if self.shared && since.is_none() {
+        if since.is_none() {
+            // Another instance heard it first.
             self.offline.remove(&device);
             return Ok(None);
         }

@@ -448,6 +448,18 @@ pub trait CloudStore: Store<Error = StoreError> + Send {
     /// One device.
     fn device(&mut self, id: u64) -> Result<Option<Device>, StoreError>;
 
+    /// Those of `devices` marked offline. By default a
+    /// [`CloudStore::device`] read of each.
+    fn offline_among(&mut self, devices: &[u64]) -> Result<Vec<u64>, StoreError> {
+        let mut offline = Vec::new();
+        for &d in devices {
+            if self.device(d)?.is_some_and(|x| x.offline_ms.is_some()) {
+                offline.push(d);
+            }
+        }
+        Ok(offline)
+    }
+
     /// The keys of every device that is not revoked.
     fn keys(&mut self) -> Result<Vec<DeviceKey>, StoreError>;
 
@@ -651,6 +663,10 @@ impl Store for Box<dyn CloudStore> {
 
     fn claim(&mut self, device: u64) -> Result<(), StoreError> {
         (**self).claim(device)
+    }
+
+    fn claim_all(&mut self, devices: &[u64]) -> Result<(), StoreError> {
+        (**self).claim_all(devices)
     }
 
     fn commit_group(&mut self) -> Result<(), StoreError> {
