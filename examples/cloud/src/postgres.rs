@@ -337,6 +337,11 @@ pub struct PgStore {
     group_open: bool,
     /// The devices the open group holds ([`Store::claim`]).
     claimed: HashSet<u64>,
+    /// What [`Store::claim_all`] read of them for the group, each until
+    /// its first use or its device's next batch: the outbox, and the
+    /// latest epoch's state (`None`: never heard).
+    group_outboxes: HashMap<u64, Outbox>,
+    group_epochs: HashMap<u64, Option<(u64, EpochState)>>,
     reading_rows: bool,
     leading: bool,
 }
@@ -347,6 +352,13 @@ pub struct PgStore {
 const LEAD_LOCK: i64 = 0x7465_6c65_6d61_726b;
 
 impl PgStore {
+    /// Forgets what the group held and read.
+    fn forget_group(&mut self) {
+        self.claimed.clear();
+        self.group_outboxes.clear();
+        self.group_epochs.clear();
+    }
+
     /// Connects to the database at `url` (`postgres://user@host/db`),
     /// creating or upgrading its schema.
     pub fn connect(url: &str) -> Result<PgStore, StoreError> {
@@ -356,6 +368,8 @@ impl PgStore {
             prepared: HashMap::new(),
             group_open: false,
             claimed: HashSet::new(),
+            group_outboxes: HashMap::new(),
+            group_epochs: HashMap::new(),
             reading_rows: false,
             leading: false,
         };
@@ -674,24 +688,43 @@ fn small<T: TryFrom<i64>>(v: i64, what: &str) -> Result<T, StoreError> {
 
 /// The outbox in one round trip: its config, key and commands as rows of
 /// one shape (`kind`, then columns each kind reads its own way).
+/// The outboxes of the devices `$1` (an array): a row each for config, key
+/// rotation and every command not expired, the device last.
 const OUTBOX: &str = "
 SELECT 'config' AS kind, version AS a, cbor AS b, state AS c, code::BIGINT AS d,
        detail::BIGINT AS e, NULL::BIGINT AS f, NULL::BYTEA AS g, NULL::BIGINT AS h,
-       NULL::BIGINT AS k, 0::BIGINT AS q
-    FROM outbox_config WHERE device = $1
+       NULL::BIGINT AS k, 0::BIGINT AS q, device
+    FROM outbox_config WHERE device = ANY($1)
 UNION ALL
 SELECT 'key', id::BIGINT, key, state, status::BIGINT, previous_id::BIGINT, NULL, previous_key,
-       NULL, NULL, 0
-    FROM outbox_key WHERE device = $1
+       NULL, NULL, 0, device
+    FROM outbox_key WHERE device = ANY($1)
 UNION ALL
 SELECT 'command', id, NULL, NULL, code::BIGINT, output::BIGINT, value, NULL, status::BIGINT,
-       result, queued
-    FROM outbox_commands WHERE device = $1 AND expired_ms IS NULL
-ORDER BY q";
+       result, queued, device
+    FROM outbox_commands WHERE device = ANY($1) AND expired_ms IS NULL
+ORDER BY device, q";
 
-fn outbox(c: &mut Session<'_>, device: u64) -> Result<Result<Outbox, StoreError>, postgres::Error> {
-    let rows = c.query(OUTBOX, &[&i(device)])?;
-    Ok(outbox_of(&rows))
+/// The outboxes of `devices`, those with nothing queued included.
+fn outboxes(
+    c: &mut Session<'_>,
+    devices: &[i64],
+) -> Result<Result<HashMap<u64, Outbox>, StoreError>, postgres::Error> {
+    let rows = c.query(OUTBOX, &[&devices])?;
+    let mut of: HashMap<u64, Outbox> = HashMap::new();
+    for chunk in rows.chunk_by(|a, b| a.get::<_, i64>(11) == b.get::<_, i64>(11)) {
+        let Some(first) = chunk.first() else {
+            continue;
+        };
+        match outbox_of(chunk) {
+            Ok(o) => of.insert(first.get::<_, i64>(11) as u64, o),
+            Err(e) => return Ok(Err(e)),
+        };
+    }
+    for &d in devices {
+        of.entry(d as u64).or_default();
+    }
+    Ok(Ok(of))
 }
 
 /// The outbox of the rows of [`OUTBOX`].
@@ -769,6 +802,16 @@ impl Store for PgStore {
     type Error = StoreError;
 
     fn epoch_state(&mut self, device: u64, epoch: Epoch) -> Result<Option<EpochState>, StoreError> {
+        // The device's latest epoch, read with the group's claims: a later
+        // one has no state yet.
+        if let Some(latest) = self.group_epochs.get(&device) {
+            match latest {
+                None => return Ok(None),
+                Some((e, _)) if *e < epoch.0 => return Ok(None),
+                Some((e, state)) if *e == epoch.0 => return Ok(Some(*state)),
+                Some(_) => {}
+            }
+        }
         let row = self.with(|c| {
             c.query_opt(
                 "SELECT highest, seen, anchor_ms FROM epochs WHERE device = $1 AND epoch = $2",
@@ -796,7 +839,11 @@ impl Store for PgStore {
     }
 
     fn outbox(&mut self, device: u64) -> Result<Outbox, StoreError> {
-        self.with(|c| outbox(c, device))?
+        if let Some(o) = self.group_outboxes.remove(&device) {
+            return Ok(o);
+        }
+        let mut of = self.with(|c| outboxes(c, &[i(device)]))??;
+        Ok(of.remove(&device).unwrap_or_default())
     }
 
     fn commit(&mut self, batch: &Batch) -> Result<Committed, StoreError> {
@@ -808,7 +855,7 @@ impl Store for PgStore {
     fn begin_group(&mut self) -> Result<(), StoreError> {
         self.with(|c| c.batch_execute("BEGIN"))?;
         self.group_open = true;
-        self.claimed.clear();
+        self.forget_group();
         Ok(())
     }
 
@@ -821,6 +868,9 @@ impl Store for PgStore {
                 "no group open on this connection".into(),
             ));
         }
+        // What was read of the device for the group is now stale.
+        self.group_outboxes.remove(&batch.device);
+        self.group_epochs.remove(&batch.device);
         // No savepoint: a batch that fails aborts its whole group.
         let rows = self.reading_rows;
         self.with(|c| write(c, batch, rows))
@@ -866,6 +916,31 @@ impl Store for PgStore {
             )
         })?;
         self.claimed.extend(devices);
+        // Held, their state cannot change under the group: read it now,
+        // in two statements for them all instead of two a frame.
+        let outboxes = self.with(|c| outboxes(c, &new))??;
+        let rows = self.with(|c| {
+            c.query(
+                "SELECT DISTINCT ON (device) device, epoch, highest, seen, anchor_ms \
+                 FROM epochs WHERE device = ANY($1) ORDER BY device, epoch DESC",
+                &[&new],
+            )
+        })?;
+        for &d in &new {
+            self.group_epochs.insert(d as u64, None);
+        }
+        for r in rows {
+            let state = EpochState {
+                highest: small(r.get(2), "highest counter")?,
+                seen: r.get::<_, i64>(3) as u64,
+                anchor_unix_ms: r.get(4),
+            };
+            self.group_epochs.insert(
+                r.get::<_, i64>(0) as u64,
+                Some((r.get::<_, i64>(1) as u64, state)),
+            );
+        }
+        self.group_outboxes.extend(outboxes);
         Ok(())
     }
 
@@ -875,7 +950,7 @@ impl Store for PgStore {
             self.abort_group();
         }
         self.group_open = false;
-        self.claimed.clear();
+        self.forget_group();
         done
     }
 
@@ -884,7 +959,7 @@ impl Store for PgStore {
             let _ = c.batch_execute("ROLLBACK");
         }
         self.group_open = false;
-        self.claimed.clear();
+        self.forget_group();
     }
 
     fn set_config(&mut self, device: u64, version: u32, cbor: &[u8]) -> Result<(), StoreError> {
