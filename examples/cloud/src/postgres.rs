@@ -686,10 +686,9 @@ fn small<T: TryFrom<i64>>(v: i64, what: &str) -> Result<T, StoreError> {
     T::try_from(v).map_err(|_| StoreError::Failed(format!("{what} {v} out of range")))
 }
 
-/// The outbox in one round trip: its config, key and commands as rows of
-/// one shape (`kind`, then columns each kind reads its own way).
-/// The outboxes of the devices `$1` (an array): a row each for config, key
-/// rotation and every command not expired, the device last.
+/// The outboxes of the devices `$1` (an array) in one round trip: their
+/// config, key and commands as rows of one shape (`kind`, then columns each
+/// kind reads its own way, the device last), by device.
 const OUTBOX: &str = "
 SELECT 'config' AS kind, version AS a, cbor AS b, state AS c, code::BIGINT AS d,
        detail::BIGINT AS e, NULL::BIGINT AS f, NULL::BYTEA AS g, NULL::BIGINT AS h,
