@@ -32,8 +32,9 @@ use std::time::{Duration, Instant as Wall};
 
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use telemark_bench_cloud::frames;
+use rumqttc::v5::Event;
+use telemark_bench_cloud::percentile_ms;
+use telemark_bench_cloud::{frames, services};
 use telemark_cloud::downsample::downsample;
 use telemark_cloud::{
     mqtt, unix_ms, Arrival, Broker, CloudStore, Hub, PgStore, Provisioned, ReadingQuery,
@@ -170,27 +171,13 @@ struct Row {
 /// One device: publishes its frames one after the other, each once the
 /// response to the one before is back; the latency of each.
 async fn device(port: u16, id: u64, frames: Vec<Vec<u8>>) -> Result<Vec<Duration>, String> {
-    let mut options = MqttOptions::new(format!("bench-device-{id}"), "127.0.0.1", port);
-    options
-        .set_clean_start(true)
-        .set_keep_alive(Duration::from_secs(60))
-        .set_max_packet_size(Some(64 * 1024));
-    let mut network = rumqttc::NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    options.set_network_options(network);
-    let (client, mut events) = AsyncClient::new(options, 16);
     let topics = Topics::new("telemark", id).ok_or("no topics")?;
-    client
-        .subscribe(topics.down(), QoS::AtLeastOnce)
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::SubAck(_))) => break,
-            Ok(_) => {}
-            Err(e) => return Err(format!("device {id}: {e}")),
-        }
-    }
+    let (client, mut events) = services::mqtt_device(
+        format!("bench-device-{id}"),
+        port,
+        topics.down().to_string(),
+    )
+    .await?;
     let mut latencies = Vec::with_capacity(frames.len());
     for frame in frames {
         let sent = Wall::now();
@@ -257,11 +244,6 @@ fn week_query(hub: &mut Hub, n: u32) -> Result<f64, String> {
     }
     times.sort_by(f64::total_cmp);
     Ok(times.get(2).copied().unwrap_or(0.0))
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
 fn run(name: &str, backend: &Backend, rows: bool, a: &Args) -> Result<Row, String> {
@@ -339,8 +321,8 @@ fn run(name: &str, backend: &Backend, rows: bool, a: &Args) -> Result<Row, Strin
         readings_per_s: sent as f64 / elapsed.as_secs_f64(),
         frames_per_s: c.frames as f64 / elapsed.as_secs_f64(),
         mean_group: c.frames as f64 / f.commits.max(1) as f64,
-        p50_ms: percentile(&latencies, 0.5),
-        p99_ms: percentile(&latencies, 0.99),
+        p50_ms: percentile_ms(&latencies, 0.5),
+        p99_ms: percentile_ms(&latencies, 0.99),
         bytes_per_reading: bytes.saturating_sub(empty) as f64 / total_readings.max(1) as f64,
         week_query_ms,
     })

@@ -1,12 +1,16 @@
 //! The processes a report starts (NATS servers, telemark-cloud instances,
-//! mosquitto), the databases it makes on PostgreSQL, and what they cost:
-//! RSS and CPU time read from `/proc`.
+//! mosquitto), the databases it makes on PostgreSQL, what they cost (RSS
+//! and CPU time read from `/proc`), and the MQTT clients its devices are.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 
 /// Runs `report` on a multi-threaded runtime; its error on stderr after
 /// `name`, and the exit code.
@@ -26,6 +30,50 @@ pub fn run_report(name: &str, report: impl Future<Output = Result<(), String>>) 
         Err(e) => {
             eprintln!("{name}: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `telemark-cloud` binary beside the running one.
+pub fn service_binary() -> Result<PathBuf, String> {
+    let binary = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .with_file_name("telemark-cloud");
+    if !binary.exists() {
+        return Err(format!(
+            "{} not found: cargo build --release -p telemark-cloud",
+            binary.display()
+        ));
+    }
+    Ok(binary)
+}
+
+/// A bench device's MQTT client, `client_id`, on the broker at loopback
+/// `port`: a clean session, packets up to 64 KiB, no Nagle delay; once it
+/// returns, subscribed to `down` at QoS 1.
+pub async fn mqtt_device(
+    client_id: String,
+    port: u16,
+    down: String,
+) -> Result<(AsyncClient, EventLoop), String> {
+    let mut options = MqttOptions::new(client_id.clone(), "127.0.0.1", port);
+    options
+        .set_clean_start(true)
+        .set_keep_alive(Duration::from_secs(60))
+        .set_max_packet_size(Some(64 * 1024));
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
+    let (client, mut events) = AsyncClient::new(options, 16);
+    client
+        .subscribe(down, QoS::AtLeastOnce)
+        .await
+        .map_err(|e| e.to_string())?;
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::SubAck(_))) => return Ok((client, events)),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{client_id}: {e}")),
         }
     }
 }

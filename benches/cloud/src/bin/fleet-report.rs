@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration as Wall, Instant as WallClock};
 
+use telemark_bench_cloud::percentile_ms;
 use telemark_bench_cloud::services::{self, clock_ticks, usage};
 use telemark_core::engine::{Boot, Engine};
 use telemark_core::store::{FullPolicy, RamStore};
@@ -183,24 +184,8 @@ async fn run(
     link.answers
 }
 
-fn percentile(sorted: &[Wall], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-}
-
 async fn report(a: Args) -> Result<(), String> {
-    let binary = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("telemark-cloud");
-    if !binary.exists() {
-        return Err(format!(
-            "{} not found: cargo build --release -p telemark-cloud",
-            binary.display()
-        ));
-    }
+    let binary = services::service_binary()?;
     let dir: PathBuf = std::env::temp_dir().join(format!("telemark-fleet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -297,7 +282,10 @@ async fn report(a: Args) -> Result<(), String> {
         / 1024.0
         / connected.max(1) as f64;
     let cpu_per_1000 = cpu / window * 100.0 / (connected.max(1) as f64 / 1000.0);
-    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+    let (p50, p99) = (
+        percentile_ms(&latencies, 0.5),
+        percentile_ms(&latencies, 0.99),
+    );
     if a.json {
         println!(
             "{{\"devices\":{},\"connected\":{connected},\"instances\":{},\"nats_nodes\":{},\

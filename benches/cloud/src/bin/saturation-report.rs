@@ -44,8 +44,9 @@ use std::time::{Duration, Instant as Wall};
 
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Client, Event, MqttOptions};
+use rumqttc::v5::{Client, Event, MqttOptions};
 use telemark_bench_cloud::frames;
+use telemark_bench_cloud::percentile_ms;
 use telemark_bench_cloud::services::{self, clock_ticks, cpu_of_command, machine_ticks, Processes};
 use telemark_core::model::Value;
 use telemark_core::wire::seal::{Key, Sealing};
@@ -183,27 +184,8 @@ async fn device(
             format!("baseline/v1/{id}/down"),
         ),
     };
-    let mut options = MqttOptions::new(format!("saturation-{id}"), "127.0.0.1", port);
-    options
-        .set_clean_start(true)
-        .set_keep_alive(Duration::from_secs(60))
-        .set_max_packet_size(Some(64 * 1024))
-        .set_outgoing_inflight_upper_limit(4);
-    let mut network = rumqttc::NetworkOptions::new();
-    network.set_tcp_nodelay(true);
-    options.set_network_options(network);
-    let (client, mut events) = AsyncClient::new(options, 8);
-    client
-        .subscribe(down, QoS::AtLeastOnce)
-        .await
-        .map_err(|e| e.to_string())?;
-    loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::SubAck(_))) => break,
-            Ok(_) => {}
-            Err(e) => return Err(format!("device {id}: {e}")),
-        }
-    }
+    let (client, mut events) =
+        services::mqtt_device(format!("saturation-{id}"), port, down).await?;
     let mut index = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let body = payload(form, id, index, n)?;
@@ -266,11 +248,6 @@ fn cpu(w: &Watched, ticks: f64) -> ([f64; 3], (u64, u64)) {
     )
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
-}
-
 /// Runs the devices against `ports` (round robin) for the warm-up and the
 /// window; what they measured, and the frames sent and answered in all.
 async fn drive(
@@ -327,8 +304,8 @@ async fn drive(
         name,
         readings_per_s: frames * f64::from(a.readings) / window,
         frames_per_s: frames / window,
-        p50_ms: percentile(&latencies, 0.5),
-        p99_ms: percentile(&latencies, 0.99),
+        p50_ms: percentile_ms(&latencies, 0.5),
+        p99_ms: percentile_ms(&latencies, 0.99),
         resent: tally.resent.load(Ordering::Relaxed),
         service: cores(0),
         messaging: cores(1),
@@ -566,15 +543,7 @@ fn subscriber(port: u16, url: &str) -> Result<(), String> {
 }
 
 async fn report(a: Args) -> Result<(), String> {
-    let binary = std::env::current_exe()
-        .map_err(|e| e.to_string())?
-        .with_file_name("telemark-cloud");
-    if !binary.exists() {
-        return Err(format!(
-            "{} not found: cargo build --release -p telemark-cloud",
-            binary.display()
-        ));
-    }
+    let binary = services::service_binary()?;
     let dir: PathBuf =
         std::env::temp_dir().join(format!("telemark-saturation-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
