@@ -262,6 +262,78 @@ pub fn instance(
     Err("the service never started (see its --nats and --database)".into())
 }
 
+/// A share of the machine's CPU, as if its processes ran on a host of
+/// that many cores: a control group of its own (`cpu.max` on cgroup v2,
+/// `cpu.cfs_quota_us` on v1). Removed when dropped, once its processes
+/// are gone.
+pub struct CpuCap {
+    dir: PathBuf,
+}
+
+/// The scheduler's period a cap's quota is a part of, µs.
+const CAP_PERIOD_US: u64 = 100_000;
+
+impl CpuCap {
+    /// A group named `name` that may use `cores` of CPU time a second;
+    /// an error when this machine gives no CPU controller to write.
+    pub fn new(name: &str, cores: f64) -> Result<CpuCap, String> {
+        if !(cores > 0.0 && cores.is_finite()) {
+            return Err(format!("a CPU cap of {cores} cores"));
+        }
+        let quota = ((cores * CAP_PERIOD_US as f64) as u64).max(1_000);
+        let root = Path::new("/sys/fs/cgroup");
+        let v2 = std::fs::read_to_string(root.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"));
+        let (dir, settings) = if v2 {
+            // The root hands the controller down, or the group has none.
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+cpu");
+            (
+                root.join(name),
+                vec![("cpu.max", format!("{quota} {CAP_PERIOD_US}"))],
+            )
+        } else {
+            (
+                root.join("cpu").join(name),
+                vec![
+                    ("cpu.cfs_period_us", CAP_PERIOD_US.to_string()),
+                    ("cpu.cfs_quota_us", quota.to_string()),
+                ],
+            )
+        };
+        let _ = std::fs::remove_dir(&dir);
+        std::fs::create_dir(&dir).map_err(|e| {
+            format!(
+                "{}: {e} (a CPU cap needs a writable cgroup CPU controller, as root)",
+                dir.display()
+            )
+        })?;
+        let cap = CpuCap { dir };
+        for (file, value) in settings {
+            std::fs::write(cap.dir.join(file), value)
+                .map_err(|e| format!("{}: {e}", cap.dir.join(file).display()))?;
+        }
+        Ok(cap)
+    }
+
+    /// Moves process `pid`, all its threads, into the group.
+    pub fn add(&self, pid: u32) -> Result<(), String> {
+        let procs = self.dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string()).map_err(|e| format!("{}: {e}", procs.display()))
+    }
+}
+
+impl Drop for CpuCap {
+    fn drop(&mut self) {
+        // Its processes take a moment to leave it once killed.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// The kernel's clock ticks per second, for the CPU times of `/proc`.
 pub fn clock_ticks() -> f64 {
     Command::new("getconf")
@@ -348,6 +420,29 @@ mod tests {
         // majflt cmajflt utime stime
         let line = "42 (a b) c) S 1 1 1 0 -1 0 0 0 0 0 250 50 0 0";
         assert_eq!(cpu_of_stat(line, 100.0), 3.0);
+    }
+
+    #[test]
+    fn a_capped_process_gets_no_more_than_its_cores() {
+        let cap = match CpuCap::new(&format!("telemark-cap-test-{}", std::process::id()), 0.2) {
+            Ok(cap) => cap,
+            // Not root, or no CPU controller: the reports say so too.
+            Err(e) => return eprintln!("no CPU cap here: {e}"),
+        };
+        let spin = Processes(vec![Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap()]);
+        let pid = spin.pids()[0];
+        cap.add(pid).unwrap();
+        let ticks = clock_ticks();
+        let (_, before) = usage(pid, ticks);
+        std::thread::sleep(Duration::from_secs(2));
+        let (_, after) = usage(pid, ticks);
+        // 0.2 cores for 2 s is 0.4 s; a spinning process alone takes 2 s.
+        assert!(after - before < 0.6, "{} s of CPU in 2 s", after - before);
+        drop(spin);
+        drop(cap);
     }
 
     #[test]

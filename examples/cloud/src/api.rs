@@ -456,13 +456,18 @@ async fn metrics(State(api): State<Api>) -> Result<Response, Problem> {
     );
     if let Some(k) = api.hub.cluster_figures() {
         counter(
+            "telemark_cluster_batches_total",
+            "Messages this instance's front-ends published to the cluster's stream, each a batch of frames.",
+            k.batches,
+        );
+        counter(
             "telemark_cluster_published_total",
             "Frames this instance's front-ends published to the cluster's stream.",
             k.published,
         );
         counter(
             "telemark_cluster_duplicates_total",
-            "Of those, frames the stream held already (the same bytes published again).",
+            "Of those, frames in a message the stream held already (the same bytes published again).",
             k.duplicates,
         );
         counter(

@@ -6,36 +6,46 @@
 //! - **Front-ends.** Every listener (the embedded MQTT broker, HTTP,
 //!   CoAP, serial lines) hands its frames to a [`FrontEnd`], through the
 //!   same [`HubHandle::receive`] as alone. The front-end checks the frame's
-//!   header and the path it came by, publishes it on
-//!   `{prefix}.frames.{device}` to the stream [`STREAM`] (replicated on as
-//!   many NATS nodes as `--nats-replicas` says), with the digest of its
-//!   bytes as the message id, so that a frame published twice (a broker's
-//!   redelivery, a retry after a NATS node died) is kept once. Then it
-//!   waits for the answer on `{prefix}.down.{device}`, which it subscribes
-//!   to from the device's first frame: the instance that holds the
-//!   device's connection is the one that forwards its downlink.
+//!   header and the path it came by and queues it. Its publisher takes
+//!   what waits in the queue, up to [`BATCH_FRAMES`] frames, as one
+//!   message (a [`batch`]) on `{prefix}.frames.batch` to the stream
+//!   [`STREAM`] (replicated on as many NATS nodes as `--nats-replicas`
+//!   says), with the digest of its bytes as the message id, so that a
+//!   message published twice is kept once. It has [`PUBLISHING`] messages
+//!   out at most: while they wait for the stream, frames gather for the
+//!   next, so a quiet front-end sends each frame at once and a busy one
+//!   pays the stream's replication once for many. Then the front-end
+//!   waits for each frame's answer on `{prefix}.down.{device}`, which it
+//!   subscribes to from the device's first frame: the instance that holds
+//!   the device's connection is the one that forwards its downlink.
 //! - **Workers.** One per instance, all on the durable consumer
-//!   [`WORKERS`]. A worker takes the frames that wait, in groups, and
-//!   hands them to its hub, which verifies them, stores their records in
-//!   PostgreSQL and commits. Only then is the message acknowledged to the
-//!   stream, and only then is the response (the acknowledgement, with the
-//!   config, commands and key waiting for the device) published on
-//!   `{prefix}.down.{device}`, with the message id it answers.
+//!   [`WORKERS`]. A worker takes the messages that wait, in groups of up
+//!   to [`MAX_GROUP`] frames, and hands their frames to its hub, which
+//!   verifies them, stores their records in PostgreSQL and commits. Only
+//!   then are the messages acknowledged to the stream, and only then is
+//!   each frame's response (the acknowledgement, with the config,
+//!   commands and key waiting for the device) published on
+//!   `{prefix}.down.{device}`, with the digest of the frame it answers.
 //!
 //! Nothing is acknowledged to a device before its commit. A worker that
 //! dies before it acknowledges a message leaves it to the stream, which
 //! hands it to another worker after [`ACK_WAIT`]; if the first had
-//! committed, the frame is a replay and is refused, and the device, which
-//! never got its acknowledgement, sends the records again, which are then
-//! duplicates: stored once, acknowledged. Two workers never change one
-//! device's state at once: each group locks its devices in PostgreSQL, in
-//! ascending order ([`telemark_server::Store::claim`]).
+//! committed, its frames are replays and are refused, and a device that
+//! never got its acknowledgement sends the records again, which are then
+//! duplicates: stored once, acknowledged. A frame that comes twice (a
+//! broker's redelivery, a device that failed over) is in two messages:
+//! the second is a replay, refused, and the answer to the first goes to
+//! whichever copy waits. Two workers never change one device's state at
+//! once: each group locks its devices in PostgreSQL, in ascending order
+//! ([`telemark_server::Store::claim_all`]).
 //!
 //! Work done once for all (silent devices, expired commands,
 //! notifications) is done by the instance that leads
 //! ([`crate::CloudStore::lead`]); rules are judged by the worker
 //! that stored the block, each rule's runs kept one at a time.
 //! `docs/scaling.md` tells how to deploy it and what it was measured at.
+
+pub mod batch;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -49,7 +59,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use telemark_core::wire::seal::Header;
 use telemark_server::Refusal;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::hub::{Answer, Arrival, HubHandle, NotAcknowledged, MAX_GROUP};
 use crate::store::StoreError;
@@ -76,11 +86,24 @@ pub const ANSWER_WAIT: Duration = Duration::from_secs(10);
 /// twice once.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// On a frame in the stream: the device its path named, if any.
-const PATH: &str = "Telemark-Path-Device";
-/// On a frame in the stream: when it arrived, Unix ms.
-const RECEIVED: &str = "Telemark-Received";
-/// On an answer: the message id of the frame it answers.
+/// Most frames in one stream message.
+pub const BATCH_FRAMES: usize = 64;
+
+/// Most bytes in one stream message (a NATS server takes 1 MiB by
+/// default). A frame larger than this goes alone.
+pub const BATCH_BYTES: usize = 256 * 1024;
+
+/// Stream messages a front-end has out at once, waiting for the stream
+/// to confirm them.
+pub const PUBLISHING: usize = 2;
+
+/// Frames a front-end's queue holds; a listener past it waits.
+const QUEUED: usize = 8192;
+
+/// Stream messages a worker pulls at once.
+const PULL: usize = 64;
+
+/// On an answer: the digest of the frame it answers.
 const ANSWERS: &str = "Telemark-Answers";
 /// On an answer: why the frame was refused (the answer is then empty).
 const REFUSED: &str = "Telemark-Refused";
@@ -183,8 +206,8 @@ impl Cluster {
         format!("{}.down.{device}", self.prefix)
     }
 
-    fn frames(&self, device: u64) -> String {
-        format!("{}.frames.{device}", self.prefix)
+    fn batches(&self) -> String {
+        format!("{}.frames.batch", self.prefix)
     }
 }
 
@@ -197,9 +220,12 @@ enum Reply {
 /// Front-end figures, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Figures {
+    /// Stream messages published, each a [`batch`] of frames.
+    pub batches: u64,
     /// Frames published to the stream.
     pub published: u64,
-    /// Of those, ones the stream held already (the same bytes).
+    /// Of those, ones in a message the stream held already (the same
+    /// bytes).
     pub duplicates: u64,
     /// Frames not published: the stream did not confirm them.
     pub unpublished: u64,
@@ -211,24 +237,36 @@ pub struct Figures {
     pub late: u64,
 }
 
+/// A frame in a front-end's queue, and who waits to hear whether the
+/// stream took it (whether the message it went in was a duplicate).
+struct Queued {
+    arrival: Arrival,
+    published: oneshot::Sender<Result<bool, String>>,
+}
+
 /// The half of an instance that meets devices (see the module docs).
 pub struct FrontEnd {
     cluster: Cluster,
+    queue: mpsc::Sender<Queued>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
     followed: Mutex<HashSet<u64>>,
-    figures: Mutex<Figures>,
+    figures: Arc<Mutex<Figures>>,
     runtime: tokio::runtime::Handle,
 }
 
 impl FrontEnd {
-    /// The front-end over `cluster`, its tasks on the runtime it is made
-    /// on.
+    /// The front-end over `cluster`, its publisher and its tasks on the
+    /// runtime it is made on.
     pub fn new(cluster: Cluster) -> Arc<FrontEnd> {
+        let (queue, queued) = mpsc::channel(QUEUED);
+        let figures = Arc::new(Mutex::new(Figures::default()));
+        tokio::spawn(publish(cluster.clone(), queued, Arc::clone(&figures)));
         Arc::new(FrontEnd {
             cluster,
+            queue,
             waiting: Mutex::new(HashMap::new()),
             followed: Mutex::new(HashSet::new()),
-            figures: Mutex::new(Figures::default()),
+            figures,
             runtime: tokio::runtime::Handle::current(),
         })
     }
@@ -239,7 +277,7 @@ impl FrontEnd {
     }
 
     fn count(&self, f: impl FnOnce(&mut Figures)) {
-        f(&mut self.figures.lock().unwrap_or_else(PoisonError::into_inner));
+        count(&self.figures, f);
     }
 
     /// Publishes `arrival` to the stream and waits for its answer.
@@ -259,33 +297,17 @@ impl FrontEnd {
         let id = message_id(&arrival.frame);
         let (answer, answered) = oneshot::channel();
         self.waiting_for(|w| w.insert(id.clone(), answer));
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-        headers.insert(RECEIVED, arrival.received_unix_ms.to_string().as_str());
-        if let Some(d) = arrival.device {
-            headers.insert(PATH, d.to_string().as_str());
-        }
-        let published = match self
-            .cluster
-            .jetstream
-            .publish_with_headers(self.cluster.frames(device), headers, arrival.frame.into())
-            .await
-        {
-            Ok(confirm) => confirm.await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+        let (published, confirmed) = oneshot::channel();
+        let stopping = || "the front-end is stopping".to_string();
+        let published = match self.queue.send(Queued { arrival, published }).await {
+            Ok(()) => confirmed.await.unwrap_or_else(|_| Err(stopping())),
+            Err(_) => Err(stopping()),
         };
-        match published {
-            Ok(ack) => self.count(|f| {
-                f.published += 1;
-                f.duplicates += u64::from(ack.duplicate);
-            }),
-            Err(e) => {
-                self.waiting_for(|w| w.remove(&id));
-                self.count(|f| f.unpublished += 1);
-                return Err(unavailable(format!(
-                    "the stream did not take the frame: {e}"
-                )));
-            }
+        if let Err(e) = published {
+            self.waiting_for(|w| w.remove(&id));
+            return Err(unavailable(format!(
+                "the stream did not take the frame: {e}"
+            )));
         }
         match tokio::time::timeout(ANSWER_WAIT, answered).await {
             Ok(Ok(Reply::Response(response))) => {
@@ -375,11 +397,83 @@ impl FrontEnd {
     }
 }
 
+fn count(figures: &Mutex<Figures>, f: impl FnOnce(&mut Figures)) {
+    f(&mut figures.lock().unwrap_or_else(PoisonError::into_inner));
+}
+
+/// A front-end's publisher: takes the frames that wait in `queue` as one
+/// message, [`PUBLISHING`] messages out at most (see the module docs).
+async fn publish(
+    cluster: Cluster,
+    mut queue: mpsc::Receiver<Queued>,
+    figures: Arc<Mutex<Figures>>,
+) {
+    let slots = Arc::new(Semaphore::new(PUBLISHING));
+    let mut next: Option<Queued> = None;
+    loop {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let first = match next.take() {
+            Some(q) => q,
+            None => match queue.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        let mut bytes = 1 + batch::size_of(&first.arrival);
+        let (mut arrivals, mut waiting) = (vec![first.arrival], vec![first.published]);
+        while arrivals.len() < BATCH_FRAMES {
+            let Ok(q) = queue.try_recv() else { break };
+            let size = batch::size_of(&q.arrival);
+            if bytes + size > BATCH_BYTES {
+                next = Some(q);
+                break;
+            }
+            bytes += size;
+            arrivals.push(q.arrival);
+            waiting.push(q.published);
+        }
+        let message = batch::encode(&arrivals);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id(&message).as_str(),
+        );
+        let sent = cluster
+            .jetstream
+            .publish_with_headers(cluster.batches(), headers, message.into())
+            .await;
+        let figures = Arc::clone(&figures);
+        tokio::spawn(async move {
+            let confirmed = match sent {
+                Ok(confirm) => confirm.await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            drop(slot);
+            let frames = waiting.len() as u64;
+            count(&figures, |f| match &confirmed {
+                Ok(ack) => {
+                    f.batches += 1;
+                    f.published += frames;
+                    f.duplicates += if ack.duplicate { frames } else { 0 };
+                }
+                Err(_) => f.unpublished += frames,
+            });
+            let outcome = confirmed.map(|ack| ack.duplicate);
+            for w in waiting {
+                let _ = w.send(outcome.clone());
+            }
+        });
+    }
+}
+
 fn unavailable(why: String) -> NotAcknowledged {
     NotAcknowledged::Unstored(StoreError::Unavailable(why))
 }
 
-/// A frame's message id: the first 128 bits of its SHA-256, in hex.
+/// A message's id, and a frame's: the first 128 bits of its SHA-256, in
+/// hex.
 fn message_id(frame: &[u8]) -> String {
     Sha256::digest(frame)
         .iter()
@@ -407,7 +501,7 @@ pub async fn work(hub: HubHandle, cluster: Cluster, mut stop: watch::Receiver<bo
                 .map_err(|e| e.to_string())?;
             consumer
                 .stream()
-                .max_messages_per_batch(MAX_GROUP)
+                .max_messages_per_batch(PULL)
                 // A pull lasts 3 s: the stream stops handing messages to
                 // a dead worker's pull that soon (what it handed over
                 // comes back after ACK_WAIT).
@@ -448,10 +542,22 @@ pub async fn work(hub: HubHandle, cluster: Cluster, mut stop: watch::Receiver<bo
                 }
                 None => break,
             };
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP {
+            let read = |m: jetstream::Message| {
+                let frames = batch::decode(&m.payload);
+                (m, frames)
+            };
+            let mut group = vec![read(first)];
+            let mut frames = group
+                .iter()
+                .map(|(_, f)| f.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+            while frames < MAX_GROUP {
                 match futures_util::FutureExt::now_or_never(messages.next()) {
-                    Some(Some(Ok(m))) => group.push(m),
+                    Some(Some(Ok(m))) => {
+                        let (m, read) = read(m);
+                        frames += read.as_ref().map_or(0, Vec::len);
+                        group.push((m, read));
+                    }
                     _ => break,
                 }
             }
@@ -460,64 +566,69 @@ pub async fn work(hub: HubHandle, cluster: Cluster, mut stop: watch::Receiver<bo
     }
 }
 
-/// Stores one group of messages through `hub`, then acknowledges and
-/// answers each as its outcome says.
-async fn take(hub: &HubHandle, cluster: &Cluster, mut group: Vec<jetstream::Message>) {
+/// A message a worker took, and its frames as read.
+type Taken = (jetstream::Message, Result<Vec<Arrival>, batch::BatchError>);
+
+/// Stores the frames of one group of messages through `hub`, then
+/// acknowledges each message and answers each frame as its outcome says.
+async fn take(hub: &HubHandle, cluster: &Cluster, group: Vec<Taken>) {
+    let mut messages = Vec::with_capacity(group.len());
+    let mut entries: Vec<(usize, Arrival)> = Vec::new();
+    for (m, read) in group {
+        match read {
+            Ok(arrivals) => {
+                entries.extend(arrivals.into_iter().map(|a| (messages.len(), a)));
+                messages.push(m);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "worker: a stream message that is not a batch; dropped");
+                let _ = m.ack_with(AckKind::Term).await;
+            }
+        }
+    }
     // Devices in ascending order, so that groups lock them in one order;
     // each device's frames keep theirs.
-    group.sort_by_key(|m| device_of(&m.payload));
-    let arrivals: Vec<Arrival> = group
+    entries.sort_by_key(|(_, a)| device_of(&a.frame));
+    let (owners, arrivals): (Vec<usize>, Vec<Arrival>) = entries.into_iter().unzip();
+    let frames: Vec<(u64, String)> = arrivals
         .iter()
-        .map(|m| {
-            let header = |name: &str| {
-                m.headers
-                    .as_ref()
-                    .and_then(|h| h.get(name))
-                    .and_then(|v| v.as_str().parse::<u64>().ok())
-            };
-            Arrival {
-                device: header(PATH),
-                frame: m.payload.to_vec(),
-                received_unix_ms: header(RECEIVED).unwrap_or_else(crate::unix_ms),
-            }
-        })
+        .map(|a| (device_of(&a.frame), message_id(&a.frame)))
         .collect();
     let Some(answers) = hub.call(move |h| h.ingest_group(&arrivals)).await else {
         // The hub is gone (the instance is stopping): the stream keeps
         // them for another.
-        for m in &group {
+        for m in &messages {
             let _ = m.ack_with(AckKind::Nak(None)).await;
         }
         return;
     };
-    for (message, answer) in group.iter().zip(answers) {
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            .map(|v| v.to_string());
-        let device = device_of(&message.payload);
-        let (reply, refused) = match answer {
-            Ok(response) => {
-                // Committed: the stream lets it go, then the device hears.
-                if let Err(e) = message.double_ack().await {
-                    tracing::warn!(device, error = %e, "worker: committed, not acknowledged to the stream (a replay to refuse)");
-                }
-                (response, None)
-            }
+    let mut unstored = vec![false; messages.len()];
+    let mut replies = Vec::with_capacity(frames.len());
+    for ((&owner, (device, id)), answer) in owners.iter().zip(frames).zip(answers) {
+        match answer {
+            Ok(response) => replies.push((device, id, response, None)),
             Err(NotAcknowledged::Unstored(e)) => {
                 tracing::warn!(device, error = %e, "worker: not stored; the stream hands it out again");
-                let _ = message
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
-                continue;
+                if let Some(u) = unstored.get_mut(owner) {
+                    *u = true;
+                }
             }
-            Err(refused) => {
-                let _ = message.ack_with(AckKind::Term).await;
-                (Vec::new(), Some(refused.to_string()))
-            }
-        };
-        let Some(id) = id else { continue };
+            Err(refused) => replies.push((device, id, Vec::new(), Some(refused.to_string()))),
+        }
+    }
+    // Committed: the stream lets them go, then the devices hear. A
+    // message with a frame not stored comes back, its stored frames then
+    // replays.
+    for (message, unstored) in messages.iter().zip(unstored) {
+        if unstored {
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+        } else if let Err(e) = message.double_ack().await {
+            tracing::warn!(error = %e, "worker: committed, not acknowledged to the stream (replays to refuse)");
+        }
+    }
+    for (device, id, reply, refused) in replies {
         let mut headers = HeaderMap::new();
         headers.insert(ANSWERS, id.as_str());
         if let Some(why) = &refused {

@@ -771,7 +771,13 @@ async fn running(
 /// Asserts that `instance`'s front-end published frames to the stream
 /// and its worker committed some.
 async fn took_part(instance: &Instance) {
-    assert!(metric(instance, "telemark_cluster_published_total").await > 0);
+    let published = metric(instance, "telemark_cluster_published_total").await;
+    let batches = metric(instance, "telemark_cluster_batches_total").await;
+    assert!(published > 0);
+    assert!(
+        (1..=published).contains(&batches),
+        "{batches} messages for {published} frames"
+    );
     assert!(metric(instance, "telemark_frames_total").await > 0);
 }
 

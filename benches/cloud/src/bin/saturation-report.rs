@@ -23,6 +23,14 @@
 //! - **cluster, 1 instance** and **cluster, 2 instances**: `--nats` on
 //!   three NATS servers of its own in one JetStream cluster (the stream on
 //!   3 replicas), the devices spread over the instances' brokers.
+//! - **capped cluster, 1 instance** and **capped cluster, 2 instances**:
+//!   the same, each instance held to `--instance-cores` cores (0.3; 0
+//!   leaves these runs out) by a control group of its own, as if on a
+//!   host of that size. On a small machine the uncapped runs share their
+//!   cores with NATS, PostgreSQL and the devices, and a second instance
+//!   gets only what those leave; capped, the instances are what sets the
+//!   pace, and the ratio says what a second instance host adds. It needs
+//!   a writable cgroup CPU controller (root).
 //! - **mosquitto + subscriber**: mosquitto of its own; the devices publish
 //!   the same readings as JSON; a subscriber (this binary, in a process of
 //!   its own) takes what has arrived, up to 512 messages, inserts a row a
@@ -59,6 +67,8 @@ struct Args {
     warm_up: u64,
     postgres: String,
     only: Option<String>,
+    /// Each instance's CPU in the capped cluster runs, cores.
+    instance_cores: f64,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -69,6 +79,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         warm_up: 10,
         postgres: "postgres://postgres@127.0.0.1:5432".into(),
         only: None,
+        instance_cores: 0.3,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -80,6 +91,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--warm-up" => a.warm_up = number(value()?)?,
             "--postgres" => a.postgres = value()?,
             "--only" => a.only = Some(value()?),
+            "--instance-cores" => {
+                let v = value()?;
+                a.instance_cores = v.parse::<f64>().map_err(|e| format!("{flag} {v}: {e}"))?;
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -344,6 +359,7 @@ async fn telemark(
     binary: &Path,
     dir: &Path,
     cluster: Option<usize>,
+    cap: Option<f64>,
 ) -> Result<Measured, String> {
     let run_dir = dir.join(name.replace([' ', ','], "-"));
     std::fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
@@ -372,6 +388,7 @@ async fn telemark(
         flags.extend(["--nats".to_string(), servers.join(",")]);
     }
     let mut procs = Processes::default();
+    let mut caps = Vec::new();
     let mut ports = Vec::new();
     for i in 0..cluster.unwrap_or(1) {
         let mut own = flags.clone();
@@ -381,6 +398,12 @@ async fn telemark(
         let data = run_dir.join(format!("instance-{i}"));
         let instance =
             tokio::task::block_in_place(|| services::instance(binary, &data, &own, &mut procs))?;
+        if let Some(cores) = cap {
+            let group = format!("telemark-saturation-{}-{i}", std::process::id());
+            let c = services::CpuCap::new(&group, cores)?;
+            c.add(instance.pid)?;
+            caps.push(c);
+        }
         ports.push(instance.mqtt);
     }
     let watched = Watched {
@@ -397,6 +420,7 @@ async fn telemark(
         )
     });
     drop(procs);
+    drop(caps);
     drop(nats);
     tokio::task::block_in_place(|| services::drop_database(&a.postgres, &url));
     let (measured, sent, answered) = result?;
@@ -559,17 +583,26 @@ async fn report(a: Args) -> Result<(), String> {
         "single-node",
         "cluster, 1 instance",
         "cluster, 2 instances",
+        "capped cluster, 1 instance",
+        "capped cluster, 2 instances",
         "mosquitto + subscriber",
     ];
+    let cap = Some(a.instance_cores).filter(|&c| c > 0.0);
     let mut rows: Vec<Measured> = Vec::new();
     for name in names {
-        if a.only.as_deref().is_some_and(|o| !name.starts_with(o)) {
+        if a.only.as_deref().is_some_and(|o| !name.starts_with(o))
+            || (name.starts_with("capped") && cap.is_none())
+        {
             continue;
         }
         let m = match name {
-            "single-node" => telemark(name, &a, &binary, &dir, None).await?,
-            "cluster, 1 instance" => telemark(name, &a, &binary, &dir, Some(1)).await?,
-            "cluster, 2 instances" => telemark(name, &a, &binary, &dir, Some(2)).await?,
+            "single-node" => telemark(name, &a, &binary, &dir, None, None).await?,
+            "cluster, 1 instance" => telemark(name, &a, &binary, &dir, Some(1), None).await?,
+            "cluster, 2 instances" => telemark(name, &a, &binary, &dir, Some(2), None).await?,
+            "capped cluster, 1 instance" => telemark(name, &a, &binary, &dir, Some(1), cap).await?,
+            "capped cluster, 2 instances" => {
+                telemark(name, &a, &binary, &dir, Some(2), cap).await?
+            }
             _ => baseline(name, &a, &dir).await?,
         };
         println!(
@@ -592,6 +625,16 @@ async fn report(a: Args) -> Result<(), String> {
     if let (Some(one), Some(two)) = (get("cluster, 1 instance"), get("cluster, 2 instances")) {
         println!(
             "two instances: {:.2}x the readings/s of one",
+            two.readings_per_s / one.readings_per_s
+        );
+    }
+    if let (Some(one), Some(two), Some(cores)) = (
+        get("capped cluster, 1 instance"),
+        get("capped cluster, 2 instances"),
+        cap,
+    ) {
+        println!(
+            "two instances of {cores} cores each: {:.2}x the readings/s of one",
             two.readings_per_s / one.readings_per_s
         );
     }
