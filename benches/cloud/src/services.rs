@@ -50,8 +50,27 @@ pub fn service_binary() -> Result<PathBuf, String> {
 
 /// A bench device's MQTT client, `client_id`, on the broker at loopback
 /// `port`: a clean session, packets up to 64 KiB, no Nagle delay; once it
-/// returns, subscribed to `down` at QoS 1.
+/// returns, subscribed to `down` at QoS 1. A connection that fails is
+/// tried again twice, a second apart, as a device would.
 pub async fn mqtt_device(
+    client_id: String,
+    port: u16,
+    down: String,
+) -> Result<(AsyncClient, EventLoop), String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match mqtt_device_once(client_id.clone(), port, down.clone()).await {
+            Err(e) if tries < 3 => {
+                eprintln!("{e}; connecting again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+async fn mqtt_device_once(
     client_id: String,
     port: u16,
     down: String,
@@ -60,7 +79,10 @@ pub async fn mqtt_device(
     options
         .set_clean_start(true)
         .set_keep_alive(Duration::from_secs(60))
-        .set_max_packet_size(Some(64 * 1024));
+        .set_max_packet_size(Some(64 * 1024))
+        // A device has one frame in flight; rumqttc's default room for
+        // 65,535 is megabytes a client.
+        .set_outgoing_inflight_upper_limit(16);
     let mut network = rumqttc::NetworkOptions::new();
     network.set_tcp_nodelay(true);
     options.set_network_options(network);
