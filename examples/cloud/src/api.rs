@@ -490,6 +490,10 @@ async fn metrics(State(api): State<Api>) -> Result<Response, Problem> {
             "Answers that came after their frame stopped waiting.",
             k.late,
         );
+        out += &format!(
+            "# HELP telemark_cluster_devices_followed Devices whose answers this instance follows (a NATS subscription each, until 15 minutes after the device's last frame).\n# TYPE telemark_cluster_devices_followed gauge\ntelemark_cluster_devices_followed {}\n",
+            k.following
+        );
     }
     out += "# HELP telemark_refused_total Frames refused, by cause.\n# TYPE telemark_refused_total counter\n";
     let r = c.refused;

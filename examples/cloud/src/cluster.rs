@@ -16,8 +16,9 @@
 //!   next, so a quiet front-end sends each frame at once and a busy one
 //!   pays the stream's replication once for many. Then the front-end
 //!   waits for each frame's answer on `{prefix}.down.{device}`, which it
-//!   subscribes to from the device's first frame: the instance that holds
-//!   the device's connection is the one that forwards its downlink.
+//!   subscribes to from the device's first frame until it has been silent
+//!   for [`FOLLOW_IDLE`]: the instance that holds the device's connection
+//!   is the one that forwards its downlink.
 //! - **Workers.** One per instance, all on the durable consumer
 //!   [`WORKERS`]. A worker takes the messages that wait, in groups of up
 //!   to [`MAX_GROUP`] frames, and hands their frames to its hub, which
@@ -47,7 +48,7 @@
 
 pub mod batch;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -60,6 +61,8 @@ use sha2::{Digest, Sha256};
 use telemark_core::wire::seal::Header;
 use telemark_server::Refusal;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::hub::{Answer, Arrival, HubHandle, NotAcknowledged, MAX_GROUP};
 use crate::store::StoreError;
@@ -96,6 +99,11 @@ pub const BATCH_BYTES: usize = 256 * 1024;
 /// Stream messages a front-end has out at once, waiting for the stream
 /// to confirm them.
 pub const PUBLISHING: usize = 2;
+
+/// How long a front-end follows a device it has had no frame from. A
+/// device's answers come only to its frames, so one silent this long has
+/// none on the way; its next frame is followed again.
+pub const FOLLOW_IDLE: Duration = Duration::from_secs(15 * 60);
 
 /// Frames a front-end's queue holds; a listener past it waits.
 const QUEUED: usize = 8192;
@@ -235,6 +243,9 @@ pub struct Figures {
     pub unanswered: u64,
     /// Answers that came with no frame waiting for them.
     pub late: u64,
+    /// Devices followed now: a NATS subscription each (see
+    /// [`FOLLOW_IDLE`]).
+    pub following: u64,
 }
 
 /// A frame in a front-end's queue, and who waits to hear whether the
@@ -244,12 +255,16 @@ struct Queued {
     published: oneshot::Sender<Result<bool, String>>,
 }
 
+/// A device a front-end follows: when its last frame came, and the task
+/// that takes its answers (none while it subscribes).
+type Followed = (Instant, Option<JoinHandle<()>>);
+
 /// The half of an instance that meets devices (see the module docs).
 pub struct FrontEnd {
     cluster: Cluster,
     queue: mpsc::Sender<Queued>,
     waiting: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
-    followed: Mutex<HashSet<u64>>,
+    followed: Mutex<HashMap<u64, Followed>>,
     figures: Arc<Mutex<Figures>>,
     runtime: tokio::runtime::Handle,
 }
@@ -261,19 +276,41 @@ impl FrontEnd {
         let (queue, queued) = mpsc::channel(QUEUED);
         let figures = Arc::new(Mutex::new(Figures::default()));
         tokio::spawn(publish(cluster.clone(), queued, Arc::clone(&figures)));
-        Arc::new(FrontEnd {
+        let front = Arc::new(FrontEnd {
             cluster,
             queue,
             waiting: Mutex::new(HashMap::new()),
-            followed: Mutex::new(HashSet::new()),
+            followed: Mutex::new(HashMap::new()),
             figures,
             runtime: tokio::runtime::Handle::current(),
-        })
+        });
+        let weak = Arc::downgrade(&front);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(FOLLOW_IDLE / 15);
+            loop {
+                every.tick().await;
+                let Some(front) = weak.upgrade() else { return };
+                let idle = take_idle(&mut front.following(), Instant::now());
+                for task in idle.into_iter().flatten() {
+                    // Its subscription ends with it.
+                    task.abort();
+                }
+            }
+        });
+        front
     }
 
     /// Its figures so far.
     pub fn figures(&self) -> Figures {
-        *self.figures.lock().unwrap_or_else(PoisonError::into_inner)
+        let following = self.following().len() as u64;
+        Figures {
+            following,
+            ..*self.figures.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+
+    fn following(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Followed>> {
+        self.followed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn count(&self, f: impl FnOnce(&mut Figures)) {
@@ -346,15 +383,17 @@ impl FrontEnd {
     }
 
     /// Subscribes to `device`'s answers, once: from its first frame here
-    /// on, this instance forwards them.
+    /// on, until it has sent none for [`FOLLOW_IDLE`], this instance
+    /// forwards them.
     async fn follow(self: &Arc<Self>, device: u64) -> Result<(), NotAcknowledged> {
-        let new = self
-            .followed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(device);
-        if !new {
-            return Ok(());
+        let now = Instant::now();
+        {
+            let mut following = self.following();
+            if let Some((last, _)) = following.get_mut(&device) {
+                *last = now;
+                return Ok(());
+            }
+            following.insert(device, (now, None));
         }
         let subscribed = self
             .cluster
@@ -364,19 +403,20 @@ impl FrontEnd {
         let mut answers = match subscribed {
             Ok(answers) => answers,
             Err(e) => {
-                self.followed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&device);
+                self.following().remove(&device);
                 return Err(unavailable(format!("NATS: {e}")));
             }
         };
         let front = Arc::clone(self);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             while let Some(message) = answers.next().await {
                 front.answer(&message);
             }
         });
+        match self.following().get_mut(&device) {
+            Some((_, held)) => *held = Some(task),
+            None => task.abort(),
+        }
         Ok(())
     }
 
@@ -470,6 +510,19 @@ async fn publish(
 
 fn unavailable(why: String) -> NotAcknowledged {
     NotAcknowledged::Unstored(StoreError::Unavailable(why))
+}
+
+/// Takes out of `followed` the devices last heard [`FOLLOW_IDLE`] or more
+/// before `now`; what each held.
+fn take_idle<T>(followed: &mut HashMap<u64, (Instant, T)>, now: Instant) -> Vec<T> {
+    let idle: Vec<u64> = followed
+        .iter()
+        .filter(|(_, (last, _))| now.saturating_duration_since(*last) >= FOLLOW_IDLE)
+        .map(|(&d, _)| d)
+        .collect();
+    idle.into_iter()
+        .filter_map(|d| followed.remove(&d).map(|(_, held)| held))
+        .collect()
 }
 
 /// A message's id, and a frame's: the first 128 bits of its SHA-256, in
@@ -590,6 +643,9 @@ async fn take(hub: &HubHandle, cluster: &Cluster, group: Vec<Taken>) {
     // each device's frames keep theirs.
     entries.sort_by_key(|(_, a)| device_of(&a.frame));
     let (owners, arrivals): (Vec<usize>, Vec<Arrival>) = entries.into_iter().unzip();
+    if arrivals.is_empty() {
+        return;
+    }
     let frames: Vec<(u64, String)> = arrivals
         .iter()
         .map(|a| (device_of(&a.frame), message_id(&a.frame)))
@@ -661,6 +717,34 @@ mod tests {
         // SHA-256("abc") begins ba7816bf 8f01cfea 414140de 5dae2223.
         assert_eq!(id, "ba7816bf8f01cfea414140de5dae2223");
         assert_ne!(message_id(b"abd"), id);
+    }
+
+    #[test]
+    fn devices_silent_for_the_idle_time_are_no_longer_followed() {
+        // Later than the start, not earlier: an instant before the
+        // machine's boot does not exist.
+        let start = Instant::now();
+        let now = start + FOLLOW_IDLE * 2;
+        let minute = Duration::from_secs(60);
+        let mut followed = HashMap::from([
+            (1, (now, "heard now")),
+            (
+                2,
+                (
+                    start + FOLLOW_IDLE + minute,
+                    "heard a minute before the limit",
+                ),
+            ),
+            (3, (start + FOLLOW_IDLE, "heard at the limit")),
+            (4, (start, "long silent")),
+        ]);
+        let mut idle = take_idle(&mut followed, now);
+        idle.sort_unstable();
+        assert_eq!(idle, ["heard at the limit", "long silent"]);
+        let mut kept: Vec<u64> = followed.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, [1, 2]);
+        assert!(take_idle(&mut followed, now).is_empty());
     }
 
     #[test]

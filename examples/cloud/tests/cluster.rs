@@ -778,6 +778,9 @@ async fn took_part(instance: &Instance) {
         (1..=published).contains(&batches),
         "{batches} messages for {published} frames"
     );
+    // Every device it published for is followed: none has been silent
+    // for the idle time.
+    assert!(metric(instance, "telemark_cluster_devices_followed").await > 0);
     assert!(metric(instance, "telemark_frames_total").await > 0);
 }
 
