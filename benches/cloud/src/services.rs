@@ -151,16 +151,11 @@ pub fn nats(dir: &Path, nodes: usize) -> Result<(Vec<String>, Processes), String
                 routes.join(", ")
             );
         }
-        let config = dir.join(format!("n{i}.conf"));
-        std::fs::write(&config, text).map_err(|e| e.to_string())?;
-        let child = Command::new("nats-server")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("nats-server: {e}"))?;
-        procs.0.push(child);
+        procs.0.push(configured(
+            "nats-server",
+            &dir.join(format!("n{i}.conf")),
+            &text,
+        )?);
     }
     let urls = ports
         .iter()
@@ -169,24 +164,30 @@ pub fn nats(dir: &Path, nodes: usize) -> Result<(Vec<String>, Processes), String
     Ok((urls, procs))
 }
 
+/// Writes `text` to `config` and starts `program -c config`, its output
+/// dropped.
+fn configured(program: &str, config: &Path, text: &str) -> Result<Child, String> {
+    std::fs::write(config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    Command::new(program)
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))
+}
+
 /// Starts mosquitto on a free loopback port, anonymous clients allowed,
 /// nothing persisted; its port and its process.
 pub fn mosquitto(dir: &Path) -> Result<(u16, Processes), String> {
     let port = free_port()?;
-    let config = dir.join("mosquitto.conf");
-    std::fs::write(
-        &config,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n"),
-    )
-    .map_err(|e| e.to_string())?;
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("mosquitto: {e}"))?;
-    let procs = Processes(vec![child]);
+    let text =
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n");
+    let procs = Processes(vec![configured(
+        "mosquitto",
+        &dir.join("mosquitto.conf"),
+        &text,
+    )?]);
     for _ in 0..50 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok((port, procs));
